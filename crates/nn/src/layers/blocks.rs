@@ -1,0 +1,117 @@
+//! The two layer types of the search space: MBConv and the separable convolution.
+
+use eatnas_tensor::{add, Tensor};
+use rand::Rng;
+
+use super::conv_bn::{input_grad, ConvBn};
+use super::{Mode, Visitor};
+use crate::arch::{LayerSpec, Op};
+use crate::Result;
+
+/// MBConv with expansion t: 1x1 (cin -> cin*t) -> BN -> ReLU -> depthwise kxk -> BN -> ReLU ->
+/// 1x1 (cin*t -> cout) -> BN, plus the input when `residual`.
+#[derive(Clone, Debug)]
+pub struct MbConv {
+    pub expand: ConvBn,
+    pub depthwise: ConvBn,
+    pub project: ConvBn,
+    pub residual: bool,
+}
+
+/// Depthwise kxk -> BN -> ReLU -> 1x1 (cin -> cout) -> BN -> ReLU, plus the input when `residual`.
+#[derive(Clone, Debug)]
+pub struct SepConv {
+    pub depthwise: ConvBn,
+    pub pointwise: ConvBn,
+    pub residual: bool,
+}
+
+/// One layer of a block.
+#[derive(Clone, Debug)]
+pub enum Block {
+    MbConv(MbConv),
+    Sep(SepConv),
+}
+
+impl Block {
+    pub fn new(spec: &LayerSpec, rng: &mut impl Rng) -> Result<Block> {
+        let LayerSpec { op, kernel, stride, in_channels: cin, out_channels: cout, residual } = *spec;
+        Ok(match op.expansion() {
+            Some(t) => {
+                let hidden = cin * t;
+                Block::MbConv(MbConv {
+                    expand: ConvBn::new(cin, hidden, 1, 1, 1, true, rng)?,
+                    depthwise: ConvBn::new(hidden, hidden, kernel, stride, hidden, true, rng)?,
+                    project: ConvBn::new(hidden, cout, 1, 1, 1, false, rng)?,
+                    residual,
+                })
+            }
+            None => {
+                debug_assert_eq!(op, Op::Sep);
+                Block::Sep(SepConv {
+                    depthwise: ConvBn::new(cin, cin, kernel, stride, cin, true, rng)?,
+                    pointwise: ConvBn::new(cin, cout, 1, 1, 1, true, rng)?,
+                    residual,
+                })
+            }
+        })
+    }
+
+    /// # Shapes
+    /// `x`: (N, Cin, H, W); returns (N, Cout, H / stride, W / stride) (rounded up)
+    pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (out, residual) = match self {
+            Block::MbConv(b) => {
+                let h = b.expand.forward(x, mode)?;
+                let h = b.depthwise.forward(&h, mode)?;
+                (b.project.forward(&h, mode)?, b.residual)
+            }
+            Block::Sep(b) => {
+                let h = b.depthwise.forward(x, mode)?;
+                (b.pointwise.forward(&h, mode)?, b.residual)
+            }
+        };
+        if residual {
+            Ok(add(&out, x)?)
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// # Shapes
+    /// `dy`: the last output's shape; returns the last input's shape
+    pub fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let (dx, residual) = match self {
+            Block::MbConv(b) => {
+                let d = input_grad(b.project.backward(dy)?)?;
+                let d = input_grad(b.depthwise.backward(&d)?)?;
+                (input_grad(b.expand.backward(&d)?)?, b.residual)
+            }
+            Block::Sep(b) => {
+                let d = input_grad(b.pointwise.backward(dy)?)?;
+                (input_grad(b.depthwise.backward(&d)?)?, b.residual)
+            }
+        };
+        if residual {
+            Ok(add(&dx, dy)?)
+        } else {
+            Ok(dx)
+        }
+    }
+
+    /// Names relative to `prefix` (`blocks.b.l`): `expand`, `depthwise`, `project` or
+    /// `depthwise`, `pointwise`.
+    pub fn visit(&mut self, prefix: &str, f: &mut Visitor<'_>) {
+        match self {
+            Block::MbConv(b) => {
+                b.expand.visit(&format!("{prefix}.expand"), f);
+                b.depthwise.visit(&format!("{prefix}.depthwise"), f);
+                b.project.visit(&format!("{prefix}.project"), f);
+            }
+            Block::Sep(b) => {
+                b.depthwise.visit(&format!("{prefix}.depthwise"), f);
+                b.pointwise.visit(&format!("{prefix}.pointwise"), f);
+            }
+        }
+    }
+}

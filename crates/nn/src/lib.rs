@@ -1,0 +1,15 @@
+//! eatnas-nn: architecture files of the EAT-NAS search space (`eatnas-arch/1`), their MAdds and
+//! parameter counts, the layers (ConvBN, MBConv, SepConv, head) and whole networks with the
+//! parameter names of `shared/spec/ARCH.md`, forward and backward, in training and inference mode.
+
+pub mod arch;
+pub mod counting;
+mod error;
+pub mod layers;
+pub mod network;
+
+pub use arch::{Arch, Block, Head, LayerSpec, Op, Stem};
+pub use counting::{Counts, PartCount};
+pub use error::{Error, Result};
+pub use layers::{Mode, Param, Slot};
+pub use network::Network;

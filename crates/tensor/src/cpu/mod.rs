@@ -1,0 +1,3 @@
+//! Helpers shared by the CPU kernels of every op.
+
+pub(crate) mod gemm;

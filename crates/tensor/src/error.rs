@@ -1,0 +1,35 @@
+//! The one error type of the tensor crate: every bad shape, device or argument ends here, never
+//! in a panic.
+
+use crate::Device;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operand's shape does not fit the operation.
+    #[error("{op}: {what}: expected {expected}, got {got}")]
+    Shape { op: &'static str, what: String, expected: String, got: String },
+
+    /// Two operands live on different devices.
+    #[error("{op}: operands on different devices ({left} and {right}); move them to one device first")]
+    DeviceMismatch { op: &'static str, left: Device, right: Device },
+
+    /// A parameter of the operation is outside what it supports.
+    #[error("{op}: {message}")]
+    Argument { op: &'static str, message: String },
+
+    /// The requested device cannot be used on this machine or in this build.
+    #[error("device {device}: {message}")]
+    DeviceUnavailable { device: Device, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
+        Error::Shape { op, what: what.into(), expected: expected.to_string(), got: got.to_string() }
+    }
+
+    pub(crate) fn argument(op: &'static str, message: impl Into<String>) -> Self {
+        Error::Argument { op, message: message.into() }
+    }
+}

@@ -1,0 +1,134 @@
+//! Batch normalisation over the channels of NCHW tensors, in training mode (batch statistics,
+//! running statistics updated as PyTorch does) and in inference mode (running statistics).
+
+mod cpu;
+
+use crate::tensor::common_device;
+use crate::{cuda, Device, Error, Result, Tensor};
+
+/// What the backward pass needs from the forward pass: the per-channel mean and 1/sqrt(var+eps)
+/// that normalised the input, and whether they were batch statistics (training) or running ones.
+#[derive(Clone, Debug)]
+pub struct BatchNormStats {
+    /// (C,)
+    pub mean: Tensor,
+    /// (C,)
+    pub inv_std: Tensor,
+    pub training: bool,
+}
+
+fn check(op: &'static str, x: &Tensor, per_channel: &[(&str, &Tensor)]) -> Result<[usize; 4]> {
+    let dims = x.dims4(op, "input")?;
+    for (what, t) in per_channel {
+        t.expect_shape(op, what, &[dims[1]])?;
+    }
+    Ok(dims)
+}
+
+/// Training-mode batch norm: normalises with the batch mean and biased variance, and moves the
+/// running mean and running (unbiased) variance by `momentum` towards the batch's.
+///
+/// # Shapes
+/// - `x`: (N, C, H, W); `weight`, `bias`, `running_mean`, `running_var`: (C,)
+/// - returns `y` shaped as `x` and the statistics for [`batch_norm2d_backward`]
+pub fn batch_norm2d_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    momentum: f32,
+    eps: f32,
+) -> Result<(Tensor, BatchNormStats)> {
+    const OP: &str = "batch_norm2d_train";
+    let dims = check(OP, x, &[("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)])?;
+    let count = dims[0] * dims[2] * dims[3];
+    if count < 2 {
+        return Err(Error::argument(
+            OP,
+            format!("training needs more than one value per channel to estimate a variance, got input {:?}", x.shape()),
+        ));
+    }
+    match common_device(OP, &[x, weight, bias, running_mean, running_var])? {
+        Device::Cpu => {
+            let (mean, var) = cpu::channel_moments(x.cpu_data()?, dims);
+            let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + eps as f64).sqrt()) as f32).collect();
+            let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+            let y = cpu::normalize(x.cpu_data()?, dims, &mean32, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
+            let unbias = count as f64 / (count - 1) as f64;
+            let momentum64 = momentum as f64;
+            for (r, m) in running_mean.cpu_data_mut()?.iter_mut().zip(&mean) {
+                *r = ((1.0 - momentum64) * *r as f64 + momentum64 * m) as f32;
+            }
+            for (r, v) in running_var.cpu_data_mut()?.iter_mut().zip(&var) {
+                *r = ((1.0 - momentum64) * *r as f64 + momentum64 * v * unbias) as f32;
+            }
+            let channels = [dims[1]];
+            let stats = BatchNormStats {
+                mean: Tensor::from_vec(mean32, &channels)?,
+                inv_std: Tensor::from_vec(inv_std, &channels)?,
+                training: true,
+            };
+            Ok((Tensor::from_vec(y, x.shape())?, stats))
+        }
+        device => Err(cuda::unavailable(OP, device)),
+    }
+}
+
+/// Inference-mode batch norm with the running statistics.
+///
+/// # Shapes
+/// as [`batch_norm2d_train`]; the running statistics are only read.
+pub fn batch_norm2d_eval(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, BatchNormStats)> {
+    const OP: &str = "batch_norm2d_eval";
+    let dims = check(OP, x, &[("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)])?;
+    match common_device(OP, &[x, weight, bias, running_mean, running_var])? {
+        Device::Cpu => {
+            let inv_std: Vec<f32> =
+                running_var.cpu_data()?.iter().map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32).collect();
+            let mean = running_mean.cpu_data()?;
+            let y = cpu::normalize(x.cpu_data()?, dims, mean, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
+            let stats = BatchNormStats {
+                mean: running_mean.clone(),
+                inv_std: Tensor::from_vec(inv_std, &[dims[1]])?,
+                training: false,
+            };
+            Ok((Tensor::from_vec(y, x.shape())?, stats))
+        }
+        device => Err(cuda::unavailable(OP, device)),
+    }
+}
+
+/// Batch norm backward, in the mode the statistics came from.
+///
+/// # Shapes
+/// - `x`, `dy`: (N, C, H, W); `weight`: (C,)
+/// - returns (`dx` shaped as `x`, `dweight` (C,), `dbias` (C,))
+pub fn batch_norm2d_backward(x: &Tensor, weight: &Tensor, stats: &BatchNormStats, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "batch_norm2d_backward";
+    let dims = check(OP, x, &[("weight", weight), ("mean", &stats.mean), ("inv_std", &stats.inv_std)])?;
+    dy.expect_shape(OP, "output gradient", x.shape())?;
+    match common_device(OP, &[x, weight, &stats.mean, &stats.inv_std, dy])? {
+        Device::Cpu => {
+            let (dx, dweight, dbias) = cpu::backward(
+                x.cpu_data()?,
+                dy.cpu_data()?,
+                dims,
+                stats.mean.cpu_data()?,
+                stats.inv_std.cpu_data()?,
+                weight.cpu_data()?,
+                stats.training,
+            );
+            let channels = [dims[1]];
+            Ok((Tensor::from_vec(dx, x.shape())?, Tensor::from_vec(dweight, &channels)?, Tensor::from_vec(dbias, &channels)?))
+        }
+        device => Err(cuda::unavailable(OP, device)),
+    }
+}

@@ -1,0 +1,8 @@
+//! The operations, each with its forward and backward side by side.
+
+pub mod batch_norm;
+pub mod conv2d;
+pub mod cross_entropy;
+pub mod elementwise;
+pub mod linear;
+pub mod pool;

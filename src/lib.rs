@@ -1,0 +1,1 @@
+//! eatnas: the workspace root package; see the crates.
