@@ -72,7 +72,7 @@ impl Counts {
                 };
             }
             parts.push(PartCount {
-                name: format!("blocks.{b} {} k{} x{} w{}", block.op.name(), block.kernel, block.layers, block.width),
+                name: format!("blocks.{b} {} k{} x{} w{:?}", block.op.name(), block.kernel, block.layers, block.width),
                 output: [block.out_channels(), h, w],
                 madds,
                 params,
