@@ -19,29 +19,45 @@ fn convolutions(c: &mut Criterion) {
     for kernel in [3, 5, 7] {
         let w = random(&[144, 1, kernel, kernel], &mut rng);
         let p = Conv2dParams::depthwise(144, kernel, 1);
-        c.bench_function(&format!("dwconv{kernel}x{kernel}_fwd_32x144x56x56"), |b| b.iter(|| conv2d(&x, &w, p).unwrap()));
+        c.bench_function(&format!("dwconv{kernel}x{kernel}_fwd_32x144x56x56"), |b| {
+            b.iter(|| conv2d(&x, &w, p).unwrap())
+        });
     }
     let x = random(&[32, 24, 56, 56], &mut rng);
     let w = random(&[144, 24, 1, 1], &mut rng);
-    c.bench_function("pwconv_fwd_32x24x56x56_to144", |b| b.iter(|| conv2d(&x, &w, Conv2dParams::same(1, 1)).unwrap()));
+    c.bench_function("pwconv_fwd_32x24x56x56_to144", |b| {
+        b.iter(|| conv2d(&x, &w, Conv2dParams::same(1, 1)).unwrap())
+    });
     let x = random(&[32, 3, 224, 224], &mut rng);
     let w = random(&[32, 3, 3, 3], &mut rng);
-    c.bench_function("conv3x3s2_fwd_32x3x224x224_to32", |b| b.iter(|| conv2d(&x, &w, Conv2dParams::same(3, 2)).unwrap()));
+    c.bench_function("conv3x3s2_fwd_32x3x224x224_to32", |b| {
+        b.iter(|| conv2d(&x, &w, Conv2dParams::same(3, 2)).unwrap())
+    });
 }
 
 fn mbconv(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (op, kernel, n, ch, size) in [(Op::Mb6, 3, 32, 24, 56), (Op::Mb6, 5, 64, 40, 16)] {
-        let spec = LayerSpec { op, kernel, stride: 1, in_channels: ch, out_channels: ch, residual: true };
+        let spec = LayerSpec {
+            op,
+            kernel,
+            stride: 1,
+            in_channels: ch,
+            out_channels: ch,
+            residual: true,
+        };
         let mut block = Block::new(&spec, &mut rng).unwrap();
         let x = random(&[n, ch, size, size], &mut rng);
         let dy = random(&[n, ch, size, size], &mut rng);
-        c.bench_function(&format!("mbconv6_k{kernel}_fwdbwd_{n}x{ch}x{size}x{size}"), |b| {
-            b.iter(|| {
-                block.forward(&x, Mode::Train).unwrap();
-                block.backward(&dy).unwrap()
-            })
-        });
+        c.bench_function(
+            &format!("mbconv6_k{kernel}_fwdbwd_{n}x{ch}x{size}x{size}"),
+            |b| {
+                b.iter(|| {
+                    block.forward(&x, Mode::Train).unwrap();
+                    block.backward(&dy).unwrap()
+                })
+            },
+        );
     }
 }
 

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use common::{compare, fixtures_dir, Fixture, FORWARD, GRADIENT};
 use eatnas_nn::{layers::Block, Arch, LayerSpec, Mode, Network, Op, Slot};
 use eatnas_tensor::{
-    batch_norm2d_backward, batch_norm2d_train, conv2d, conv2d_backward, global_avg_pool, global_avg_pool_backward, linear,
-    linear_backward, softmax_cross_entropy, Conv2dParams, Device, Tensor,
+    batch_norm2d_backward, batch_norm2d_train, conv2d, conv2d_backward, global_avg_pool,
+    global_avg_pool_backward, linear, linear_backward, softmax_cross_entropy, Conv2dParams, Device,
+    Tensor,
 };
 
 /// Compares `got` with the fixture's tensor `want`, recording the worst ratio.
@@ -23,7 +24,9 @@ struct Checker<'a> {
 impl<'a> Checker<'a> {
     fn check(&mut self, got: &Tensor, want: &str, tolerance: (f64, f64)) {
         match self.fixture.floats.get(want) {
-            None => self.failures.push(format!("fixture has no tensor `{want}`")),
+            None => self
+                .failures
+                .push(format!("fixture has no tensor `{want}`")),
             Some((shape, values)) => match compare(want, got, shape, values, tolerance) {
                 Ok(ratio) => self.worst = self.worst.max(ratio),
                 Err(e) => self.failures.push(e),
@@ -35,9 +38,16 @@ impl<'a> Checker<'a> {
 type CaseResult = Result<(), String>;
 
 fn conv2d_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
-    let params =
-        Conv2dParams { stride: f.meta_usize("stride")?, padding: f.meta_usize("padding")?, groups: f.meta_usize("groups")? };
-    let (x, w, dy) = (f.tensor("x", device)?, f.tensor("weight", device)?, f.tensor("dy", device)?);
+    let params = Conv2dParams {
+        stride: f.meta_usize("stride")?,
+        padding: f.meta_usize("padding")?,
+        groups: f.meta_usize("groups")?,
+    };
+    let (x, w, dy) = (
+        f.tensor("x", device)?,
+        f.tensor("weight", device)?,
+        f.tensor("dy", device)?,
+    );
     let s = |e: eatnas_tensor::Error| e.to_string();
     c.check(&conv2d(&x, &w, params).map_err(s)?, "y", FORWARD);
     let (dx, dw) = conv2d_backward(&x, &w, &dy, params).map_err(s)?;
@@ -51,8 +61,16 @@ fn batchnorm_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
         return Err("only training-mode batch-norm fixtures are defined".into());
     }
     let (momentum, eps) = (f.meta_f64("momentum")? as f32, f.meta_f64("eps")? as f32);
-    let (x, w, b, dy) = (f.tensor("x", device)?, f.tensor("weight", device)?, f.tensor("bias", device)?, f.tensor("dy", device)?);
-    let (mut rm, mut rv) = (f.tensor("running_mean", device)?, f.tensor("running_var", device)?);
+    let (x, w, b, dy) = (
+        f.tensor("x", device)?,
+        f.tensor("weight", device)?,
+        f.tensor("bias", device)?,
+        f.tensor("dy", device)?,
+    );
+    let (mut rm, mut rv) = (
+        f.tensor("running_mean", device)?,
+        f.tensor("running_var", device)?,
+    );
     let s = |e: eatnas_tensor::Error| e.to_string();
     let (y, stats) = batch_norm2d_train(&x, &w, &b, &mut rm, &mut rv, momentum, eps).map_err(s)?;
     c.check(&y, "y", FORWARD);
@@ -67,7 +85,11 @@ fn batchnorm_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
 
 fn pool_linear_ce_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
     let smoothing = f.meta_f64("label_smoothing")? as f32;
-    let (x, w, b) = (f.tensor("x", device)?, f.tensor("weight", device)?, f.tensor("bias", device)?);
+    let (x, w, b) = (
+        f.tensor("x", device)?,
+        f.tensor("weight", device)?,
+        f.tensor("bias", device)?,
+    );
     let labels = f.labels("labels")?;
     let s = |e: eatnas_tensor::Error| e.to_string();
     let dims = x.dims4("fixture", "x").map_err(s)?;
@@ -75,9 +97,17 @@ fn pool_linear_ce_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResu
     let logits = linear(&pooled, &w, &b).map_err(s)?;
     c.check(&logits, "logits", FORWARD);
     let ce = softmax_cross_entropy(&logits, &labels, smoothing).map_err(s)?;
-    c.check(&Tensor::from_vec(vec![ce.loss], &[1]).map_err(s)?, "loss", FORWARD);
+    c.check(
+        &Tensor::from_vec(vec![ce.loss], &[1]).map_err(s)?,
+        "loss",
+        FORWARD,
+    );
     let (dpooled, dw, db) = linear_backward(&pooled, &w, &ce.dlogits).map_err(s)?;
-    c.check(&global_avg_pool_backward(&dpooled, dims).map_err(s)?, "dx", GRADIENT);
+    c.check(
+        &global_avg_pool_backward(&dpooled, dims).map_err(s)?,
+        "dx",
+        GRADIENT,
+    );
     c.check(&dw, "dweight", GRADIENT);
     c.check(&db, "dbias", GRADIENT);
     Ok(())
@@ -85,7 +115,12 @@ fn pool_linear_ce_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResu
 
 /// Loads `param.<name>` for every parameter the layer visits (with `prefix.` removed from its
 /// names), failing on a parameter the fixture lacks or a fixture parameter the layer lacks.
-fn load_params(f: &Fixture, device: Device, visit: &mut dyn FnMut(&mut dyn FnMut(String, Slot<'_>)), strip: &str) -> Result<Vec<String>, String> {
+fn load_params(
+    f: &Fixture,
+    device: Device,
+    visit: &mut dyn FnMut(&mut dyn FnMut(String, Slot<'_>)),
+    strip: &str,
+) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
     let mut error = None;
     visit(&mut |name, slot| {
@@ -93,7 +128,13 @@ fn load_params(f: &Fixture, device: Device, visit: &mut dyn FnMut(&mut dyn FnMut
         if let Slot::Param(p) = slot {
             match f.tensor(&format!("param.{name}"), device) {
                 Ok(t) if t.shape() == p.value.shape() => p.value = t,
-                Ok(t) => error = Some(format!("param.{name}: fixture shape {:?}, layer shape {:?}", t.shape(), p.value.shape())),
+                Ok(t) => {
+                    error = Some(format!(
+                        "param.{name}: fixture shape {:?}, layer shape {:?}",
+                        t.shape(),
+                        p.value.shape()
+                    ))
+                }
                 Err(e) => error = Some(e),
             }
             names.push(name);
@@ -102,9 +143,16 @@ fn load_params(f: &Fixture, device: Device, visit: &mut dyn FnMut(&mut dyn FnMut
     if let Some(e) = error {
         return Err(e);
     }
-    let extra: Vec<_> = f.floats.keys().filter_map(|k| k.strip_prefix("param.")).filter(|k| !names.iter().any(|n| n == k)).collect();
+    let extra: Vec<_> = f
+        .floats
+        .keys()
+        .filter_map(|k| k.strip_prefix("param."))
+        .filter(|k| !names.iter().any(|n| n == k))
+        .collect();
     if !extra.is_empty() {
-        return Err(format!("fixture parameters the layer does not have: {extra:?}"));
+        return Err(format!(
+            "fixture parameters the layer does not have: {extra:?}"
+        ));
     }
     Ok(names)
 }
@@ -124,33 +172,51 @@ fn block_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
         out_channels: f.meta_usize("out_channels")?,
         residual: f.meta_bool("residual")?,
     };
-    let expected_residual = f.meta_bool("skip")? && spec.stride == 1 && spec.in_channels == spec.out_channels;
+    let expected_residual =
+        f.meta_bool("skip")? && spec.stride == 1 && spec.in_channels == spec.out_channels;
     if spec.residual != expected_residual {
-        return Err(format!("residual {} disagrees with ARCH.md's rule ({expected_residual})", spec.residual));
+        return Err(format!(
+            "residual {} disagrees with ARCH.md's rule ({expected_residual})",
+            spec.residual
+        ));
     }
-    let mode = if f.meta_bool("training")? { Mode::Train } else { Mode::Eval };
+    let mode = if f.meta_bool("training")? {
+        Mode::Train
+    } else {
+        Mode::Eval
+    };
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let mut block = Block::new(&spec, &mut rng).map_err(|e| e.to_string())?;
     let names = load_params(f, device, &mut |v| block.visit("b", v), "b.")?;
     let x = f.tensor("x", device)?;
     let y = block.forward(&x, mode).map_err(|e| e.to_string())?;
     c.check(&y, "y", FORWARD);
-    let dx = block.backward(&f.tensor("dy", device)?).map_err(|e| e.to_string())?;
+    let dx = block
+        .backward(&f.tensor("dy", device)?)
+        .map_err(|e| e.to_string())?;
     c.check(&dx, "dx", GRADIENT);
     let grads = grads_of(&mut |v| block.visit("b", v), "b.");
     for name in names {
-        let grad = grads.get(&name).ok_or_else(|| format!("no gradient for {name}"))?;
+        let grad = grads
+            .get(&name)
+            .ok_or_else(|| format!("no gradient for {name}"))?;
         c.check(grad, &format!("grad.{name}"), GRADIENT);
     }
     Ok(())
 }
 
-fn grads_of(visit: &mut dyn FnMut(&mut dyn FnMut(String, Slot<'_>)), strip: &str) -> BTreeMap<String, Tensor> {
+fn grads_of(
+    visit: &mut dyn FnMut(&mut dyn FnMut(String, Slot<'_>)),
+    strip: &str,
+) -> BTreeMap<String, Tensor> {
     let mut grads = BTreeMap::new();
     visit(&mut |name, slot| {
         if let Slot::Param(p) = slot {
             if let Some(g) = &p.grad {
-                grads.insert(name.strip_prefix(strip).unwrap_or(&name).to_string(), g.clone());
+                grads.insert(
+                    name.strip_prefix(strip).unwrap_or(&name).to_string(),
+                    g.clone(),
+                );
             }
         }
     });
@@ -160,7 +226,13 @@ fn grads_of(visit: &mut dyn FnMut(&mut dyn FnMut(String, Slot<'_>)), strip: &str
 fn network_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
     let arch_json = f.meta.get("arch").ok_or("no `arch` metadata")?.to_string();
     let arch = Arch::from_json(&arch_json, &f.name).map_err(|e| e.to_string())?;
-    let mut net = Network::new(&arch, f.meta_usize("in_channels")?, f.meta_usize("classes")?, 0).map_err(|e| e.to_string())?;
+    let mut net = Network::new(
+        &arch,
+        f.meta_usize("in_channels")?,
+        f.meta_usize("classes")?,
+        0,
+    )
+    .map_err(|e| e.to_string())?;
     let names = load_params(f, device, &mut |v| net.visit(v), "")?;
     if !f.meta_bool("training")? {
         return Err("only training-mode network fixtures are defined".into());
@@ -168,17 +240,26 @@ fn network_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
     let x = f.tensor("x", device)?;
     let resolution = f.meta_usize("resolution")?;
     if x.shape()[2..] != [resolution, resolution] {
-        return Err(format!("x shape {:?} disagrees with resolution {resolution}", x.shape()));
+        return Err(format!(
+            "x shape {:?} disagrees with resolution {resolution}",
+            x.shape()
+        ));
     }
     let labels = f.labels("labels")?;
     let logits = net.forward(&x, Mode::Train).map_err(|e| e.to_string())?;
     c.check(&logits, "logits", FORWARD);
     let ce = softmax_cross_entropy(&logits, &labels, 0.0).map_err(|e| e.to_string())?;
-    c.check(&Tensor::from_vec(vec![ce.loss], &[1]).map_err(|e| e.to_string())?, "loss", FORWARD);
+    c.check(
+        &Tensor::from_vec(vec![ce.loss], &[1]).map_err(|e| e.to_string())?,
+        "loss",
+        FORWARD,
+    );
     net.backward(&ce.dlogits).map_err(|e| e.to_string())?;
     let grads = net.gradients();
     for name in names {
-        let grad = grads.get(&name).ok_or_else(|| format!("no gradient for {name}"))?;
+        let grad = grads
+            .get(&name)
+            .ok_or_else(|| format!("no gradient for {name}"))?;
         c.check(grad, &format!("grad.{name}"), GRADIENT);
     }
     Ok(())
@@ -188,12 +269,21 @@ fn network_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
 fn every_torch_fixture_matches_on_every_device() {
     let dir = fixtures_dir();
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("fixture folder {} cannot be read ({e}); set EATNAS_TORCH_FIXTURES", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "fixture folder {} cannot be read ({e}); set EATNAS_TORCH_FIXTURES",
+                dir.display()
+            )
+        })
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
     paths.sort();
-    assert!(!paths.is_empty(), "no *.safetensors fixtures in {}", dir.display());
+    assert!(
+        !paths.is_empty(),
+        "no *.safetensors fixtures in {}",
+        dir.display()
+    );
 
     let devices = Device::available();
     if !devices.iter().any(|d| matches!(d, Device::Cuda(_))) {
@@ -212,7 +302,11 @@ fn every_torch_fixture_matches_on_every_device() {
         let op = fixture.meta_str("op").unwrap_or("<missing>").to_string();
         *ops_seen.entry(op.clone()).or_default() += 1;
         for &device in &devices {
-            let mut checker = Checker { fixture: &fixture, worst: 0.0, failures: Vec::new() };
+            let mut checker = Checker {
+                fixture: &fixture,
+                worst: 0.0,
+                failures: Vec::new(),
+            };
             let outcome = match op.as_str() {
                 "conv2d" => conv2d_case(&fixture, device, &mut checker),
                 "batchnorm2d" => batchnorm_case(&fixture, device, &mut checker),
@@ -225,7 +319,10 @@ fn every_torch_fixture_matches_on_every_device() {
                 checker.failures.push(e);
             }
             if checker.failures.is_empty() {
-                println!("{} [{device}] ok, worst error {:.3} of the bound", fixture.name, checker.worst);
+                println!(
+                    "{} [{device}] ok, worst error {:.3} of the bound",
+                    fixture.name, checker.worst
+                );
             } else {
                 for e in checker.failures {
                     failures.push(format!("{} [{device}]: {e}", fixture.name));
@@ -233,6 +330,14 @@ fn every_torch_fixture_matches_on_every_device() {
             }
         }
     }
-    println!("conformance: {} files, cases by op {ops_seen:?}", paths.len());
-    assert!(failures.is_empty(), "{} conformance failures:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "conformance: {} files, cases by op {ops_seen:?}",
+        paths.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} conformance failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

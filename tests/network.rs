@@ -6,12 +6,15 @@ use eatnas_nn::{Arch, Mode, Network};
 use eatnas_tensor::{Device, Tensor};
 
 fn fmnist_ref() -> Arch {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/fmnist-ref.json");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/fmnist-ref.json");
     Arch::load(&path).unwrap()
 }
 
 fn images(n: usize, c: usize, size: usize) -> Tensor {
-    let values = (0..n * c * size * size).map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5).collect();
+    let values = (0..n * c * size * size)
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+        .collect();
     Tensor::from_vec(values, &[n, c, size, size]).unwrap()
 }
 
@@ -33,19 +36,34 @@ fn parameter_names_follow_arch_md() {
     ] {
         assert!(state.contains_key(name), "missing {name}");
     }
-    assert_eq!(state["blocks.1.1.expand.conv.weight"].shape(), &[36, 12, 1, 1]);
+    assert_eq!(
+        state["blocks.1.1.expand.conv.weight"].shape(),
+        &[36, 12, 1, 1]
+    );
     assert_eq!(state["classifier.weight"].shape(), &[10, 320]);
 }
 
 #[test]
 fn same_seed_same_weights_and_eval_is_deterministic() {
     let arch = fmnist_ref();
-    let (mut a, mut b) = (Network::new(&arch, 1, 10, 7).unwrap(), Network::new(&arch, 1, 10, 7).unwrap());
+    let (mut a, mut b) = (
+        Network::new(&arch, 1, 10, 7).unwrap(),
+        Network::new(&arch, 1, 10, 7).unwrap(),
+    );
     let (pa, pb) = (a.parameters(), b.parameters());
-    assert!(pa.iter().all(|(k, v)| v.to_vec().unwrap() == pb[k].to_vec().unwrap()));
+    assert!(pa
+        .iter()
+        .all(|(k, v)| v.to_vec().unwrap() == pb[k].to_vec().unwrap()));
     let x = images(3, 1, 28);
-    let (ya, yb) = (a.forward(&x, Mode::Eval).unwrap(), a.forward(&x, Mode::Eval).unwrap());
-    assert_eq!(ya.to_vec().unwrap(), yb.to_vec().unwrap(), "eval mode must not change state");
+    let (ya, yb) = (
+        a.forward(&x, Mode::Eval).unwrap(),
+        a.forward(&x, Mode::Eval).unwrap(),
+    );
+    assert_eq!(
+        ya.to_vec().unwrap(),
+        yb.to_vec().unwrap(),
+        "eval mode must not change state"
+    );
     assert_eq!(ya.shape(), &[3, 10]);
 }
 
@@ -53,11 +71,19 @@ fn same_seed_same_weights_and_eval_is_deterministic() {
 fn training_updates_running_statistics_and_writes_every_gradient() {
     let mut net = Network::new(&fmnist_ref(), 1, 10, 1).unwrap();
     let before = net.state()["stem.bn.running_mean"].to_vec().unwrap();
-    let ce = net.loss_and_backward(&images(4, 1, 28), &[0, 1, 2, 3], 0.1).unwrap();
+    let ce = net
+        .loss_and_backward(&images(4, 1, 28), &[0, 1, 2, 3], 0.1)
+        .unwrap();
     assert!(ce.loss.is_finite() && ce.loss > 0.0);
-    assert_ne!(net.state()["stem.bn.running_mean"].to_vec().unwrap(), before);
+    assert_ne!(
+        net.state()["stem.bn.running_mean"].to_vec().unwrap(),
+        before
+    );
     let (params, grads) = (net.parameters(), net.gradients());
-    assert_eq!(params.keys().collect::<Vec<_>>(), grads.keys().collect::<Vec<_>>());
+    assert_eq!(
+        params.keys().collect::<Vec<_>>(),
+        grads.keys().collect::<Vec<_>>()
+    );
     for (name, g) in &grads {
         assert_eq!(g.shape(), params[name].shape(), "{name}");
     }
@@ -66,22 +92,50 @@ fn training_updates_running_statistics_and_writes_every_gradient() {
 #[test]
 fn bad_input_is_an_error() {
     let mut net = Network::new(&fmnist_ref(), 1, 10, 0).unwrap();
-    let e = net.forward(&images(2, 3, 28), Mode::Train).unwrap_err().to_string();
+    let e = net
+        .forward(&images(2, 3, 28), Mode::Train)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("input has 3 channels, expected 1"), "{e}");
-    let e = net.forward(&Tensor::zeros(&[2, 28, 28], Device::Cpu).unwrap(), Mode::Train).unwrap_err().to_string();
+    let e = net
+        .forward(
+            &Tensor::zeros(&[2, 28, 28], Device::Cpu).unwrap(),
+            Mode::Train,
+        )
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rank"), "{e}");
-    let e = net.backward(&Tensor::zeros(&[2, 10], Device::Cpu).unwrap()).unwrap_err().to_string();
+    let e = net
+        .backward(&Tensor::zeros(&[2, 10], Device::Cpu).unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("without a forward pass"), "{e}");
-    let e = net.loss_and_backward(&images(2, 1, 28), &[0, 10], 0.0).unwrap_err().to_string();
+    let e = net
+        .loss_and_backward(&images(2, 1, 28), &[0, 10], 0.0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("label 10 of row 1 is out of range"), "{e}");
 
     let mut wrong = BTreeMap::new();
-    wrong.insert("stem.conv.weight".to_string(), Tensor::zeros(&[16, 3, 3, 3], Device::Cpu).unwrap());
+    wrong.insert(
+        "stem.conv.weight".to_string(),
+        Tensor::zeros(&[16, 3, 3, 3], Device::Cpu).unwrap(),
+    );
     let e = net.load(&wrong).unwrap_err().to_string();
-    assert!(e.contains("`stem.conv.weight`: expected shape [16, 1, 3, 3], got [16, 3, 3, 3]"), "{e}");
+    assert!(
+        e.contains("`stem.conv.weight`: expected shape [16, 1, 3, 3], got [16, 3, 3, 3]"),
+        "{e}"
+    );
     let mut unknown = BTreeMap::new();
-    unknown.insert("blocks.9.0.expand.conv.weight".to_string(), Tensor::zeros(&[1], Device::Cpu).unwrap());
-    assert!(net.load(&unknown).unwrap_err().to_string().contains("no parameter or buffer named `blocks.9.0.expand.conv.weight`"));
+    unknown.insert(
+        "blocks.9.0.expand.conv.weight".to_string(),
+        Tensor::zeros(&[1], Device::Cpu).unwrap(),
+    );
+    assert!(net
+        .load(&unknown)
+        .unwrap_err()
+        .to_string()
+        .contains("no parameter or buffer named `blocks.9.0.expand.conv.weight`"));
 
     let mut arch = fmnist_ref();
     arch.blocks[0].base_channels = 1;

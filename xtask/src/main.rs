@@ -11,7 +11,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(other) => {
-            eprintln!("error: `{other}` is not an xtask command of this version; run `cargo xtask help`");
+            eprintln!(
+                "error: `{other}` is not an xtask command of this version; run `cargo xtask help`"
+            );
             ExitCode::FAILURE
         }
     }

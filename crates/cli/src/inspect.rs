@@ -25,7 +25,12 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let arch = Arch::load(&args.arch)?;
-    let counts = Counts::new(&arch, args.in_channels as usize, args.resolution as usize, args.classes as usize)?;
+    let counts = Counts::new(
+        &arch,
+        args.in_channels as usize,
+        args.resolution as usize,
+        args.classes as usize,
+    )?;
     println!(
         "{} at {r}x{r}, {} input channels, {} classes",
         arch.name,
@@ -33,12 +38,24 @@ pub fn run(args: &Args) -> Result<()> {
         args.classes,
         r = args.resolution
     );
-    println!("{:<28} {:>16} {:>14} {:>12}", "part", "output (CxHxW)", "MAdds", "params");
+    println!(
+        "{:<28} {:>16} {:>14} {:>12}",
+        "part", "output (CxHxW)", "MAdds", "params"
+    );
     for part in &counts.parts {
         let [c, h, w] = part.output;
-        println!("{:<28} {:>16} {:>14} {:>12}", part.name, format!("{c}x{h}x{w}"), part.madds, part.params);
+        println!(
+            "{:<28} {:>16} {:>14} {:>12}",
+            part.name,
+            format!("{c}x{h}x{w}"),
+            part.madds,
+            part.params
+        );
     }
-    println!("{:<28} {:>16} {:>14} {:>12}", "total", "", counts.madds, counts.params);
+    println!(
+        "{:<28} {:>16} {:>14} {:>12}",
+        "total", "", counts.madds, counts.params
+    );
     if args.json {
         let summary = serde_json::json!({
             "arch": arch.name,

@@ -11,7 +11,10 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eatnas-cli")).args(args).output().expect("eatnas-cli runs")
+    Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+        .args(args)
+        .output()
+        .expect("eatnas-cli runs")
 }
 
 fn last_json_line(output: &Output) -> serde_json::Value {
@@ -47,7 +50,11 @@ fn inspect_json_matches_every_counts_row() {
             &row["in_channels"].to_string(),
             "--json",
         ]);
-        assert!(output.status.success(), "row {i}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "row {i}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let summary = last_json_line(&output);
         assert_eq!(summary["madds"], row["madds"], "row {i}: MAdds");
         assert_eq!(summary["params"], row["params"], "row {i}: params");
@@ -56,19 +63,37 @@ fn inspect_json_matches_every_counts_row() {
 
 #[test]
 fn mobilenet_v2_table_prints_the_published_totals() {
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("counts.json")).unwrap()).unwrap();
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("counts.json")).unwrap())
+            .unwrap();
     let arch = temp_file("mbv2.json", &rows[0]["arch"].to_string());
-    let output = cli(&["inspect", arch.to_str().unwrap(), "--resolution", "224", "--classes", "1000"]);
+    let output = cli(&[
+        "inspect",
+        arch.to_str().unwrap(),
+        "--resolution",
+        "224",
+        "--classes",
+        "1000",
+    ]);
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let total = stdout.lines().find(|l| l.starts_with("total")).expect("a total row");
-    assert!(total.contains("300774272") && total.contains("3504872"), "{total}");
+    let total = stdout
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .expect("a total row");
+    assert!(
+        total.contains("300774272") && total.contains("3504872"),
+        "{total}"
+    );
 }
 
 /// Bad input ends in a non-zero exit and one error line that names the problem; never a panic.
 fn assert_clean_error(output: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "expected failure, stderr: {stderr}");
+    assert!(
+        !output.status.success(),
+        "expected failure, stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panicked: {stderr}");
     assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
 }
@@ -89,9 +114,39 @@ fn inspect_reports_bad_files_clearly() {
     ];
     for (name, text, needle) in cases {
         let path = temp_file(name, &text);
-        assert_clean_error(&cli(&["inspect", path.to_str().unwrap(), "--resolution", "32", "--classes", "10"]), needle);
+        assert_clean_error(
+            &cli(&[
+                "inspect",
+                path.to_str().unwrap(),
+                "--resolution",
+                "32",
+                "--classes",
+                "10",
+            ]),
+            needle,
+        );
     }
-    assert_clean_error(&cli(&["inspect", "/no/such/arch.json", "--resolution", "32", "--classes", "10"]), "cannot read /no/such/arch.json");
+    assert_clean_error(
+        &cli(&[
+            "inspect",
+            "/no/such/arch.json",
+            "--resolution",
+            "32",
+            "--classes",
+            "10",
+        ]),
+        "cannot read /no/such/arch.json",
+    );
     let path = temp_file("good.json", good);
-    assert_clean_error(&cli(&["inspect", path.to_str().unwrap(), "--resolution", "0", "--classes", "10"]), "--resolution");
+    assert_clean_error(
+        &cli(&[
+            "inspect",
+            path.to_str().unwrap(),
+            "--resolution",
+            "0",
+            "--classes",
+            "10",
+        ]),
+        "--resolution",
+    );
 }

@@ -111,14 +111,23 @@ pub struct LayerSpec {
 impl Arch {
     /// Parses and validates JSON text; `source_name` names it in errors (a path, or "<stdin>").
     pub fn from_json(text: &str, source_name: &str) -> Result<Arch> {
-        let arch: Arch = serde_json::from_str(text).map_err(|e| Error::Arch { source_name: source_name.into(), message: e.to_string() })?;
-        arch.validate().map_err(|message| Error::Arch { source_name: source_name.into(), message })?;
+        let arch: Arch = serde_json::from_str(text).map_err(|e| Error::Arch {
+            source_name: source_name.into(),
+            message: e.to_string(),
+        })?;
+        arch.validate().map_err(|message| Error::Arch {
+            source_name: source_name.into(),
+            message,
+        })?;
         Ok(arch)
     }
 
     /// Reads, parses and validates an architecture file.
     pub fn load(path: &Path) -> Result<Arch> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
         Arch::from_json(&text, &path.display().to_string())
     }
 
@@ -129,13 +138,19 @@ impl Arch {
     /// Checks every value against what the format allows; the error names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.format != FORMAT {
-            return Err(format!("format: expected \"{FORMAT}\", got \"{}\"", self.format));
+            return Err(format!(
+                "format: expected \"{FORMAT}\", got \"{}\"",
+                self.format
+            ));
         }
         if self.stem.channels == 0 {
             return Err("stem.channels: expected a positive channel count, got 0".into());
         }
         if self.stem.kernel % 2 == 0 {
-            return Err(format!("stem.kernel: expected an odd kernel size (1, 3, 5, 7, ...), got {}", self.stem.kernel));
+            return Err(format!(
+                "stem.kernel: expected an odd kernel size (1, 3, 5, 7, ...), got {}",
+                self.stem.kernel
+            ));
         }
         check_stride("stem.stride", self.stem.stride)?;
         if self.blocks.is_empty() {
@@ -144,17 +159,31 @@ impl Arch {
         for (i, block) in self.blocks.iter().enumerate() {
             let field = |name: &str| format!("blocks[{i}].{name}");
             if !KERNELS.contains(&block.kernel) {
-                return Err(format!("{}: {} is not allowed; expected one of 3, 5, 7", field("kernel"), block.kernel));
+                return Err(format!(
+                    "{}: {} is not allowed; expected one of 3, 5, 7",
+                    field("kernel"),
+                    block.kernel
+                ));
             }
             if !WIDTHS.contains(&block.width) {
-                return Err(format!("{}: {} is not allowed; expected one of 0.5, 1.0, 1.5, 2.0", field("width"), block.width));
+                return Err(format!(
+                    "{}: {} is not allowed; expected one of 0.5, 1.0, 1.5, 2.0",
+                    field("width"),
+                    block.width
+                ));
             }
             check_stride(&field("stride"), block.stride)?;
             if block.layers == 0 {
-                return Err(format!("{}: expected at least 1 layer, got 0", field("layers")));
+                return Err(format!(
+                    "{}: expected at least 1 layer, got 0",
+                    field("layers")
+                ));
             }
             if block.base_channels == 0 {
-                return Err(format!("{}: expected a positive channel count, got 0", field("base_channels")));
+                return Err(format!(
+                    "{}: expected a positive channel count, got 0",
+                    field("base_channels")
+                ));
             }
             if block.out_channels() == 0 {
                 return Err(format!(
@@ -199,7 +228,9 @@ impl Arch {
 
     /// Channels entering the head (the last block's output).
     pub fn last_channels(&self) -> usize {
-        self.blocks.last().map_or(self.stem.channels, Block::out_channels)
+        self.blocks
+            .last()
+            .map_or(self.stem.channels, Block::out_channels)
     }
 }
 

@@ -26,16 +26,34 @@ pub struct Counts {
 }
 
 /// Counts a convolution + BN: returns (madds, params, output height, output width).
-fn conv_bn(cin: usize, cout: usize, groups: usize, kernel: usize, stride: usize, h: usize, w: usize) -> (u64, u64, usize, usize) {
+fn conv_bn(
+    cin: usize,
+    cout: usize,
+    groups: usize,
+    kernel: usize,
+    stride: usize,
+    h: usize,
+    w: usize,
+) -> (u64, u64, usize, usize) {
     let oh = conv_output_size(h, kernel, stride, kernel / 2).unwrap_or(0);
     let ow = conv_output_size(w, kernel, stride, kernel / 2).unwrap_or(0);
     let weights = (cout * (cin / groups) * kernel * kernel) as u64;
-    (weights * (oh * ow) as u64, weights + 2 * cout as u64, oh, ow)
+    (
+        weights * (oh * ow) as u64,
+        weights + 2 * cout as u64,
+        oh,
+        ow,
+    )
 }
 
 impl Counts {
     /// Counts `arch` on `in_channels` x `resolution` x `resolution` inputs with `classes` outputs.
-    pub fn new(arch: &Arch, in_channels: usize, resolution: usize, classes: usize) -> Result<Counts> {
+    pub fn new(
+        arch: &Arch,
+        in_channels: usize,
+        resolution: usize,
+        classes: usize,
+    ) -> Result<Counts> {
         if in_channels == 0 || resolution == 0 || classes == 0 {
             return Err(Error::Network(format!(
                 "counting needs positive input channels, resolution and classes; got {in_channels}, {resolution}, {classes}"
@@ -44,9 +62,22 @@ impl Counts {
         let mut parts = Vec::new();
         let (mut h, mut w) = (resolution, resolution);
         let stem = &arch.stem;
-        let (madds, params, oh, ow) = conv_bn(in_channels, stem.channels, 1, stem.kernel, stem.stride, h, w);
+        let (madds, params, oh, ow) = conv_bn(
+            in_channels,
+            stem.channels,
+            1,
+            stem.kernel,
+            stem.stride,
+            h,
+            w,
+        );
         (h, w) = (oh, ow);
-        parts.push(PartCount { name: "stem".into(), output: [stem.channels, h, w], madds, params });
+        parts.push(PartCount {
+            name: "stem".into(),
+            output: [stem.channels, h, w],
+            madds,
+            params,
+        });
 
         for (b, (block, layers)) in arch.blocks.iter().zip(arch.layers()).enumerate() {
             let (mut madds, mut params) = (0u64, 0u64);
@@ -56,7 +87,12 @@ impl Counts {
                     params += p;
                     (oh, ow)
                 };
-                let (cin, cout, k, s) = (layer.in_channels, layer.out_channels, layer.kernel, layer.stride);
+                let (cin, cout, k, s) = (
+                    layer.in_channels,
+                    layer.out_channels,
+                    layer.kernel,
+                    layer.stride,
+                );
                 (h, w) = match layer.op.expansion() {
                     Some(t) => {
                         let hidden = cin * t;
@@ -72,7 +108,13 @@ impl Counts {
                 };
             }
             parts.push(PartCount {
-                name: format!("blocks.{b} {} k{} x{} w{:?}", block.op.name(), block.kernel, block.layers, block.width),
+                name: format!(
+                    "blocks.{b} {} k{} x{} w{:?}",
+                    block.op.name(),
+                    block.kernel,
+                    block.layers,
+                    block.width
+                ),
                 output: [block.out_channels(), h, w],
                 madds,
                 params,
@@ -90,6 +132,10 @@ impl Counts {
         });
         let madds = parts.iter().map(|p| p.madds).sum();
         let params = parts.iter().map(|p| p.params).sum();
-        Ok(Counts { parts, madds, params })
+        Ok(Counts {
+            parts,
+            madds,
+            params,
+        })
     }
 }

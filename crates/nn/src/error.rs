@@ -5,10 +5,16 @@ use std::path::PathBuf;
 pub enum Error {
     /// An architecture file that is not valid JSON of the format, or has a field outside it.
     #[error("architecture {source_name}: {message}")]
-    Arch { source_name: String, message: String },
+    Arch {
+        source_name: String,
+        message: String,
+    },
 
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A tensor operation refused its operands.
     #[error(transparent)]

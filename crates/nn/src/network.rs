@@ -26,22 +26,45 @@ impl Network {
     /// Builds and initialises the network of `arch` for `in_channels` inputs and `classes`
     /// outputs; the same seed gives the same weights.
     pub fn new(arch: &Arch, in_channels: usize, classes: usize, seed: u64) -> Result<Network> {
-        arch.validate().map_err(|message| Error::Arch { source_name: arch.name.clone(), message })?;
+        arch.validate().map_err(|message| Error::Arch {
+            source_name: arch.name.clone(),
+            message,
+        })?;
         if in_channels == 0 || classes == 0 {
             return Err(Error::Network(format!(
                 "a network needs at least one input channel and one class, got {in_channels} and {classes}"
             )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut stem = ConvBn::new(in_channels, arch.stem.channels, arch.stem.kernel, arch.stem.stride, 1, true, &mut rng)?;
+        let mut stem = ConvBn::new(
+            in_channels,
+            arch.stem.channels,
+            arch.stem.kernel,
+            arch.stem.stride,
+            1,
+            true,
+            &mut rng,
+        )?;
         stem.input_grad = false;
         let blocks = arch
             .layers()
             .iter()
-            .map(|layers| layers.iter().map(|spec| Block::new(spec, &mut rng)).collect::<Result<Vec<_>>>())
+            .map(|layers| {
+                layers
+                    .iter()
+                    .map(|spec| Block::new(spec, &mut rng))
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<Vec<_>>>()?;
         let head = Head::new(arch.last_channels(), arch.head.channels, classes, &mut rng)?;
-        Ok(Network { arch: arch.clone(), in_channels, classes, stem, blocks, head })
+        Ok(Network {
+            arch: arch.clone(),
+            in_channels,
+            classes,
+            stem,
+            blocks,
+            head,
+        })
     }
 
     pub fn arch(&self) -> &Arch {
@@ -93,7 +116,12 @@ impl Network {
     ///
     /// # Shapes
     /// `x`: (N, in_channels, H, W); `labels`: N class indices
-    pub fn loss_and_backward(&mut self, x: &Tensor, labels: &[usize], label_smoothing: f32) -> Result<CrossEntropy> {
+    pub fn loss_and_backward(
+        &mut self,
+        x: &Tensor,
+        labels: &[usize],
+        label_smoothing: f32,
+    ) -> Result<CrossEntropy> {
         let logits = self.forward(x, Mode::Train)?;
         let ce = softmax_cross_entropy(&logits, labels, label_smoothing)?;
         self.backward(&ce.dlogits)?;
@@ -154,7 +182,10 @@ impl Network {
         let current = self.state();
         for (name, value) in values {
             let Some(existing) = current.get(name) else {
-                return Err(Error::Network(format!("network `{}` has no parameter or buffer named `{name}`", self.arch.name)));
+                return Err(Error::Network(format!(
+                    "network `{}` has no parameter or buffer named `{name}`",
+                    self.arch.name
+                )));
             };
             if existing.shape() != value.shape() {
                 return Err(Error::Network(format!(

@@ -7,11 +7,22 @@ use crate::Device;
 pub enum Error {
     /// An operand's shape does not fit the operation.
     #[error("{op}: {what}: expected {expected}, got {got}")]
-    Shape { op: &'static str, what: String, expected: String, got: String },
+    Shape {
+        op: &'static str,
+        what: String,
+        expected: String,
+        got: String,
+    },
 
     /// Two operands live on different devices.
-    #[error("{op}: operands on different devices ({left} and {right}); move them to one device first")]
-    DeviceMismatch { op: &'static str, left: Device, right: Device },
+    #[error(
+        "{op}: operands on different devices ({left} and {right}); move them to one device first"
+    )]
+    DeviceMismatch {
+        op: &'static str,
+        left: Device,
+        right: Device,
+    },
 
     /// A parameter of the operation is outside what it supports.
     #[error("{op}: {message}")]
@@ -25,11 +36,24 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn shape(op: &'static str, what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
-        Error::Shape { op, what: what.into(), expected: expected.to_string(), got: got.to_string() }
+    pub(crate) fn shape(
+        op: &'static str,
+        what: impl Into<String>,
+        expected: impl ToString,
+        got: impl ToString,
+    ) -> Self {
+        Error::Shape {
+            op,
+            what: what.into(),
+            expected: expected.to_string(),
+            got: got.to_string(),
+        }
     }
 
     pub(crate) fn argument(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Argument { op, message: message.into() }
+        Error::Argument {
+            op,
+            message: message.into(),
+        }
     }
 }

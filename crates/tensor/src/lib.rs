@@ -15,10 +15,15 @@ mod tensor;
 
 pub use device::Device;
 pub use error::{Error, Result};
-pub use ops::batch_norm::{batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_train, BatchNormStats};
-pub use ops::conv2d::{conv2d, conv2d_backward, conv2d_backward_weight, conv_output_size, Conv2dParams, Conv2dShape};
+pub use ops::batch_norm::{
+    batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_train, BatchNormStats,
+};
+pub use ops::conv2d::{
+    conv2d, conv2d_backward, conv2d_backward_weight, conv_output_size, Conv2dParams, Conv2dShape,
+};
 pub use ops::cross_entropy::{softmax_cross_entropy, CrossEntropy};
 pub use ops::elementwise::{add, relu, relu_backward};
 pub use ops::linear::{linear, linear_backward};
 pub use ops::pool::{global_avg_pool, global_avg_pool_backward};
+pub use ops::sgd::{sgd_step, SgdStep};
 pub use tensor::Tensor;

@@ -26,7 +26,10 @@ impl Tensor {
                 data.len(),
             ));
         }
-        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(data)) })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(Storage::Cpu(data)),
+        })
     }
 
     /// A tensor of zeros on `device`.
@@ -67,7 +70,10 @@ impl Tensor {
                 count,
             ));
         }
-        Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+        })
     }
 
     /// A copy on `device` (a cheap clone when it is already there).
@@ -109,7 +115,12 @@ impl Tensor {
     pub fn dims4(&self, op: &'static str, what: &str) -> Result<[usize; 4]> {
         match self.shape[..] {
             [n, c, h, w] => Ok([n, c, h, w]),
-            _ => Err(Error::shape(op, format!("{what} rank"), "4 (N, C, H, W)", format!("{:?}", self.shape))),
+            _ => Err(Error::shape(
+                op,
+                format!("{what} rank"),
+                "4 (N, C, H, W)",
+                format!("{:?}", self.shape),
+            )),
         }
     }
 
@@ -117,14 +128,24 @@ impl Tensor {
     pub fn dims2(&self, op: &'static str, what: &str) -> Result<[usize; 2]> {
         match self.shape[..] {
             [r, c] => Ok([r, c]),
-            _ => Err(Error::shape(op, format!("{what} rank"), "2", format!("{:?}", self.shape))),
+            _ => Err(Error::shape(
+                op,
+                format!("{what} rank"),
+                "2",
+                format!("{:?}", self.shape),
+            )),
         }
     }
 
     /// Checks that the tensor has exactly `expected` as its shape.
     pub fn expect_shape(&self, op: &'static str, what: &str, expected: &[usize]) -> Result<()> {
         if self.shape != expected {
-            return Err(Error::shape(op, format!("{what} shape"), format!("{expected:?}"), format!("{:?}", self.shape)));
+            return Err(Error::shape(
+                op,
+                format!("{what} shape"),
+                format!("{expected:?}"),
+                format!("{:?}", self.shape),
+            ));
         }
         Ok(())
     }
@@ -135,7 +156,11 @@ pub(crate) fn common_device(op: &'static str, tensors: &[&Tensor]) -> Result<Dev
     let first = tensors.first().map(|t| t.device()).unwrap_or(Device::Cpu);
     for t in tensors {
         if t.device() != first {
-            return Err(Error::DeviceMismatch { op, left: first, right: t.device() });
+            return Err(Error::DeviceMismatch {
+                op,
+                left: first,
+                right: t.device(),
+            });
         }
     }
     Ok(first)

@@ -12,7 +12,10 @@ const STEP: f32 = 1e-2;
 const TOLERANCE: f64 = 2e-2;
 
 fn seed() -> u64 {
-    let seed = std::env::var("EATNAS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let seed = std::env::var("EATNAS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
     println!("EATNAS_TEST_SEED={seed}");
     seed
 }
@@ -21,27 +24,55 @@ fn randn(rng: &mut ChaCha8Rng, shape: &[usize], device: Device) -> Tensor {
     // Uniform in [-1, -0.1] u [0.1, 1]: values away from ReLU's kink so that x +- e v does not
     // cross it.
     let n = shape.iter().product();
-    let values = (0..n).map(|_| rng.gen_range(0.1f32..1.0) * if rng.gen_bool(0.5) { 1.0 } else { -1.0 }).collect();
-    Tensor::from_vec(values, shape).unwrap().to_device(device).unwrap()
+    let values = (0..n)
+        .map(|_| rng.gen_range(0.1f32..1.0) * if rng.gen_bool(0.5) { 1.0 } else { -1.0 })
+        .collect();
+    Tensor::from_vec(values, shape)
+        .unwrap()
+        .to_device(device)
+        .unwrap()
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> f64 {
-    a.to_vec().unwrap().iter().zip(b.to_vec().unwrap()).map(|(&x, y)| x as f64 * y as f64).sum()
+    a.to_vec()
+        .unwrap()
+        .iter()
+        .zip(b.to_vec().unwrap())
+        .map(|(&x, y)| x as f64 * y as f64)
+        .sum()
 }
 
 fn axpy(x: &Tensor, alpha: f32, v: &Tensor) -> Tensor {
-    let values = x.to_vec().unwrap().iter().zip(v.to_vec().unwrap()).map(|(&a, b)| a + alpha * b).collect();
-    Tensor::from_vec(values, x.shape()).unwrap().to_device(x.device()).unwrap()
+    let values = x
+        .to_vec()
+        .unwrap()
+        .iter()
+        .zip(v.to_vec().unwrap())
+        .map(|(&a, b)| a + alpha * b)
+        .collect();
+    Tensor::from_vec(values, x.shape())
+        .unwrap()
+        .to_device(x.device())
+        .unwrap()
 }
 
 /// Checks `grad` = dL/dx for the scalar `loss(x)` along a random direction.
-fn check(what: &str, rng: &mut ChaCha8Rng, x: &Tensor, grad: &Tensor, loss: impl Fn(&Tensor) -> f64) {
+fn check(
+    what: &str,
+    rng: &mut ChaCha8Rng,
+    x: &Tensor,
+    grad: &Tensor,
+    loss: impl Fn(&Tensor) -> f64,
+) {
     assert_eq!(grad.shape(), x.shape(), "{what}: gradient shape");
     let v = randn(rng, x.shape(), x.device());
     let numeric = (loss(&axpy(x, STEP, &v)) - loss(&axpy(x, -STEP, &v))) / (2.0 * STEP as f64);
     let analytic = dot(grad, &v);
     let error = (numeric - analytic).abs() / analytic.abs().max(numeric.abs()).max(1e-2);
-    assert!(error < TOLERANCE, "{what}: numeric {numeric:.6} vs analytic {analytic:.6} (relative error {error:.2e})");
+    assert!(
+        error < TOLERANCE,
+        "{what}: numeric {numeric:.6} vs analytic {analytic:.6} (relative error {error:.2e})"
+    );
 }
 
 fn conv_case(device: Device, rng: &mut ChaCha8Rng) {
@@ -64,22 +95,51 @@ fn conv_case(device: Device, rng: &mut ChaCha8Rng) {
             1 => cin,
             _ => (1..=cin).filter(|g| cin % g == 0).last().unwrap(),
         };
-        let cout = if groups == cin && rng.gen_bool(0.5) { cin } else { groups * rng.gen_range(1..=3) };
-        (rng.gen_range(1..=3), cin, cout, rng.gen_range(3..=9), kernel, rng.gen_range(1..=2), groups)
+        let cout = if groups == cin && rng.gen_bool(0.5) {
+            cin
+        } else {
+            groups * rng.gen_range(1..=3)
+        };
+        (
+            rng.gen_range(1..=3),
+            cin,
+            cout,
+            rng.gen_range(3..=9),
+            kernel,
+            rng.gen_range(1..=2),
+            groups,
+        )
     });
-    let shapes: Vec<_> = shapes.into_iter().chain(random.collect::<Vec<_>>()).collect();
+    let shapes: Vec<_> = shapes
+        .into_iter()
+        .chain(random.collect::<Vec<_>>())
+        .collect();
     for (n, cin, cout, size, kernel, stride, groups) in shapes {
-        let what = format!("conv2d n{n} {cin}->{cout} {size}x{size} k{kernel} s{stride} g{groups} [{device}]");
-        let params = Conv2dParams { stride, padding: kernel / 2, groups };
+        let what = format!(
+            "conv2d n{n} {cin}->{cout} {size}x{size} k{kernel} s{stride} g{groups} [{device}]"
+        );
+        let params = Conv2dParams {
+            stride,
+            padding: kernel / 2,
+            groups,
+        };
         let x = randn(rng, &[n, cin, size, size], device);
         let w = randn(rng, &[cout, cin / groups, kernel, kernel], device);
         let y = conv2d(&x, &w, params).unwrap();
         let r = randn(rng, y.shape(), device);
         let (dx, dw) = conv2d_backward(&x, &w, &r, params).unwrap();
-        check(&format!("{what} dx"), rng, &x, &dx, |x| dot(&conv2d(x, &w, params).unwrap(), &r));
-        check(&format!("{what} dweight"), rng, &w, &dw, |w| dot(&conv2d(&x, w, params).unwrap(), &r));
+        check(&format!("{what} dx"), rng, &x, &dx, |x| {
+            dot(&conv2d(x, &w, params).unwrap(), &r)
+        });
+        check(&format!("{what} dweight"), rng, &w, &dw, |w| {
+            dot(&conv2d(&x, w, params).unwrap(), &r)
+        });
         let dw_only = conv2d_backward_weight(&x, &w, &r, params).unwrap();
-        assert_eq!(dw_only.to_vec().unwrap(), dw.to_vec().unwrap(), "{what}: weight-only backward");
+        assert_eq!(
+            dw_only.to_vec().unwrap(),
+            dw.to_vec().unwrap(),
+            "{what}: weight-only backward"
+        );
     }
 }
 
@@ -90,24 +150,40 @@ fn batch_norm_case(device: Device, rng: &mut ChaCha8Rng) {
         let beta = randn(rng, &[c], device);
         let r = randn(rng, x.shape(), device);
         let train = |x: &Tensor, g: &Tensor, b: &Tensor| {
-            let (mut rm, mut rv) = (Tensor::zeros(&[c], device).unwrap(), Tensor::full(&[c], 1.0, device).unwrap());
+            let (mut rm, mut rv) = (
+                Tensor::zeros(&[c], device).unwrap(),
+                Tensor::full(&[c], 1.0, device).unwrap(),
+            );
             batch_norm2d_train(x, g, b, &mut rm, &mut rv, 0.1, 1e-5).unwrap()
         };
         let (_, stats) = train(&x, &gamma, &beta);
         let (dx, dg, db) = batch_norm2d_backward(&x, &gamma, &stats, &r).unwrap();
         let what = format!("batch_norm2d train {n}x{c}x{h}x{w} [{device}]");
-        check(&format!("{what} dx"), rng, &x, &dx, |x| dot(&train(x, &gamma, &beta).0, &r));
-        check(&format!("{what} dweight"), rng, &gamma, &dg, |g| dot(&train(&x, g, &beta).0, &r));
-        check(&format!("{what} dbias"), rng, &beta, &db, |b| dot(&train(&x, &gamma, b).0, &r));
+        check(&format!("{what} dx"), rng, &x, &dx, |x| {
+            dot(&train(x, &gamma, &beta).0, &r)
+        });
+        check(&format!("{what} dweight"), rng, &gamma, &dg, |g| {
+            dot(&train(&x, g, &beta).0, &r)
+        });
+        check(&format!("{what} dbias"), rng, &beta, &db, |b| {
+            dot(&train(&x, &gamma, b).0, &r)
+        });
 
         let rm = randn(rng, &[c], device);
-        let rv = Tensor::from_vec((0..c).map(|i| 0.5 + i as f32).collect(), &[c]).unwrap().to_device(device).unwrap();
+        let rv = Tensor::from_vec((0..c).map(|i| 0.5 + i as f32).collect(), &[c])
+            .unwrap()
+            .to_device(device)
+            .unwrap();
         let eval = |x: &Tensor, g: &Tensor| batch_norm2d_eval(x, g, &beta, &rm, &rv, 1e-5).unwrap();
         let (_, stats) = eval(&x, &gamma);
         let (dx, dg, _) = batch_norm2d_backward(&x, &gamma, &stats, &r).unwrap();
         let what = format!("batch_norm2d eval {n}x{c}x{h}x{w} [{device}]");
-        check(&format!("{what} dx"), rng, &x, &dx, |x| dot(&eval(x, &gamma).0, &r));
-        check(&format!("{what} dweight"), rng, &gamma, &dg, |g| dot(&eval(&x, g).0, &r));
+        check(&format!("{what} dx"), rng, &x, &dx, |x| {
+            dot(&eval(x, &gamma).0, &r)
+        });
+        check(&format!("{what} dweight"), rng, &gamma, &dg, |g| {
+            dot(&eval(&x, g).0, &r)
+        });
     }
 }
 
@@ -117,36 +193,55 @@ fn elementwise_case(device: Device, rng: &mut ChaCha8Rng) {
         let r = randn(rng, &shape, device);
         let y = relu(&x).unwrap();
         let dx = relu_backward(&y, &r).unwrap();
-        check(&format!("relu {shape:?} [{device}]"), rng, &x, &dx, |x| dot(&relu(x).unwrap(), &r));
+        check(&format!("relu {shape:?} [{device}]"), rng, &x, &dx, |x| {
+            dot(&relu(x).unwrap(), &r)
+        });
         let b = randn(rng, &shape, device);
         // add passes the upstream gradient to both operands.
-        check(&format!("add {shape:?} [{device}]"), rng, &x, &r, |x| dot(&add(x, &b).unwrap(), &r));
+        check(&format!("add {shape:?} [{device}]"), rng, &x, &r, |x| {
+            dot(&add(x, &b).unwrap(), &r)
+        });
     }
 }
 
 fn pool_linear_ce_case(device: Device, rng: &mut ChaCha8Rng) {
-    for (n, c, size, classes, smoothing) in [(3, 4, 3, 5, 0.0), (5, 6, 2, 3, 0.1), (2, 3, 1, 4, 0.2)] {
-        let what = format!("pool/linear/ce n{n} c{c} {size}x{size} k{classes} ls{smoothing} [{device}]");
+    for (n, c, size, classes, smoothing) in
+        [(3, 4, 3, 5, 0.0), (5, 6, 2, 3, 0.1), (2, 3, 1, 4, 0.2)]
+    {
+        let what =
+            format!("pool/linear/ce n{n} c{c} {size}x{size} k{classes} ls{smoothing} [{device}]");
         let x = randn(rng, &[n, c, size, size], device);
         let pooled = global_avg_pool(&x).unwrap();
         let r = randn(rng, pooled.shape(), device);
         let dx = global_avg_pool_backward(&r, [n, c, size, size]).unwrap();
-        check(&format!("{what} pool dx"), rng, &x, &dx, |x| dot(&global_avg_pool(x).unwrap(), &r));
+        check(&format!("{what} pool dx"), rng, &x, &dx, |x| {
+            dot(&global_avg_pool(x).unwrap(), &r)
+        });
 
         let w = randn(rng, &[classes, c], device);
         let b = randn(rng, &[classes], device);
         let r = randn(rng, &[n, classes], device);
         let (dp, dw, db) = linear_backward(&pooled, &w, &r).unwrap();
-        check(&format!("{what} linear dx"), rng, &pooled, &dp, |p| dot(&linear(p, &w, &b).unwrap(), &r));
-        check(&format!("{what} linear dweight"), rng, &w, &dw, |w| dot(&linear(&pooled, w, &b).unwrap(), &r));
-        check(&format!("{what} linear dbias"), rng, &b, &db, |b| dot(&linear(&pooled, &w, b).unwrap(), &r));
+        check(&format!("{what} linear dx"), rng, &pooled, &dp, |p| {
+            dot(&linear(p, &w, &b).unwrap(), &r)
+        });
+        check(&format!("{what} linear dweight"), rng, &w, &dw, |w| {
+            dot(&linear(&pooled, w, &b).unwrap(), &r)
+        });
+        check(&format!("{what} linear dbias"), rng, &b, &db, |b| {
+            dot(&linear(&pooled, &w, b).unwrap(), &r)
+        });
 
         let logits = randn(rng, &[n, classes], device);
         let labels: Vec<usize> = (0..n).map(|_| rng.gen_range(0..classes)).collect();
         let ce = softmax_cross_entropy(&logits, &labels, smoothing).unwrap();
-        check(&format!("{what} cross-entropy dlogits"), rng, &logits, &ce.dlogits, |l| {
-            softmax_cross_entropy(l, &labels, smoothing).unwrap().loss as f64
-        });
+        check(
+            &format!("{what} cross-entropy dlogits"),
+            rng,
+            &logits,
+            &ce.dlogits,
+            |l| softmax_cross_entropy(l, &labels, smoothing).unwrap().loss as f64,
+        );
     }
 }
 

@@ -35,7 +35,14 @@ pub enum Block {
 
 impl Block {
     pub fn new(spec: &LayerSpec, rng: &mut impl Rng) -> Result<Block> {
-        let LayerSpec { op, kernel, stride, in_channels: cin, out_channels: cout, residual } = *spec;
+        let LayerSpec {
+            op,
+            kernel,
+            stride,
+            in_channels: cin,
+            out_channels: cout,
+            residual,
+        } = *spec;
         Ok(match op.expansion() {
             Some(t) => {
                 let hidden = cin * t;

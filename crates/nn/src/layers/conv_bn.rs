@@ -1,8 +1,8 @@
 //! Convolution -> batch norm -> optional ReLU: the unit every layer of the space is made of.
 
 use eatnas_tensor::{
-    batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_train, conv2d, conv2d_backward, conv2d_backward_weight, relu,
-    relu_backward, BatchNormStats, Conv2dParams, Device, Tensor,
+    batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_train, conv2d, conv2d_backward,
+    conv2d_backward_weight, relu, relu_backward, BatchNormStats, Conv2dParams, Device, Tensor,
 };
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
@@ -48,17 +48,28 @@ impl BatchNorm {
                 self.momentum,
                 self.eps,
             )?,
-            Mode::Eval => {
-                batch_norm2d_eval(x, &self.weight.value, &self.bias.value, &self.running_mean, &self.running_var, self.eps)?
-            }
+            Mode::Eval => batch_norm2d_eval(
+                x,
+                &self.weight.value,
+                &self.bias.value,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+            )?,
         })
     }
 
     fn visit(&mut self, prefix: &str, f: &mut Visitor<'_>) {
         f(format!("{prefix}.weight"), Slot::Param(&mut self.weight));
         f(format!("{prefix}.bias"), Slot::Param(&mut self.bias));
-        f(format!("{prefix}.running_mean"), Slot::Buffer(&mut self.running_mean));
-        f(format!("{prefix}.running_var"), Slot::Buffer(&mut self.running_var));
+        f(
+            format!("{prefix}.running_mean"),
+            Slot::Buffer(&mut self.running_mean),
+        );
+        f(
+            format!("{prefix}.running_var"),
+            Slot::Buffer(&mut self.running_var),
+        );
     }
 }
 
@@ -86,14 +97,29 @@ pub struct ConvBn {
 impl ConvBn {
     /// A `kernel x kernel` convolution from `cin` to `cout` channels in `groups` groups, its
     /// weight drawn from Kaiming's normal with fan-out (torchvision's MobileNet-V2 init).
-    pub fn new(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, relu: bool, rng: &mut impl Rng) -> Result<ConvBn> {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        relu: bool,
+        rng: &mut impl Rng,
+    ) -> Result<ConvBn> {
         let fan_out = (cout * kernel * kernel) as f64;
-        let normal = Normal::new(0.0, (2.0 / fan_out).sqrt()).map_err(|e| Error::Network(e.to_string()))?;
+        let normal =
+            Normal::new(0.0, (2.0 / fan_out).sqrt()).map_err(|e| Error::Network(e.to_string()))?;
         let shape = [cout, cin / groups, kernel, kernel];
-        let values = (0..shape.iter().product()).map(|_| normal.sample(rng) as f32).collect();
+        let values = (0..shape.iter().product())
+            .map(|_| normal.sample(rng) as f32)
+            .collect();
         Ok(ConvBn {
             weight: Param::new(Tensor::from_vec(values, &shape)?),
-            params: Conv2dParams { stride, padding: kernel / 2, groups },
+            params: Conv2dParams {
+                stride,
+                padding: kernel / 2,
+                groups,
+            },
             bn: BatchNorm::new(cout)?,
             relu,
             input_grad: true,
@@ -106,8 +132,17 @@ impl ConvBn {
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let conv_out = conv2d(x, &self.weight.value, self.params)?;
         let (normalized, stats) = self.bn.forward(&conv_out, mode)?;
-        let output = if self.relu { relu(&normalized)? } else { normalized };
-        self.saved = Some(Saved { input: x.clone(), conv_out, stats, output: output.clone() });
+        let output = if self.relu {
+            relu(&normalized)?
+        } else {
+            normalized
+        };
+        self.saved = Some(Saved {
+            input: x.clone(),
+            conv_out,
+            stats,
+            output: output.clone(),
+        });
         Ok(output)
     }
 
@@ -117,29 +152,51 @@ impl ConvBn {
     /// # Shapes
     /// `dy`: the last output's shape; returns the last input's shape
     pub fn backward(&mut self, dy: &Tensor) -> Result<Option<Tensor>> {
-        let saved = self.saved.take().ok_or_else(|| Error::Network("ConvBn::backward called without a forward pass".into()))?;
-        let dnormalized = if self.relu { relu_backward(&saved.output, dy)? } else { dy.clone() };
-        let (dconv, dgamma, dbeta) = batch_norm2d_backward(&saved.conv_out, &self.bn.weight.value, &saved.stats, &dnormalized)?;
+        let saved = self.saved.take().ok_or_else(|| {
+            Error::Network("ConvBn::backward called without a forward pass".into())
+        })?;
+        let dnormalized = if self.relu {
+            relu_backward(&saved.output, dy)?
+        } else {
+            dy.clone()
+        };
+        let (dconv, dgamma, dbeta) = batch_norm2d_backward(
+            &saved.conv_out,
+            &self.bn.weight.value,
+            &saved.stats,
+            &dnormalized,
+        )?;
         self.bn.weight.grad = Some(dgamma);
         self.bn.bias.grad = Some(dbeta);
         if self.input_grad {
-            let (dx, dweight) = conv2d_backward(&saved.input, &self.weight.value, &dconv, self.params)?;
+            let (dx, dweight) =
+                conv2d_backward(&saved.input, &self.weight.value, &dconv, self.params)?;
             self.weight.grad = Some(dweight);
             Ok(Some(dx))
         } else {
-            self.weight.grad = Some(conv2d_backward_weight(&saved.input, &self.weight.value, &dconv, self.params)?);
+            self.weight.grad = Some(conv2d_backward_weight(
+                &saved.input,
+                &self.weight.value,
+                &dconv,
+                self.params,
+            )?);
             Ok(None)
         }
     }
 
     /// Names `{prefix}.conv.weight` and `{prefix}.bn.{weight,bias,running_mean,running_var}`.
     pub fn visit(&mut self, prefix: &str, f: &mut Visitor<'_>) {
-        f(format!("{prefix}.conv.weight"), Slot::Param(&mut self.weight));
+        f(
+            format!("{prefix}.conv.weight"),
+            Slot::Param(&mut self.weight),
+        );
         self.bn.visit(&format!("{prefix}.bn"), f);
     }
 }
 
 /// `backward` of a layer that always passes a gradient on.
 pub(crate) fn input_grad(grad: Option<Tensor>) -> Result<Tensor> {
-    grad.ok_or_else(|| Error::Network("a layer inside the network was built without its input gradient".into()))
+    grad.ok_or_else(|| {
+        Error::Network("a layer inside the network was built without its input gradient".into())
+    })
 }

@@ -20,7 +20,9 @@ impl Head {
     /// The classifier's weight is drawn from N(0, 0.01), its bias zero (torchvision's init).
     pub fn new(cin: usize, channels: usize, classes: usize, rng: &mut impl Rng) -> Result<Head> {
         let normal = Normal::new(0.0f32, 0.01).map_err(|e| Error::Network(e.to_string()))?;
-        let weight = (0..classes * channels).map(|_| normal.sample(rng)).collect();
+        let weight = (0..classes * channels)
+            .map(|_| normal.sample(rng))
+            .collect();
         Ok(Head {
             conv: ConvBn::new(cin, channels, 1, 1, 1, true, rng)?,
             classifier_weight: Param::new(Tensor::from_vec(weight, &[classes, channels])?),
@@ -35,7 +37,11 @@ impl Head {
         let features = self.conv.forward(x, mode)?;
         let dims = features.dims4("head", "features")?;
         let pooled = global_avg_pool(&features)?;
-        let logits = linear(&pooled, &self.classifier_weight.value, &self.classifier_bias.value)?;
+        let logits = linear(
+            &pooled,
+            &self.classifier_weight.value,
+            &self.classifier_bias.value,
+        )?;
         self.saved = Some((dims, pooled));
         Ok(logits)
     }
@@ -43,8 +49,12 @@ impl Head {
     /// # Shapes
     /// `dlogits`: (N, classes); returns (N, Cin, H, W)
     pub fn backward(&mut self, dlogits: &Tensor) -> Result<Tensor> {
-        let (dims, pooled) = self.saved.take().ok_or_else(|| Error::Network("Head::backward called without a forward pass".into()))?;
-        let (dpooled, dweight, dbias) = linear_backward(&pooled, &self.classifier_weight.value, dlogits)?;
+        let (dims, pooled) = self
+            .saved
+            .take()
+            .ok_or_else(|| Error::Network("Head::backward called without a forward pass".into()))?;
+        let (dpooled, dweight, dbias) =
+            linear_backward(&pooled, &self.classifier_weight.value, dlogits)?;
         self.classifier_weight.grad = Some(dweight);
         self.classifier_bias.grad = Some(dbias);
         let dfeatures = global_avg_pool_backward(&dpooled, dims)?;
@@ -54,7 +64,13 @@ impl Head {
     /// Names `head.conv.*`, `head.bn.*`, `classifier.weight`, `classifier.bias`.
     pub fn visit(&mut self, f: &mut Visitor<'_>) {
         self.conv.visit("head", f);
-        f("classifier.weight".into(), Slot::Param(&mut self.classifier_weight));
-        f("classifier.bias".into(), Slot::Param(&mut self.classifier_bias));
+        f(
+            "classifier.weight".into(),
+            Slot::Param(&mut self.classifier_weight),
+        );
+        f(
+            "classifier.bias".into(),
+            Slot::Param(&mut self.classifier_bias),
+        );
     }
 }

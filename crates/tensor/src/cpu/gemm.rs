@@ -23,11 +23,31 @@ impl<'a> Mat<'a> {
         Self::checked(data, rows, cols, 1, rows)
     }
 
-    fn checked(data: &'a [f32], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
+    fn checked(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
         // Invariant checked once here so that the unsafe call below stays in bounds.
-        let last = if rows == 0 || cols == 0 { 0 } else { (rows - 1) * row_stride + (cols - 1) * col_stride + 1 };
-        assert!(data.len() >= last, "matrix view of {rows}x{cols} over {} elements", data.len());
-        Mat { data, rows, cols, row_stride, col_stride }
+        let last = if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * row_stride + (cols - 1) * col_stride + 1
+        };
+        assert!(
+            data.len() >= last,
+            "matrix view of {rows}x{cols} over {} elements",
+            data.len()
+        );
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
     }
 }
 
@@ -37,7 +57,11 @@ impl<'a> Mat<'a> {
 pub(crate) fn matmul(out: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions of a matrix product");
-    assert!(out.len() >= m * n, "product of {m}x{n} into {} elements", out.len());
+    assert!(
+        out.len() >= m * n,
+        "product of {m}x{n} into {} elements",
+        out.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -47,7 +71,11 @@ pub(crate) fn matmul(out: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, 
         }
         return;
     }
-    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the views were bounds-checked by `Mat::checked` and `out` holds m*n row-major
     // elements; the three slices are distinct borrows, so the output aliases no input.
     unsafe {

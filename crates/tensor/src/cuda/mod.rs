@@ -18,5 +18,8 @@ impl CudaStorage {
 
 /// The error an op returns when asked to run on a CUDA tensor in a build without the backend.
 pub(crate) fn unavailable(op: &'static str, device: Device) -> Error {
-    Error::DeviceUnavailable { device, message: format!("{op} has no CUDA kernel in this build") }
+    Error::DeviceUnavailable {
+        device,
+        message: format!("{op} has no CUDA kernel in this build"),
+    }
 }

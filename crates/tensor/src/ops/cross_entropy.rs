@@ -18,40 +18,78 @@ pub struct CrossEntropy {
 ///
 /// # Shapes
 /// `logits`: (N, K); `labels`: N class indices below K; returns the loss and `dlogits` (N, K)
-pub fn softmax_cross_entropy(logits: &Tensor, labels: &[usize], label_smoothing: f32) -> Result<CrossEntropy> {
+pub fn softmax_cross_entropy(
+    logits: &Tensor,
+    labels: &[usize],
+    label_smoothing: f32,
+) -> Result<CrossEntropy> {
     const OP: &str = "softmax_cross_entropy";
     let [batch, classes] = logits.dims2(OP, "logits")?;
     if labels.len() != batch {
-        return Err(Error::shape(OP, "label count (one per row of logits)", batch, labels.len()));
+        return Err(Error::shape(
+            OP,
+            "label count (one per row of logits)",
+            batch,
+            labels.len(),
+        ));
     }
     if let Some((row, &label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
-        return Err(Error::argument(OP, format!("label {label} of row {row} is out of range: expected below {classes} classes")));
+        return Err(Error::argument(
+            OP,
+            format!("label {label} of row {row} is out of range: expected below {classes} classes"),
+        ));
     }
     if !(0.0..1.0).contains(&label_smoothing) {
-        return Err(Error::argument(OP, format!("label smoothing {label_smoothing} must lie in [0, 1)")));
+        return Err(Error::argument(
+            OP,
+            format!("label smoothing {label_smoothing} must lie in [0, 1)"),
+        ));
     }
     if batch == 0 {
         return Err(Error::argument(OP, "an empty batch has no mean loss"));
     }
     match logits.device() {
         Device::Cpu => {
-            let (loss, dlogits, correct) = cpu::forward_backward(logits.cpu_data()?, labels, classes, label_smoothing);
-            Ok(CrossEntropy { loss, dlogits: Tensor::from_vec(dlogits, &[batch, classes])?, correct })
+            let (loss, dlogits, correct) =
+                cpu::forward_backward(logits.cpu_data()?, labels, classes, label_smoothing);
+            Ok(CrossEntropy {
+                loss,
+                dlogits: Tensor::from_vec(dlogits, &[batch, classes])?,
+                correct,
+            })
         }
         device => Err(cuda::unavailable(OP, device)),
     }
 }
 
 mod cpu {
-    pub(super) fn forward_backward(logits: &[f32], labels: &[usize], classes: usize, smoothing: f32) -> (f32, Vec<f32>, usize) {
+    pub(super) fn forward_backward(
+        logits: &[f32],
+        labels: &[usize],
+        classes: usize,
+        smoothing: f32,
+    ) -> (f32, Vec<f32>, usize) {
         let batch = labels.len();
         let off_target = smoothing as f64 / classes as f64;
         let on_target = 1.0 - smoothing as f64 + off_target;
         let mut dlogits = vec![0.0f32; logits.len()];
         let mut total = 0.0f64;
         let mut correct = 0;
-        for ((row, grad), &label) in logits.chunks(classes).zip(dlogits.chunks_mut(classes)).zip(labels) {
-            let (argmax, max) = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best });
+        for ((row, grad), &label) in logits
+            .chunks(classes)
+            .zip(dlogits.chunks_mut(classes))
+            .zip(labels)
+        {
+            let (argmax, max) =
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                        if v > best.1 {
+                            (i, v)
+                        } else {
+                            best
+                        }
+                    });
             correct += usize::from(argmax == label);
             let max = max as f64;
             let sum_exp: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();

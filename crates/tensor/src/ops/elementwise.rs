@@ -21,7 +21,14 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 pub fn relu_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     dy.expect_shape("relu_backward", "output gradient", y.shape())?;
     match common_device("relu_backward", &[y, dy])? {
-        Device::Cpu => Tensor::from_vec(cpu::zip(y.cpu_data()?, dy.cpu_data()?, |y, g| if y > 0.0 { g } else { 0.0 }), y.shape()),
+        Device::Cpu => Tensor::from_vec(
+            cpu::zip(
+                y.cpu_data()?,
+                dy.cpu_data()?,
+                |y, g| if y > 0.0 { g } else { 0.0 },
+            ),
+            y.shape(),
+        ),
         device => Err(cuda::unavailable("relu_backward", device)),
     }
 }
@@ -32,10 +39,18 @@ pub fn relu_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// `a`, `b`: one shape; returns that shape
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() {
-        return Err(Error::shape("add", "second operand shape", format!("{:?}", a.shape()), format!("{:?}", b.shape())));
+        return Err(Error::shape(
+            "add",
+            "second operand shape",
+            format!("{:?}", a.shape()),
+            format!("{:?}", b.shape()),
+        ));
     }
     match common_device("add", &[a, b])? {
-        Device::Cpu => Tensor::from_vec(cpu::zip(a.cpu_data()?, b.cpu_data()?, |a, b| a + b), a.shape()),
+        Device::Cpu => Tensor::from_vec(
+            cpu::zip(a.cpu_data()?, b.cpu_data()?, |a, b| a + b),
+            a.shape(),
+        ),
         device => Err(cuda::unavailable("add", device)),
     }
 }
@@ -45,23 +60,23 @@ mod cpu {
 
     const GRAIN: usize = 1 << 14;
 
-    pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-        let mut out = vec![0.0f32; x.len()];
-        out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(o, x)| {
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = f(v);
-            }
-        });
+    // `collect_into_vec` writes each element once: no zero-fill of the output first.
+    pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+        let mut out = Vec::with_capacity(x.len());
+        x.par_iter()
+            .with_min_len(GRAIN)
+            .map(|&v| f(v))
+            .collect_into_vec(&mut out);
         out
     }
 
-    pub(super) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-        let mut out = vec![0.0f32; a.len()];
-        out.par_chunks_mut(GRAIN).zip(a.par_chunks(GRAIN).zip(b.par_chunks(GRAIN))).for_each(|(o, (a, b))| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
-        });
+    pub(super) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+        let mut out = Vec::with_capacity(a.len());
+        a.par_iter()
+            .zip(b)
+            .with_min_len(GRAIN)
+            .map(|(&a, &b)| f(a, b))
+            .collect_into_vec(&mut out);
         out
     }
 }

@@ -8,7 +8,12 @@ fn check(op: &'static str, x: &Tensor, weight: &Tensor) -> Result<(usize, usize,
     let [batch, inputs] = x.dims2(op, "input")?;
     let [outputs, weight_inputs] = weight.dims2(op, "weight")?;
     if weight_inputs != inputs {
-        return Err(Error::shape(op, "weight input features (dim 1)", inputs, weight_inputs));
+        return Err(Error::shape(
+            op,
+            "weight input features (dim 1)",
+            inputs,
+            weight_inputs,
+        ));
     }
     Ok((batch, inputs, outputs))
 }
@@ -26,7 +31,13 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
         Device::Cpu => {
             let mut y: Vec<f32> = bias.cpu_data()?.repeat(batch);
             let threads = threads_for(batch * inputs * outputs);
-            matmul(&mut y, Mat::row_major(x.cpu_data()?, batch, inputs), Mat::transposed(weight.cpu_data()?, inputs, outputs), true, threads);
+            matmul(
+                &mut y,
+                Mat::row_major(x.cpu_data()?, batch, inputs),
+                Mat::transposed(weight.cpu_data()?, inputs, outputs),
+                true,
+                threads,
+            );
             Tensor::from_vec(y, &[batch, outputs])
         }
         device => Err(cuda::unavailable(OP, device)),
@@ -38,7 +49,11 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// # Shapes
 /// - `x`: (N, In); `weight`: (Out, In); `dy`: (N, Out)
 /// - returns (`dx` (N, In), `dweight` (Out, In), `dbias` (Out,))
-pub fn linear_backward(x: &Tensor, weight: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn linear_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "linear_backward";
     let (batch, inputs, outputs) = check(OP, x, weight)?;
     dy.expect_shape(OP, "output gradient", &[batch, outputs])?;
@@ -47,9 +62,21 @@ pub fn linear_backward(x: &Tensor, weight: &Tensor, dy: &Tensor) -> Result<(Tens
             let (x, w, g) = (x.cpu_data()?, weight.cpu_data()?, dy.cpu_data()?);
             let threads = threads_for(batch * inputs * outputs);
             let mut dx = vec![0.0f32; batch * inputs];
-            matmul(&mut dx, Mat::row_major(g, batch, outputs), Mat::row_major(w, outputs, inputs), false, threads);
+            matmul(
+                &mut dx,
+                Mat::row_major(g, batch, outputs),
+                Mat::row_major(w, outputs, inputs),
+                false,
+                threads,
+            );
             let mut dw = vec![0.0f32; outputs * inputs];
-            matmul(&mut dw, Mat::transposed(g, outputs, batch), Mat::row_major(x, batch, inputs), false, threads);
+            matmul(
+                &mut dw,
+                Mat::transposed(g, outputs, batch),
+                Mat::row_major(x, batch, inputs),
+                false,
+                threads,
+            );
             let mut db = vec![0.0f64; outputs];
             for row in g.chunks(outputs) {
                 for (d, &v) in db.iter_mut().zip(row) {

@@ -6,3 +6,4 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod linear;
 pub mod pool;
+pub mod sgd;

@@ -31,13 +31,17 @@ mod cpu {
     use rayon::prelude::*;
 
     pub(super) fn forward(x: &[f32], plane: usize) -> Vec<f32> {
-        x.par_chunks(plane.max(1)).map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32).collect()
+        x.par_chunks(plane.max(1))
+            .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32)
+            .collect()
     }
 
     pub(super) fn backward(dy: &[f32], plane: usize) -> Vec<f32> {
         let mut dx = vec![0.0f32; dy.len() * plane];
         let scale = 1.0 / plane as f32;
-        dx.par_chunks_mut(plane.max(1)).zip(dy.par_iter()).for_each(|(p, &g)| p.fill(g * scale));
+        dx.par_chunks_mut(plane.max(1))
+            .zip(dy.par_iter())
+            .for_each(|(p, &g)| p.fill(g * scale));
         dx
     }
 }

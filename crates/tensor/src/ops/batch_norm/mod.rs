@@ -41,7 +41,16 @@ pub fn batch_norm2d_train(
     eps: f32,
 ) -> Result<(Tensor, BatchNormStats)> {
     const OP: &str = "batch_norm2d_train";
-    let dims = check(OP, x, &[("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)])?;
+    let dims = check(
+        OP,
+        x,
+        &[
+            ("weight", weight),
+            ("bias", bias),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
     let count = dims[0] * dims[2] * dims[3];
     if count < 2 {
         return Err(Error::argument(
@@ -52,9 +61,19 @@ pub fn batch_norm2d_train(
     match common_device(OP, &[x, weight, bias, running_mean, running_var])? {
         Device::Cpu => {
             let (mean, var) = cpu::channel_moments(x.cpu_data()?, dims);
-            let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + eps as f64).sqrt()) as f32).collect();
+            let inv_std: Vec<f32> = var
+                .iter()
+                .map(|v| (1.0 / (v + eps as f64).sqrt()) as f32)
+                .collect();
             let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-            let y = cpu::normalize(x.cpu_data()?, dims, &mean32, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
+            let y = cpu::normalize(
+                x.cpu_data()?,
+                dims,
+                &mean32,
+                &inv_std,
+                weight.cpu_data()?,
+                bias.cpu_data()?,
+            );
             let unbias = count as f64 / (count - 1) as f64;
             let momentum64 = momentum as f64;
             for (r, m) in running_mean.cpu_data_mut()?.iter_mut().zip(&mean) {
@@ -88,13 +107,32 @@ pub fn batch_norm2d_eval(
     eps: f32,
 ) -> Result<(Tensor, BatchNormStats)> {
     const OP: &str = "batch_norm2d_eval";
-    let dims = check(OP, x, &[("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)])?;
+    let dims = check(
+        OP,
+        x,
+        &[
+            ("weight", weight),
+            ("bias", bias),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+        ],
+    )?;
     match common_device(OP, &[x, weight, bias, running_mean, running_var])? {
         Device::Cpu => {
-            let inv_std: Vec<f32> =
-                running_var.cpu_data()?.iter().map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32).collect();
+            let inv_std: Vec<f32> = running_var
+                .cpu_data()?
+                .iter()
+                .map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
+                .collect();
             let mean = running_mean.cpu_data()?;
-            let y = cpu::normalize(x.cpu_data()?, dims, mean, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
+            let y = cpu::normalize(
+                x.cpu_data()?,
+                dims,
+                mean,
+                &inv_std,
+                weight.cpu_data()?,
+                bias.cpu_data()?,
+            );
             let stats = BatchNormStats {
                 mean: running_mean.clone(),
                 inv_std: Tensor::from_vec(inv_std, &[dims[1]])?,
@@ -111,9 +149,22 @@ pub fn batch_norm2d_eval(
 /// # Shapes
 /// - `x`, `dy`: (N, C, H, W); `weight`: (C,)
 /// - returns (`dx` shaped as `x`, `dweight` (C,), `dbias` (C,))
-pub fn batch_norm2d_backward(x: &Tensor, weight: &Tensor, stats: &BatchNormStats, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn batch_norm2d_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    stats: &BatchNormStats,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "batch_norm2d_backward";
-    let dims = check(OP, x, &[("weight", weight), ("mean", &stats.mean), ("inv_std", &stats.inv_std)])?;
+    let dims = check(
+        OP,
+        x,
+        &[
+            ("weight", weight),
+            ("mean", &stats.mean),
+            ("inv_std", &stats.inv_std),
+        ],
+    )?;
     dy.expect_shape(OP, "output gradient", x.shape())?;
     match common_device(OP, &[x, weight, &stats.mean, &stats.inv_std, dy])? {
         Device::Cpu => {
@@ -127,7 +178,11 @@ pub fn batch_norm2d_backward(x: &Tensor, weight: &Tensor, stats: &BatchNormStats
                 stats.training,
             );
             let channels = [dims[1]];
-            Ok((Tensor::from_vec(dx, x.shape())?, Tensor::from_vec(dweight, &channels)?, Tensor::from_vec(dbias, &channels)?))
+            Ok((
+                Tensor::from_vec(dx, x.shape())?,
+                Tensor::from_vec(dweight, &channels)?,
+                Tensor::from_vec(dbias, &channels)?,
+            ))
         }
         device => Err(cuda::unavailable(OP, device)),
     }

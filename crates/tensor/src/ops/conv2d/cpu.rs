@@ -19,9 +19,15 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
 
 pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<f32>, Vec<f32>) {
     if s.is_depthwise() {
-        (depthwise::backward_input(w, dy, s), depthwise::backward_weight(x, dy, s))
+        (
+            depthwise::backward_input(w, dy, s),
+            depthwise::backward_weight(x, dy, s),
+        )
     } else if s.is_pointwise() {
-        (pointwise::backward_input(w, dy, s), pointwise::backward_weight(x, dy, s))
+        (
+            pointwise::backward_input(w, dy, s),
+            pointwise::backward_weight(x, dy, s),
+        )
     } else {
         im2col::backward(x, w, dy, s, true)
     }
@@ -41,8 +47,22 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
 /// For a kernel offset `tap`, the output positions `lo..hi` whose input position
 /// `o * stride + tap - padding` falls inside `0..in_len`: computed once per tap, so the inner
 /// loops carry no padding branch.
-pub(super) fn valid_outputs(out_len: usize, in_len: usize, tap: usize, stride: usize, padding: usize) -> (usize, usize) {
-    let lo = if padding > tap { (padding - tap).div_ceil(stride) } else { 0 };
-    let hi = if in_len + padding > tap { ((in_len - 1 + padding - tap) / stride + 1).min(out_len) } else { 0 };
+pub(super) fn valid_outputs(
+    out_len: usize,
+    in_len: usize,
+    tap: usize,
+    stride: usize,
+    padding: usize,
+) -> (usize, usize) {
+    let lo = if padding > tap {
+        (padding - tap).div_ceil(stride)
+    } else {
+        0
+    };
+    let hi = if in_len + padding > tap {
+        ((in_len - 1 + padding - tap) / stride + 1).min(out_len)
+    } else {
+        0
+    };
     (lo.min(hi), hi)
 }

@@ -16,17 +16,30 @@ pub struct Conv2dParams {
 impl Conv2dParams {
     /// Stride `stride`, padding `kernel / 2` ("same" for odd kernels), one group.
     pub fn same(kernel: usize, stride: usize) -> Self {
-        Conv2dParams { stride, padding: kernel / 2, groups: 1 }
+        Conv2dParams {
+            stride,
+            padding: kernel / 2,
+            groups: 1,
+        }
     }
 
     /// Depthwise over `channels`: one group per channel.
     pub fn depthwise(channels: usize, kernel: usize, stride: usize) -> Self {
-        Conv2dParams { stride, padding: kernel / 2, groups: channels }
+        Conv2dParams {
+            stride,
+            padding: kernel / 2,
+            groups: channels,
+        }
     }
 }
 
 /// Output size of one axis: `(input + 2 padding - kernel) / stride + 1`.
-pub fn conv_output_size(input: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+pub fn conv_output_size(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Option<usize> {
     let padded = input + 2 * padding;
     if stride == 0 || padded < kernel {
         return None;
@@ -59,7 +72,11 @@ impl Conv2dShape {
         const OP: &str = "conv2d";
         let [batch, in_channels, in_height, in_width] = x.dims4(OP, "input")?;
         let [out_channels, group_in, kernel_height, kernel_width] = weight.dims4(OP, "weight")?;
-        let Conv2dParams { stride, padding, groups } = params;
+        let Conv2dParams {
+            stride,
+            padding,
+            groups,
+        } = params;
         if stride == 0 {
             return Err(Error::argument(OP, "stride must be at least 1, got 0"));
         }
@@ -108,11 +125,21 @@ impl Conv2dShape {
     }
 
     pub fn output_dims(&self) -> [usize; 4] {
-        [self.batch, self.out_channels, self.out_height, self.out_width]
+        [
+            self.batch,
+            self.out_channels,
+            self.out_height,
+            self.out_width,
+        ]
     }
 
     pub fn weight_dims(&self) -> [usize; 4] {
-        [self.out_channels, self.in_channels / self.groups, self.kernel_height, self.kernel_width]
+        [
+            self.out_channels,
+            self.in_channels / self.groups,
+            self.kernel_height,
+            self.kernel_width,
+        ]
     }
 
     /// One group per channel, one output channel per input channel.
@@ -122,7 +149,11 @@ impl Conv2dShape {
 
     /// A 1x1, stride-1, unpadded, ungrouped convolution: a matrix product per image.
     pub fn is_pointwise(&self) -> bool {
-        self.kernel_height == 1 && self.kernel_width == 1 && self.stride == 1 && self.padding == 0 && self.groups == 1
+        self.kernel_height == 1
+            && self.kernel_width == 1
+            && self.stride == 1
+            && self.padding == 0
+            && self.groups == 1
     }
 
     /// Multiply-accumulates of the forward pass.
@@ -158,13 +189,21 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Tenso
 /// # Shapes
 /// - `x`, `weight` as in [`conv2d`]; `dy`: the output's shape
 /// - returns (`dx` shaped as `x`, `dweight` shaped as `weight`)
-pub fn conv2d_backward(x: &Tensor, weight: &Tensor, dy: &Tensor, params: Conv2dParams) -> Result<(Tensor, Tensor)> {
+pub fn conv2d_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    params: Conv2dParams,
+) -> Result<(Tensor, Tensor)> {
     let shape = Conv2dShape::new(x, weight, params)?;
     dy.expect_shape("conv2d_backward", "output gradient", &shape.output_dims())?;
     match common_device("conv2d_backward", &[x, weight, dy])? {
         Device::Cpu => {
             let (dx, dw) = cpu::backward(x.cpu_data()?, weight.cpu_data()?, dy.cpu_data()?, &shape);
-            Ok((Tensor::from_vec(dx, &shape.input_dims())?, Tensor::from_vec(dw, &shape.weight_dims())?))
+            Ok((
+                Tensor::from_vec(dx, &shape.input_dims())?,
+                Tensor::from_vec(dw, &shape.weight_dims())?,
+            ))
         }
         device => Err(cuda::unavailable("conv2d_backward", device)),
     }
@@ -174,9 +213,18 @@ pub fn conv2d_backward(x: &Tensor, weight: &Tensor, dy: &Tensor, params: Conv2dP
 ///
 /// # Shapes
 /// as [`conv2d_backward`]; returns `dweight` shaped as `weight`
-pub fn conv2d_backward_weight(x: &Tensor, weight: &Tensor, dy: &Tensor, params: Conv2dParams) -> Result<Tensor> {
+pub fn conv2d_backward_weight(
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    params: Conv2dParams,
+) -> Result<Tensor> {
     let shape = Conv2dShape::new(x, weight, params)?;
-    dy.expect_shape("conv2d_backward_weight", "output gradient", &shape.output_dims())?;
+    dy.expect_shape(
+        "conv2d_backward_weight",
+        "output gradient",
+        &shape.output_dims(),
+    )?;
     match common_device("conv2d_backward_weight", &[x, weight, dy])? {
         Device::Cpu => {
             let dw = cpu::backward_weight(x.cpu_data()?, dy.cpu_data()?, &shape);

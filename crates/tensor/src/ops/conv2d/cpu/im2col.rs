@@ -5,9 +5,9 @@
 
 use rayon::prelude::*;
 
-use super::pointwise::add_into;
 use super::valid_outputs;
 use crate::cpu::gemm::{matmul, Mat};
+use crate::cpu::ordered_sum;
 use crate::ops::conv2d::Conv2dShape;
 
 struct Sizes {
@@ -51,7 +51,10 @@ fn im2col(x: &[f32], cols: &mut [f32], s: &Conv2dShape) {
                     let out = &mut row[oh * s.out_width..][..s.out_width];
                     if lo < hi {
                         let first = lo * s.stride + kw - s.padding;
-                        for (c, v) in out[lo..hi].iter_mut().zip(x_row[first..].iter().step_by(s.stride)) {
+                        for (c, v) in out[lo..hi]
+                            .iter_mut()
+                            .zip(x_row[first..].iter().step_by(s.stride))
+                        {
                             *c = *v;
                         }
                     }
@@ -74,7 +77,8 @@ fn col2im(cols: &[f32], dx: &mut [f32], s: &Conv2dShape) {
                 if lo >= hi {
                     continue;
                 }
-                let row = &cols[((channel * s.kernel_height + kh) * s.kernel_width + kw) * pixels..][..pixels];
+                let row = &cols
+                    [((channel * s.kernel_height + kh) * s.kernel_width + kw) * pixels..][..pixels];
                 let first = lo * s.stride + kw - s.padding;
                 for oh in oh_lo..oh_hi {
                     let ih = oh * s.stride + kh - s.padding;
@@ -92,59 +96,100 @@ fn col2im(cols: &[f32], dx: &mut [f32], s: &Conv2dShape) {
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let z = Sizes::new(s);
     let mut y = vec![0.0f32; s.batch * z.out_image];
-    y.par_chunks_mut(z.out_image).zip(x.par_chunks(z.in_image)).for_each_init(
-        || vec![0.0f32; s.in_channels * z.taps * z.pixels],
-        |cols, (y, x)| {
-            im2col(x, cols, s);
-            for g in 0..s.groups {
-                let weight = Mat::row_major(&w[g * z.group_out * z.group_rows..], z.group_out, z.group_rows);
-                let cols = Mat::row_major(&cols[g * z.group_rows * z.pixels..], z.group_rows, z.pixels);
-                matmul(&mut y[g * z.group_out * z.pixels..][..z.group_out * z.pixels], weight, cols, false, 1);
-            }
-        },
-    );
+    y.par_chunks_mut(z.out_image)
+        .zip(x.par_chunks(z.in_image))
+        .for_each_init(
+            || vec![0.0f32; s.in_channels * z.taps * z.pixels],
+            |cols, (y, x)| {
+                im2col(x, cols, s);
+                for g in 0..s.groups {
+                    let weight = Mat::row_major(
+                        &w[g * z.group_out * z.group_rows..],
+                        z.group_out,
+                        z.group_rows,
+                    );
+                    let cols = Mat::row_major(
+                        &cols[g * z.group_rows * z.pixels..],
+                        z.group_rows,
+                        z.pixels,
+                    );
+                    matmul(
+                        &mut y[g * z.group_out * z.pixels..][..z.group_out * z.pixels],
+                        weight,
+                        cols,
+                        false,
+                        1,
+                    );
+                }
+            },
+        );
     y
 }
 
 /// Returns `(dx, dweight)`; `dx` is empty unless `want_input_grad` (then `w` may be empty too).
-pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape, want_input_grad: bool) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    s: &Conv2dShape,
+    want_input_grad: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let z = Sizes::new(s);
-    let weight_len = s.out_channels * z.group_rows;
-    let mut dx = vec![0.0f32; if want_input_grad { s.batch * z.in_image } else { 0 }];
     let col_len = s.in_channels * z.taps * z.pixels;
-    let per_image = |(dw, cols, dcols): (Vec<f32>, Vec<f32>, Vec<f32>), (x, dy, dx): (&[f32], &[f32], Option<&mut [f32]>)| {
-        let (mut dw, mut cols, mut dcols) = (dw, cols, dcols);
-        im2col(x, &mut cols, s);
-        for g in 0..s.groups {
-            let dy_g = Mat::row_major(&dy[g * z.group_out * z.pixels..], z.group_out, z.pixels);
-            let cols_t = Mat::transposed(&cols[g * z.group_rows * z.pixels..], z.pixels, z.group_rows);
-            matmul(&mut dw[g * z.group_out * z.group_rows..][..z.group_out * z.group_rows], dy_g, cols_t, true, 1);
-            if dx.is_some() {
-                let weight_t = Mat::transposed(&w[g * z.group_out * z.group_rows..], z.group_rows, z.group_out);
-                matmul(&mut dcols[g * z.group_rows * z.pixels..][..z.group_rows * z.pixels], weight_t, dy_g, false, 1);
+    let mut dx = Vec::new();
+    if want_input_grad {
+        // dcols = W_g^T (rows x Cout_g) * dy[n, g], then scattered back into the image.
+        dx = vec![0.0f32; s.batch * z.in_image];
+        dx.par_chunks_mut(z.in_image)
+            .zip(dy.par_chunks(z.out_image))
+            .for_each_init(
+                || vec![0.0f32; col_len],
+                |dcols, (dx, dy)| {
+                    for g in 0..s.groups {
+                        let weight_t = Mat::transposed(
+                            &w[g * z.group_out * z.group_rows..],
+                            z.group_rows,
+                            z.group_out,
+                        );
+                        let dy_g = Mat::row_major(
+                            &dy[g * z.group_out * z.pixels..],
+                            z.group_out,
+                            z.pixels,
+                        );
+                        matmul(
+                            &mut dcols[g * z.group_rows * z.pixels..][..z.group_rows * z.pixels],
+                            weight_t,
+                            dy_g,
+                            false,
+                            1,
+                        );
+                    }
+                    col2im(dcols, dx, s);
+                },
+            );
+    }
+    // dW_g = sum over images of dy[n, g] (Cout_g x pixels) * cols_g^T (pixels x rows).
+    let dw = ordered_sum(s.batch, s.out_channels * z.group_rows, |images, dw| {
+        let mut cols = vec![0.0f32; col_len];
+        for n in images {
+            im2col(&x[n * z.in_image..][..z.in_image], &mut cols, s);
+            for g in 0..s.groups {
+                let dy_g = Mat::row_major(
+                    &dy[n * z.out_image + g * z.group_out * z.pixels..],
+                    z.group_out,
+                    z.pixels,
+                );
+                let cols_t =
+                    Mat::transposed(&cols[g * z.group_rows * z.pixels..], z.pixels, z.group_rows);
+                matmul(
+                    &mut dw[g * z.group_out * z.group_rows..][..z.group_out * z.group_rows],
+                    dy_g,
+                    cols_t,
+                    true,
+                    1,
+                );
             }
         }
-        if let Some(dx) = dx {
-            dx.fill(0.0);
-            col2im(&dcols, dx, s);
-        }
-        (dw, cols, dcols)
-    };
-    let init = || (vec![0.0f32; weight_len], vec![0.0f32; col_len], vec![0.0f32; if want_input_grad { col_len } else { 0 }]);
-    let images = x.par_chunks(z.in_image).zip(dy.par_chunks(z.out_image));
-    let dw = if want_input_grad {
-        images
-            .zip(dx.par_chunks_mut(z.in_image))
-            .map(|((x, dy), dx)| (x, dy, Some(dx)))
-            .fold(init, per_image)
-            .map(|(dw, _, _)| dw)
-            .reduce(|| vec![0.0f32; weight_len], add_into)
-    } else {
-        images
-            .map(|(x, dy)| (x, dy, None))
-            .fold(init, per_image)
-            .map(|(dw, _, _)| dw)
-            .reduce(|| vec![0.0f32; weight_len], add_into)
-    };
+    });
     (dx, dw)
 }

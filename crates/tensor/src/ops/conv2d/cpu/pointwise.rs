@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{matmul, Mat};
+use crate::cpu::ordered_sum;
 use crate::ops::conv2d::Conv2dShape;
 
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
@@ -11,9 +12,11 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (cin, cout) = (s.in_channels, s.out_channels);
     let mut y = vec![0.0f32; s.batch * cout * pixels];
     let weight = Mat::row_major(w, cout, cin);
-    y.par_chunks_mut(cout * pixels).zip(x.par_chunks(cin * pixels)).for_each(|(y, x)| {
-        matmul(y, weight, Mat::row_major(x, cin, pixels), false, 1);
-    });
+    y.par_chunks_mut(cout * pixels)
+        .zip(x.par_chunks(cin * pixels))
+        .for_each(|(y, x)| {
+            matmul(y, weight, Mat::row_major(x, cin, pixels), false, 1);
+        });
     y
 }
 
@@ -22,31 +25,29 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     let (cin, cout) = (s.in_channels, s.out_channels);
     let mut dx = vec![0.0f32; s.batch * cin * pixels];
     let weight_t = Mat::transposed(w, cin, cout);
-    dx.par_chunks_mut(cin * pixels).zip(dy.par_chunks(cout * pixels)).for_each(|(dx, dy)| {
-        matmul(dx, weight_t, Mat::row_major(dy, cout, pixels), false, 1);
-    });
+    dx.par_chunks_mut(cin * pixels)
+        .zip(dy.par_chunks(cout * pixels))
+        .for_each(|(dx, dy)| {
+            matmul(dx, weight_t, Mat::row_major(dy, cout, pixels), false, 1);
+        });
     dx
 }
 
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let pixels = s.in_height * s.in_width;
     let (cin, cout) = (s.in_channels, s.out_channels);
-    // dW = sum over images of dy[n] (Cout x HW) * x[n]^T (HW x Cin), one partial sum per thread.
-    x.par_chunks(cin * pixels)
-        .zip(dy.par_chunks(cout * pixels))
-        .fold(
-            || vec![0.0f32; cout * cin],
-            |mut dw, (x, dy)| {
-                matmul(&mut dw, Mat::row_major(dy, cout, pixels), Mat::transposed(x, pixels, cin), true, 1);
-                dw
-            },
-        )
-        .reduce(|| vec![0.0f32; cout * cin], add_into)
-}
-
-pub(crate) fn add_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
-    for (a, b) in a.iter_mut().zip(&b) {
-        *a += b;
-    }
-    a
+    // dW = sum over images of dy[n] (Cout x HW) * x[n]^T (HW x Cin).
+    ordered_sum(s.batch, cout * cin, |images, dw| {
+        for n in images {
+            let x = &x[n * cin * pixels..][..cin * pixels];
+            let dy = &dy[n * cout * pixels..][..cout * pixels];
+            matmul(
+                dw,
+                Mat::row_major(dy, cout, pixels),
+                Mat::transposed(x, pixels, cin),
+                true,
+                1,
+            );
+        }
+    })
 }

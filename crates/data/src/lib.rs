@@ -1,0 +1,104 @@
+//! eatnas-data: labelled image datasets behind one trait, and the batches training reads.
+//!
+//! - IDX files (MNIST, Fashion-MNIST; gzip or raw), CIFAR-10 and CIFAR-100 binary batches: loaded
+//!   whole, resized once to the requested resolution.
+//! - Image folders laid out as ImageNet's (`DIR/train/CLASS/*`, `DIR/val/CLASS/*`): decoded from
+//!   disk per batch by a worker pool, never loaded whole.
+//! - The embedded demo: a class-balanced Fashion-MNIST subset compiled into the binary.
+//! - Validation splits with a fixed seed, subsets, augmentation (random crop with padding,
+//!   horizontal flip), per-channel normalisation, and a prefetching batch loader.
+
+mod cifar;
+mod error;
+mod folder;
+mod idx;
+mod loader;
+mod memory;
+mod spec;
+mod split;
+
+pub use error::{Error, Result};
+pub use folder::ImageFolder;
+pub use loader::{Augment, Batch, Batches, Loader, Normalize};
+pub use memory::InMemory;
+pub use spec::{DataSpec, Splits};
+pub use split::{split_validation, Subset};
+
+/// The shape every image of a dataset is delivered in: `channels x size x size` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub size: usize,
+}
+
+impl ImageShape {
+    pub fn bytes(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+}
+
+/// A labelled image dataset. Images come as `channels x size x size` bytes (0 to 255), already
+/// resized to the dataset's resolution.
+pub trait Dataset: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn shape(&self) -> ImageShape;
+    fn classes(&self) -> usize;
+    /// The class of image `index` (below `classes()`).
+    fn label(&self, index: usize) -> usize;
+    /// Writes image `index` into `out` (`shape().bytes()` long).
+    fn read(&self, index: usize, out: &mut [u8]) -> Result<()>;
+    /// Where the data came from, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Resizes one `channels x height x width` image to `size x size`: the shorter side to `size`
+/// (triangle filter), then the centre crop. Returns the bytes as `channels x size x size`.
+pub(crate) fn resize_center_crop(
+    pixels: &[u8],
+    channels: usize,
+    height: usize,
+    width: usize,
+    size: usize,
+) -> Vec<u8> {
+    if height == size && width == size {
+        return pixels.to_vec();
+    }
+    let (new_h, new_w) = if height <= width {
+        (
+            size,
+            ((width * size) as f64 / height as f64)
+                .round()
+                .max(size as f64) as usize,
+        )
+    } else {
+        (
+            ((height * size) as f64 / width as f64)
+                .round()
+                .max(size as f64) as usize,
+            size,
+        )
+    };
+    let (top, left) = ((new_h - size) / 2, (new_w - size) / 2);
+    let mut out = vec![0u8; channels * size * size];
+    for c in 0..channels {
+        let plane = &pixels[c * height * width..][..height * width];
+        let image = image::GrayImage::from_raw(width as u32, height as u32, plane.to_vec())
+            .expect("plane length matches");
+        let resized = image::imageops::resize(
+            &image,
+            new_w as u32,
+            new_h as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        for y in 0..size {
+            for x in 0..size {
+                out[(c * size + y) * size + x] =
+                    resized.get_pixel((left + x) as u32, (top + y) as u32)[0];
+            }
+        }
+    }
+    out
+}

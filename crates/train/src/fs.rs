@@ -1,0 +1,30 @@
+//! Writing files so that a crash or a full disk never leaves a half-written one behind.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`: a
+/// reader sees the old file or the new one, never a mix. On any error the temporary file is
+/// removed and `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let outcome = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    outcome.map_err(|source| {
+        let _ = std::fs::remove_file(&temporary);
+        Error::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}

@@ -1,0 +1,73 @@
+//! SGD with Nesterov momentum; weight decay on convolution and classifier weights only.
+
+use std::collections::BTreeMap;
+
+use eatnas_nn::{Network, Slot};
+use eatnas_tensor::{sgd_step, SgdStep, Tensor};
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct Sgd {
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+    /// One momentum buffer per parameter name.
+    pub buffers: BTreeMap<String, Tensor>,
+}
+
+/// Whether weight decay applies: weights of convolutions and of the classifier, not BN
+/// parameters or biases.
+pub fn decays(name: &str) -> bool {
+    name.ends_with("conv.weight") || name == "classifier.weight"
+}
+
+impl Sgd {
+    pub fn new(momentum: f32, weight_decay: f32, nesterov: bool) -> Sgd {
+        Sgd {
+            momentum,
+            weight_decay,
+            nesterov,
+            buffers: BTreeMap::new(),
+        }
+    }
+
+    /// Updates every parameter of `net` from the gradients of its last backward pass.
+    pub fn step(&mut self, net: &mut Network, lr: f32) -> Result<()> {
+        let mut failure = None;
+        let (momentum, weight_decay, nesterov) = (self.momentum, self.weight_decay, self.nesterov);
+        let buffers = &mut self.buffers;
+        net.visit(&mut |name, slot| {
+            let Slot::Param(param) = slot else { return };
+            if failure.is_some() {
+                return;
+            }
+            let Some(grad) = &param.grad else {
+                failure = Some(Error::Config(format!(
+                    "parameter `{name}` has no gradient: run a backward pass before the step"
+                )));
+                return;
+            };
+            let buffer = match buffers.get_mut(&name) {
+                Some(b) => b,
+                None => match Tensor::zeros(param.value.shape(), param.value.device()) {
+                    Ok(zeros) => buffers.entry(name.clone()).or_insert(zeros),
+                    Err(e) => {
+                        failure = Some(e.into());
+                        return;
+                    }
+                },
+            };
+            let step = SgdStep {
+                lr,
+                momentum,
+                weight_decay: if decays(&name) { weight_decay } else { 0.0 },
+                nesterov,
+            };
+            if let Err(e) = sgd_step(&mut param.value, grad, buffer, step) {
+                failure = Some(e.into());
+            }
+        });
+        failure.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,498 @@
+//! The training loop: SGD on the training split, validation after every epoch, checkpoints
+//! that a killed run resumes from, and the test set at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use eatnas_data::{split_validation, Augment, DataSpec, Dataset, Loader, Normalize, Subset};
+use eatnas_nn::{Arch, Network};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, ModelInfo, ARCH_FILE, MODEL_FILE, STATE_FILE};
+use crate::evaluate::{evaluate, Evaluation};
+use crate::fs::write_atomic;
+use crate::{CosineSchedule, Error, Result, Sgd, TrainConfig};
+
+/// The sets one training run reads, and the normalisation estimated on its training split.
+pub struct PreparedData {
+    pub spec: DataSpec,
+    pub train: Arc<dyn Dataset>,
+    pub val: Option<Arc<dyn Dataset>>,
+    pub test: Arc<dyn Dataset>,
+    pub normalize: Normalize,
+}
+
+impl PreparedData {
+    /// Opens `spec` at the configured resolution, keeps the configured fraction of the training
+    /// set and holds out the validation split (both fixed by the seed).
+    pub fn open(spec: &DataSpec, config: &TrainConfig) -> Result<PreparedData> {
+        let splits = spec.open(config.resolution)?;
+        let mut train = splits.train;
+        if config.data_fraction < 1.0 {
+            train = Arc::new(Subset::fraction(train, config.data_fraction, config.seed)?);
+        }
+        let val = if config.val_fraction > 0.0 {
+            let (rest, val) = split_validation(train, config.val_fraction, config.seed)?;
+            train = Arc::new(rest);
+            Some(Arc::new(val) as Arc<dyn Dataset>)
+        } else {
+            None
+        };
+        let normalize = Normalize::estimate(train.as_ref(), 10_000)?;
+        Ok(PreparedData {
+            spec: spec.clone(),
+            train,
+            val,
+            test: splits.test,
+            normalize,
+        })
+    }
+}
+
+/// One epoch's line of the training log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_top1: f64,
+    pub val_loss: Option<f64>,
+    pub val_top1: Option<f64>,
+    pub val_top5: Option<f64>,
+    pub lr: f32,
+    pub images_per_second: f64,
+    pub elapsed_seconds: f64,
+}
+
+/// The end of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub epochs: usize,
+    pub final_train_loss: f64,
+    pub val_top1: Option<f64>,
+    pub val_top5: Option<f64>,
+    pub test_loss: f64,
+    pub test_top1: f64,
+    pub test_top5: f64,
+    pub images_per_second: f64,
+    pub elapsed_seconds: f64,
+    pub params: usize,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Where a run stands, and the running sums of the epoch in progress: all a resume needs
+/// beside the weights and momenta.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Position {
+    epoch: usize,
+    /// Batches of `epoch` already trained.
+    batch: usize,
+    global_step: usize,
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+}
+
+/// The JSON stored in a training-state file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StateRecord {
+    format: String,
+    config: TrainConfig,
+    data: String,
+    model: ModelInfo,
+    position: Position,
+    history: Vec<EpochRecord>,
+    elapsed_seconds: f64,
+}
+
+const STATE_FORMAT: &str = "eatnas-train-state/1";
+const STATE_KEY: &str = "eatnas_state";
+
+pub struct Trainer {
+    config: TrainConfig,
+    data: PreparedData,
+    net: Network,
+    sgd: Sgd,
+    info: ModelInfo,
+    position: Position,
+    history: Vec<EpochRecord>,
+    elapsed_before: f64,
+    out: Option<PathBuf>,
+    progress: bool,
+}
+
+impl Trainer {
+    /// A fresh run of `arch` on `data`; with `out`, checkpoints go to that folder (which must not
+    /// hold a run already: resume it instead).
+    pub fn new(
+        config: TrainConfig,
+        arch: &Arch,
+        data: PreparedData,
+        out: Option<PathBuf>,
+    ) -> Result<Trainer> {
+        config.validate()?;
+        let shape = data.train.shape();
+        let net = Network::new(arch, shape.channels, data.train.classes(), config.seed)?;
+        Self::with_network(config, net, data, out)
+    }
+
+    /// A fresh run that starts from the given network's weights.
+    pub fn with_network(
+        config: TrainConfig,
+        net: Network,
+        data: PreparedData,
+        out: Option<PathBuf>,
+    ) -> Result<Trainer> {
+        config.validate()?;
+        let shape = data.train.shape();
+        if net.in_channels() != shape.channels || net.classes() != data.train.classes() {
+            return Err(Error::Config(format!(
+                "the network takes {} channel(s) and {} classes; the data has {} and {}",
+                net.in_channels(),
+                net.classes(),
+                shape.channels,
+                data.train.classes()
+            )));
+        }
+        if let Some(dir) = &out {
+            if dir.join(STATE_FILE).exists() {
+                return Err(Error::Config(format!(
+                    "{} already holds a training run; resume it (`eatnas-cli train --resume {}`) or choose another output folder",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let info = ModelInfo {
+            arch: net.arch().clone(),
+            in_channels: shape.channels,
+            classes: data.train.classes(),
+            resolution: shape.size,
+            normalize: data.normalize.clone(),
+        };
+        let sgd = Sgd::new(config.momentum, config.weight_decay, config.nesterov);
+        Ok(Trainer {
+            config,
+            data,
+            net,
+            sgd,
+            info,
+            position: Position::default(),
+            history: Vec::new(),
+            elapsed_before: 0.0,
+            out,
+            progress: false,
+        })
+    }
+
+    /// Continues the run whose checkpoints are in `dir`, from its last training state.
+    pub fn resume(dir: &Path) -> Result<Trainer> {
+        let path = dir.join(STATE_FILE);
+        if !path.exists() {
+            return Err(Error::Config(format!(
+                "{}: no {STATE_FILE} to resume from",
+                dir.display()
+            )));
+        }
+        let (tensors, metadata) = checkpoint::decode(&path)?;
+        let bad = |message: String| Error::Checkpoint {
+            path: path.clone(),
+            message,
+        };
+        let text = metadata
+            .get(STATE_KEY)
+            .ok_or_else(|| bad("no training state in the metadata".into()))?;
+        let state: StateRecord = serde_json::from_str(text)
+            .map_err(|e| bad(format!("unreadable training state: {e}")))?;
+        if state.format != STATE_FORMAT {
+            return Err(bad(format!(
+                "training state format `{}`; this version reads `{STATE_FORMAT}`",
+                state.format
+            )));
+        }
+        let spec = DataSpec::from_str(&state.data)?;
+        let mut data = PreparedData::open(&spec, &state.config)?;
+        data.normalize = state.model.normalize.clone();
+        let mut net = Network::new(
+            &state.model.arch,
+            state.model.in_channels,
+            state.model.classes,
+            state.config.seed,
+        )?;
+        let strip = |prefix: &str| -> BTreeMap<String, eatnas_tensor::Tensor> {
+            tensors
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+                .collect()
+        };
+        checkpoint::load_exact(&mut net, &strip("model."), &path)?;
+        let mut sgd = Sgd::new(
+            state.config.momentum,
+            state.config.weight_decay,
+            state.config.nesterov,
+        );
+        sgd.buffers = strip("momentum.");
+        Ok(Trainer {
+            config: state.config,
+            data,
+            net,
+            sgd,
+            info: state.model,
+            position: state.position,
+            history: state.history,
+            elapsed_before: state.elapsed_seconds,
+            out: Some(dir.to_path_buf()),
+            progress: false,
+        })
+    }
+
+    /// Shows a progress bar on the terminal while training.
+    pub fn show_progress(&mut self, show: bool) {
+        self.progress = show;
+    }
+
+    pub fn network(&mut self) -> &mut Network {
+        &mut self.net
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn data(&self) -> &PreparedData {
+        &self.data
+    }
+
+    pub fn history(&self) -> &[EpochRecord] {
+        &self.history
+    }
+
+    fn train_loader(&self) -> Result<Loader> {
+        let augment = Augment {
+            crop_padding: self.config.crop_padding_for(self.info.resolution),
+            horizontal_flip: self.config.horizontal_flip,
+        };
+        Ok(Loader::new(
+            self.data.train.clone(),
+            self.config.batch_size,
+            true,
+            true,
+            Some(augment),
+            self.data.normalize.clone(),
+            self.config.seed,
+            self.config.workers,
+        )?)
+    }
+
+    /// Trains to the configured epoch count (from wherever a resumed run stood), calling
+    /// `on_epoch` after each epoch, then evaluates on the test set.
+    pub fn run(&mut self, on_epoch: &mut dyn FnMut(&EpochRecord)) -> Result<Summary> {
+        let started = Instant::now();
+        let loader = self.train_loader()?;
+        let steps = loader.batches_per_epoch();
+        let schedule = CosineSchedule {
+            base_lr: self.config.lr,
+            warmup_steps: (self.config.warmup_epochs as f64 * steps as f64).round() as usize,
+            total_steps: self.config.epochs * steps,
+        };
+        while self.position.epoch < self.config.epochs {
+            let epoch = self.position.epoch;
+            let epoch_started = Instant::now();
+            let images_before = self.position.seen;
+            let bar = self.progress_bar(epoch, steps);
+            let mut lr = schedule.lr(self.position.global_step);
+            for batch in loader.epoch(epoch, self.position.batch) {
+                let batch = batch?;
+                lr = schedule.lr(self.position.global_step);
+                let ce = self.net.loss_and_backward(
+                    &batch.images,
+                    &batch.labels,
+                    self.config.label_smoothing,
+                )?;
+                if !ce.loss.is_finite() {
+                    return Err(self.diverged(ce.loss));
+                }
+                self.sgd.step(&mut self.net, lr)?;
+                let p = &mut self.position;
+                p.loss_sum += ce.loss as f64 * batch.labels.len() as f64;
+                p.correct += ce.correct;
+                p.seen += batch.labels.len();
+                p.batch += 1;
+                p.global_step += 1;
+                bar.set_position(p.batch as u64);
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.1}% {:.0} img/s",
+                    p.loss_sum / p.seen as f64,
+                    100.0 * p.correct as f64 / p.seen as f64,
+                    (p.seen - images_before) as f64 / epoch_started.elapsed().as_secs_f64()
+                ));
+                if self.config.checkpoint_every > 0
+                    && p.global_step % self.config.checkpoint_every == 0
+                    && p.batch < steps
+                {
+                    self.checkpoint(started)?;
+                }
+            }
+            bar.finish_and_clear();
+            let seconds = epoch_started.elapsed().as_secs_f64();
+            let val = self.evaluate_val()?;
+            let p = &self.position;
+            let record = EpochRecord {
+                epoch: epoch + 1,
+                train_loss: p.loss_sum / p.seen.max(1) as f64,
+                train_top1: p.correct as f64 / p.seen.max(1) as f64,
+                val_loss: val.map(|v| v.loss),
+                val_top1: val.map(|v| v.top1),
+                val_top5: val.map(|v| v.top5),
+                lr,
+                images_per_second: (p.seen - images_before) as f64 / seconds.max(1e-9),
+                elapsed_seconds: self.elapsed_before + started.elapsed().as_secs_f64(),
+            };
+            self.history.push(record.clone());
+            self.position = Position {
+                epoch: epoch + 1,
+                batch: 0,
+                global_step: self.position.global_step,
+                ..Default::default()
+            };
+            self.checkpoint(started)?;
+            on_epoch(&record);
+        }
+        let test = self.evaluate_test()?;
+        let last = self.history.last();
+        let elapsed = self.elapsed_before + started.elapsed().as_secs_f64();
+        let trained_images: f64 = self
+            .history
+            .iter()
+            .map(|r| r.images_per_second)
+            .sum::<f64>();
+        Ok(Summary {
+            epochs: self.config.epochs,
+            final_train_loss: last.map_or(f64::NAN, |r| r.train_loss),
+            val_top1: last.and_then(|r| r.val_top1),
+            val_top5: last.and_then(|r| r.val_top5),
+            test_loss: test.loss,
+            test_top1: test.top1,
+            test_top5: test.top5,
+            images_per_second: trained_images / self.history.len().max(1) as f64,
+            elapsed_seconds: elapsed,
+            params: self.net.num_params(),
+            checkpoint: self.out.as_ref().map(|d| d.join(MODEL_FILE)),
+        })
+    }
+
+    /// Test-set loss and accuracy of the current weights.
+    pub fn evaluate_test(&mut self) -> Result<Evaluation> {
+        self.evaluate_on(self.data.test.clone())
+    }
+
+    /// Validation accuracy of the current weights (`None` without a validation split).
+    pub fn evaluate_val(&mut self) -> Result<Option<Evaluation>> {
+        match self.data.val.clone() {
+            Some(val) => Ok(Some(self.evaluate_on(val)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn evaluate_on(&mut self, dataset: Arc<dyn Dataset>) -> Result<Evaluation> {
+        let batch = self.config.batch_size.max(256);
+        evaluate(
+            &mut self.net,
+            dataset,
+            &self.data.normalize,
+            batch,
+            self.config.workers,
+        )
+    }
+
+    fn progress_bar(&self, epoch: usize, steps: usize) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(steps as u64);
+        let style =
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+                .expect("the template is valid")
+                .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.config.epochs));
+        bar.set_position(self.position.batch as u64);
+        bar
+    }
+
+    fn diverged(&self, loss: f32) -> Error {
+        let checkpoint = match (
+            &self.out,
+            self.history.is_empty()
+                && self.position.global_step < self.config.checkpoint_every.max(1),
+        ) {
+            (Some(dir), false) => format!(
+                "training stopped; the last good checkpoint is in {}",
+                dir.display()
+            ),
+            _ => {
+                "training stopped before any checkpoint was written; lower the learning rate".into()
+            }
+        };
+        Error::Diverged {
+            epoch: self.position.epoch + 1,
+            step: self.position.batch + 1,
+            loss,
+            checkpoint,
+        }
+    }
+
+    /// Writes the training state, then the model and its architecture, each atomically.
+    fn checkpoint(&mut self, started: Instant) -> Result<()> {
+        let Some(dir) = self.out.clone() else {
+            return Ok(());
+        };
+        let state = StateRecord {
+            format: STATE_FORMAT.into(),
+            config: self.config.clone(),
+            data: self.data.spec.to_string(),
+            model: self.info.clone(),
+            position: self.position.clone(),
+            history: self.history.clone(),
+            elapsed_seconds: self.elapsed_before + started.elapsed().as_secs_f64(),
+        };
+        let mut tensors: BTreeMap<String, eatnas_tensor::Tensor> = self
+            .net
+            .state()
+            .into_iter()
+            .map(|(k, v)| (format!("model.{k}"), v))
+            .collect();
+        tensors.extend(
+            self.sgd
+                .buffers
+                .iter()
+                .map(|(k, v)| (format!("momentum.{k}"), v.clone())),
+        );
+        let metadata = HashMap::from([(
+            STATE_KEY.to_string(),
+            serde_json::to_string(&state).expect("state serialises"),
+        )]);
+        write_atomic(
+            &dir.join(STATE_FILE),
+            &checkpoint::encode(&tensors, metadata)?,
+        )?;
+        checkpoint::save_model(&dir.join(MODEL_FILE), &mut self.net, &self.info)?;
+        write_atomic(
+            &dir.join(ARCH_FILE),
+            self.info.arch.to_json_pretty().as_bytes(),
+        )?;
+        let log: String = self
+            .history
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("record serialises") + "\n")
+            .collect();
+        write_atomic(&dir.join("metrics.jsonl"), log.as_bytes())
+    }
+}
