@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "eatnas-cli",
     version,
+    args_override_self = true,
     about = "Neural architecture search by elastic architecture transfer (EAT-NAS)"
 )]
 struct Cli {

@@ -28,3 +28,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomic;
+
+    #[test]
+    fn a_failed_write_leaves_the_previous_file_whole() {
+        let dir = std::env::temp_dir().join(format!("eatnas-fs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.safetensors");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        // A directory where the temporary file must go makes the write fail, as a full disk would.
+        let blocker = dir.join(format!(".model.safetensors.tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&blocker).unwrap();
+        let e = write_atomic(&path, b"third").unwrap_err().to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("unchanged"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let e = write_atomic(&dir.join("missing/dir/file"), b"x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing/dir/file"), "{e}");
+    }
+}

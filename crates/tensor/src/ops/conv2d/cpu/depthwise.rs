@@ -53,7 +53,8 @@ impl Geometry {
     fn pad(&self, plane: &[f32], padded: &mut [f32]) {
         padded.fill(0.0);
         for y in 0..self.h {
-            padded[(y + self.pad) * self.wp + self.pad..][..self.w].copy_from_slice(&plane[y * self.w..][..self.w]);
+            padded[(y + self.pad) * self.wp + self.pad..][..self.w]
+                .copy_from_slice(&plane[y * self.w..][..self.w]);
         }
     }
 }
@@ -71,7 +72,12 @@ fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (a, b) in a8.zip(b8) {
         for i in 0..8 {
             lanes[i] += a[i] * b[i];
@@ -94,7 +100,11 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
                 let len = wide.len();
                 for kh in 0..g.kh {
                     for kw in 0..g.kw {
-                        axpy(wide, filter[kh * g.kw + kw], &padded[kh * g.wp + kw..][..len]);
+                        axpy(
+                            wide,
+                            filter[kh * g.kw + kw],
+                            &padded[kh * g.wp + kw..][..len],
+                        );
                     }
                 }
                 for oh in 0..g.oh {
@@ -107,7 +117,8 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
                         let row = &padded[(oh * g.stride + kh) * g.wp..][..g.wp];
                         for kw in 0..g.kw {
                             let weight = filter[kh * g.kw + kw];
-                            for (out, v) in y_row.iter_mut().zip(row[kw..].iter().step_by(g.stride)) {
+                            for (out, v) in y_row.iter_mut().zip(row[kw..].iter().step_by(g.stride))
+                            {
                                 *out += weight * v;
                             }
                         }
@@ -138,7 +149,11 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
                 for kh in 0..g.kh {
                     for kw in 0..g.kw {
                         let len = wide.len();
-                        axpy(&mut dpadded[kh * g.wp + kw..][..len], filter[kh * g.kw + kw], wide);
+                        axpy(
+                            &mut dpadded[kh * g.wp + kw..][..len],
+                            filter[kh * g.kw + kw],
+                            wide,
+                        );
                     }
                 }
             } else {
@@ -183,7 +198,8 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
                     }
                     for kh in 0..g.kh {
                         for kw in 0..g.kw {
-                            sums[kh * g.kw + kw] += dot(wide, &padded[kh * g.wp + kw..][..wide.len()]) as f64;
+                            sums[kh * g.kw + kw] +=
+                                dot(wide, &padded[kh * g.wp + kw..][..wide.len()]) as f64;
                         }
                     }
                 } else {
@@ -193,7 +209,11 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
                             for oh in 0..g.oh {
                                 let row = &padded[(oh * g.stride + kh) * g.wp..][..g.wp];
                                 let dy_row = &dy[oh * g.ow..][..g.ow];
-                                sum += dy_row.iter().zip(row[kw..].iter().step_by(g.stride)).map(|(a, b)| a * b).sum::<f32>();
+                                sum += dy_row
+                                    .iter()
+                                    .zip(row[kw..].iter().step_by(g.stride))
+                                    .map(|(a, b)| a * b)
+                                    .sum::<f32>();
                             }
                             sums[kh * g.kw + kw] += sum as f64;
                         }

@@ -1,0 +1,307 @@
+//! `eatnas-cli train`, `eval` and `export` end to end on the embedded demo data: learning, resume
+//! after kill -9, divergence, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TINY: &str = r#"{"format":"eatnas-arch/1","name":"tiny","stem":{"channels":8,"kernel":3,"stride":1},
+ "blocks":[{"op":"mb3","kernel":3,"skip":true,"layers":1,"width":1.0,"base_channels":8,"stride":2},
+           {"op":"sep","kernel":5,"skip":true,"layers":2,"width":1.0,"base_channels":16,"stride":2}],
+ "head":{"channels":32}}"#;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eatnas-cli-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tiny_arch(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.json");
+    std::fs::write(&path, TINY).unwrap();
+    path
+}
+
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+}
+
+/// A short training run on part of the demo data at 14x14.
+fn train_args(arch: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--arch",
+        arch.to_str().unwrap(),
+        "--data",
+        "fashion-mnist",
+        "--out",
+        out.to_str().unwrap(),
+        "--resolution",
+        "14",
+        "--data-fraction",
+        "0.25",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.2",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn last_json(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+        panic!(
+            "last line not JSON ({e}); stdout {stdout}; stderr {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn succeed(args: &[String]) -> Output {
+    let output = cli().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn fail(args: &[String]) -> String {
+    let output = cli().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn trains_well_above_chance_then_evaluates_and_exports() {
+    let dir = temp_dir("learn");
+    let arch = tiny_arch(&dir);
+    let out = dir.join("run");
+    let output = succeed(&train_args(&arch, &out, &[]));
+    let summary = last_json(&output);
+    let top1 = summary["test_top1"].as_f64().unwrap();
+    assert!(top1 > 0.55, "test top-1 {top1} (chance is 0.1)");
+    let epochs: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.contains("\"epoch\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 2);
+    for key in [
+        "train_loss",
+        "val_top1",
+        "val_top5",
+        "images_per_second",
+        "lr",
+        "elapsed_seconds",
+    ] {
+        assert!(epochs[1][key].is_number(), "epoch line lacks {key}");
+    }
+    for file in [
+        "model.safetensors",
+        "arch.json",
+        "train_state.safetensors",
+        "metrics.jsonl",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+
+    let eval = succeed(
+        &[
+            "eval",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--data",
+            "fashion-mnist",
+            "--json",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(
+        last_json(&eval)["test_top1"],
+        summary["test_top1"],
+        "eval agrees with the training summary"
+    );
+
+    let module = dir.join("model.py");
+    succeed(
+        &[
+            "export",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--format",
+            "pytorch",
+            "--out",
+            module.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let source = std::fs::read_to_string(&module).unwrap();
+    assert!(source.contains("class EatNet(nn.Module)") && source.contains("\"name\":\"tiny\""));
+
+    // The same folder again is refused, and nothing in it is overwritten.
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    let e = fail(&train_args(&arch, &out, &[]));
+    assert!(e.contains("already holds a training run; resume it"), "{e}");
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        before
+    );
+
+    // A checkpoint evaluated as another architecture.
+    let other = dir.join("other.json");
+    std::fs::write(&other, TINY.replace("\"channels\":32", "\"channels\":24")).unwrap();
+    let e = fail(
+        &[
+            "eval",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--arch",
+            other.to_str().unwrap(),
+            "--resolution",
+            "14",
+        ]
+        .map(String::from),
+    );
+    assert!(e.contains("does not fit"), "{e}");
+}
+
+/// Reads the global step of the training state in `dir`, if one has been written.
+fn saved_step(dir: &Path) -> Option<u64> {
+    let bytes = std::fs::read(dir.join("train_state.safetensors")).ok()?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
+    let state: serde_json::Value =
+        serde_json::from_str(meta.metadata().as_ref()?.get("eatnas_state")?).ok()?;
+    state["position"]["global_step"].as_u64()
+}
+
+#[test]
+fn resume_after_kill_9_gives_the_same_final_weights() {
+    let dir = temp_dir("resume");
+    let arch = tiny_arch(&dir);
+    let (whole, killed) = (dir.join("whole"), dir.join("killed"));
+    let extra = ["--checkpoint-every", "4", "--epochs", "3"];
+    succeed(&train_args(&arch, &whole, &extra));
+
+    let mut child = cli()
+        .args(train_args(&arch, &killed, &extra))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while saved_step(&killed).is_none_or(|s| s < 8) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let step = saved_step(&killed).unwrap();
+    assert!(step < 3 * 31, "killed at step {step}, before the end");
+
+    succeed(&["train", "--resume", killed.to_str().unwrap(), "--json"].map(String::from));
+    let (a, b) = (
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+    );
+    assert!(
+        a == b,
+        "resumed run's weights differ from the uninterrupted run's (killed at step {step})"
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_and_says_so() {
+    let dir = temp_dir("diverge");
+    let arch = tiny_arch(&dir);
+    let out = dir.join("run");
+    let e = fail(&train_args(
+        &arch,
+        &out,
+        &["--lr", "1e30", "--momentum", "0.99"],
+    ));
+    assert!(e.contains("training diverged at epoch 1"), "{e}");
+}
+
+#[test]
+fn bad_training_input_is_an_error() {
+    let dir = temp_dir("bad");
+    let arch = tiny_arch(&dir);
+    let out = dir.join("run");
+    assert!(
+        fail(&train_args(&arch, &out, &["--data", "mnist"])).contains("unknown dataset `mnist`")
+    );
+    assert!(
+        fail(&train_args(&arch, &out, &["--data", "idx:/no/such/dir"])).contains("no IDX file")
+    );
+    assert!(fail(&train_args(&arch, &out, &["--val-fraction", "1.5"])).contains("val_fraction"));
+    assert!(fail(&train_args(&arch, &out, &["--device", "cuda:0"])).contains("cuda:0"));
+    assert!(
+        fail(&["train", "--resume", dir.to_str().unwrap()].map(String::from))
+            .contains("no train_state.safetensors")
+    );
+}
+
+#[test]
+fn an_image_folder_trains_the_same_way() {
+    use eatnas_data::DataSpec;
+    let dir = temp_dir("folder");
+    let demo = DataSpec::Demo.open(None).unwrap();
+    // 40 training and 10 validation PNGs of each class, written from the demo data.
+    let mut written = [0usize; 10];
+    let mut pixels = vec![0u8; 28 * 28];
+    for i in 0..demo.train.len() {
+        let label = demo.train.label(i);
+        if written[label] >= 50 {
+            continue;
+        }
+        let split = if written[label] < 40 { "train" } else { "val" };
+        let class_dir = dir.join("images").join(split).join(format!("class{label}"));
+        std::fs::create_dir_all(&class_dir).unwrap();
+        demo.train.read(i, &mut pixels).unwrap();
+        image::GrayImage::from_raw(28, 28, pixels.clone())
+            .unwrap()
+            .save(class_dir.join(format!("{i}.png")))
+            .unwrap();
+        written[label] += 1;
+    }
+    let arch = tiny_arch(&dir);
+    let out = dir.join("run");
+    let data = format!("folder:{}", dir.join("images").display());
+    let output = succeed(&train_args(
+        &arch,
+        &out,
+        &[
+            "--data",
+            &data,
+            "--data-fraction",
+            "1.0",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "3",
+        ],
+    ));
+    let summary = last_json(&output);
+    assert!(summary["test_top1"].as_f64().unwrap() > 0.2, "{summary}");
+    assert!(out.join("model.safetensors").exists());
+}
