@@ -4,6 +4,7 @@
 mod eval;
 mod export;
 mod inspect;
+mod search;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +22,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Neural architecture search by elastic architecture transfer (EAT-NAS)"
 )]
 struct Cli {
+    /// Without a command: `run` with the default configuration, the demo on the embedded data.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline: stage 1, transfer, stage 2 (and the scratch baseline), final training.
+    Run(search::Common),
+    /// Stage 1 only: evolution on the small task.
+    Search(search::Common),
+    /// Stage 2 only: evolution on the large task from a basic architecture (or from scratch).
+    Transfer(search::TransferArgs),
+    /// Continue a search killed mid-way, from its folder.
+    Resume(search::ResumeArgs),
     /// Print each block's output shape, MAdds and parameters, and the totals.
     Inspect(inspect::Args),
     /// Train a network on a dataset, with checkpoints that a killed run resumes from.
@@ -39,7 +49,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
+    let outcome = match cli.command.unwrap_or(Command::Run(search::Common::default())) {
+        Command::Run(args) => search::run(&args),
+        Command::Search(args) => search::search(&args),
+        Command::Transfer(args) => search::transfer(&args),
+        Command::Resume(args) => search::resume(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),

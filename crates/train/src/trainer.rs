@@ -18,6 +18,7 @@ use crate::fs::write_atomic;
 use crate::{CosineSchedule, Error, Result, Sgd, TrainConfig};
 
 /// The sets one training run reads, and the normalisation estimated on its training split.
+#[derive(Clone)]
 pub struct PreparedData {
     pub spec: DataSpec,
     pub train: Arc<dyn Dataset>,
@@ -122,6 +123,8 @@ pub struct Trainer {
     elapsed_before: f64,
     out: Option<PathBuf>,
     progress: bool,
+    /// When this process took the run up (elapsed time adds to `elapsed_before`).
+    started: Instant,
 }
 
 impl Trainer {
@@ -189,6 +192,7 @@ impl Trainer {
             elapsed_before: 0.0,
             out,
             progress: false,
+            started: Instant::now(),
         })
     }
 
@@ -250,6 +254,7 @@ impl Trainer {
             elapsed_before: state.elapsed_seconds,
             out: Some(dir.to_path_buf()),
             progress: false,
+            started: Instant::now(),
         })
     }
 
@@ -294,7 +299,33 @@ impl Trainer {
     /// Trains to the configured epoch count (from wherever a resumed run stood), calling
     /// `on_epoch` after each epoch, then evaluates on the test set.
     pub fn run(&mut self, on_epoch: &mut dyn FnMut(&EpochRecord)) -> Result<Summary> {
-        let started = Instant::now();
+        self.train(on_epoch)?;
+        let test = self.evaluate_test()?;
+        let last = self.history.last();
+        let trained_images: f64 = self.history.iter().map(|r| r.images_per_second).sum::<f64>();
+        Ok(Summary {
+            epochs: self.config.epochs,
+            final_train_loss: last.map_or(f64::NAN, |r| r.train_loss),
+            val_top1: last.and_then(|r| r.val_top1),
+            val_top5: last.and_then(|r| r.val_top5),
+            test_loss: test.loss,
+            test_top1: test.top1,
+            test_top5: test.top5,
+            images_per_second: trained_images / self.history.len().max(1) as f64,
+            elapsed_seconds: self.elapsed(),
+            params: self.net.num_params(),
+            checkpoint: self.out.as_ref().map(|d| d.join(MODEL_FILE)),
+        })
+    }
+
+    /// Seconds trained so far, across resumes.
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Trains to the configured epoch count (from wherever a resumed run stood), calling
+    /// `on_epoch` after each epoch; no test-set evaluation.
+    pub fn train(&mut self, on_epoch: &mut dyn FnMut(&EpochRecord)) -> Result<()> {
         let loader = self.train_loader()?;
         let steps = loader.batches_per_epoch();
         let schedule = CosineSchedule {
@@ -337,7 +368,7 @@ impl Trainer {
                     && p.global_step % self.config.checkpoint_every == 0
                     && p.batch < steps
                 {
-                    self.checkpoint(started)?;
+                    self.checkpoint()?;
                 }
             }
             bar.finish_and_clear();
@@ -353,7 +384,7 @@ impl Trainer {
                 val_top5: val.map(|v| v.top5),
                 lr,
                 images_per_second: (p.seen - images_before) as f64 / seconds.max(1e-9),
-                elapsed_seconds: self.elapsed_before + started.elapsed().as_secs_f64(),
+                elapsed_seconds: self.elapsed(),
             };
             self.history.push(record.clone());
             self.position = Position {
@@ -362,30 +393,10 @@ impl Trainer {
                 global_step: self.position.global_step,
                 ..Default::default()
             };
-            self.checkpoint(started)?;
+            self.checkpoint()?;
             on_epoch(&record);
         }
-        let test = self.evaluate_test()?;
-        let last = self.history.last();
-        let elapsed = self.elapsed_before + started.elapsed().as_secs_f64();
-        let trained_images: f64 = self
-            .history
-            .iter()
-            .map(|r| r.images_per_second)
-            .sum::<f64>();
-        Ok(Summary {
-            epochs: self.config.epochs,
-            final_train_loss: last.map_or(f64::NAN, |r| r.train_loss),
-            val_top1: last.and_then(|r| r.val_top1),
-            val_top5: last.and_then(|r| r.val_top5),
-            test_loss: test.loss,
-            test_top1: test.top1,
-            test_top5: test.top5,
-            images_per_second: trained_images / self.history.len().max(1) as f64,
-            elapsed_seconds: elapsed,
-            params: self.net.num_params(),
-            checkpoint: self.out.as_ref().map(|d| d.join(MODEL_FILE)),
-        })
+        Ok(())
     }
 
     /// Test-set loss and accuracy of the current weights.
@@ -450,7 +461,7 @@ impl Trainer {
     }
 
     /// Writes the training state, then the model and its architecture, each atomically.
-    fn checkpoint(&mut self, started: Instant) -> Result<()> {
+    fn checkpoint(&mut self) -> Result<()> {
         let Some(dir) = self.out.clone() else {
             return Ok(());
         };
@@ -461,7 +472,7 @@ impl Trainer {
             model: self.info.clone(),
             position: self.position.clone(),
             history: self.history.clone(),
-            elapsed_seconds: self.elapsed_before + started.elapsed().as_secs_f64(),
+            elapsed_seconds: self.elapsed(),
         };
         let mut tensors: BTreeMap<String, eatnas_tensor::Tensor> = self
             .net

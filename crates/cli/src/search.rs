@@ -1,0 +1,150 @@
+//! `eatnas-cli run | search | transfer | resume`: the EAT-NAS search.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use eatnas_nas::{pipeline::Event, Command, SearchConfig};
+use eatnas_nn::Arch;
+use eatnas_tensor::Device;
+
+#[derive(clap::Args)]
+pub struct Common {
+    /// Configuration (TOML); every field has a default (the embedded demo). See configs/.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output folder (default: runs/COMMAND-UNIXTIME).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Overrides the configuration's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Overrides the configuration's worker count.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Compute device: cpu, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print the summary as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Default for Common {
+    /// What a bare `eatnas-cli` runs: the default configuration on the CPU.
+    fn default() -> Self {
+        Common { config: None, out: None, seed: None, workers: None, device: "cpu".into(), json: false }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TransferArgs {
+    /// The basic architecture to transfer (a stage-1 result: basic_arch.json).
+    #[arg(long, required_unless_present = "from_scratch")]
+    seed_arch: Option<PathBuf>,
+    /// Start stage 2 from a random population instead (the baseline).
+    #[arg(long)]
+    from_scratch: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    /// The folder of a search that was interrupted.
+    dir: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_config(common: &Common) -> Result<SearchConfig> {
+    if Device::parse(&common.device)? != Device::Cpu {
+        bail!("device {}: this build searches on the CPU only", common.device);
+    }
+    let mut config = match &common.config {
+        Some(path) => SearchConfig::load(path)?,
+        None => SearchConfig::default(),
+    };
+    if let Some(seed) = common.seed {
+        config.seed = seed;
+    }
+    if let Some(workers) = common.workers {
+        config.workers = workers;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn out_dir(common: &Common, command: &str) -> PathBuf {
+    common.out.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        PathBuf::from("runs").join(format!("{command}-{now}"))
+    })
+}
+
+/// Progress lines on stderr.
+fn report(event: Event) {
+    match event {
+        Event::StageStarted { stage, done, budget } => eprintln!("== {stage}: {done}/{budget} evaluations done"),
+        Event::Evaluated { stage, budget, record } => eprintln!(
+            "[{stage} {:>3}/{budget}] acc {:.4} fitness {:.4} {:>6.2}M MAdds {:>6.1}k params {:>5.1} s{}  | population top-k {:.4} best {:.4}",
+            record.evaluation,
+            record.accuracy,
+            record.fitness,
+            record.madds as f64 / 1e6,
+            record.params as f64 / 1e3,
+            record.seconds,
+            if record.cached { " (cached)" } else { "" },
+            record.quality.top_k_mean,
+            record.quality.best,
+        ),
+        Event::FinalEpoch { epoch, epochs, val_top1 } => {
+            eprintln!("[final training] epoch {epoch}/{epochs} val top-1 {}", val_top1.map_or("-".into(), |v| format!("{v:.4}")))
+        }
+    }
+}
+
+fn print_summary(dir: &Path, summary: &serde_json::Value, json: bool) {
+    eprintln!("search folder: {}", dir.display());
+    if let Some(t) = summary.get("transfer_vs_scratch") {
+        eprintln!("transfer vs scratch ({}): {}", t["metric"].as_str().unwrap_or(""), t["at"]);
+    }
+    if let Some(f) = summary.get("final") {
+        eprintln!("final network: test top-1 {} ({} MAdds, {} params)", f["test_top1"], f["madds"], f["params"]);
+    }
+    if json {
+        println!("{summary}");
+    }
+}
+
+pub fn run(common: &Common) -> Result<()> {
+    let config = load_config(common)?;
+    let dir = out_dir(common, "run");
+    eprintln!("eatnas run: stage 1 on {}, transfer, stage 2 on {}, into {}", config.small.data, config.large.data, dir.display());
+    let summary = eatnas_nas::start(config, Command::Run, &dir, &mut report)?;
+    print_summary(&dir, &summary, common.json);
+    Ok(())
+}
+
+pub fn search(common: &Common) -> Result<()> {
+    let config = load_config(common)?;
+    let dir = out_dir(common, "search");
+    let summary = eatnas_nas::start(config, Command::Search, &dir, &mut report)?;
+    print_summary(&dir, &summary, common.json);
+    Ok(())
+}
+
+pub fn transfer(args: &TransferArgs) -> Result<()> {
+    let config = load_config(&args.common)?;
+    let dir = out_dir(&args.common, "transfer");
+    let seed_arch = args.seed_arch.as_deref().map(Arch::load).transpose()?;
+    let command = Command::Transfer { seed_arch, from_scratch: args.from_scratch };
+    let summary = eatnas_nas::start(config, command, &dir, &mut report)?;
+    print_summary(&dir, &summary, args.common.json);
+    Ok(())
+}
+
+pub fn resume(args: &ResumeArgs) -> Result<()> {
+    let summary = eatnas_nas::resume(&args.dir, &mut report)?;
+    print_summary(&args.dir, &summary, args.json);
+    Ok(())
+}

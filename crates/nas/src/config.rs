@@ -1,0 +1,166 @@
+//! The search's configuration (TOML): every field has a default, and the defaults are the demo
+//! that a bare `eatnas-cli` runs on the embedded data in minutes on two cores.
+
+use serde::{Deserialize, Serialize};
+
+use crate::evaluator::TaskConfig;
+use crate::evolution::EvolutionConfig;
+use crate::fitness::FitnessConfig;
+use crate::space::{MacroConfig, SpaceConfig};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Probability that a block's width, and (separately) its depth, moves one step.
+    pub p: f64,
+    /// Probability that a block's operation, kernel and skip (each) change.
+    pub q: f64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig { p: 0.3, q: 0.1 }
+    }
+}
+
+/// Training of the winner on the large task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FinalConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub warmup_epochs: f32,
+    /// Fraction of the large task's training set held out for validation.
+    pub val_fraction: f64,
+}
+
+impl Default for FinalConfig {
+    fn default() -> Self {
+        FinalConfig { epochs: 3, batch_size: 128, lr: 0.1, warmup_epochs: 0.0, val_fraction: 0.1 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Seeds every random draw: the searches, the transfer, the networks' weights, the data order.
+    pub seed: u64,
+    /// Candidates trained at once (threads; one GPU each on a GPU machine).
+    pub workers: usize,
+    pub space: SpaceConfig,
+    /// The task searched first (a small dataset, or a low-resolution proxy).
+    pub small: TaskConfig,
+    pub small_fitness: FitnessConfig,
+    pub stage1: EvolutionConfig,
+    pub transfer: TransferConfig,
+    /// The task the transferred population is searched on.
+    pub large: TaskConfig,
+    pub large_fitness: FitnessConfig,
+    pub stage2: EvolutionConfig,
+    /// Also run stage 2 from a random population with the same budget and seed.
+    pub scratch_baseline: bool,
+    #[serde(rename = "final")]
+    pub final_training: FinalConfig,
+    /// How many of the best architectures to write.
+    pub top_k: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        let small_macro = MacroConfig { width_multiplier: 0.25, ..MacroConfig::default() };
+        SearchConfig {
+            seed: 0,
+            workers: 1,
+            space: SpaceConfig::default(),
+            small: TaskConfig {
+                data: "fashion-mnist".into(),
+                resolution: Some(14),
+                data_fraction: 0.2,
+                val_fraction: 0.25,
+                epochs: 1,
+                batch_size: 32,
+                lr: 0.1,
+                warmup_epochs: 0.0,
+                macro_config: small_macro.clone(),
+            },
+            small_fitness: FitnessConfig::default(),
+            stage1: EvolutionConfig { population: 8, sample: 3, budget: 16, top_k: 3 },
+            transfer: TransferConfig::default(),
+            large: TaskConfig {
+                data: "fashion-mnist".into(),
+                resolution: Some(28),
+                data_fraction: 0.3,
+                val_fraction: 0.2,
+                epochs: 1,
+                batch_size: 32,
+                lr: 0.1,
+                warmup_epochs: 0.0,
+                macro_config: small_macro,
+            },
+            large_fitness: FitnessConfig::default(),
+            stage2: EvolutionConfig { population: 8, sample: 3, budget: 16, top_k: 3 },
+            scratch_baseline: true,
+            final_training: FinalConfig::default(),
+            top_k: 5,
+        }
+    }
+}
+
+impl SearchConfig {
+    /// Parses TOML; an unknown key, a value of the wrong type or out of range is an error that
+    /// names it.
+    pub fn from_toml(text: &str, source: &str) -> Result<SearchConfig> {
+        let config: SearchConfig = toml::from_str(text).map_err(|e| Error::Config(format!("{source}: {e}")))?;
+        config.validate().map_err(|e| Error::Config(format!("{source}: {e}")))?;
+        Ok(config)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<SearchConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        SearchConfig::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a configuration serialises")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.space.validate()?;
+        self.small.validate("small")?;
+        self.large.validate("large")?;
+        self.stage1.validate("stage1")?;
+        self.stage2.validate("stage2")?;
+        if self.small.macro_config.blocks() != self.large.macro_config.blocks() {
+            return Err(Error::Config(format!(
+                "small.macro has {} blocks and large.macro {}; a transfer needs the same block count",
+                self.small.macro_config.blocks(),
+                self.large.macro_config.blocks()
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.transfer.p) || !(0.0..=1.0).contains(&self.transfer.q) {
+            return Err(Error::Config(format!(
+                "transfer: p {} and q {} must lie in [0, 1]",
+                self.transfer.p, self.transfer.q
+            )));
+        }
+        if self.workers == 0 {
+            return Err(Error::Config("workers: expected at least 1".into()));
+        }
+        if self.final_training.epochs == 0 {
+            return Err(Error::Config("final.epochs: expected at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// A stable fingerprint of the configuration (FNV-1a of its TOML), stored with every state.
+    pub fn fingerprint(&self) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.to_toml().bytes() {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+}

@@ -1,0 +1,139 @@
+//! Evaluating a candidate: a short proxy training on a task, validation top-1 as its accuracy.
+//! The search sees evaluators only through the [`Evaluator`] trait, so tests use a cheap
+//! deterministic one.
+
+use std::time::Instant;
+
+use eatnas_data::DataSpec;
+use eatnas_nn::{Counts, Network};
+use eatnas_train::{PreparedData, TrainConfig, Trainer};
+use serde::{Deserialize, Serialize};
+
+use crate::evolution::{Candidate, Outcome};
+use crate::space::{Genome, MacroConfig};
+use crate::{Error, Result};
+
+pub trait Evaluator: Sync {
+    /// Trains and scores one candidate; `worker` names the thread (one device each, later).
+    fn evaluate(&self, candidate: &Candidate, worker: usize) -> Result<Outcome>;
+}
+
+/// A task: a dataset at a resolution, its macro, and the proxy training that ranks candidates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Dataset (see `eatnas-cli train --help`): fashion-mnist, idx:DIR, cifar10:DIR, folder:DIR...
+    pub data: String,
+    /// Input resolution (default: the dataset's own); a small task can be a low-resolution proxy.
+    pub resolution: Option<usize>,
+    /// Fraction of the training set the proxy trains on.
+    pub data_fraction: f64,
+    /// Fraction of that held out for validation: the ranking set, never the test set.
+    pub val_fraction: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub warmup_epochs: f32,
+    #[serde(rename = "macro")]
+    pub macro_config: MacroConfig,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig {
+            data: "fashion-mnist".into(),
+            resolution: None,
+            data_fraction: 1.0,
+            val_fraction: 0.1,
+            epochs: 1,
+            batch_size: 64,
+            lr: 0.1,
+            warmup_epochs: 0.0,
+            macro_config: MacroConfig::default(),
+        }
+    }
+}
+
+impl TaskConfig {
+    /// The proxy training recipe (everything else at the trainer's defaults).
+    pub fn train_config(&self, seed: u64, workers: usize) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup_epochs: self.warmup_epochs,
+            val_fraction: self.val_fraction,
+            data_fraction: self.data_fraction,
+            resolution: self.resolution,
+            seed,
+            workers,
+            ..TrainConfig::default()
+        }
+    }
+
+    pub fn validate(&self, name: &str) -> Result<()> {
+        self.macro_config.validate(name)?;
+        if self.val_fraction <= 0.0 {
+            return Err(Error::Config(format!("{name}.val_fraction: the search ranks on a validation split; expected a value in (0, 1)")));
+        }
+        self.train_config(0, 1).validate().map_err(|e| Error::Config(format!("{name}: {e}")))?;
+        Ok(())
+    }
+}
+
+/// The real evaluator: trains each candidate on the task's proxy and reports validation top-1.
+pub struct ProxyEvaluator {
+    task: TaskConfig,
+    data: PreparedData,
+    config: TrainConfig,
+    resolution: usize,
+}
+
+impl ProxyEvaluator {
+    /// Opens the task's data once; every evaluation reuses it.
+    pub fn new(task: &TaskConfig, seed: u64) -> Result<ProxyEvaluator> {
+        let spec: DataSpec = task.data.parse()?;
+        let config = task.train_config(seed, 1);
+        let data = PreparedData::open(&spec, &config)?;
+        let resolution = data.train.shape().size;
+        Ok(ProxyEvaluator { task: task.clone(), data, config, resolution })
+    }
+
+    pub fn data(&self) -> &PreparedData {
+        &self.data
+    }
+
+    /// MAdds and parameters of a genome on this task.
+    pub fn count(&self, genome: &Genome) -> Result<(eatnas_nn::Arch, Counts)> {
+        let arch = genome.to_arch(&self.task.macro_config, "candidate")?;
+        let shape = self.data.train.shape();
+        let counts = Counts::new(&arch, shape.channels, self.resolution, self.data.train.classes())?;
+        Ok((arch, counts))
+    }
+}
+
+impl Evaluator for ProxyEvaluator {
+    fn evaluate(&self, candidate: &Candidate, _worker: usize) -> Result<Outcome> {
+        let started = Instant::now();
+        let (arch, counts) = self.count(&candidate.genome)?;
+        let shape = self.data.train.shape();
+        let net = Network::new(&arch, shape.channels, self.data.train.classes(), self.config.seed)?;
+        let mut trainer = Trainer::with_network(self.config.clone(), net, self.data.clone(), None)?;
+        let outcome = |accuracy, error| Outcome {
+            accuracy,
+            madds: counts.madds,
+            params: counts.params,
+            seconds: started.elapsed().as_secs_f64(),
+            error,
+        };
+        match trainer.train(&mut |_| {}) {
+            Ok(()) => {
+                let val = trainer.evaluate_val()?.expect("tasks always hold out a validation split");
+                Ok(outcome(val.top1, None))
+            }
+            // A network whose loss diverges is a bad candidate, not a broken search.
+            Err(e @ eatnas_train::Error::Diverged { .. }) => Ok(outcome(0.0, Some(e.to_string()))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

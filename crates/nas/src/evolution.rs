@@ -1,0 +1,315 @@
+//! Regularized (aging) evolution, steady-state: a population of P, tournaments of S, each child
+//! one mutation of its tournament's winner, the oldest member retired. Every random draw comes
+//! from one seeded RNG that is saved with the state.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::fitness::{FitnessConfig, Quality};
+use crate::space::{Genome, SpaceConfig};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvolutionConfig {
+    /// P: members alive at once.
+    pub population: usize,
+    /// S: members drawn per tournament.
+    pub sample: usize,
+    /// Evaluations in all, the initial population included.
+    pub budget: usize,
+    /// k of the population-quality curve (mean fitness of the best k).
+    pub top_k: usize,
+}
+
+impl Default for EvolutionConfig {
+    fn default() -> Self {
+        EvolutionConfig { population: 20, sample: 5, budget: 100, top_k: 5 }
+    }
+}
+
+impl EvolutionConfig {
+    pub fn validate(&self, name: &str) -> Result<()> {
+        let fail = |m: String| Err(Error::Config(format!("{name}: {m}")));
+        if self.population < 2 {
+            return fail(format!("population: expected at least 2, got {}", self.population));
+        }
+        if self.sample == 0 || self.sample > self.population {
+            return fail(format!("sample: expected 1 to the population ({}), got {}", self.population, self.sample));
+        }
+        if self.budget < self.population {
+            return fail(format!(
+                "budget: {} evaluations cannot fill a population of {}; expected a budget of at least the population",
+                self.budget, self.population
+            ));
+        }
+        if self.top_k == 0 {
+            return fail("top_k: expected at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// How the initial population is made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Initializer {
+    /// Uniform random genomes (stage 1, and the baseline from scratch).
+    Random,
+    /// Elastic architecture transfer: the basic architecture, then its perturbations.
+    Transfer { basic: Genome, p: f64, q: f64 },
+}
+
+/// Where a candidate came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Random,
+    Basic,
+    Transfer,
+    Mutation { parent: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub id: usize,
+    pub genome: Genome,
+    pub origin: Origin,
+}
+
+/// What evaluating a candidate gave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Validation top-1 after the proxy training (0 when the training failed).
+    pub accuracy: f64,
+    pub madds: u64,
+    pub params: u64,
+    pub seconds: f64,
+    /// Why the training failed (a diverging loss, say); such a network has fitness 0.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: usize,
+    pub genome: Genome,
+    pub accuracy: f64,
+    pub fitness: f64,
+    pub madds: u64,
+    pub params: u64,
+}
+
+impl Member {
+    /// Best first: higher fitness, then fewer MAdds, then the earlier id.
+    pub fn rank(&self, other: &Member) -> std::cmp::Ordering {
+        other.fitness.total_cmp(&self.fitness).then(self.madds.cmp(&other.madds)).then(self.id.cmp(&other.id))
+    }
+
+    pub fn better_than(&self, other: &Member) -> bool {
+        self.rank(other).is_lt()
+    }
+}
+
+/// One line of `history.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub evaluation: usize,
+    pub id: usize,
+    pub origin: Origin,
+    pub genome: String,
+    pub accuracy: f64,
+    pub fitness: f64,
+    pub madds: u64,
+    pub params: u64,
+    pub seconds: f64,
+    pub worker: usize,
+    pub cached: bool,
+    pub error: Option<String>,
+    pub quality: Quality,
+}
+
+/// Everything a search needs to continue: saved after every evaluation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvolutionState {
+    pub config: EvolutionConfig,
+    pub space: SpaceConfig,
+    pub fitness: FitnessConfig,
+    pub blocks: usize,
+    pub initializer: Initializer,
+    rng: ChaCha8Rng,
+    /// Oldest first.
+    pub population: VecDeque<Member>,
+    /// Every member ever evaluated, in order.
+    pub evaluated: Vec<Member>,
+    pub proposed: usize,
+    /// Proposed but not yet completed (in flight when the state was saved).
+    pub pending: Vec<Candidate>,
+    pub cache: BTreeMap<String, Outcome>,
+    next_id: usize,
+}
+
+/// Attempts at drawing a genome not seen before, before a seen one is accepted.
+const FRESH_TRIES: usize = 32;
+
+impl EvolutionState {
+    pub fn new(
+        config: EvolutionConfig,
+        space: SpaceConfig,
+        fitness: FitnessConfig,
+        blocks: usize,
+        initializer: Initializer,
+        seed: u64,
+    ) -> Result<EvolutionState> {
+        config.validate("evolution")?;
+        space.validate()?;
+        if let Initializer::Transfer { p, q, basic } = &initializer {
+            if !(0.0..=1.0).contains(p) || !(0.0..=1.0).contains(q) {
+                return Err(Error::Config(format!("transfer: probabilities p {p} and q {q} must lie in [0, 1]")));
+            }
+            if basic.blocks.len() != blocks {
+                return Err(Error::Config(format!("transfer: basic architecture of {} blocks for {blocks}", basic.blocks.len())));
+            }
+        }
+        Ok(EvolutionState {
+            config,
+            space,
+            fitness,
+            blocks,
+            initializer,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            population: VecDeque::new(),
+            evaluated: Vec::new(),
+            proposed: 0,
+            pending: Vec::new(),
+            cache: BTreeMap::new(),
+            next_id: 0,
+        })
+    }
+
+    pub fn done(&self) -> bool {
+        self.evaluated.len() >= self.config.budget
+    }
+
+    /// Whether another candidate may be proposed now.
+    pub fn can_propose(&self) -> bool {
+        self.proposed < self.config.budget
+    }
+
+    fn seen(&self, genome: &Genome) -> bool {
+        let key = genome.key();
+        self.cache.contains_key(&key) || self.pending.iter().any(|c| c.genome.key() == key)
+    }
+
+    /// Draws the next candidate: from the initializer until P have been proposed, then by
+    /// tournament and mutation. Prefers genomes never evaluated.
+    pub fn propose(&mut self) -> Candidate {
+        let (genome, origin) = if self.proposed < self.config.population || self.population.is_empty() {
+            self.initial()
+        } else {
+            self.mutation()
+        };
+        let candidate = Candidate { id: self.next_id, genome, origin };
+        self.next_id += 1;
+        self.proposed += 1;
+        self.pending.push(candidate.clone());
+        candidate
+    }
+
+    fn initial(&mut self) -> (Genome, Origin) {
+        let first = self.proposed == 0;
+        let draw = |state: &mut Self| match &state.initializer {
+            Initializer::Random => (Genome::random(&state.space, state.blocks, &mut state.rng), Origin::Random),
+            Initializer::Transfer { basic, .. } if first => (basic.clone(), Origin::Basic),
+            Initializer::Transfer { basic, p, q } => {
+                let (basic, p, q) = (basic.clone(), *p, *q);
+                (basic.perturb(&state.space, p, q, &mut state.rng), Origin::Transfer)
+            }
+        };
+        let mut pick = draw(self);
+        for _ in 0..FRESH_TRIES {
+            if !self.seen(&pick.0) {
+                break;
+            }
+            pick = draw(self);
+        }
+        pick
+    }
+
+    fn mutation(&mut self) -> (Genome, Origin) {
+        let size = self.population.len();
+        let drawn = sample(&mut self.rng, size, self.config.sample.min(size));
+        let parent = drawn
+            .iter()
+            .map(|i| &self.population[i])
+            .reduce(|best, m| if m.better_than(best) { m } else { best })
+            .expect("a tournament of at least one")
+            .clone();
+        let mut child = parent.genome.mutate(&self.space, &mut self.rng);
+        for _ in 0..FRESH_TRIES {
+            if !self.seen(&child) {
+                break;
+            }
+            child = parent.genome.mutate(&self.space, &mut self.rng);
+        }
+        (child, Origin::Mutation { parent: parent.id })
+    }
+
+    /// The cached outcome of a candidate whose genome was evaluated before.
+    pub fn cached(&self, candidate: &Candidate) -> Option<Outcome> {
+        self.cache.get(&candidate.genome.key()).cloned()
+    }
+
+    /// Adds an evaluated candidate to the population (retiring the oldest beyond P) and returns
+    /// its history line.
+    pub fn complete(&mut self, candidate: &Candidate, outcome: Outcome, worker: usize, cached: bool) -> Record {
+        self.pending.retain(|c| c.id != candidate.id);
+        let accuracy = if outcome.error.is_some() { 0.0 } else { outcome.accuracy };
+        let fitness = self.fitness.fitness(accuracy, outcome.madds, outcome.params);
+        let member = Member {
+            id: candidate.id,
+            genome: candidate.genome.clone(),
+            accuracy,
+            fitness,
+            madds: outcome.madds,
+            params: outcome.params,
+        };
+        self.cache.entry(candidate.genome.key()).or_insert_with(|| outcome.clone());
+        self.population.push_back(member.clone());
+        if self.population.len() > self.config.population {
+            self.population.pop_front();
+        }
+        self.evaluated.push(member);
+        let fitness_values: Vec<f64> = self.population.iter().map(|m| m.fitness).collect();
+        Record {
+            evaluation: self.evaluated.len(),
+            id: candidate.id,
+            origin: candidate.origin.clone(),
+            genome: candidate.genome.key(),
+            accuracy,
+            fitness,
+            madds: outcome.madds,
+            params: outcome.params,
+            seconds: outcome.seconds,
+            worker,
+            cached,
+            error: outcome.error,
+            quality: Quality::of(&fitness_values, self.config.top_k),
+        }
+    }
+
+    /// The best member ever evaluated (fitness, then fewer MAdds).
+    pub fn best(&self) -> Option<&Member> {
+        self.evaluated.iter().reduce(|best, m| if m.better_than(best) { m } else { best })
+    }
+
+    /// The best `k` distinct genomes ever evaluated.
+    pub fn top(&self, k: usize) -> Vec<&Member> {
+        let mut all: Vec<&Member> = self.evaluated.iter().collect();
+        all.sort_by(|a, b| a.rank(b));
+        let mut seen = std::collections::HashSet::new();
+        all.into_iter().filter(|m| seen.insert(m.genome.key())).take(k).collect()
+    }
+}

@@ -1,0 +1,131 @@
+//! SVG charts of a search: population quality against evaluations (transfer and scratch on one
+//! chart), and accuracy against MAdds for every evaluated network with the Pareto front marked.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::{Error, Result};
+
+const COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+
+fn plot_error(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |message| Error::Plot { path: path.to_path_buf(), message }
+}
+
+/// One line per series: `(label, values by evaluation 1, 2, ...)`.
+pub fn quality_chart(path: &Path, title: &str, y_label: &str, series: &[(String, Vec<f64>)]) -> Result<()> {
+    let fail = plot_error(path);
+    let longest = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
+    let (lo, hi) = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let margin = ((hi - lo) * 0.1).max(1e-3);
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(1f64..longest as f64, (lo - margin)..(hi + margin))
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("evaluations")
+        .y_desc(y_label)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    for (i, (label, values)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(values.iter().enumerate().map(|(x, &y)| (x as f64 + 1.0, y)), colour.stroke_width(2)))
+            .map_err(|e| fail(e.to_string()))?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+/// The points not dominated by another (no other has fewer or equal MAdds and higher or equal
+/// accuracy, one of them strictly), sorted by MAdds.
+pub fn pareto_front(points: &[(u64, f64)]) -> Vec<(u64, f64)> {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    let mut front: Vec<(u64, f64)> = Vec::new();
+    for p in sorted {
+        if front.last().is_none_or(|last| p.1 > last.1) {
+            front.push(p);
+        }
+    }
+    front
+}
+
+/// Accuracy against MAdds, one colour per series `(label, points)`, the front over all points
+/// drawn as a line.
+pub fn pareto_chart(path: &Path, title: &str, series: &[(String, Vec<(u64, f64)>)]) -> Result<()> {
+    let fail = plot_error(path);
+    let all: Vec<(u64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let x_max = all.iter().map(|p| p.0).max().unwrap_or(1) as f64 * 1.05;
+    let x_min = all.iter().map(|p| p.0).min().unwrap_or(0) as f64 * 0.95;
+    let y_min = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min).min(1.0);
+    let y_max = all.iter().map(|p| p.1).fold(0.0f64, f64::max);
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(x_min..x_max.max(x_min + 1.0), (y_min - 0.02).max(0.0)..(y_max + 0.02).min(1.0))
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("MAdds")
+        .y_desc("validation top-1")
+        .x_label_formatter(&|x| format!("{:.2}M", x / 1e6))
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    for (i, (label, points)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(points.iter().map(|&(m, a)| Circle::new((m as f64, a), 4, colour.filled())))
+            .map_err(|e| fail(e.to_string()))?
+            .label(label.as_str())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
+    }
+    let front = pareto_front(&all);
+    chart
+        .draw_series(LineSeries::new(front.iter().map(|&(m, a)| (m as f64, a)), BLACK.stroke_width(2)))
+        .map_err(|e| fail(e.to_string()))?
+        .label("Pareto front")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pareto_front;
+
+    #[test]
+    fn the_front_keeps_only_undominated_points() {
+        let points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.6), (40, 0.9), (20, 0.65)];
+        assert_eq!(pareto_front(&points), vec![(10, 0.5), (20, 0.7), (40, 0.9)]);
+    }
+}
