@@ -35,6 +35,8 @@ enum Command {
     Search(search::Common),
     /// Stage 2 only: evolution on the large task from a basic architecture (or from scratch).
     Transfer(search::TransferArgs),
+    /// Print the effective search configuration (the defaults, or a --config file's with them).
+    Config(search::Common),
     /// Continue a search killed mid-way, from its folder.
     Resume(search::ResumeArgs),
     /// Print each block's output shape, MAdds and parameters, and the totals.
@@ -49,11 +51,15 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command.unwrap_or(Command::Run(search::Common::default())) {
+    let outcome = match cli
+        .command
+        .unwrap_or(Command::Run(search::Common::default()))
+    {
         Command::Run(args) => search::run(&args),
         Command::Search(args) => search::search(&args),
         Command::Transfer(args) => search::transfer(&args),
         Command::Resume(args) => search::resume(&args),
+        Command::Config(args) => search::print_config(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),

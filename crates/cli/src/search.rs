@@ -32,7 +32,14 @@ pub struct Common {
 impl Default for Common {
     /// What a bare `eatnas-cli` runs: the default configuration on the CPU.
     fn default() -> Self {
-        Common { config: None, out: None, seed: None, workers: None, device: "cpu".into(), json: false }
+        Common {
+            config: None,
+            out: None,
+            seed: None,
+            workers: None,
+            device: "cpu".into(),
+            json: false,
+        }
     }
 }
 
@@ -58,7 +65,10 @@ pub struct ResumeArgs {
 
 fn load_config(common: &Common) -> Result<SearchConfig> {
     if Device::parse(&common.device)? != Device::Cpu {
-        bail!("device {}: this build searches on the CPU only", common.device);
+        bail!(
+            "device {}: this build searches on the CPU only",
+            common.device
+        );
     }
     let mut config = match &common.config {
         Some(path) => SearchConfig::load(path)?,
@@ -76,7 +86,9 @@ fn load_config(common: &Common) -> Result<SearchConfig> {
 
 fn out_dir(common: &Common, command: &str) -> PathBuf {
     common.out.clone().unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         PathBuf::from("runs").join(format!("{command}-{now}"))
     })
 }
@@ -106,10 +118,17 @@ fn report(event: Event) {
 fn print_summary(dir: &Path, summary: &serde_json::Value, json: bool) {
     eprintln!("search folder: {}", dir.display());
     if let Some(t) = summary.get("transfer_vs_scratch") {
-        eprintln!("transfer vs scratch ({}): {}", t["metric"].as_str().unwrap_or(""), t["at"]);
+        eprintln!(
+            "transfer vs scratch ({}): {}",
+            t["metric"].as_str().unwrap_or(""),
+            t["at"]
+        );
     }
     if let Some(f) = summary.get("final") {
-        eprintln!("final network: test top-1 {} ({} MAdds, {} params)", f["test_top1"], f["madds"], f["params"]);
+        eprintln!(
+            "final network: test top-1 {} ({} MAdds, {} params)",
+            f["test_top1"], f["madds"], f["params"]
+        );
     }
     if json {
         println!("{summary}");
@@ -119,7 +138,12 @@ fn print_summary(dir: &Path, summary: &serde_json::Value, json: bool) {
 pub fn run(common: &Common) -> Result<()> {
     let config = load_config(common)?;
     let dir = out_dir(common, "run");
-    eprintln!("eatnas run: stage 1 on {}, transfer, stage 2 on {}, into {}", config.small.data, config.large.data, dir.display());
+    eprintln!(
+        "eatnas run: stage 1 on {}, transfer, stage 2 on {}, into {}",
+        config.small.data,
+        config.large.data,
+        dir.display()
+    );
     let summary = eatnas_nas::start(config, Command::Run, &dir, &mut report)?;
     print_summary(&dir, &summary, common.json);
     Ok(())
@@ -137,7 +161,10 @@ pub fn transfer(args: &TransferArgs) -> Result<()> {
     let config = load_config(&args.common)?;
     let dir = out_dir(&args.common, "transfer");
     let seed_arch = args.seed_arch.as_deref().map(Arch::load).transpose()?;
-    let command = Command::Transfer { seed_arch, from_scratch: args.from_scratch };
+    let command = Command::Transfer {
+        seed_arch,
+        from_scratch: args.from_scratch,
+    };
     let summary = eatnas_nas::start(config, command, &dir, &mut report)?;
     print_summary(&dir, &summary, args.common.json);
     Ok(())
@@ -146,5 +173,10 @@ pub fn transfer(args: &TransferArgs) -> Result<()> {
 pub fn resume(args: &ResumeArgs) -> Result<()> {
     let summary = eatnas_nas::resume(&args.dir, &mut report)?;
     print_summary(&args.dir, &summary, args.json);
+    Ok(())
+}
+
+pub fn print_config(common: &Common) -> Result<()> {
+    print!("{}", load_config(common)?.to_toml());
     Ok(())
 }

@@ -30,15 +30,21 @@ impl Default for TransferConfig {
 pub struct FinalConfig {
     pub epochs: usize,
     pub batch_size: usize,
-    pub lr: f32,
-    pub warmup_epochs: f32,
+    pub lr: f64,
+    pub warmup_epochs: f64,
     /// Fraction of the large task's training set held out for validation.
     pub val_fraction: f64,
 }
 
 impl Default for FinalConfig {
     fn default() -> Self {
-        FinalConfig { epochs: 3, batch_size: 128, lr: 0.1, warmup_epochs: 0.0, val_fraction: 0.1 }
+        FinalConfig {
+            epochs: 3,
+            batch_size: 128,
+            lr: 0.1,
+            warmup_epochs: 0.0,
+            val_fraction: 0.1,
+        }
     }
 }
 
@@ -69,7 +75,10 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        let small_macro = MacroConfig { width_multiplier: 0.25, ..MacroConfig::default() };
+        let small_macro = MacroConfig {
+            width_multiplier: 0.25,
+            ..MacroConfig::default()
+        };
         SearchConfig {
             seed: 0,
             workers: 1,
@@ -86,12 +95,17 @@ impl Default for SearchConfig {
                 macro_config: small_macro.clone(),
             },
             small_fitness: FitnessConfig::default(),
-            stage1: EvolutionConfig { population: 8, sample: 3, budget: 16, top_k: 3 },
+            stage1: EvolutionConfig {
+                population: 8,
+                sample: 3,
+                budget: 16,
+                top_k: 3,
+            },
             transfer: TransferConfig::default(),
             large: TaskConfig {
                 data: "fashion-mnist".into(),
                 resolution: Some(28),
-                data_fraction: 0.3,
+                data_fraction: 0.2,
                 val_fraction: 0.2,
                 epochs: 1,
                 batch_size: 32,
@@ -100,7 +114,12 @@ impl Default for SearchConfig {
                 macro_config: small_macro,
             },
             large_fitness: FitnessConfig::default(),
-            stage2: EvolutionConfig { population: 8, sample: 3, budget: 16, top_k: 3 },
+            stage2: EvolutionConfig {
+                population: 8,
+                sample: 3,
+                budget: 16,
+                top_k: 3,
+            },
             scratch_baseline: true,
             final_training: FinalConfig::default(),
             top_k: 5,
@@ -112,8 +131,11 @@ impl SearchConfig {
     /// Parses TOML; an unknown key, a value of the wrong type or out of range is an error that
     /// names it.
     pub fn from_toml(text: &str, source: &str) -> Result<SearchConfig> {
-        let config: SearchConfig = toml::from_str(text).map_err(|e| Error::Config(format!("{source}: {e}")))?;
-        config.validate().map_err(|e| Error::Config(format!("{source}: {e}")))?;
+        let config: SearchConfig =
+            toml::from_str(text).map_err(|e| Error::Config(format!("{source}: {e}")))?;
+        config
+            .validate()
+            .map_err(|e| Error::Config(format!("{source}: {e}")))?;
         Ok(config)
     }
 

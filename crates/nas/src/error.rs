@@ -20,6 +20,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn file(path: &std::path::Path, message: impl ToString) -> Error {
-        Error::File { path: path.to_path_buf(), message: message.to_string() }
+        Error::File {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
     }
 }

@@ -32,8 +32,8 @@ pub struct TaskConfig {
     pub val_fraction: f64,
     pub epochs: usize,
     pub batch_size: usize,
-    pub lr: f32,
-    pub warmup_epochs: f32,
+    pub lr: f64,
+    pub warmup_epochs: f64,
     #[serde(rename = "macro")]
     pub macro_config: MacroConfig,
 }
@@ -60,8 +60,8 @@ impl TaskConfig {
         TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
-            lr: self.lr,
-            warmup_epochs: self.warmup_epochs,
+            lr: self.lr as f32,
+            warmup_epochs: self.warmup_epochs as f32,
             val_fraction: self.val_fraction,
             data_fraction: self.data_fraction,
             resolution: self.resolution,
@@ -76,7 +76,9 @@ impl TaskConfig {
         if self.val_fraction <= 0.0 {
             return Err(Error::Config(format!("{name}.val_fraction: the search ranks on a validation split; expected a value in (0, 1)")));
         }
-        self.train_config(0, 1).validate().map_err(|e| Error::Config(format!("{name}: {e}")))?;
+        self.train_config(0, 1)
+            .validate()
+            .map_err(|e| Error::Config(format!("{name}: {e}")))?;
         Ok(())
     }
 }
@@ -96,7 +98,12 @@ impl ProxyEvaluator {
         let config = task.train_config(seed, 1);
         let data = PreparedData::open(&spec, &config)?;
         let resolution = data.train.shape().size;
-        Ok(ProxyEvaluator { task: task.clone(), data, config, resolution })
+        Ok(ProxyEvaluator {
+            task: task.clone(),
+            data,
+            config,
+            resolution,
+        })
     }
 
     pub fn data(&self) -> &PreparedData {
@@ -107,7 +114,12 @@ impl ProxyEvaluator {
     pub fn count(&self, genome: &Genome) -> Result<(eatnas_nn::Arch, Counts)> {
         let arch = genome.to_arch(&self.task.macro_config, "candidate")?;
         let shape = self.data.train.shape();
-        let counts = Counts::new(&arch, shape.channels, self.resolution, self.data.train.classes())?;
+        let counts = Counts::new(
+            &arch,
+            shape.channels,
+            self.resolution,
+            self.data.train.classes(),
+        )?;
         Ok((arch, counts))
     }
 }
@@ -117,7 +129,12 @@ impl Evaluator for ProxyEvaluator {
         let started = Instant::now();
         let (arch, counts) = self.count(&candidate.genome)?;
         let shape = self.data.train.shape();
-        let net = Network::new(&arch, shape.channels, self.data.train.classes(), self.config.seed)?;
+        let net = Network::new(
+            &arch,
+            shape.channels,
+            self.data.train.classes(),
+            self.config.seed,
+        )?;
         let mut trainer = Trainer::with_network(self.config.clone(), net, self.data.clone(), None)?;
         let outcome = |accuracy, error| Outcome {
             accuracy,
@@ -128,7 +145,9 @@ impl Evaluator for ProxyEvaluator {
         };
         match trainer.train(&mut |_| {}) {
             Ok(()) => {
-                let val = trainer.evaluate_val()?.expect("tasks always hold out a validation split");
+                let val = trainer
+                    .evaluate_val()?
+                    .expect("tasks always hold out a validation split");
                 Ok(outcome(val.top1, None))
             }
             // A network whose loss diverges is a bad candidate, not a broken search.

@@ -28,7 +28,12 @@ pub struct EvolutionConfig {
 
 impl Default for EvolutionConfig {
     fn default() -> Self {
-        EvolutionConfig { population: 20, sample: 5, budget: 100, top_k: 5 }
+        EvolutionConfig {
+            population: 20,
+            sample: 5,
+            budget: 100,
+            top_k: 5,
+        }
     }
 }
 
@@ -36,10 +41,16 @@ impl EvolutionConfig {
     pub fn validate(&self, name: &str) -> Result<()> {
         let fail = |m: String| Err(Error::Config(format!("{name}: {m}")));
         if self.population < 2 {
-            return fail(format!("population: expected at least 2, got {}", self.population));
+            return fail(format!(
+                "population: expected at least 2, got {}",
+                self.population
+            ));
         }
         if self.sample == 0 || self.sample > self.population {
-            return fail(format!("sample: expected 1 to the population ({}), got {}", self.population, self.sample));
+            return fail(format!(
+                "sample: expected 1 to the population ({}), got {}",
+                self.population, self.sample
+            ));
         }
         if self.budget < self.population {
             return fail(format!(
@@ -105,7 +116,11 @@ pub struct Member {
 impl Member {
     /// Best first: higher fitness, then fewer MAdds, then the earlier id.
     pub fn rank(&self, other: &Member) -> std::cmp::Ordering {
-        other.fitness.total_cmp(&self.fitness).then(self.madds.cmp(&other.madds)).then(self.id.cmp(&other.id))
+        other
+            .fitness
+            .total_cmp(&self.fitness)
+            .then(self.madds.cmp(&other.madds))
+            .then(self.id.cmp(&other.id))
     }
 
     pub fn better_than(&self, other: &Member) -> bool {
@@ -167,10 +182,15 @@ impl EvolutionState {
         space.validate()?;
         if let Initializer::Transfer { p, q, basic } = &initializer {
             if !(0.0..=1.0).contains(p) || !(0.0..=1.0).contains(q) {
-                return Err(Error::Config(format!("transfer: probabilities p {p} and q {q} must lie in [0, 1]")));
+                return Err(Error::Config(format!(
+                    "transfer: probabilities p {p} and q {q} must lie in [0, 1]"
+                )));
             }
             if basic.blocks.len() != blocks {
-                return Err(Error::Config(format!("transfer: basic architecture of {} blocks for {blocks}", basic.blocks.len())));
+                return Err(Error::Config(format!(
+                    "transfer: basic architecture of {} blocks for {blocks}",
+                    basic.blocks.len()
+                )));
             }
         }
         Ok(EvolutionState {
@@ -206,12 +226,17 @@ impl EvolutionState {
     /// Draws the next candidate: from the initializer until P have been proposed, then by
     /// tournament and mutation. Prefers genomes never evaluated.
     pub fn propose(&mut self) -> Candidate {
-        let (genome, origin) = if self.proposed < self.config.population || self.population.is_empty() {
-            self.initial()
-        } else {
-            self.mutation()
+        let (genome, origin) =
+            if self.proposed < self.config.population || self.population.is_empty() {
+                self.initial()
+            } else {
+                self.mutation()
+            };
+        let candidate = Candidate {
+            id: self.next_id,
+            genome,
+            origin,
         };
-        let candidate = Candidate { id: self.next_id, genome, origin };
         self.next_id += 1;
         self.proposed += 1;
         self.pending.push(candidate.clone());
@@ -221,11 +246,17 @@ impl EvolutionState {
     fn initial(&mut self) -> (Genome, Origin) {
         let first = self.proposed == 0;
         let draw = |state: &mut Self| match &state.initializer {
-            Initializer::Random => (Genome::random(&state.space, state.blocks, &mut state.rng), Origin::Random),
+            Initializer::Random => (
+                Genome::random(&state.space, state.blocks, &mut state.rng),
+                Origin::Random,
+            ),
             Initializer::Transfer { basic, .. } if first => (basic.clone(), Origin::Basic),
             Initializer::Transfer { basic, p, q } => {
                 let (basic, p, q) = (basic.clone(), *p, *q);
-                (basic.perturb(&state.space, p, q, &mut state.rng), Origin::Transfer)
+                (
+                    basic.perturb(&state.space, p, q, &mut state.rng),
+                    Origin::Transfer,
+                )
             }
         };
         let mut pick = draw(self);
@@ -264,10 +295,22 @@ impl EvolutionState {
 
     /// Adds an evaluated candidate to the population (retiring the oldest beyond P) and returns
     /// its history line.
-    pub fn complete(&mut self, candidate: &Candidate, outcome: Outcome, worker: usize, cached: bool) -> Record {
+    pub fn complete(
+        &mut self,
+        candidate: &Candidate,
+        outcome: Outcome,
+        worker: usize,
+        cached: bool,
+    ) -> Record {
         self.pending.retain(|c| c.id != candidate.id);
-        let accuracy = if outcome.error.is_some() { 0.0 } else { outcome.accuracy };
-        let fitness = self.fitness.fitness(accuracy, outcome.madds, outcome.params);
+        let accuracy = if outcome.error.is_some() {
+            0.0
+        } else {
+            outcome.accuracy
+        };
+        let fitness = self
+            .fitness
+            .fitness(accuracy, outcome.madds, outcome.params);
         let member = Member {
             id: candidate.id,
             genome: candidate.genome.clone(),
@@ -276,7 +319,9 @@ impl EvolutionState {
             madds: outcome.madds,
             params: outcome.params,
         };
-        self.cache.entry(candidate.genome.key()).or_insert_with(|| outcome.clone());
+        self.cache
+            .entry(candidate.genome.key())
+            .or_insert_with(|| outcome.clone());
         self.population.push_back(member.clone());
         if self.population.len() > self.config.population {
             self.population.pop_front();
@@ -302,7 +347,9 @@ impl EvolutionState {
 
     /// The best member ever evaluated (fitness, then fewer MAdds).
     pub fn best(&self) -> Option<&Member> {
-        self.evaluated.iter().reduce(|best, m| if m.better_than(best) { m } else { best })
+        self.evaluated
+            .iter()
+            .reduce(|best, m| if m.better_than(best) { m } else { best })
     }
 
     /// The best `k` distinct genomes ever evaluated.
@@ -310,6 +357,9 @@ impl EvolutionState {
         let mut all: Vec<&Member> = self.evaluated.iter().collect();
         all.sort_by(|a, b| a.rank(b));
         let mut seen = std::collections::HashSet::new();
-        all.into_iter().filter(|m| seen.insert(m.genome.key())).take(k).collect()
+        all.into_iter()
+            .filter(|m| seen.insert(m.genome.key()))
+            .take(k)
+            .collect()
     }
 }

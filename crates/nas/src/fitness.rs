@@ -16,13 +16,20 @@ pub struct FitnessConfig {
 
 impl Default for FitnessConfig {
     fn default() -> Self {
-        FitnessConfig { target_madds: 0.0, exponent: -0.07, max_madds: None, max_params: None }
+        FitnessConfig {
+            target_madds: 0.0,
+            exponent: -0.07,
+            max_madds: None,
+            max_params: None,
+        }
     }
 }
 
 impl FitnessConfig {
     pub fn fitness(&self, accuracy: f64, madds: u64, params: u64) -> f64 {
-        if self.max_madds.is_some_and(|cap| madds > cap) || self.max_params.is_some_and(|cap| params > cap) {
+        if self.max_madds.is_some_and(|cap| madds > cap)
+            || self.max_params.is_some_and(|cap| params > cap)
+        {
             return 0.0;
         }
         if self.target_madds > 0.0 && self.exponent != 0.0 {
@@ -45,13 +52,22 @@ pub struct Quality {
 impl Quality {
     pub fn of(fitness: &[f64], k: usize) -> Quality {
         if fitness.is_empty() {
-            return Quality { top_k_mean: 0.0, best: 0.0, spread: 0.0 };
+            return Quality {
+                top_k_mean: 0.0,
+                best: 0.0,
+                spread: 0.0,
+            };
         }
         let mut sorted = fitness.to_vec();
         sorted.sort_by(|a, b| b.total_cmp(a));
         let top = &sorted[..k.clamp(1, sorted.len())];
         let mean = fitness.iter().sum::<f64>() / fitness.len() as f64;
-        let variance = fitness.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / fitness.len() as f64;
-        Quality { top_k_mean: top.iter().sum::<f64>() / top.len() as f64, best: sorted[0], spread: variance.sqrt() }
+        let variance =
+            fitness.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / fitness.len() as f64;
+        Quality {
+            top_k_mean: top.iter().sum::<f64>() / top.len() as f64,
+            best: sorted[0],
+            spread: variance.sqrt(),
+        }
     }
 }

@@ -16,7 +16,9 @@ pub mod space;
 pub use config::{FinalConfig, SearchConfig, TransferConfig};
 pub use error::{Error, Result};
 pub use evaluator::{Evaluator, ProxyEvaluator, TaskConfig};
-pub use evolution::{Candidate, EvolutionConfig, EvolutionState, Initializer, Member, Origin, Outcome, Record};
+pub use evolution::{
+    Candidate, EvolutionConfig, EvolutionState, Initializer, Member, Origin, Outcome, Record,
+};
 pub use fitness::{FitnessConfig, Quality};
 pub use pipeline::{resume, start, Command, Event};
 pub use space::{Gene, Genome, MacroConfig, SpaceConfig};

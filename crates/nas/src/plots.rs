@@ -7,20 +7,40 @@ use plotters::prelude::*;
 
 use crate::{Error, Result};
 
-const COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+const COLOURS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
 
 fn plot_error(path: &Path) -> impl Fn(String) -> Error + '_ {
-    move |message| Error::Plot { path: path.to_path_buf(), message }
+    move |message| Error::Plot {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 /// One line per series: `(label, values by evaluation 1, 2, ...)`.
-pub fn quality_chart(path: &Path, title: &str, y_label: &str, series: &[(String, Vec<f64>)]) -> Result<()> {
+pub fn quality_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[(String, Vec<f64>)],
+) -> Result<()> {
     let fail = plot_error(path);
-    let longest = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
+    let longest = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
     let (lo, hi) = series
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
     let margin = ((hi - lo) * 0.1).max(1e-3);
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
@@ -41,10 +61,15 @@ pub fn quality_chart(path: &Path, title: &str, y_label: &str, series: &[(String,
     for (i, (label, values)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         chart
-            .draw_series(LineSeries::new(values.iter().enumerate().map(|(x, &y)| (x as f64 + 1.0, y)), colour.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                values.iter().enumerate().map(|(x, &y)| (x as f64 + 1.0, y)),
+                colour.stroke_width(2),
+            ))
             .map_err(|e| fail(e.to_string()))?
             .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -77,7 +102,11 @@ pub fn pareto_chart(path: &Path, title: &str, series: &[(String, Vec<(u64, f64)>
     let all: Vec<(u64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     let x_max = all.iter().map(|p| p.0).max().unwrap_or(1) as f64 * 1.05;
     let x_min = all.iter().map(|p| p.0).min().unwrap_or(0) as f64 * 0.95;
-    let y_min = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min).min(1.0);
+    let y_min = all
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .min(1.0);
     let y_max = all.iter().map(|p| p.1).fold(0.0f64, f64::max);
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
@@ -86,7 +115,10 @@ pub fn pareto_chart(path: &Path, title: &str, series: &[(String, Vec<(u64, f64)>
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(65)
-        .build_cartesian_2d(x_min..x_max.max(x_min + 1.0), (y_min - 0.02).max(0.0)..(y_max + 0.02).min(1.0))
+        .build_cartesian_2d(
+            x_min..x_max.max(x_min + 1.0),
+            (y_min - 0.02).max(0.0)..(y_max + 0.02).min(1.0),
+        )
         .map_err(|e| fail(e.to_string()))?;
     chart
         .configure_mesh()
@@ -98,14 +130,21 @@ pub fn pareto_chart(path: &Path, title: &str, series: &[(String, Vec<(u64, f64)>
     for (i, (label, points)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         chart
-            .draw_series(points.iter().map(|&(m, a)| Circle::new((m as f64, a), 4, colour.filled())))
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&(m, a)| Circle::new((m as f64, a), 4, colour.filled())),
+            )
             .map_err(|e| fail(e.to_string()))?
             .label(label.as_str())
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
     }
     let front = pareto_front(&all);
     chart
-        .draw_series(LineSeries::new(front.iter().map(|&(m, a)| (m as f64, a)), BLACK.stroke_width(2)))
+        .draw_series(LineSeries::new(
+            front.iter().map(|&(m, a)| (m as f64, a)),
+            BLACK.stroke_width(2),
+        ))
         .map_err(|e| fail(e.to_string()))?
         .label("Pareto front")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
@@ -125,7 +164,14 @@ mod tests {
 
     #[test]
     fn the_front_keeps_only_undominated_points() {
-        let points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.6), (40, 0.9), (20, 0.65)];
+        let points = [
+            (10, 0.5),
+            (20, 0.7),
+            (15, 0.4),
+            (30, 0.6),
+            (40, 0.9),
+            (20, 0.65),
+        ];
         assert_eq!(pareto_front(&points), vec![(10, 0.5), (20, 0.7), (40, 0.9)]);
     }
 }

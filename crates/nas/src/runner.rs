@@ -29,8 +29,17 @@ pub struct SavedStage {
 }
 
 pub fn save_stage(dir: &Path, state: &EvolutionState, fingerprint: &str) -> Result<()> {
-    let saved = SavedStage { version: crate::VERSION.into(), config_fingerprint: fingerprint.into(), state: state.clone() };
-    write_atomic(&dir.join(STATE_FILE), serde_json::to_string(&saved).expect("state serialises").as_bytes())?;
+    let saved = SavedStage {
+        version: crate::VERSION.into(),
+        config_fingerprint: fingerprint.into(),
+        state: state.clone(),
+    };
+    write_atomic(
+        &dir.join(STATE_FILE),
+        serde_json::to_string(&saved)
+            .expect("state serialises")
+            .as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -41,12 +50,23 @@ pub fn load_stage(dir: &Path, fingerprint: &str) -> Result<Option<EvolutionState
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
-    let saved: SavedStage = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("unreadable search state: {e}")))?;
+    let saved: SavedStage = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&path, format!("unreadable search state: {e}")))?;
     if saved.version != crate::VERSION {
-        return Err(Error::file(&path, format!("written by eatnas {}; this is {}: start a new search", saved.version, crate::VERSION)));
+        return Err(Error::file(
+            &path,
+            format!(
+                "written by eatnas {}; this is {}: start a new search",
+                saved.version,
+                crate::VERSION
+            ),
+        ));
     }
     if saved.config_fingerprint != fingerprint {
-        return Err(Error::file(&path, "written with another configuration than this folder's config.toml; start a new search"));
+        return Err(Error::file(
+            &path,
+            "written with another configuration than this folder's config.toml; start a new search",
+        ));
     }
     Ok(Some(saved.state))
 }
@@ -91,11 +111,13 @@ pub fn run_stage(
     let workers = workers.max(1);
     let (job_sender, job_receiver) = channel::<Candidate>();
     let job_receiver = Arc::new(Mutex::new(job_receiver));
-    let (result_sender, result_receiver) = channel::<(usize, Candidate, Result<crate::evolution::Outcome>)>();
+    let (result_sender, result_receiver) =
+        channel::<(usize, Candidate, Result<crate::evolution::Outcome>)>();
 
     std::thread::scope(|scope| -> Result<()> {
         for worker in 0..workers {
-            let (jobs, results): (Arc<Mutex<Receiver<Candidate>>>, _) = (job_receiver.clone(), result_sender.clone());
+            let (jobs, results): (Arc<Mutex<Receiver<Candidate>>>, _) =
+                (job_receiver.clone(), result_sender.clone());
             scope.spawn(move || loop {
                 let job = jobs.lock().expect("job queue").recv();
                 let Ok(candidate) = job else { return };
@@ -125,13 +147,16 @@ pub fn run_stage(
                         on_record(&record);
                         continue;
                     }
-                    job_sender.send(candidate).expect("workers are alive while jobs remain");
+                    job_sender
+                        .send(candidate)
+                        .expect("workers are alive while jobs remain");
                     in_flight += 1;
                 }
                 if in_flight == 0 {
                     return Ok(());
                 }
-                let (worker, candidate, outcome) = result_receiver.recv().expect("a worker answers every job");
+                let (worker, candidate, outcome) =
+                    result_receiver.recv().expect("a worker answers every job");
                 in_flight -= 1;
                 let record = state.complete(&candidate, outcome?, worker, false);
                 persist(state, &record, &mut history, dir, fingerprint)?;
@@ -143,8 +168,17 @@ pub fn run_stage(
     })
 }
 
-fn persist(state: &EvolutionState, record: &Record, history: &mut std::fs::File, dir: &Path, fingerprint: &str) -> Result<()> {
+fn persist(
+    state: &EvolutionState,
+    record: &Record,
+    history: &mut std::fs::File,
+    dir: &Path,
+    fingerprint: &str,
+) -> Result<()> {
     let line = serde_json::to_string(record).expect("a record serialises") + "\n";
-    history.write_all(line.as_bytes()).and_then(|_| history.flush()).map_err(|e| Error::file(&dir.join(HISTORY_FILE), e))?;
+    history
+        .write_all(line.as_bytes())
+        .and_then(|_| history.flush())
+        .map_err(|e| Error::file(&dir.join(HISTORY_FILE), e))?;
     save_stage(dir, state, fingerprint)
 }

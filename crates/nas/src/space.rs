@@ -34,7 +34,11 @@ impl Default for SpaceConfig {
 
 impl SpaceConfig {
     pub fn validate(&self) -> Result<()> {
-        let empty = |field: &str| Err(Error::Config(format!("space.{field}: the list of allowed values is empty")));
+        let empty = |field: &str| {
+            Err(Error::Config(format!(
+                "space.{field}: the list of allowed values is empty"
+            )))
+        };
         if self.ops.is_empty() {
             return empty("ops");
         }
@@ -50,14 +54,28 @@ impl SpaceConfig {
         if self.widths.is_empty() {
             return empty("widths");
         }
-        if let Some(k) = self.kernels.iter().find(|k| !eatnas_nn::arch::KERNELS.contains(k)) {
-            return Err(Error::Config(format!("space.kernels: {k} is not allowed; expected values among 3, 5, 7")));
+        if let Some(k) = self
+            .kernels
+            .iter()
+            .find(|k| !eatnas_nn::arch::KERNELS.contains(k))
+        {
+            return Err(Error::Config(format!(
+                "space.kernels: {k} is not allowed; expected values among 3, 5, 7"
+            )));
         }
-        if let Some(w) = self.widths.iter().find(|w| !eatnas_nn::arch::WIDTHS.contains(w)) {
-            return Err(Error::Config(format!("space.widths: {w} is not allowed; expected values among 0.5, 1.0, 1.5, 2.0")));
+        if let Some(w) = self
+            .widths
+            .iter()
+            .find(|w| !eatnas_nn::arch::WIDTHS.contains(w))
+        {
+            return Err(Error::Config(format!(
+                "space.widths: {w} is not allowed; expected values among 0.5, 1.0, 1.5, 2.0"
+            )));
         }
         if self.layers.contains(&0) {
-            return Err(Error::Config("space.layers: 0 is not allowed; expected counts of at least 1".into()));
+            return Err(Error::Config(
+                "space.layers: 0 is not allowed; expected counts of at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -112,7 +130,11 @@ impl Default for MacroConfig {
 impl MacroConfig {
     /// ARCH.md's ImageNet macro: stem stride 2, block strides 1, 2, 2, 2, 1, 2, 1.
     pub fn imagenet() -> MacroConfig {
-        MacroConfig { stem_stride: 2, strides: vec![1, 2, 2, 2, 1, 2, 1], ..MacroConfig::default() }
+        MacroConfig {
+            stem_stride: 2,
+            strides: vec![1, 2, 2, 2, 1, 2, 1],
+            ..MacroConfig::default()
+        }
     }
 
     pub fn blocks(&self) -> usize {
@@ -131,14 +153,25 @@ impl MacroConfig {
                 self.base_channels.len()
             ));
         }
-        if let Some(s) = self.strides.iter().chain([&self.stem_stride]).find(|s| !matches!(s, 1 | 2)) {
+        if let Some(s) = self
+            .strides
+            .iter()
+            .chain([&self.stem_stride])
+            .find(|s| !matches!(s, 1 | 2))
+        {
             return fail(format!("strides: {s} is not allowed; expected 1 or 2"));
         }
         if self.stem_kernel % 2 == 0 {
-            return fail(format!("stem_kernel: expected an odd size, got {}", self.stem_kernel));
+            return fail(format!(
+                "stem_kernel: expected an odd size, got {}",
+                self.stem_kernel
+            ));
         }
         if !(self.width_multiplier > 0.0 && self.width_multiplier.is_finite()) {
-            return fail(format!("width_multiplier: expected a positive number, got {}", self.width_multiplier));
+            return fail(format!(
+                "width_multiplier: expected a positive number, got {}",
+                self.width_multiplier
+            ));
         }
         Ok(())
     }
@@ -183,14 +216,25 @@ impl Genome {
             layers: *space.layers.choose(rng).expect("validated non-empty"),
             width: *space.widths.choose(rng).expect("validated non-empty"),
         };
-        Genome { blocks: (0..blocks).map(|_| gene(rng)).collect() }
+        Genome {
+            blocks: (0..blocks).map(|_| gene(rng)).collect(),
+        }
     }
 
     /// A canonical text form: equal genomes, equal keys (the cache's key).
     pub fn key(&self) -> String {
         self.blocks
             .iter()
-            .map(|g| format!("{}-k{}-{}-l{}-w{:?}", g.op.name(), g.kernel, if g.skip { "skip" } else { "noskip" }, g.layers, g.width))
+            .map(|g| {
+                format!(
+                    "{}-k{}-{}-l{}-w{:?}",
+                    g.op.name(),
+                    g.kernel,
+                    if g.skip { "skip" } else { "noskip" },
+                    g.layers,
+                    g.width
+                )
+            })
             .collect::<Vec<_>>()
             .join("|")
     }
@@ -210,13 +254,19 @@ impl Genome {
             })
             .collect();
         // Pick a block, then one of its mutable fields (uniform over the pairs is the same).
-        let Some(&(b, field)) = options.choose(rng) else { return child };
+        let Some(&(b, field)) = options.choose(rng) else {
+            return child;
+        };
         let gene = &mut child.blocks[b];
         match field {
             "op" => gene.op = other(&space.ops, &gene.op, rng).unwrap_or(gene.op),
-            "kernel" => gene.kernel = other(&space.kernels, &gene.kernel, rng).unwrap_or(gene.kernel),
+            "kernel" => {
+                gene.kernel = other(&space.kernels, &gene.kernel, rng).unwrap_or(gene.kernel)
+            }
             "skip" => gene.skip = other(&space.skips, &gene.skip, rng).unwrap_or(gene.skip),
-            "layers" => gene.layers = other(&space.layers, &gene.layers, rng).unwrap_or(gene.layers),
+            "layers" => {
+                gene.layers = other(&space.layers, &gene.layers, rng).unwrap_or(gene.layers)
+            }
             _ => gene.width = other(&space.widths, &gene.width, rng).unwrap_or(gene.width),
         }
         child
@@ -228,9 +278,15 @@ impl Genome {
     pub fn perturb(&self, space: &SpaceConfig, p: f64, q: f64, rng: &mut impl Rng) -> Genome {
         let (widths, layers) = (space.sorted_widths(), space.sorted_layers());
         fn step<T: PartialEq + Copy>(values: &[T], current: T, rng: &mut impl Rng) -> T {
-            let Some(i) = values.iter().position(|v| *v == current) else { return current };
+            let Some(i) = values.iter().position(|v| *v == current) else {
+                return current;
+            };
             let up = rng.gen_bool(0.5);
-            let j = if up { (i + 1).min(values.len() - 1) } else { i.saturating_sub(1) };
+            let j = if up {
+                (i + 1).min(values.len() - 1)
+            } else {
+                i.saturating_sub(1)
+            };
             values[j]
         }
         let mut child = self.clone();
@@ -285,9 +341,12 @@ impl Genome {
                     stride,
                 })
                 .collect(),
-            head: Head { channels: macro_config.scaled(macro_config.head_channels) },
+            head: Head {
+                channels: macro_config.scaled(macro_config.head_channels),
+            },
         };
-        arch.validate().map_err(|m| Error::Config(format!("genome {}: {m}", self.key())))?;
+        arch.validate()
+            .map_err(|m| Error::Config(format!("genome {}: {m}", self.key())))?;
         Ok(arch)
     }
 
@@ -311,21 +370,47 @@ impl Genome {
             };
             let list = |v: Vec<String>| v.join(", ");
             if !space.ops.contains(&b.op) {
-                return outside("op", b.op.name().into(), list(space.ops.iter().map(|o| o.name().to_string()).collect()));
+                return outside(
+                    "op",
+                    b.op.name().into(),
+                    list(space.ops.iter().map(|o| o.name().to_string()).collect()),
+                );
             }
             if !space.kernels.contains(&b.kernel) {
-                return outside("kernel", b.kernel.to_string(), list(space.kernels.iter().map(|k| k.to_string()).collect()));
+                return outside(
+                    "kernel",
+                    b.kernel.to_string(),
+                    list(space.kernels.iter().map(|k| k.to_string()).collect()),
+                );
             }
             if !space.skips.contains(&b.skip) {
-                return outside("skip", b.skip.to_string(), list(space.skips.iter().map(|k| k.to_string()).collect()));
+                return outside(
+                    "skip",
+                    b.skip.to_string(),
+                    list(space.skips.iter().map(|k| k.to_string()).collect()),
+                );
             }
             if !space.layers.contains(&b.layers) {
-                return outside("layers", b.layers.to_string(), list(space.layers.iter().map(|k| k.to_string()).collect()));
+                return outside(
+                    "layers",
+                    b.layers.to_string(),
+                    list(space.layers.iter().map(|k| k.to_string()).collect()),
+                );
             }
             if !space.widths.contains(&b.width) {
-                return outside("width", format!("{:?}", b.width), list(space.widths.iter().map(|k| format!("{k:?}")).collect()));
+                return outside(
+                    "width",
+                    format!("{:?}", b.width),
+                    list(space.widths.iter().map(|k| format!("{k:?}")).collect()),
+                );
             }
-            genes.push(Gene { op: b.op, kernel: b.kernel, skip: b.skip, layers: b.layers, width: b.width });
+            genes.push(Gene {
+                op: b.op,
+                kernel: b.kernel,
+                skip: b.skip,
+                layers: b.layers,
+                width: b.width,
+            });
         }
         Ok(Genome { blocks: genes })
     }

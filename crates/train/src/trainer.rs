@@ -302,7 +302,11 @@ impl Trainer {
         self.train(on_epoch)?;
         let test = self.evaluate_test()?;
         let last = self.history.last();
-        let trained_images: f64 = self.history.iter().map(|r| r.images_per_second).sum::<f64>();
+        let trained_images: f64 = self
+            .history
+            .iter()
+            .map(|r| r.images_per_second)
+            .sum::<f64>();
         Ok(Summary {
             epochs: self.config.epochs,
             final_train_loss: last.map_or(f64::NAN, |r| r.train_loss),

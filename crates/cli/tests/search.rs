@@ -1,0 +1,223 @@
+//! `eatnas-cli run`, `resume`, `search` and `transfer` end to end on a tiny configuration: real
+//! proxy training on the embedded data, every output written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TINY: &str = r#"
+seed = 3
+top_k = 2
+[space]
+layers = [1, 2]
+[small]
+resolution = 8
+data_fraction = 0.06
+val_fraction = 0.3
+batch_size = 32
+[small.macro]
+width_multiplier = 0.125
+[stage1]
+population = 3
+sample = 2
+budget = 5
+top_k = 2
+[large]
+resolution = 12
+data_fraction = 0.06
+val_fraction = 0.3
+batch_size = 32
+[large.macro]
+width_multiplier = 0.125
+[stage2]
+population = 3
+sample = 2
+budget = 5
+top_k = 2
+[final]
+epochs = 1
+batch_size = 64
+"#;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eatnas-cli-search-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> serde_json::Value {
+    let output = cli(args);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}
+
+fn err(args: &[&str]) -> String {
+    let output = cli(args);
+    assert!(!output.status.success(), "{args:?} should fail");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+#[test]
+fn run_writes_every_output_and_resume_finds_nothing_left_to_do() {
+    let dir = temp_dir("run");
+    let config = dir.join("tiny.toml");
+    std::fs::write(&config, TINY).unwrap();
+    let out = dir.join("search");
+    let (config, out_s) = (config.to_str().unwrap(), out.to_str().unwrap());
+    let summary = ok(&["run", "--config", config, "--out", out_s, "--json"]);
+
+    for file in [
+        "config.toml",
+        "command.json",
+        "basic_arch.json",
+        "final_arch.json",
+        "summary.json",
+        "quality.svg",
+        "pareto.svg",
+        "top/01.json",
+        "top/02.json",
+        "stage1/history.jsonl",
+        "stage1/state.json",
+        "transfer/history.jsonl",
+        "scratch/history.jsonl",
+        "final/model.safetensors",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    for stage in ["stage1", "transfer", "scratch"] {
+        assert_eq!(
+            lines(&out.join(stage).join("history.jsonl")),
+            5,
+            "{stage}: one line per evaluation"
+        );
+        assert_eq!(summary[stage]["quality_curve"].as_array().unwrap().len(), 5);
+    }
+    let history: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("transfer/history.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    for key in [
+        "genome", "accuracy", "fitness", "madds", "params", "seconds", "worker", "quality",
+    ] {
+        assert!(!history[key].is_null(), "history lines carry {key}");
+    }
+    assert_eq!(
+        history["origin"], "basic",
+        "the transfer starts from the basic architecture"
+    );
+    assert!(summary["final"]["test_top1"].as_f64().unwrap() > 0.0);
+    assert!(std::fs::read_to_string(out.join("quality.svg"))
+        .unwrap()
+        .contains("from scratch"));
+    let arch = std::fs::read_to_string(out.join("final_arch.json")).unwrap();
+    assert!(arch.contains("eatnas-arch/1"));
+
+    // The effective configuration was written; resuming a finished search changes nothing.
+    assert!(std::fs::read_to_string(out.join("config.toml"))
+        .unwrap()
+        .contains("width_multiplier = 0.125"));
+    let again = ok(&["resume", out_s, "--json"]);
+    assert_eq!(again["final"]["test_top1"], summary["final"]["test_top1"]);
+    assert_eq!(lines(&out.join("transfer/history.jsonl")), 5);
+
+    // The folder is not overwritten by a new search.
+    let e = err(&["run", "--config", config, "--out", out_s]);
+    assert!(
+        e.contains("already holds a search; continue it with `eatnas-cli resume"),
+        "{e}"
+    );
+
+    // Stage 2 alone, from the basic architecture the run found, and from scratch.
+    let basic = out.join("basic_arch.json");
+    let t = ok(&[
+        "transfer",
+        "--seed-arch",
+        basic.to_str().unwrap(),
+        "--config",
+        config,
+        "--out",
+        dir.join("t").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        t["transfer"]["quality_curve"], summary["transfer"]["quality_curve"],
+        "same seed, same transfer"
+    );
+    let s = ok(&[
+        "transfer",
+        "--from-scratch",
+        "--config",
+        config,
+        "--out",
+        dir.join("s").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(s["scratch"]["evaluations"] == 5 && s.get("transfer").is_none());
+}
+
+#[test]
+fn bad_search_input_is_named() {
+    let dir = temp_dir("bad");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[stage1]\npopulaton = 4\n").unwrap();
+    assert!(err(&[
+        "run",
+        "--config",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.join("o").to_str().unwrap()
+    ])
+    .contains("unknown field `populaton`"));
+    std::fs::write(&bad, "[space]\nwidths = []\n").unwrap();
+    assert!(err(&[
+        "search",
+        "--config",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.join("o").to_str().unwrap()
+    ])
+    .contains("space.widths"));
+    let arch = dir.join("arch.json");
+    std::fs::write(
+        &arch,
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/spec/fmnist-ref.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let tiny = dir.join("tiny.toml");
+    std::fs::write(&tiny, TINY).unwrap();
+    // fmnist-ref has layers of 2 and widths the tiny space (layers 1 and 2) allows... and block 0 has 1 layer: in space.
+    let e = err(&[
+        "transfer",
+        "--seed-arch",
+        dir.join("missing.json").to_str().unwrap(),
+        "--out",
+        dir.join("t").to_str().unwrap(),
+    ]);
+    assert!(e.contains("missing.json"), "{e}");
+    assert!(err(&["resume", dir.to_str().unwrap()]).contains("no search to resume here"));
+}

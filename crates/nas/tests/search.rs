@@ -1,0 +1,351 @@
+//! The search with a cheap deterministic evaluator: budget, population, cache, transfer, resume
+//! after a kill, and bad configurations.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use eatnas_nas::runner::{load_stage, run_stage};
+use eatnas_nas::*;
+use eatnas_nn::Counts;
+use rand::SeedableRng;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eatnas-nas-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Accuracy from the genome alone: wider, deeper, bigger kernels and MBConv score higher, with a
+/// hash-based wobble; MAdds and params counted for real at 16x16.
+struct Synthetic {
+    macro_config: MacroConfig,
+    calls: AtomicUsize,
+    /// Fails (as a killed process stops) once this many evaluations have run.
+    fail_after: Option<usize>,
+}
+
+impl Synthetic {
+    fn new(fail_after: Option<usize>) -> Self {
+        Synthetic {
+            macro_config: MacroConfig {
+                width_multiplier: 0.25,
+                ..MacroConfig::default()
+            },
+            calls: AtomicUsize::new(0),
+            fail_after,
+        }
+    }
+}
+
+impl Evaluator for Synthetic {
+    fn evaluate(&self, candidate: &Candidate, _worker: usize) -> eatnas_nas::Result<Outcome> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail_after.is_some_and(|limit| n >= limit) {
+            return Err(Error::Config("killed".into()));
+        }
+        let arch = candidate.genome.to_arch(&self.macro_config, "synthetic")?;
+        let counts = Counts::new(&arch, 1, 16, 10)?;
+        let score: f64 = candidate
+            .genome
+            .blocks
+            .iter()
+            .map(|g| {
+                g.width * 0.1
+                    + g.layers as f64 * 0.05
+                    + g.kernel as f64 * 0.01
+                    + if g.op == eatnas_nn::Op::Mb6 {
+                        0.05
+                    } else {
+                        0.0
+                    }
+            })
+            .sum::<f64>();
+        let wobble = candidate
+            .genome
+            .key()
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+            % 100;
+        Ok(Outcome {
+            accuracy: (score / 3.0 + wobble as f64 * 1e-3).min(1.0),
+            madds: counts.madds,
+            params: counts.params,
+            seconds: 0.0,
+            error: None,
+        })
+    }
+}
+
+fn state(initializer: Initializer, seed: u64) -> EvolutionState {
+    let config = EvolutionConfig {
+        population: 6,
+        sample: 3,
+        budget: 30,
+        top_k: 3,
+    };
+    EvolutionState::new(
+        config,
+        SpaceConfig::default(),
+        FitnessConfig::default(),
+        7,
+        initializer,
+        seed,
+    )
+    .unwrap()
+}
+
+fn run(
+    dir: &Path,
+    state: &mut EvolutionState,
+    evaluator: &Synthetic,
+    workers: usize,
+) -> eatnas_nas::Result<()> {
+    run_stage(state, evaluator, workers, dir, "test", &mut |_| {})
+}
+
+fn population(state: &EvolutionState) -> Vec<(usize, String, f64)> {
+    state
+        .population
+        .iter()
+        .map(|m| (m.id, m.genome.key(), m.fitness))
+        .collect()
+}
+
+#[test]
+fn evolution_keeps_its_budget_population_and_cache() {
+    let dir = temp_dir("budget");
+    let mut s = state(Initializer::Random, 1);
+    run(&dir, &mut s, &Synthetic::new(None), 1).unwrap();
+    assert!(s.done());
+    assert_eq!(s.evaluated.len(), 30);
+    assert_eq!(s.population.len(), 6);
+    let history = std::fs::read_to_string(dir.join("history.jsonl")).unwrap();
+    let records: Vec<Record> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 30);
+    // The population is always the 6 youngest members.
+    let youngest: Vec<usize> = records[24..].iter().map(|r| r.id).collect();
+    assert_eq!(
+        s.population.iter().map(|m| m.id).collect::<Vec<_>>(),
+        youngest
+    );
+    // After the initial population every candidate is a mutation of a member.
+    assert!(records[6..]
+        .iter()
+        .all(|r| matches!(r.origin, Origin::Mutation { .. })));
+    // No genome is trained twice: repeats come from the cache.
+    let mut trained = std::collections::HashSet::new();
+    for r in &records {
+        if !r.cached {
+            assert!(
+                trained.insert(r.genome.clone()),
+                "{} trained twice",
+                r.genome
+            );
+        }
+    }
+    // Quality: the top-k mean never exceeds the best.
+    assert!(records
+        .iter()
+        .all(|r| r.quality.top_k_mean <= r.quality.best + 1e-12));
+    let best = s.best().unwrap();
+    assert!(records.iter().all(|r| r.fitness <= best.fitness));
+}
+
+#[test]
+fn a_search_killed_mid_way_resumes_to_the_same_final_population() {
+    let (whole, killed) = (temp_dir("whole"), temp_dir("killed"));
+    let mut uninterrupted = state(Initializer::Random, 5);
+    run(&whole, &mut uninterrupted, &Synthetic::new(None), 1).unwrap();
+
+    let mut interrupted = state(Initializer::Random, 5);
+    assert!(run(&killed, &mut interrupted, &Synthetic::new(Some(13)), 1).is_err());
+    let mut resumed = load_stage(&killed, "test").unwrap().expect("a saved state");
+    assert_eq!(resumed.evaluated.len(), 13);
+    run(&killed, &mut resumed, &Synthetic::new(None), 1).unwrap();
+
+    assert_eq!(population(&resumed), population(&uninterrupted));
+    assert_eq!(
+        std::fs::read_to_string(whole.join("history.jsonl")).unwrap(),
+        std::fs::read_to_string(killed.join("history.jsonl")).unwrap()
+    );
+}
+
+#[test]
+fn several_workers_finish_the_budget_and_resume_their_work_in_flight() {
+    let dir = temp_dir("workers");
+    let mut s = state(Initializer::Random, 2);
+    assert!(run(&dir, &mut s, &Synthetic::new(Some(10)), 3).is_err());
+    let mut resumed = load_stage(&dir, "test").unwrap().unwrap();
+    assert!(
+        resumed.evaluated.len() >= 8,
+        "at most the evaluations in flight are lost"
+    );
+    run(&dir, &mut resumed, &Synthetic::new(None), 3).unwrap();
+    assert_eq!(resumed.evaluated.len(), 30);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("history.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        30
+    );
+}
+
+#[test]
+fn transfer_seeds_the_population_with_the_basic_architecture_and_its_perturbations() {
+    let space = SpaceConfig::default();
+    let basic = Genome::random(&space, 7, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
+    let mut s = state(
+        Initializer::Transfer {
+            basic: basic.clone(),
+            p: 1.0,
+            q: 0.0,
+        },
+        9,
+    );
+    let first = s.propose();
+    assert_eq!(
+        (first.genome.clone(), first.origin.clone()),
+        (basic.clone(), Origin::Basic)
+    );
+    for _ in 1..6 {
+        let c = s.propose();
+        assert_eq!(c.origin, Origin::Transfer);
+        for (g, b) in c.genome.blocks.iter().zip(&basic.blocks) {
+            // q = 0: operation, kernel and skip stay; p = 1: width and depth move at most one step.
+            assert_eq!((g.op, g.kernel, g.skip), (b.op, b.kernel, b.skip));
+            assert!((g.layers as i64 - b.layers as i64).abs() <= 1);
+            assert!((g.width - b.width).abs() <= 0.5 + 1e-9);
+        }
+    }
+}
+
+#[test]
+fn a_mutation_changes_one_field_of_one_block() {
+    let space = SpaceConfig::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    for _ in 0..50 {
+        let parent = Genome::random(&space, 7, &mut rng);
+        let child = parent.mutate(&space, &mut rng);
+        let changed: usize = parent
+            .blocks
+            .iter()
+            .zip(&child.blocks)
+            .map(|(a, b)| {
+                usize::from(a.op != b.op)
+                    + usize::from(a.kernel != b.kernel)
+                    + usize::from(a.skip != b.skip)
+                    + usize::from(a.layers != b.layers)
+                    + usize::from(a.width != b.width)
+            })
+            .sum();
+        assert_eq!(changed, 1);
+    }
+}
+
+#[test]
+fn bad_configurations_are_named() {
+    let e = SearchConfig::from_toml("seed = 1\npopulaton = 3\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `populaton`"), "{e}");
+    let e = SearchConfig::from_toml("[space]\nkernels = []\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("space.kernels: the list of allowed values is empty"),
+        "{e}"
+    );
+    let e = SearchConfig::from_toml("[stage2]\npopulation = 10\nbudget = 5\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stage2: budget: 5 evaluations cannot fill a population of 10"),
+        "{e}"
+    );
+    let e = SearchConfig::from_toml("[space]\nkernels = [4]\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("space.kernels: 4 is not allowed"), "{e}");
+    let e = SearchConfig::from_toml("[small.macro]\nstrides = [1, 2]\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("small.macro.strides: 2 entries for 7 blocks"),
+        "{e}"
+    );
+    let e = SearchConfig::from_toml("seed = \"x\"\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seed"), "{e}");
+
+    // A seed architecture outside the space.
+    let space = SpaceConfig {
+        kernels: vec![3, 5],
+        ..SpaceConfig::default()
+    };
+    let arch = Genome::random(
+        &SpaceConfig {
+            kernels: vec![7],
+            ..SpaceConfig::default()
+        },
+        7,
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+    )
+    .to_arch(&MacroConfig::default(), "seed")
+    .unwrap();
+    let e = Genome::from_arch(&arch, &space, 7).unwrap_err().to_string();
+    assert!(
+        e.contains("blocks[0].kernel 7 is not in the search space (allowed: 3, 5)"),
+        "{e}"
+    );
+    let e = Genome::from_arch(&arch, &SpaceConfig::default(), 5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has 7 blocks; the search space has 5"), "{e}");
+}
+
+#[test]
+fn a_state_from_another_configuration_is_refused() {
+    let dir = temp_dir("fingerprint");
+    let mut s = state(Initializer::Random, 1);
+    run(&dir, &mut s, &Synthetic::new(Some(3)), 1).unwrap_err();
+    let e = load_stage(&dir, "other").err().unwrap().to_string();
+    assert!(e.contains("another configuration"), "{e}");
+    let text = std::fs::read_to_string(dir.join("state.json"))
+        .unwrap()
+        .replace(
+            &format!("\"version\":\"{VERSION}\""),
+            "\"version\":\"0.0.1\"",
+        );
+    std::fs::write(dir.join("state.json"), text).unwrap();
+    let e = load_stage(&dir, "test").err().unwrap().to_string();
+    assert!(e.contains("written by eatnas 0.0.1"), "{e}");
+}
+
+#[test]
+fn every_example_configuration_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            SearchConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            count += 1;
+        }
+    }
+    assert!(
+        count >= 3,
+        "configs/ holds the demo, Fashion-MNIST and CIFAR-10 -> ImageNet"
+    );
+    let demo = SearchConfig::load(&dir.join("demo.toml")).unwrap();
+    assert_eq!(
+        demo,
+        SearchConfig::default(),
+        "configs/demo.toml is the default configuration"
+    );
+}
