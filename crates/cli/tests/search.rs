@@ -26,6 +26,9 @@ resolution = 12
 data_fraction = 0.06
 val_fraction = 0.3
 batch_size = 32
+epochs = 2
+inherit_weights = true
+inherited_epochs = 1
 [large.macro]
 width_multiplier = 0.125
 [stage2]

@@ -2,14 +2,17 @@
 //! The search sees evaluators only through the [`Evaluator`] trait, so tests use a cheap
 //! deterministic one.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use eatnas_data::DataSpec;
 use eatnas_nn::{Counts, Network};
+use eatnas_tensor::Tensor;
 use eatnas_train::{PreparedData, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
-use crate::evolution::{Candidate, Outcome};
+use crate::evolution::{Candidate, Origin, Outcome};
 use crate::space::{Genome, MacroConfig};
 use crate::{Error, Result};
 
@@ -34,6 +37,11 @@ pub struct TaskConfig {
     pub batch_size: usize,
     pub lr: f64,
     pub warmup_epochs: f64,
+    /// A mutated child starts from its parent's trained weights wherever a tensor's name and
+    /// shape match, and trains `inherited_epochs` instead of `epochs`. Parents' weights are kept
+    /// in memory only: a resumed search trains the children of earlier parents from scratch.
+    pub inherit_weights: bool,
+    pub inherited_epochs: usize,
     #[serde(rename = "macro")]
     pub macro_config: MacroConfig,
 }
@@ -49,6 +57,8 @@ impl Default for TaskConfig {
             batch_size: 64,
             lr: 0.1,
             warmup_epochs: 0.0,
+            inherit_weights: false,
+            inherited_epochs: 1,
             macro_config: MacroConfig::default(),
         }
     }
@@ -89,7 +99,12 @@ pub struct ProxyEvaluator {
     data: PreparedData,
     config: TrainConfig,
     resolution: usize,
+    /// Trained weights of recent candidates by id, for their children to inherit.
+    trained: Mutex<BTreeMap<usize, Arc<BTreeMap<String, Tensor>>>>,
 }
+
+/// How many candidates' trained weights are kept for inheritance (the oldest are dropped).
+const KEPT_WEIGHTS: usize = 256;
 
 impl ProxyEvaluator {
     /// Opens the task's data once; every evaluation reuses it.
@@ -103,6 +118,7 @@ impl ProxyEvaluator {
             data,
             config,
             resolution,
+            trained: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -124,18 +140,41 @@ impl ProxyEvaluator {
     }
 }
 
+impl ProxyEvaluator {
+    /// The trained weights of a mutated candidate's parent, when inheritance is on and they
+    /// are still kept.
+    fn parent_weights(&self, candidate: &Candidate) -> Option<Arc<BTreeMap<String, Tensor>>> {
+        match (self.task.inherit_weights, &candidate.origin) {
+            (true, Origin::Mutation { parent }) => self
+                .trained
+                .lock()
+                .expect("weights store")
+                .get(parent)
+                .cloned(),
+            _ => None,
+        }
+    }
+}
+
 impl Evaluator for ProxyEvaluator {
     fn evaluate(&self, candidate: &Candidate, _worker: usize) -> Result<Outcome> {
         let started = Instant::now();
         let (arch, counts) = self.count(&candidate.genome)?;
         let shape = self.data.train.shape();
-        let net = Network::new(
-            &arch,
-            shape.channels,
-            self.data.train.classes(),
-            self.config.seed,
-        )?;
-        let mut trainer = Trainer::with_network(self.config.clone(), net, self.data.clone(), None)?;
+        let classes = self.data.train.classes();
+        let mut net = Network::new(&arch, shape.channels, classes, self.config.seed)?;
+        let mut config = self.config.clone();
+        if let Some(parent) = self.parent_weights(candidate) {
+            let current = net.state();
+            let matching: BTreeMap<String, Tensor> = parent
+                .iter()
+                .filter(|(name, t)| current.get(*name).is_some_and(|c| c.shape() == t.shape()))
+                .map(|(name, t)| (name.clone(), t.clone()))
+                .collect();
+            net.load(&matching)?;
+            config.epochs = self.task.inherited_epochs;
+        }
+        let mut trainer = Trainer::with_network(config, net, self.data.clone(), None)?;
         let outcome = |accuracy, error| Outcome {
             accuracy,
             madds: counts.madds,
@@ -148,6 +187,13 @@ impl Evaluator for ProxyEvaluator {
                 let val = trainer
                     .evaluate_val()?
                     .expect("tasks always hold out a validation split");
+                if self.task.inherit_weights {
+                    let mut trained = self.trained.lock().expect("weights store");
+                    trained.insert(candidate.id, Arc::new(trainer.network().state()));
+                    while trained.len() > KEPT_WEIGHTS {
+                        trained.pop_first();
+                    }
+                }
                 Ok(outcome(val.top1, None))
             }
             // A network whose loss diverges is a bad candidate, not a broken search.
