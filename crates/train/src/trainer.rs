@@ -125,6 +125,8 @@ pub struct Trainer {
     progress: bool,
     /// When this process took the run up (elapsed time adds to `elapsed_before`).
     started: Instant,
+    /// The global step of the last checkpoint written (or resumed from).
+    checkpointed_step: Option<usize>,
 }
 
 impl Trainer {
@@ -193,6 +195,7 @@ impl Trainer {
             out,
             progress: false,
             started: Instant::now(),
+            checkpointed_step: None,
         })
     }
 
@@ -237,6 +240,7 @@ impl Trainer {
                 .collect()
         };
         checkpoint::load_exact(&mut net, &strip("model."), &path)?;
+        let resumed_step = state.position.global_step;
         let mut sgd = Sgd::new(
             state.config.momentum,
             state.config.weight_decay,
@@ -255,6 +259,7 @@ impl Trainer {
             out: Some(dir.to_path_buf()),
             progress: false,
             started: Instant::now(),
+            checkpointed_step: Some(resumed_step),
         })
     }
 
@@ -443,13 +448,9 @@ impl Trainer {
     }
 
     fn diverged(&self, loss: f32) -> Error {
-        let checkpoint = match (
-            &self.out,
-            self.history.is_empty()
-                && self.position.global_step < self.config.checkpoint_every.max(1),
-        ) {
-            (Some(dir), false) => format!(
-                "training stopped; the last good checkpoint is in {}",
+        let checkpoint = match (&self.out, self.checkpointed_step) {
+            (Some(dir), Some(step)) => format!(
+                "training stopped; the last good checkpoint (step {step}) is in {}",
                 dir.display()
             ),
             _ => {
@@ -508,6 +509,8 @@ impl Trainer {
             .iter()
             .map(|r| serde_json::to_string(r).expect("record serialises") + "\n")
             .collect();
-        write_atomic(&dir.join("metrics.jsonl"), log.as_bytes())
+        write_atomic(&dir.join("metrics.jsonl"), log.as_bytes())?;
+        self.checkpointed_step = Some(self.position.global_step);
+        Ok(())
     }
 }
