@@ -3,8 +3,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use eatnas_nn::layers::Block;
-use eatnas_nn::{LayerSpec, Mode, Op};
+use std::path::Path;
+
+use eatnas_nn::{Arch, LayerSpec, Mode, Network, Op};
 use eatnas_tensor::{conv2d, Conv2dParams, Tensor};
+use eatnas_train::Sgd;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -61,9 +64,38 @@ fn mbconv(c: &mut Criterion) {
     }
 }
 
+/// One SGD step (forward, backward, update) of a whole network at a batch.
+fn train_steps(c: &mut Criterion) {
+    let fmnist_ref =
+        Arch::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/fmnist-ref.json"))
+            .unwrap();
+    let counts = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torch/counts.json"),
+    )
+    .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&counts).unwrap();
+    let mobilenet_v2 = Arch::from_json(&rows[0]["arch"].to_string(), "counts.json row 0").unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for (name, arch, n, channels, size) in [
+        ("fmnist_ref_trainstep_128x1x28x28", &fmnist_ref, 128, 1, 28),
+        ("mobilenetv2_trainstep_64x3x32x32", &mobilenet_v2, 64, 3, 32),
+    ] {
+        let mut net = Network::new(arch, channels, 10, 0).unwrap();
+        let mut sgd = Sgd::new(0.9, 5e-4, true);
+        let x = random(&[n, channels, size, size], &mut rng);
+        let labels: Vec<usize> = (0..n).map(|i| i % 10).collect();
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                net.loss_and_backward(&x, &labels, 0.1).unwrap();
+                sgd.step(&mut net, 0.01).unwrap();
+            })
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10);
-    targets = convolutions, mbconv
+    targets = convolutions, mbconv, train_steps
 }
 criterion_main!(benches);
