@@ -307,7 +307,8 @@ impl Trainer {
         self.train(on_epoch)?;
         let test = self.evaluate_test()?;
         let last = self.history.last();
-        let trained_images: f64 = self
+        // Mean over epochs of each epoch's training throughput (evaluation time excluded).
+        let sum_of_epoch_rates: f64 = self
             .history
             .iter()
             .map(|r| r.images_per_second)
@@ -320,7 +321,7 @@ impl Trainer {
             test_loss: test.loss,
             test_top1: test.top1,
             test_top5: test.top5,
-            images_per_second: trained_images / self.history.len().max(1) as f64,
+            images_per_second: sum_of_epoch_rates / self.history.len().max(1) as f64,
             elapsed_seconds: self.elapsed(),
             params: self.net.num_params(),
             checkpoint: self.out.as_ref().map(|d| d.join(MODEL_FILE)),
