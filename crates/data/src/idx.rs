@@ -95,22 +95,22 @@ pub(crate) fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
         })
 }
 
-/// Reads images (N x H x W) and labels (N) of one split; returns (pixels, labels, height, width).
-pub(crate) fn load_split(
-    images: &Path,
-    labels: &Path,
-) -> Result<(Vec<u8>, Vec<u16>, usize, usize)> {
-    let read = |p: &Path| std::fs::read(p).map_err(Error::io(p));
-    let img = parse(read(images)?, images, 3)?;
-    let lab = parse(read(labels)?, labels, 1)?;
+/// One split: its pixels, labels, and image height and width.
+pub(crate) type Split = (Vec<u8>, Vec<u16>, usize, usize);
+
+/// Parses the images (N x H x W) and labels (N) of one split from their bytes; the paths name
+/// them in errors.
+pub(crate) fn parse_split(images: (Vec<u8>, &Path), labels: (Vec<u8>, &Path)) -> Result<Split> {
+    let img = parse(images.0, images.1, 3)?;
+    let lab = parse(labels.0, labels.1, 1)?;
     if img.dims[0] != lab.dims[0] {
         return Err(Error::format(
-            labels,
+            labels.1,
             format!(
                 "{} labels for {} images in {}",
                 lab.dims[0],
                 img.dims[0],
-                images.display()
+                images.1.display()
             ),
         ));
     }
@@ -120,4 +120,10 @@ pub(crate) fn load_split(
         img.dims[1],
         img.dims[2],
     ))
+}
+
+/// Reads and parses the IDX files of one split.
+pub(crate) fn load_split(images: &Path, labels: &Path) -> Result<Split> {
+    let read = |p: &Path| std::fs::read(p).map_err(Error::io(p));
+    parse_split((read(images)?, images), (read(labels)?, labels))
 }

@@ -98,31 +98,11 @@ const DEMO: [(&str, &[u8]); 4] = [
     ),
 ];
 
-fn idx_pair(
-    images: (Vec<u8>, &Path),
-    labels: (Vec<u8>, &Path),
-) -> Result<(Vec<u8>, Vec<u16>, usize, usize)> {
-    let img = idx::parse(images.0, images.1, 3)?;
-    let lab = idx::parse(labels.0, labels.1, 1)?;
-    if img.dims[0] != lab.dims[0] {
-        return Err(Error::format(
-            labels.1,
-            format!("{} labels for {} images", lab.dims[0], img.dims[0]),
-        ));
-    }
-    Ok((
-        img.data,
-        lab.data.into_iter().map(u16::from).collect(),
-        img.dims[1],
-        img.dims[2],
-    ))
-}
-
 /// Builds train and test sets from IDX splits; classes are the largest training label + 1.
 fn idx_splits(
     name: &str,
-    train: (Vec<u8>, Vec<u16>, usize, usize),
-    test: (Vec<u8>, Vec<u16>, usize, usize),
+    train: idx::Split,
+    test: idx::Split,
     resolution: Option<usize>,
 ) -> Result<Splits> {
     let classes = train.1.iter().copied().max().map_or(0, |m| m as usize + 1);
@@ -176,8 +156,8 @@ impl DataSpec {
         match self {
             DataSpec::Demo => {
                 let file = |i: usize| (DEMO[i].1.to_vec(), Path::new(DEMO[i].0));
-                let train = idx_pair(file(0), file(1))?;
-                let test = idx_pair(file(2), file(3))?;
+                let train = idx::parse_split(file(0), file(1))?;
+                let test = idx::parse_split(file(2), file(3))?;
                 idx_splits("fashion-mnist demo", train, test, resolution)
             }
             DataSpec::Idx(dir) => {
