@@ -224,3 +224,61 @@ fn bad_search_input_is_named() {
     assert!(e.contains("missing.json"), "{e}");
     assert!(err(&["resume", dir.to_str().unwrap()]).contains("no search to resume here"));
 }
+
+#[test]
+fn a_run_killed_with_sigkill_mid_search_resumes_to_the_same_result() {
+    let dir = temp_dir("kill");
+    let config = dir.join("tiny.toml");
+    // Inheritance keeps parents' weights in memory only, so it is off for an exact resume.
+    std::fs::write(
+        &config,
+        TINY.replace("budget = 5", "budget = 8")
+            .replace("inherit_weights = true", "inherit_weights = false"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let whole = ok(&[
+        "run",
+        "--config",
+        config,
+        "--out",
+        dir.join("whole").to_str().unwrap(),
+        "--json",
+    ]);
+
+    let killed = dir.join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+        .args(["run", "--config", config, "--out", killed.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let history = killed.join("transfer").join("history.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&history).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the search did not reach stage 2"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL, mid stage 2
+    child.wait().unwrap();
+    let resumed = ok(&["resume", killed.to_str().unwrap(), "--json"]);
+    for stage in ["stage1", "transfer", "scratch"] {
+        assert_eq!(
+            resumed[stage]["quality_curve"], whole[stage]["quality_curve"],
+            "{stage}"
+        );
+        assert_eq!(resumed[stage]["best"], whole[stage]["best"], "{stage}");
+    }
+    assert_eq!(
+        std::fs::read(dir.join("whole/final/model.safetensors")).unwrap(),
+        std::fs::read(killed.join("final/model.safetensors")).unwrap(),
+        "the final network's weights"
+    );
+}
