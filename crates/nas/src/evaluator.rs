@@ -99,11 +99,12 @@ pub struct ProxyEvaluator {
     data: PreparedData,
     config: TrainConfig,
     resolution: usize,
-    /// Trained weights of recent candidates by id, for their children to inherit.
-    trained: Mutex<BTreeMap<usize, Arc<BTreeMap<String, Tensor>>>>,
 }
 
-/// How many candidates' trained weights are kept for inheritance (the oldest are dropped).
+/// Trained weights by parameter name.
+pub type Weights = BTreeMap<String, Tensor>;
+
+/// How many candidates' trained weights a stage keeps for inheritance (the oldest are dropped).
 const KEPT_WEIGHTS: usize = 256;
 
 impl ProxyEvaluator {
@@ -118,7 +119,6 @@ impl ProxyEvaluator {
             data,
             config,
             resolution,
-            trained: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -140,31 +140,79 @@ impl ProxyEvaluator {
     }
 }
 
-impl ProxyEvaluator {
-    /// The trained weights of a mutated candidate's parent, when inheritance is on and they
-    /// are still kept.
-    fn parent_weights(&self, candidate: &Candidate) -> Option<Arc<BTreeMap<String, Tensor>>> {
-        match (self.task.inherit_weights, &candidate.origin) {
-            (true, Origin::Mutation { parent }) => self
+/// Something that trains a candidate, optionally from inherited weights, and hands back the
+/// weights it trained when the task inherits.
+pub trait CandidateTrainer: Sync {
+    fn inherits(&self) -> Result<bool>;
+    fn train_candidate(
+        &self,
+        candidate: &Candidate,
+        parent: Option<&Weights>,
+    ) -> Result<(Outcome, Option<Weights>)>;
+}
+
+impl Evaluator for ProxyEvaluator {
+    fn evaluate(&self, candidate: &Candidate, _worker: usize) -> Result<Outcome> {
+        Ok(self.train_candidate(candidate, None)?.0)
+    }
+}
+
+/// One stage's evaluator: children inherit the trained weights of their parents *of this stage*
+/// (ids restart with every stage, so the store must not be shared between stages).
+pub struct StageEvaluator<'a> {
+    trainer: &'a dyn CandidateTrainer,
+    trained: Mutex<BTreeMap<usize, Arc<Weights>>>,
+}
+
+impl<'a> StageEvaluator<'a> {
+    pub fn new(trainer: &'a dyn CandidateTrainer) -> Self {
+        StageEvaluator {
+            trainer,
+            trained: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Evaluator for StageEvaluator<'_> {
+    fn evaluate(&self, candidate: &Candidate, _worker: usize) -> Result<Outcome> {
+        let parent = match &candidate.origin {
+            Origin::Mutation { parent } if self.trainer.inherits()? => self
                 .trained
                 .lock()
                 .expect("weights store")
                 .get(parent)
                 .cloned(),
             _ => None,
+        };
+        let (outcome, weights) = self.trainer.train_candidate(candidate, parent.as_deref())?;
+        if let Some(weights) = weights {
+            let mut trained = self.trained.lock().expect("weights store");
+            trained.insert(candidate.id, Arc::new(weights));
+            while trained.len() > KEPT_WEIGHTS {
+                trained.pop_first();
+            }
         }
+        Ok(outcome)
     }
 }
 
-impl Evaluator for ProxyEvaluator {
-    fn evaluate(&self, candidate: &Candidate, _worker: usize) -> Result<Outcome> {
+impl CandidateTrainer for ProxyEvaluator {
+    fn inherits(&self) -> Result<bool> {
+        Ok(self.task.inherit_weights)
+    }
+
+    fn train_candidate(
+        &self,
+        candidate: &Candidate,
+        parent: Option<&Weights>,
+    ) -> Result<(Outcome, Option<Weights>)> {
         let started = Instant::now();
         let (arch, counts) = self.count(&candidate.genome)?;
         let shape = self.data.train.shape();
         let classes = self.data.train.classes();
         let mut net = Network::new(&arch, shape.channels, classes, self.config.seed)?;
         let mut config = self.config.clone();
-        if let Some(parent) = self.parent_weights(candidate) {
+        if let Some(parent) = parent {
             let current = net.state();
             let matching: BTreeMap<String, Tensor> = parent
                 .iter()
@@ -187,17 +235,13 @@ impl Evaluator for ProxyEvaluator {
                 let val = trainer
                     .evaluate_val()?
                     .expect("tasks always hold out a validation split");
-                if self.task.inherit_weights {
-                    let mut trained = self.trained.lock().expect("weights store");
-                    trained.insert(candidate.id, Arc::new(trainer.network().state()));
-                    while trained.len() > KEPT_WEIGHTS {
-                        trained.pop_first();
-                    }
-                }
-                Ok(outcome(val.top1, None))
+                let weights = self.task.inherit_weights.then(|| trainer.network().state());
+                Ok((outcome(val.top1, None), weights))
             }
             // A network whose loss diverges is a bad candidate, not a broken search.
-            Err(e @ eatnas_train::Error::Diverged { .. }) => Ok(outcome(0.0, Some(e.to_string()))),
+            Err(e @ eatnas_train::Error::Diverged { .. }) => {
+                Ok((outcome(0.0, Some(e.to_string())), None))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -15,7 +15,9 @@ pub mod space;
 
 pub use config::{FinalConfig, SearchConfig, TransferConfig};
 pub use error::{Error, Result};
-pub use evaluator::{Evaluator, ProxyEvaluator, TaskConfig};
+pub use evaluator::{
+    CandidateTrainer, Evaluator, ProxyEvaluator, StageEvaluator, TaskConfig, Weights,
+};
 pub use evolution::{
     Candidate, EvolutionConfig, EvolutionState, Initializer, Member, Origin, Outcome, Record,
 };

@@ -11,8 +11,10 @@ use eatnas_train::{PreparedData, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SearchConfig;
-use crate::evaluator::{Evaluator, ProxyEvaluator, TaskConfig};
-use crate::evolution::{EvolutionConfig, EvolutionState, Initializer, Member, Record};
+use crate::evaluator::{CandidateTrainer, ProxyEvaluator, StageEvaluator, TaskConfig, Weights};
+use crate::evolution::{
+    Candidate, EvolutionConfig, EvolutionState, Initializer, Member, Outcome, Record,
+};
 use crate::fitness::FitnessConfig;
 use crate::plots::{pareto_chart, quality_chart};
 use crate::runner::{load_stage, run_stage, HISTORY_FILE};
@@ -126,9 +128,11 @@ fn stage(
     fitness: &FitnessConfig,
     blocks: usize,
     initializer: Initializer,
-    evaluator: &dyn Evaluator,
+    trainer: &dyn CandidateTrainer,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<EvolutionState> {
+    // Each stage has its own inheritance store: ids restart with every stage.
+    let evaluator = StageEvaluator::new(trainer);
     let stage_dir = dir.join(name);
     let fingerprint = config.fingerprint();
     let mut state = match load_stage(&stage_dir, &fingerprint)? {
@@ -149,7 +153,7 @@ fn stage(
     });
     run_stage(
         &mut state,
-        evaluator,
+        &evaluator,
         config.workers,
         &stage_dir,
         &fingerprint,
@@ -188,13 +192,17 @@ impl<'a> LazyEvaluator<'a> {
     }
 }
 
-impl Evaluator for LazyEvaluator<'_> {
-    fn evaluate(
+impl CandidateTrainer for LazyEvaluator<'_> {
+    fn inherits(&self) -> Result<bool> {
+        Ok(self.task.inherit_weights)
+    }
+
+    fn train_candidate(
         &self,
-        candidate: &crate::evolution::Candidate,
-        worker: usize,
-    ) -> Result<crate::evolution::Outcome> {
-        self.get()?.evaluate(candidate, worker)
+        candidate: &Candidate,
+        parent: Option<&Weights>,
+    ) -> Result<(Outcome, Option<Weights>)> {
+        self.get()?.train_candidate(candidate, parent)
     }
 }
 

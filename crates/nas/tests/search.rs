@@ -349,3 +349,66 @@ fn every_example_configuration_parses() {
         "configs/demo.toml is the default configuration"
     );
 }
+
+/// Trains nothing: hands each candidate a one-tensor "weights" map holding its id, and records
+/// which parent id each candidate inherited from.
+struct Recorder {
+    inherited: std::sync::Mutex<Vec<(usize, Option<f32>)>>,
+}
+
+impl CandidateTrainer for Recorder {
+    fn inherits(&self) -> eatnas_nas::Result<bool> {
+        Ok(true)
+    }
+
+    fn train_candidate(
+        &self,
+        candidate: &Candidate,
+        parent: Option<&Weights>,
+    ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
+        let from = parent.map(|w| w["id"].to_vec().unwrap()[0]);
+        self.inherited.lock().unwrap().push((candidate.id, from));
+        let mine = eatnas_tensor::Tensor::from_vec(vec![candidate.id as f32], &[1]).unwrap();
+        let outcome = Outcome {
+            accuracy: 0.5 + candidate.id as f64 * 1e-3,
+            madds: 1,
+            params: 1,
+            seconds: 0.0,
+            error: None,
+        };
+        Ok((outcome, Some(Weights::from([("id".to_string(), mine)]))))
+    }
+}
+
+#[test]
+fn mutated_children_inherit_their_parents_weights() {
+    let recorder = Recorder {
+        inherited: std::sync::Mutex::new(Vec::new()),
+    };
+    let dir = temp_dir("inherit");
+    let mut s = state(Initializer::Random, 11);
+    run_stage(
+        &mut s,
+        &StageEvaluator::new(&recorder),
+        1,
+        &dir,
+        "test",
+        &mut |_| {},
+    )
+    .unwrap();
+    let records: Vec<Record> = std::fs::read_to_string(dir.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let inherited = recorder.inherited.lock().unwrap().clone();
+    for (id, from) in &inherited {
+        let record = records.iter().find(|r| r.id == *id).unwrap();
+        match &record.origin {
+            Origin::Mutation { parent } => {
+                assert_eq!(*from, Some(*parent as f32), "candidate {id}")
+            }
+            _ => assert_eq!(*from, None, "initial candidate {id} inherits nothing"),
+        }
+    }
+}
