@@ -112,22 +112,17 @@ fn idx_splits(
         )));
     }
     let size = resolution.unwrap_or(train.2.max(train.3));
-    let train = InMemory::new(
-        format!("{name} train"),
-        train.0,
-        train.1,
-        (1, train.2, train.3),
-        size,
-        classes,
-    )?;
-    let test = InMemory::new(
-        format!("{name} test"),
-        test.0,
-        test.1,
-        (1, test.2, test.3),
-        size,
-        classes,
-    )?;
+    let split = |part: &str, (pixels, labels, h, w): idx::Split| {
+        InMemory::new(
+            format!("{name} {part}"),
+            pixels,
+            labels,
+            (1, h, w),
+            size,
+            classes,
+        )
+    };
+    let (train, test) = (split("train", train)?, split("test", test)?);
     Ok(Splits {
         train: Arc::new(train),
         test: Arc::new(test),

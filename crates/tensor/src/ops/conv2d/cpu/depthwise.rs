@@ -50,6 +50,15 @@ impl Geometry {
         self.oh * self.wp
     }
 
+    /// Lays an output-shaped plane (`OH x OW`) on rows `Wp` wide, zeros in the extra columns:
+    /// the layout of a stride-1 pass.
+    fn widen(&self, plane: &[f32], wide: &mut [f32]) {
+        wide.fill(0.0);
+        for oh in 0..self.oh {
+            wide[oh * self.wp..][..self.ow].copy_from_slice(&plane[oh * self.ow..][..self.ow]);
+        }
+    }
+
     fn pad(&self, plane: &[f32], padded: &mut [f32]) {
         padded.fill(0.0);
         for y in 0..self.h {
@@ -142,10 +151,7 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
             dpadded.fill(0.0);
             if g.stride == 1 {
                 // The adjoint of the forward pass: scatter each tap back over the padded plane.
-                wide.fill(0.0);
-                for oh in 0..g.oh {
-                    wide[oh * g.wp..][..g.ow].copy_from_slice(&dy[oh * g.ow..][..g.ow]);
-                }
+                g.widen(dy, wide);
                 for kh in 0..g.kh {
                     for kw in 0..g.kw {
                         let len = wide.len();
@@ -192,10 +198,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
                 let dy = &dy[plane * out_plane..][..out_plane];
                 if g.stride == 1 {
                     // dw[t] = <dy on wide rows (zeros in the extra columns), padded shifted by t>.
-                    wide.fill(0.0);
-                    for oh in 0..g.oh {
-                        wide[oh * g.wp..][..g.ow].copy_from_slice(&dy[oh * g.ow..][..g.ow]);
-                    }
+                    g.widen(dy, wide);
                     for kh in 0..g.kh {
                         for kw in 0..g.kw {
                             sums[kh * g.kw + kw] +=
