@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::cpu::pool::HostBuffer;
 use crate::storage::Storage;
 use crate::{Device, Error, Result};
 
@@ -28,7 +29,7 @@ impl Tensor {
         }
         Ok(Tensor {
             shape: shape.to_vec(),
-            storage: Arc::new(Storage::Cpu(data)),
+            storage: Arc::new(Storage::Cpu(HostBuffer::new(data))),
         })
     }
 
@@ -90,7 +91,7 @@ impl Tensor {
     /// The values, copied to the host, row-major.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         match &*self.storage {
-            Storage::Cpu(data) => Ok(data.clone()),
+            Storage::Cpu(data) => Ok(data.to_vec()),
             Storage::Cuda(storage) => match *storage {},
         }
     }

@@ -1,6 +1,7 @@
 //! Helpers shared by the CPU kernels of every op.
 
 pub(crate) mod gemm;
+pub(crate) mod pool;
 
 use std::ops::Range;
 
@@ -34,22 +35,17 @@ pub(crate) fn ordered_sum(
     total
 }
 
-use std::mem::MaybeUninit;
-
 /// A `len`-long vector whose `chunk`-long pieces are written in parallel by
-/// `fill(piece_index, piece)`, without zero-filling it first. `fill` must write every element
-/// of its piece.
+/// `fill(piece_index, piece)`. The vector comes from the workspace pool with unspecified
+/// values: `fill` must write every element of its piece.
 pub(crate) fn par_fill(
     len: usize,
     chunk: usize,
-    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
+    let mut out = pool::take(len);
+    out.par_chunks_mut(chunk.max(1))
         .enumerate()
         .for_each(|(i, piece)| fill(i, piece));
-    // SAFETY: the pieces cover 0..len and `fill` wrote every element of each (its contract).
-    unsafe { out.set_len(len) };
     out
 }

@@ -60,23 +60,24 @@ mod cpu {
 
     const GRAIN: usize = 1 << 14;
 
-    // `collect_into_vec` writes each element once: no zero-fill of the output first.
+    use crate::cpu::pool;
+
+    // Outputs come from the workspace pool and are written once, with no zero-fill first.
     pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-        let mut out = Vec::with_capacity(x.len());
-        x.par_iter()
+        let mut out = pool::take(x.len());
+        out.par_iter_mut()
+            .zip(x)
             .with_min_len(GRAIN)
-            .map(|&v| f(v))
-            .collect_into_vec(&mut out);
+            .for_each(|(o, &v)| *o = f(v));
         out
     }
 
     pub(super) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
-        let mut out = Vec::with_capacity(a.len());
-        a.par_iter()
-            .zip(b)
+        let mut out = pool::take(a.len());
+        out.par_iter_mut()
+            .zip(a.par_iter().zip(b))
             .with_min_len(GRAIN)
-            .map(|(&a, &b)| f(a, b))
-            .collect_into_vec(&mut out);
+            .for_each(|(o, (&a, &b))| *o = f(a, b));
         out
     }
 }

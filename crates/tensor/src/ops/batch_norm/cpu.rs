@@ -72,7 +72,7 @@ pub(super) fn normalize(
         let scale = inv_std[c] * weight[c];
         let shift = bias[c] - mean[c] * scale;
         for (out, v) in y.iter_mut().zip(&x[plane * h * w..][..h * w]) {
-            out.write(v * scale + shift);
+            *out = v * scale + shift;
         }
     })
 }
@@ -121,7 +121,7 @@ pub(super) fn backward(
         };
         let (m, s) = (mean[c], inv_std[c] * mean_dy_xhat);
         for ((out, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-            out.write(scale * (g - mean_dy - (v - m) * s));
+            *out = scale * (g - mean_dy - (v - m) * s);
         }
     });
     (dx, dweight, dbias)

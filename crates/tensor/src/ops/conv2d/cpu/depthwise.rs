@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::pool;
 use crate::ops::conv2d::Conv2dShape;
 
 struct Geometry {
@@ -98,7 +99,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
     let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let mut y = vec![0.0f32; s.batch * s.out_channels * out_plane];
+    let mut y = pool::take(s.batch * s.out_channels * out_plane);
     y.par_chunks_mut(out_plane).enumerate().for_each_init(
         || (vec![0.0f32; g.padded_len()], vec![0.0f32; g.wide_len()]),
         |(padded, wide), (plane, y)| {
@@ -120,6 +121,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
                     y[oh * g.ow..][..g.ow].copy_from_slice(&wide[oh * g.wp..][..g.ow]);
                 }
             } else {
+                y.fill(0.0);
                 for oh in 0..g.oh {
                     let y_row = &mut y[oh * g.ow..][..g.ow];
                     for kh in 0..g.kh {
@@ -142,7 +144,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
 pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
     let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let mut dx = vec![0.0f32; s.batch * s.in_channels * in_plane];
+    let mut dx = pool::take(s.batch * s.in_channels * in_plane);
     dx.par_chunks_mut(in_plane).enumerate().for_each_init(
         || (vec![0.0f32; g.padded_len()], vec![0.0f32; g.wide_len()]),
         |(dpadded, wide), (plane, dx)| {

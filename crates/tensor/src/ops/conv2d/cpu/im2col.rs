@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::valid_outputs;
 use crate::cpu::gemm::{matmul, Mat};
-use crate::cpu::ordered_sum;
+use crate::cpu::{ordered_sum, pool};
 use crate::ops::conv2d::Conv2dShape;
 
 struct Sizes {
@@ -95,7 +95,7 @@ fn col2im(cols: &[f32], dx: &mut [f32], s: &Conv2dShape) {
 
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let z = Sizes::new(s);
-    let mut y = vec![0.0f32; s.batch * z.out_image];
+    let mut y = pool::take(s.batch * z.out_image);
     y.par_chunks_mut(z.out_image)
         .zip(x.par_chunks(z.in_image))
         .for_each_init(
@@ -139,7 +139,7 @@ pub(super) fn backward(
     let mut dx = Vec::new();
     if want_input_grad {
         // dcols = W_g^T (rows x Cout_g) * dy[n, g], then scattered back into the image.
-        dx = vec![0.0f32; s.batch * z.in_image];
+        dx = pool::zeroed(s.batch * z.in_image); // col2im accumulates
         dx.par_chunks_mut(z.in_image)
             .zip(dy.par_chunks(z.out_image))
             .for_each_init(

@@ -4,13 +4,13 @@
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{matmul, Mat};
-use crate::cpu::ordered_sum;
+use crate::cpu::{ordered_sum, pool};
 use crate::ops::conv2d::Conv2dShape;
 
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let pixels = s.in_height * s.in_width;
     let (cin, cout) = (s.in_channels, s.out_channels);
-    let mut y = vec![0.0f32; s.batch * cout * pixels];
+    let mut y = pool::take(s.batch * cout * pixels);
     let weight = Mat::row_major(w, cout, cin);
     y.par_chunks_mut(cout * pixels)
         .zip(x.par_chunks(cin * pixels))
@@ -23,7 +23,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
 pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let pixels = s.in_height * s.in_width;
     let (cin, cout) = (s.in_channels, s.out_channels);
-    let mut dx = vec![0.0f32; s.batch * cin * pixels];
+    let mut dx = pool::take(s.batch * cin * pixels);
     let weight_t = Mat::transposed(w, cin, cout);
     dx.par_chunks_mut(cin * pixels)
         .zip(dy.par_chunks(cout * pixels))
