@@ -5,6 +5,8 @@
 //! has three modes:
 //! - plain (criterion): times every row (criterion's filters and flags apply);
 //! - `EATNAS_BENCH_LIST=1`: prints the rows as JSON lines (name, flops, bytes, trains);
+//! - `EATNAS_BENCH_CEILINGS=1`: measures this machine's float32 matrix-product rate and memory
+//!   bandwidth (read + write), the two limits the table's floors are taken against;
 //! - `EATNAS_BENCH_MEMORY=NAME`: runs one row three times and prints its peak resident memory
 //!   and the resident memory just before the first run, as JSON (what `xtask` compares with
 //!   PyTorch's).
@@ -43,7 +45,16 @@ fn shared() -> &'static Path {
 }
 
 /// A forward convolution of `n x cin x size x size` to `cout` channels.
-fn conv_row(name: &str, n: usize, cin: usize, size: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Row {
+fn conv_row(
+    name: &str,
+    n: usize,
+    cin: usize,
+    size: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    groups: usize,
+) -> Row {
     let out = size.div_ceil(stride);
     let outputs = (n * cout * out * out) as f64;
     Row {
@@ -119,7 +130,9 @@ fn activations_per_image(arch: &Arch, resolution: usize) -> f64 {
 
 /// One SGD step (forward, backward, update) of a whole network on 10 classes.
 fn trainstep_row(name: &str, arch: Arch, n: usize, channels: usize, size: usize) -> Row {
-    let madds = eatnas_nn::Counts::new(&arch, channels, size, 10).unwrap().madds as f64;
+    let madds = eatnas_nn::Counts::new(&arch, channels, size, 10)
+        .unwrap()
+        .madds as f64;
     let activations = activations_per_image(&arch, size) * n as f64;
     Row {
         name: name.into(),
@@ -144,7 +157,8 @@ fn rows() -> Vec<Row> {
     let fmnist_ref = Arch::load(&shared().join("spec/fmnist-ref.json")).unwrap();
     let counts = std::fs::read_to_string(shared().join("fixtures/torch/counts.json")).unwrap();
     let counts: Vec<serde_json::Value> = serde_json::from_str(&counts).unwrap();
-    let mobilenet_v2 = Arch::from_json(&counts[0]["arch"].to_string(), "counts.json row 0").unwrap();
+    let mobilenet_v2 =
+        Arch::from_json(&counts[0]["arch"].to_string(), "counts.json row 0").unwrap();
     vec![
         conv_row("dwconv3x3_fwd_32x144x56x56", 32, 144, 56, 144, 3, 1, 144),
         conv_row("dwconv5x5_fwd_32x144x56x56", 32, 144, 56, 144, 5, 1, 144),
@@ -161,7 +175,11 @@ fn rows() -> Vec<Row> {
 /// Resident memory of this process now, in MiB.
 fn resident_mb() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     pages * 4096.0 / (1 << 20) as f64
 }
 
@@ -175,7 +193,72 @@ fn peak_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Median of `runs` timings of `f`, in seconds.
+fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
+}
+
+/// (GFLOP/s of a 2048-cube float32 matrix product, GB/s of a 256 MiB copy), on every rayon
+/// thread.
+fn ceilings() -> (f64, f64) {
+    let n = 2048;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let threads = rayon::current_num_threads();
+    let seconds = median_seconds(5, || unsafe {
+        // SAFETY: three distinct n x n row-major buffers.
+        gemm::gemm(
+            n,
+            n,
+            n,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            n as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        )
+    });
+    let gflops = 2.0 * (n * n * n) as f64 / seconds / 1e9;
+    use rayon::prelude::*;
+    let len = 64 << 20;
+    let src = vec![1.0f32; len];
+    let mut dst = vec![0.0f32; len];
+    let seconds = median_seconds(7, || {
+        dst.par_chunks_mut(1 << 16)
+            .zip(src.par_chunks(1 << 16))
+            .for_each(|(d, s)| d.copy_from_slice(s))
+    });
+    let gbps = 2.0 * (len * 4) as f64 / seconds / 1e9;
+    (gflops, gbps)
+}
+
 fn main() {
+    if std::env::var_os("EATNAS_BENCH_CEILINGS").is_some() {
+        let (gflops, gbps) = ceilings();
+        println!("{}", serde_json::json!({"gflops": gflops, "gbps": gbps}));
+        return;
+    }
     let rows = rows();
     if std::env::var_os("EATNAS_BENCH_LIST").is_some() {
         for row in &rows {

@@ -13,6 +13,8 @@ pub mod ops;
 mod storage;
 mod tensor;
 
+/// The CPU workspace pool (see `cpu::pool`): empty it, or read how much it holds.
+pub use cpu::pool::{pooled_bytes as workspace_bytes, release as release_workspace};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use ops::batch_norm::{
@@ -27,5 +29,3 @@ pub use ops::linear::{linear, linear_backward};
 pub use ops::pool::{global_avg_pool, global_avg_pool_backward};
 pub use ops::sgd::{sgd_step, SgdStep};
 pub use tensor::Tensor;
-/// The CPU workspace pool (see `cpu::pool`): empty it, or read how much it holds.
-pub use cpu::pool::{pooled_bytes as workspace_bytes, release as release_workspace};

@@ -78,7 +78,10 @@ pub(crate) fn give(buffer: Vec<f32>) {
     pool.bytes += len * 4;
     pool.free.push_back(buffer);
     while pool.bytes > capacity_bytes() {
-        let oldest = pool.free.pop_front().expect("bytes > 0 means a buffer is held");
+        let oldest = pool
+            .free
+            .pop_front()
+            .expect("bytes > 0 means a buffer is held");
         pool.bytes -= oldest.len() * 4;
     }
 }

@@ -1,0 +1,336 @@
+//! `cargo xtask bench cpu`: the criterion rows of `benches/ops.rs` beside PyTorch on the same
+//! shapes, threads and machine, in one run, as one table.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+struct Options {
+    json: bool,
+    threads: usize,
+    rows: Option<Vec<String>>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    match args.first().map(String::as_str) {
+        Some("cpu") => {}
+        Some(other) => bail!("`bench {other}`: the benchmark targets are: cpu"),
+        None => bail!("`bench` needs a target: cpu"),
+    }
+    let mut options = Options {
+        json: false,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rows: None,
+    };
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--json" => options.json = true,
+            "--threads" => {
+                let value = rest
+                    .next()
+                    .ok_or_else(|| anyhow!("--threads needs a count"))?;
+                options.threads = value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    anyhow!("--threads: expected a positive count, got {value:?}")
+                })?;
+            }
+            "--rows" => {
+                let value = rest
+                    .next()
+                    .ok_or_else(|| anyhow!("--rows needs row names"))?;
+                options.rows = Some(value.split(',').map(str::to_owned).collect());
+            }
+            other => bail!("unknown option {other:?} of `bench cpu` (see `cargo xtask help`)"),
+        }
+    }
+    Ok(options)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `command`, its stderr passed through; returns its stdout.
+fn output(command: &mut Command, what: &str) -> Result<String> {
+    let out = command
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not start {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Builds the bench binary and returns its path.
+fn bench_binary(root: &Path) -> Result<PathBuf> {
+    let text = output(
+        Command::new(env!("CARGO")).current_dir(root).args([
+            "bench",
+            "--bench",
+            "ops",
+            "--no-run",
+            "--message-format=json",
+        ]),
+        "cargo bench --no-run",
+    )?;
+    json_lines(&text)
+        .iter()
+        .filter(|m| m["target"]["name"] == "ops")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| anyhow!("cargo built no `ops` bench executable"))
+}
+
+/// A Python that imports torch: `$EATNAS_PYTHON`, else the virtual environment under `target/`,
+/// created and filled with pip when missing.
+fn python(root: &Path) -> Result<PathBuf> {
+    let has_torch = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import torch"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if let Some(python) = std::env::var_os("EATNAS_PYTHON").map(PathBuf::from) {
+        if !has_torch(&python) {
+            bail!("EATNAS_PYTHON={} cannot import torch", python.display());
+        }
+        return Ok(python);
+    }
+    let venv = root.join("target/bench-venv");
+    let python = venv.join("bin/python");
+    if has_torch(&python) {
+        return Ok(python);
+    }
+    eprintln!(
+        "PyTorch is missing: creating {} (pip install torch, a few GB)",
+        venv.display()
+    );
+    output(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv (is python3 with venv installed?)",
+    )?;
+    output(
+        Command::new(&python).args(["-m", "pip", "install", "--quiet", "torch", "numpy"]),
+        "pip install torch numpy",
+    )?;
+    if !has_torch(&python) {
+        bail!(
+            "{} still cannot import torch after pip install",
+            python.display()
+        );
+    }
+    Ok(python)
+}
+
+/// Criterion's median of one row, in milliseconds.
+fn criterion_median_ms(criterion_home: &Path, name: &str) -> Result<f64> {
+    let path = criterion_home.join(name).join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "criterion wrote no estimates for {name} ({})",
+            path.display()
+        )
+    })?;
+    let estimates: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    estimates["median"]["point_estimate"]
+        .as_f64()
+        .map(|ns| ns / 1e6)
+        .ok_or_else(|| anyhow!("{}: no median.point_estimate", path.display()))
+}
+
+fn number(value: &Value, key: &str, what: &str) -> Result<f64> {
+    value[key]
+        .as_f64()
+        .ok_or_else(|| anyhow!("{what}: no number {key:?} in {value}"))
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    let root = root();
+    let shared = root.join("../shared");
+    if !shared.join("fixtures/torch/counts.json").is_file() {
+        bail!(
+            "{} has no fixtures/torch/counts.json: the benchmarks read their networks from ../shared",
+            shared.display()
+        );
+    }
+    let threads = options.threads.to_string();
+    let python = python(&root)?;
+    let binary = bench_binary(&root)?;
+    let bench = || {
+        let mut command = Command::new(&binary);
+        command
+            .current_dir(&root)
+            .env("RAYON_NUM_THREADS", &threads);
+        command
+    };
+
+    let mut rows = json_lines(&output(
+        bench().env("EATNAS_BENCH_LIST", "1"),
+        "the bench binary (listing rows)",
+    )?);
+    if let Some(wanted) = &options.rows {
+        for name in wanted {
+            if !rows.iter().any(|r| r["name"] == name.as_str()) {
+                bail!("no benchmark row named {name:?}");
+            }
+        }
+        rows.retain(|r| wanted.iter().any(|w| r["name"] == w.as_str()));
+    }
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+
+    eprintln!("measuring this machine's ceilings on {threads} threads");
+    let ceilings = json_lines(&output(
+        bench().env("EATNAS_BENCH_CEILINGS", "1"),
+        "the bench binary (ceilings)",
+    )?);
+    let ceilings = ceilings
+        .first()
+        .ok_or_else(|| anyhow!("no ceilings measured"))?;
+    let (peak_gflops, peak_gbps) = (
+        number(ceilings, "gflops", "ceilings")?,
+        number(ceilings, "gbps", "ceilings")?,
+    );
+
+    eprintln!("eatnas: criterion on {threads} threads");
+    let criterion_home = root.join("target/criterion");
+    let filter = format!("^({})$", names.join("|"));
+    let status = bench()
+        .env("CRITERION_HOME", &criterion_home)
+        .args(["--bench", "--noplot", &filter])
+        .stdout(std::io::stderr())
+        .status()
+        .context("could not start the bench binary")?;
+    if !status.success() {
+        bail!("the criterion benches failed ({status})");
+    }
+
+    eprintln!("PyTorch: {} on {threads} threads", python.display());
+    let script = root.join("benches/baselines/pytorch_ops.py");
+    let baseline = || {
+        let mut command = Command::new(&python);
+        command
+            .arg(&script)
+            .args(["--threads", &threads])
+            .env("EATNAS_SHARED", &shared);
+        command
+    };
+    let torch = json_lines(&output(
+        baseline().args(["--rows", &names.join(",")]),
+        "the PyTorch baseline",
+    )?);
+
+    let mut table = Vec::new();
+    for row in &rows {
+        let name = row["name"].as_str().unwrap_or_default();
+        let eatnas_ms = criterion_median_ms(&criterion_home, name)?;
+        let pytorch_ms = torch
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| number(t, "ms", name))
+            .transpose()?
+            .ok_or_else(|| anyhow!("the PyTorch baseline has no row {name}"))?;
+        let (flops, bytes) = (number(row, "flops", name)?, number(row, "bytes", name)?);
+        let floor_ms = (flops / (peak_gflops * 1e9)).max(bytes / (peak_gbps * 1e9)) * 1e3;
+        let mut entry = json!({
+            "name": name,
+            "eatnas_ms": eatnas_ms,
+            "pytorch_ms": pytorch_ms,
+            "ratio": eatnas_ms / pytorch_ms,
+            "gflops": flops / eatnas_ms / 1e6,
+            "gbps": bytes / eatnas_ms / 1e6,
+            "floor_ms": floor_ms,
+            "floor_ratio": eatnas_ms / floor_ms,
+        });
+        if row["trains"] == true {
+            eprintln!("peak memory of {name}: one process per side");
+            let ours = json_lines(&output(
+                bench().env("EATNAS_BENCH_MEMORY", name),
+                "the bench binary (memory)",
+            )?);
+            let theirs = json_lines(&output(
+                baseline().args(["--memory", name]),
+                "PyTorch (memory)",
+            )?);
+            let (ours, theirs) = (
+                ours.first()
+                    .ok_or_else(|| anyhow!("no memory reading for {name}"))?,
+                theirs
+                    .first()
+                    .ok_or_else(|| anyhow!("no PyTorch memory reading for {name}"))?,
+            );
+            let peak = |v: &Value| number(v, "peak_mb", name);
+            let work = |v: &Value| Ok::<f64, anyhow::Error>(peak(v)? - number(v, "base_mb", name)?);
+            entry["eatnas_peak_mb"] = json!(peak(ours)?);
+            entry["pytorch_peak_mb"] = json!(peak(theirs)?);
+            entry["eatnas_work_mb"] = json!(work(ours)?);
+            entry["pytorch_work_mb"] = json!(work(theirs)?);
+        }
+        table.push(entry);
+    }
+
+    print_table(&table, peak_gflops, peak_gbps, &threads);
+    if options.json {
+        println!("{}", Value::Array(table));
+    }
+    Ok(())
+}
+
+fn print_table(table: &[Value], peak_gflops: f64, peak_gbps: f64, threads: &str) {
+    println!(
+        "ceilings on this machine, {threads} threads: {peak_gflops:.0} GFLOP/s float32 (gemm 2048^3), {peak_gbps:.1} GB/s (copy, read+write)"
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>6} {:>8} {:>6} {:>9} {:>7} {:>17} {:>17}",
+        "row",
+        "eatnas ms",
+        "torch ms",
+        "ratio",
+        "GFLOP/s",
+        "GB/s",
+        "floor ms",
+        "x floor",
+        "peak MB (e / t)",
+        "work MB (e / t)"
+    );
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    for r in table {
+        let memory = |a: &str, b: &str| {
+            if r.get(a).is_some() {
+                format!("{:.0} / {:.0}", f(r, a), f(r, b))
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "{:<34} {:>10.2} {:>10.2} {:>6.2} {:>8.1} {:>6.1} {:>9.2} {:>7.1} {:>17} {:>17}",
+            r["name"].as_str().unwrap_or_default(),
+            f(r, "eatnas_ms"),
+            f(r, "pytorch_ms"),
+            f(r, "ratio"),
+            f(r, "gflops"),
+            f(r, "gbps"),
+            f(r, "floor_ms"),
+            f(r, "floor_ratio"),
+            memory("eatnas_peak_mb", "pytorch_peak_mb"),
+            memory("eatnas_work_mb", "pytorch_work_mb"),
+        );
+    }
+    println!("peak MB: the process's peak resident memory running that row alone; work MB: that peak less the resident memory just before the first run (inputs, parameters, runtime in place)");
+}
