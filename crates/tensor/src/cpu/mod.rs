@@ -2,6 +2,7 @@
 
 pub(crate) mod gemm;
 pub(crate) mod pool;
+pub(crate) mod simd;
 
 use std::ops::Range;
 

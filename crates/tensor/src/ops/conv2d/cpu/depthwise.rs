@@ -1,229 +1,264 @@
-//! Direct depthwise convolution (one filter per channel), one plane per task.
+//! Direct depthwise convolution (one filter per channel), one plane per task, no im2col.
 //!
-//! Each plane is first copied into a zero-padded buffer (`Hp x Wp`, `Hp = H + 2p`,
-//! `Wp = W + 2p`), so no loop carries a padding branch. At stride 1 the output is computed on
-//! rows `Wp` wide: every kernel tap is then one long contiguous multiply-add over the whole
-//! plane (`out[i] += w * padded[i + kh * Wp + kw]`), which vectorises whatever the image width,
-//! and the `Wp - OW` extra columns are dropped at the end. Stride 2 walks rows with a step of 2.
+//! Each input plane is laid out once into `stride * stride` zero-padded *phase* planes,
+//! `phase[a][b][r][c] = padded[stride * r + a][stride * c + b]` (`Hq x Wq` each, `Hq = Hp / s`,
+//! `Wq = Wp / s` rounded up; at stride 1 that is just the padded plane). The output is computed
+//! on rows `Wq` wide: then the tap `(kh, kw)` reads, for every output element `i`, the phase
+//! buffer at `offset(kh, kw) + i`, a plain shift. The whole plane is one loop over `i` with all
+//! taps accumulated in registers (`simd::weighted_shifts`) and no padding branch; the
+//! `Wq - OW` extra columns of each row are dropped at the end.
+//!
+//! Backward: the weight gradient is a dot product of the (widened) output gradient with each
+//! shift; the input gradient at stride 1 is the forward pass of the output gradient with the
+//! flipped filter, and otherwise the adjoint scatter of the forward pass into the phase planes.
 
 use rayon::prelude::*;
 
 use crate::cpu::pool;
+use crate::cpu::simd::{scatter_shifts, shifted_dots, weighted_shifts};
 use crate::ops::conv2d::Conv2dShape;
 
 struct Geometry {
     h: usize,
     w: usize,
-    hp: usize,
-    wp: usize,
     oh: usize,
     ow: usize,
     kh: usize,
     kw: usize,
     pad: usize,
     stride: usize,
+    /// Phase plane rows and columns.
+    hq: usize,
+    wq: usize,
 }
 
 impl Geometry {
     fn new(s: &Conv2dShape) -> Geometry {
+        let stride = s.stride;
         Geometry {
             h: s.in_height,
             w: s.in_width,
-            hp: s.in_height + 2 * s.padding,
-            wp: s.in_width + 2 * s.padding,
             oh: s.out_height,
             ow: s.out_width,
             kh: s.kernel_height,
             kw: s.kernel_width,
             pad: s.padding,
-            stride: s.stride,
+            stride,
+            hq: (s.in_height + 2 * s.padding).div_ceil(stride),
+            wq: (s.in_width + 2 * s.padding).div_ceil(stride),
         }
     }
 
-    /// The padded buffer's length: the plane plus `kw` zeros of slack, so that the last
-    /// wide-row tap of a stride-1 pass stays in bounds.
-    fn padded_len(&self) -> usize {
-        self.hp * self.wp + self.kw
+    fn phase_len(&self) -> usize {
+        self.hq * self.wq
     }
 
-    /// Length of a stride-1 pass over wide rows.
+    /// All phase planes plus one row of slack: the last tap's shift may read past the last
+    /// phase plane's last row, into columns whose outputs are dropped.
+    fn phases_len(&self) -> usize {
+        self.stride * self.stride * self.phase_len() + self.wq + self.kw
+    }
+
+    /// Length of an output plane on wide rows.
     fn wide_len(&self) -> usize {
-        self.oh * self.wp
+        self.oh * self.wq
     }
 
-    /// Lays an output-shaped plane (`OH x OW`) on rows `Wp` wide, zeros in the extra columns:
-    /// the layout of a stride-1 pass.
+    fn offset(&self, kh: usize, kw: usize) -> usize {
+        let s = self.stride;
+        ((kh % s) * s + kw % s) * self.phase_len() + (kh / s) * self.wq + kw / s
+    }
+
+    /// `(offset, weight)` of every tap of `filter` (`kh x kw`, row-major).
+    fn taps(&self, filter: &[f32]) -> Vec<(usize, f32)> {
+        (0..self.kh)
+            .flat_map(|kh| (0..self.kw).map(move |kw| (kh, kw)))
+            .map(|(kh, kw)| (self.offset(kh, kw), filter[kh * self.kw + kw]))
+            .collect()
+    }
+
+    /// Lays `plane` (`H x W`) out into zero-padded phase planes.
+    fn split(&self, plane: &[f32], phases: &mut [f32]) {
+        phases.fill(0.0);
+        if self.stride == 1 {
+            for y in 0..self.h {
+                phases[(y + self.pad) * self.wq + self.pad..][..self.w]
+                    .copy_from_slice(&plane[y * self.w..][..self.w]);
+            }
+            return;
+        }
+        let s = self.stride;
+        for y in 0..self.h {
+            let (a, r) = ((y + self.pad) % s, (y + self.pad) / s);
+            for (x, &v) in plane[y * self.w..][..self.w].iter().enumerate() {
+                let (b, c) = ((x + self.pad) % s, (x + self.pad) / s);
+                phases[(a * s + b) * self.phase_len() + r * self.wq + c] = v;
+            }
+        }
+    }
+
+    /// The inverse of [`Geometry::split`]: gathers the `H x W` plane out of the phase planes
+    /// (padding dropped).
+    fn merge(&self, phases: &[f32], plane: &mut [f32]) {
+        let s = self.stride;
+        for y in 0..self.h {
+            let (a, r) = ((y + self.pad) % s, (y + self.pad) / s);
+            let row = &mut plane[y * self.w..][..self.w];
+            if s == 1 {
+                row.copy_from_slice(&phases[r * self.wq + self.pad..][..self.w]);
+                continue;
+            }
+            for (x, out) in row.iter_mut().enumerate() {
+                let (b, c) = ((x + self.pad) % s, (x + self.pad) / s);
+                *out = phases[(a * s + b) * self.phase_len() + r * self.wq + c];
+            }
+        }
+    }
+
+    /// Lays an output-shaped plane (`OH x OW`) on wide rows, zeros in the extra columns.
     fn widen(&self, plane: &[f32], wide: &mut [f32]) {
         wide.fill(0.0);
         for oh in 0..self.oh {
-            wide[oh * self.wp..][..self.ow].copy_from_slice(&plane[oh * self.ow..][..self.ow]);
+            wide[oh * self.wq..][..self.ow].copy_from_slice(&plane[oh * self.ow..][..self.ow]);
         }
     }
 
-    fn pad(&self, plane: &[f32], padded: &mut [f32]) {
-        padded.fill(0.0);
-        for y in 0..self.h {
-            padded[(y + self.pad) * self.wp + self.pad..][..self.w]
-                .copy_from_slice(&plane[y * self.w..][..self.w]);
+    /// Drops the extra columns of a wide plane.
+    fn narrow(&self, wide: &[f32], plane: &mut [f32]) {
+        for oh in 0..self.oh {
+            plane[oh * self.ow..][..self.ow].copy_from_slice(&wide[oh * self.wq..][..self.ow]);
         }
     }
-}
 
-/// `out[i] += a * x[i]`, vectorised.
-#[inline]
-fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o += a * v;
+    /// The geometry of the stride-1 backward-input pass, when it is a plain forward pass:
+    /// the output gradient padded by `k - 1 - padding` and the flipped filter give back `H x W`.
+    fn transposed(&self) -> Option<Geometry> {
+        // The padded output gradient is OH + 2 (k - 1 - p) - (k - 1) = H high: always H x W.
+        let fits = self.stride == 1 && self.kh == self.kw && self.pad < self.kh;
+        fits.then(|| {
+            let pad = self.kh - 1 - self.pad;
+            Geometry {
+                h: self.oh,
+                w: self.ow,
+                oh: self.h,
+                ow: self.w,
+                kh: self.kh,
+                kw: self.kw,
+                pad,
+                stride: 1,
+                hq: self.oh + 2 * pad,
+                wq: self.ow + 2 * pad,
+            }
+        })
     }
 }
 
-/// `sum(a[i] * b[i])` in eight float32 lanes.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (a, b) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += a[i] * b[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+/// One plane of the forward pass: `y = conv(x, filter)` through the phase layout.
+fn forward_plane(
+    g: &Geometry,
+    x: &[f32],
+    taps: &[(usize, f32)],
+    y: &mut [f32],
+    phases: &mut [f32],
+    wide: &mut [f32],
+) {
+    g.split(x, phases);
+    weighted_shifts(wide, phases, taps);
+    g.narrow(wide, y);
 }
 
+/// The taps of every channel's filter (`w`: C x KH x KW), computed once per call; `flip`
+/// reverses each filter (the stride-1 backward-input pass).
+fn channel_taps(g: &Geometry, w: &[f32], flip: bool) -> Vec<Vec<(usize, f32)>> {
+    w.chunks_exact(g.kh * g.kw)
+        .map(|filter| {
+            if flip {
+                g.taps(&filter.iter().rev().copied().collect::<Vec<f32>>())
+            } else {
+                g.taps(filter)
+            }
+        })
+        .collect()
+}
+
+/// # Shapes
+/// `x`: (N, C, H, W), `w`: (C, 1, KH, KW); returns (N, C, OH, OW)
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
-    let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
+    let taps = channel_taps(&g, w, false);
     let mut y = pool::take(s.batch * s.out_channels * out_plane);
     y.par_chunks_mut(out_plane).enumerate().for_each_init(
-        || (vec![0.0f32; g.padded_len()], vec![0.0f32; g.wide_len()]),
-        |(padded, wide), (plane, y)| {
-            let filter = &w[(plane % s.in_channels) * taps..][..taps];
-            g.pad(&x[plane * in_plane..][..in_plane], padded);
-            if g.stride == 1 {
-                wide.fill(0.0);
-                let len = wide.len();
-                for kh in 0..g.kh {
-                    for kw in 0..g.kw {
-                        axpy(
-                            wide,
-                            filter[kh * g.kw + kw],
-                            &padded[kh * g.wp + kw..][..len],
-                        );
-                    }
-                }
-                for oh in 0..g.oh {
-                    y[oh * g.ow..][..g.ow].copy_from_slice(&wide[oh * g.wp..][..g.ow]);
-                }
-            } else {
-                y.fill(0.0);
-                for oh in 0..g.oh {
-                    let y_row = &mut y[oh * g.ow..][..g.ow];
-                    for kh in 0..g.kh {
-                        let row = &padded[(oh * g.stride + kh) * g.wp..][..g.wp];
-                        for kw in 0..g.kw {
-                            let weight = filter[kh * g.kw + kw];
-                            for (out, v) in y_row.iter_mut().zip(row[kw..].iter().step_by(g.stride))
-                            {
-                                *out += weight * v;
-                            }
-                        }
-                    }
-                }
-            }
+        || (vec![0.0f32; g.phases_len()], vec![0.0f32; g.wide_len()]),
+        |(phases, wide), (plane, y)| {
+            forward_plane(
+                &g,
+                &x[plane * in_plane..][..in_plane],
+                &taps[plane % s.in_channels],
+                y,
+                phases,
+                wide,
+            );
         },
     );
     y
 }
 
+/// # Shapes
+/// `w`: (C, 1, KH, KW), `dy`: (N, C, OH, OW); returns dx (N, C, H, W)
 pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
-    let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
     let mut dx = pool::take(s.batch * s.in_channels * in_plane);
+    if let Some(t) = g.transposed() {
+        let flipped = channel_taps(&t, w, true);
+        dx.par_chunks_mut(in_plane).enumerate().for_each_init(
+            || (vec![0.0f32; t.phases_len()], vec![0.0f32; t.wide_len()]),
+            |(phases, wide), (plane, dx)| {
+                forward_plane(
+                    &t,
+                    &dy[plane * out_plane..][..out_plane],
+                    &flipped[plane % s.in_channels],
+                    dx,
+                    phases,
+                    wide,
+                );
+            },
+        );
+        return dx;
+    }
+    let taps = channel_taps(&g, w, false);
     dx.par_chunks_mut(in_plane).enumerate().for_each_init(
-        || (vec![0.0f32; g.padded_len()], vec![0.0f32; g.wide_len()]),
-        |(dpadded, wide), (plane, dx)| {
-            let filter = &w[(plane % s.in_channels) * taps..][..taps];
-            let dy = &dy[plane * out_plane..][..out_plane];
-            dpadded.fill(0.0);
-            if g.stride == 1 {
-                // The adjoint of the forward pass: scatter each tap back over the padded plane.
-                g.widen(dy, wide);
-                for kh in 0..g.kh {
-                    for kw in 0..g.kw {
-                        let len = wide.len();
-                        axpy(
-                            &mut dpadded[kh * g.wp + kw..][..len],
-                            filter[kh * g.kw + kw],
-                            wide,
-                        );
-                    }
-                }
-            } else {
-                for oh in 0..g.oh {
-                    let dy_row = &dy[oh * g.ow..][..g.ow];
-                    for kh in 0..g.kh {
-                        let row = &mut dpadded[(oh * g.stride + kh) * g.wp..][..g.wp];
-                        for kw in 0..g.kw {
-                            let weight = filter[kh * g.kw + kw];
-                            for (d, v) in row[kw..].iter_mut().step_by(g.stride).zip(dy_row) {
-                                *d += weight * v;
-                            }
-                        }
-                    }
-                }
-            }
-            for y in 0..g.h {
-                dx[y * g.w..][..g.w].copy_from_slice(&dpadded[(y + g.pad) * g.wp + g.pad..][..g.w]);
-            }
+        || (vec![0.0f32; g.phases_len()], vec![0.0f32; g.wide_len()]),
+        |(dphases, wide), (plane, dx)| {
+            g.widen(&dy[plane * out_plane..][..out_plane], wide);
+            dphases.fill(0.0);
+            // The adjoint of the forward pass; the extra columns of `wide` are zeros.
+            scatter_shifts(dphases, wide, &taps[plane % s.in_channels]);
+            g.merge(dphases, dx);
         },
     );
     dx
 }
 
+/// # Shapes
+/// `x`: (N, C, H, W), `dy`: (N, C, OH, OW); returns dw (C, 1, KH, KW)
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
     let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let offsets: Vec<usize> = g.taps(&vec![0.0; taps]).iter().map(|t| t.0).collect();
     let mut dw = vec![0.0f32; s.out_channels * taps];
     dw.par_chunks_mut(taps).enumerate().for_each_init(
-        || (vec![0.0f32; g.padded_len()], vec![0.0f32; g.wide_len()]),
-        |(padded, wide), (channel, dw)| {
+        || (vec![0.0f32; g.phases_len()], vec![0.0f32; g.wide_len()]),
+        |(phases, wide), (channel, dw)| {
+            // float32 within a plane, float64 across the batch: a fixed order, whatever the
+            // scheduling.
             let mut sums = vec![0.0f64; taps];
             for image in 0..s.batch {
                 let plane = image * s.in_channels + channel;
-                g.pad(&x[plane * in_plane..][..in_plane], padded);
-                let dy = &dy[plane * out_plane..][..out_plane];
-                if g.stride == 1 {
-                    // dw[t] = <dy on wide rows (zeros in the extra columns), padded shifted by t>.
-                    g.widen(dy, wide);
-                    for kh in 0..g.kh {
-                        for kw in 0..g.kw {
-                            sums[kh * g.kw + kw] +=
-                                dot(wide, &padded[kh * g.wp + kw..][..wide.len()]) as f64;
-                        }
-                    }
-                } else {
-                    for kh in 0..g.kh {
-                        for kw in 0..g.kw {
-                            let mut sum = 0.0f32;
-                            for oh in 0..g.oh {
-                                let row = &padded[(oh * g.stride + kh) * g.wp..][..g.wp];
-                                let dy_row = &dy[oh * g.ow..][..g.ow];
-                                sum += dy_row
-                                    .iter()
-                                    .zip(row[kw..].iter().step_by(g.stride))
-                                    .map(|(a, b)| a * b)
-                                    .sum::<f32>();
-                            }
-                            sums[kh * g.kw + kw] += sum as f64;
-                        }
-                    }
-                }
+                g.split(&x[plane * in_plane..][..in_plane], phases);
+                g.widen(&dy[plane * out_plane..][..out_plane], wide);
+                shifted_dots(&mut sums, wide, phases, &offsets);
             }
             for (out, sum) in dw.iter_mut().zip(sums) {
                 *out = sum as f32;

@@ -1,0 +1,298 @@
+//! The vector loops of the CPU kernels, compiled three times: for AVX-512, for AVX2 with FMA,
+//! and for any x86-64 (or other) CPU; [`level`] picks one at run time.
+//!
+//! Each loop body is written once, `#[inline(always)]`, over fixed-size chunks that LLVM keeps
+//! in vector registers, and instantiated inside `#[target_feature]` functions so that it is
+//! compiled with the wider instructions. `EATNAS_SIMD=portable|avx2|avx512` caps the level (the
+//! tests run every path the machine has).
+
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            return Level::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Level::Avx2;
+        }
+    }
+    Level::Portable
+}
+
+fn detected_level() -> Level {
+    static DETECTED: OnceLock<Level> = OnceLock::new();
+    *DETECTED.get_or_init(detected)
+}
+
+/// The widest level this CPU has, capped by `EATNAS_SIMD`.
+pub(crate) fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("EATNAS_SIMD").as_deref() {
+            Ok("portable") => Level::Portable,
+            Ok("avx2") => Level::Avx2,
+            _ => Level::Avx512,
+        };
+        detected_level().min(cap)
+    })
+}
+
+/// `w * x + acc`, fused where the level has FMA.
+#[inline(always)]
+fn madd<const FMA: bool>(w: f32, x: f32, acc: f32) -> f32 {
+    if FMA {
+        w.mul_add(x, acc)
+    } else {
+        w * x + acc
+    }
+}
+
+/// Picks the instantiation of a body for the running CPU. The `#[target_feature]` wrappers are
+/// only called when [`level`] found those features.
+macro_rules! dispatch {
+    ($level:expr, $body:ident, $chunk512:literal, $chunk256:literal, $chunk:literal, ($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512(args: Args<'_>) { $body::<$chunk512, true>(args) }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(args: Args<'_>) { $body::<$chunk256, true>(args) }
+            match $level {
+                // SAFETY: `level` returns these only after detecting the features, and `at`
+                // arguments are capped by it.
+                Level::Avx512 => unsafe { avx512(($($arg),*)) },
+                Level::Avx2 => unsafe { avx2(($($arg),*)) },
+                Level::Portable => $body::<$chunk, false>(($($arg),*)),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = $level;
+            $body::<$chunk, false>(($($arg),*))
+        }
+    }};
+}
+
+/// `out[i] = sum over taps of weight * src[offset + i]`: a depthwise convolution on rows laid
+/// out so that every tap is a shift of one buffer.
+///
+/// # Panics
+/// When a tap's `offset + out.len()` passes the end of `src`.
+pub(crate) fn weighted_shifts(out: &mut [f32], src: &[f32], taps: &[(usize, f32)]) {
+    weighted_shifts_at(level(), out, src, taps)
+}
+
+fn weighted_shifts_at(level: Level, out: &mut [f32], src: &[f32], taps: &[(usize, f32)]) {
+    for &(offset, _) in taps {
+        assert!(
+            offset + out.len() <= src.len(),
+            "tap at {offset} + {} past {}",
+            out.len(),
+            src.len()
+        );
+    }
+    type Args<'a> = (&'a mut [f32], &'a [f32], &'a [(usize, f32)]);
+    dispatch!(
+        level.min(detected_level()),
+        weighted_shifts_body,
+        64,
+        32,
+        16,
+        (out, src, taps)
+    )
+}
+
+#[inline(always)]
+fn weighted_shifts_body<const CHUNK: usize, const FMA: bool>(
+    (out, src, taps): (&mut [f32], &[f32], &[(usize, f32)]),
+) {
+    // Wide chunks, then 8-wide ones, then single elements: a plane's tail is not left to
+    // scalar code (up to CHUNK - 1 elements times every tap).
+    let i = weighted_shift_chunks::<CHUNK, FMA>(out, src, taps, 0);
+    let i = weighted_shift_chunks::<8, FMA>(out, src, taps, i);
+    weighted_shift_chunks::<1, FMA>(out, src, taps, i);
+}
+
+/// [`weighted_shifts`] from `start` on, `CHUNK` elements at a time; returns where it stopped.
+#[inline(always)]
+fn weighted_shift_chunks<const CHUNK: usize, const FMA: bool>(
+    out: &mut [f32],
+    src: &[f32],
+    taps: &[(usize, f32)],
+    start: usize,
+) -> usize {
+    let mut i = start;
+    // Each chunk of the output stays in registers across all taps: one load and one
+    // multiply-add per tap and vector, one store per vector.
+    while i + CHUNK <= out.len() {
+        let mut acc = [0.0f32; CHUNK];
+        for &(offset, w) in taps {
+            // SAFETY: offset + i + CHUNK <= offset + out.len() <= src.len(), checked by the
+            // caller.
+            let s = unsafe { &*(src.as_ptr().add(offset + i) as *const [f32; CHUNK]) };
+            for j in 0..CHUNK {
+                acc[j] = madd::<FMA>(w, s[j], acc[j]);
+            }
+        }
+        out[i..i + CHUNK].copy_from_slice(&acc);
+        i += CHUNK;
+    }
+    i
+}
+
+/// `dst[offset + i] += weight * src[i]` for every tap in turn: the adjoint of
+/// [`weighted_shifts`].
+///
+/// # Panics
+/// When a tap's `offset + src.len()` passes the end of `dst`.
+pub(crate) fn scatter_shifts(dst: &mut [f32], src: &[f32], taps: &[(usize, f32)]) {
+    scatter_shifts_at(level(), dst, src, taps)
+}
+
+fn scatter_shifts_at(level: Level, dst: &mut [f32], src: &[f32], taps: &[(usize, f32)]) {
+    for &(offset, _) in taps {
+        assert!(offset + src.len() <= dst.len());
+    }
+    type Args<'a> = (&'a mut [f32], &'a [f32], &'a [(usize, f32)]);
+    dispatch!(
+        level.min(detected_level()),
+        scatter_shifts_body,
+        16,
+        8,
+        4,
+        (dst, src, taps)
+    )
+}
+
+#[inline(always)]
+fn scatter_shifts_body<const CHUNK: usize, const FMA: bool>(
+    (dst, src, taps): (&mut [f32], &[f32], &[(usize, f32)]),
+) {
+    for &(offset, w) in taps {
+        let dst = &mut dst[offset..offset + src.len()];
+        let mut d_chunks = dst.chunks_exact_mut(CHUNK);
+        let mut s_chunks = src.chunks_exact(CHUNK);
+        for (d, s) in (&mut d_chunks).zip(&mut s_chunks) {
+            for j in 0..CHUNK {
+                d[j] = madd::<FMA>(w, s[j], d[j]);
+            }
+        }
+        for (d, &s) in d_chunks
+            .into_remainder()
+            .iter_mut()
+            .zip(s_chunks.remainder())
+        {
+            *d = madd::<FMA>(w, s, *d);
+        }
+    }
+}
+
+/// `sums[t] += sum over i of a[i] * src[offset_t + i]` for every tap `t` (float32 lanes within
+/// one call, added to float64 totals): the weight gradient of a depthwise convolution.
+///
+/// # Panics
+/// When a tap's `offset + a.len()` passes the end of `src`, or `sums` is shorter than `offsets`.
+pub(crate) fn shifted_dots(sums: &mut [f64], a: &[f32], src: &[f32], offsets: &[usize]) {
+    shifted_dots_at(level(), sums, a, src, offsets)
+}
+
+fn shifted_dots_at(level: Level, sums: &mut [f64], a: &[f32], src: &[f32], offsets: &[usize]) {
+    assert!(sums.len() >= offsets.len());
+    for &offset in offsets {
+        assert!(offset + a.len() <= src.len());
+    }
+    type Args<'a> = (&'a mut [f64], &'a [f32], &'a [f32], &'a [usize]);
+    dispatch!(
+        level.min(detected_level()),
+        shifted_dots_body,
+        32,
+        16,
+        8,
+        (sums, a, src, offsets)
+    )
+}
+
+#[inline(always)]
+fn shifted_dots_body<const CHUNK: usize, const FMA: bool>(
+    (sums, a, src, offsets): (&mut [f64], &[f32], &[f32], &[usize]),
+) {
+    let len = a.len();
+    for (sum, &offset) in sums.iter_mut().zip(offsets) {
+        let src = &src[offset..offset + len];
+        let mut acc = [0.0f32; CHUNK];
+        let (a_chunks, s_chunks) = (a.chunks_exact(CHUNK), src.chunks_exact(CHUNK));
+        let tail: f32 = a_chunks
+            .remainder()
+            .iter()
+            .zip(s_chunks.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in a_chunks.zip(s_chunks) {
+            for j in 0..CHUNK {
+                acc[j] = madd::<FMA>(x[j], y[j], acc[j]);
+            }
+        }
+        *sum += (acc.iter().sum::<f32>() + tail) as f64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_level_matches_the_scalar_definition() {
+        let src: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let taps = [(0, 0.5f32), (3, -1.25), (17, 2.0), (40, 0.125)];
+        for (level, len) in [Level::Portable, Level::Avx2, Level::Avx512]
+            .into_iter()
+            .filter(|&l| l <= detected_level())
+            .flat_map(|l| [0, 5, 16, 64, 100, 777].map(|len| (l, len)))
+        {
+            let want: Vec<f32> = (0..len)
+                .map(|i| taps.iter().map(|&(o, w)| w * src[o + i]).sum())
+                .collect();
+            let mut out = vec![f32::NAN; len];
+            weighted_shifts_at(level, &mut out, &src, &taps);
+            for (o, w) in out.iter().zip(&want) {
+                assert!((o - w).abs() <= 1e-5 * (1.0 + w.abs()), "{o} vs {w}");
+            }
+            let a = &src[..len];
+            let offsets = [0, 3, 17, 40];
+            let mut sums = [1.0f64; 4];
+            shifted_dots_at(level, &mut sums, a, &src, &offsets);
+            let mut dst = vec![0.25f32; 1000];
+            scatter_shifts_at(level, &mut dst, a, &taps);
+            let mut want = vec![0.25f32; 1000];
+            for &(o, w) in &taps {
+                for i in 0..len {
+                    want[o + i] += w * a[i];
+                }
+            }
+            for (d, w) in dst.iter().zip(&want) {
+                assert!((d - w).abs() <= 1e-5 * (1.0 + w.abs()), "{d} vs {w}");
+            }
+            for (sum, &o) in sums.iter().zip(&offsets) {
+                let want: f64 = 1.0 + (0..len).map(|i| (a[i] * src[o + i]) as f64).sum::<f64>();
+                assert!(
+                    (sum - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{sum} vs {want}"
+                );
+            }
+        }
+    }
+}
