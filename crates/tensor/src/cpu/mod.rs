@@ -19,17 +19,17 @@ pub(crate) fn ordered_sum(
 ) -> Vec<f32> {
     const RUNS: usize = 16;
     let run = items.div_ceil(RUNS).max(1);
-    let partials: Vec<Vec<f32>> = (0..items.div_ceil(run))
+    let partials: Vec<pool::HostBuffer> = (0..items.div_ceil(run))
         .into_par_iter()
         .map(|r| {
-            let mut acc = vec![0.0f32; len];
+            let mut acc = pool::HostBuffer::zeroed(len);
             partial(r * run..((r + 1) * run).min(items), &mut acc);
             acc
         })
         .collect();
-    let mut total = vec![0.0f32; len];
+    let mut total = pool::zeroed(len);
     for p in partials {
-        for (t, v) in total.iter_mut().zip(p) {
+        for (t, v) in total.iter_mut().zip(p.iter()) {
             *t += v;
         }
     }

@@ -110,6 +110,11 @@ impl HostBuffer {
     pub(crate) fn new(data: Vec<f32>) -> HostBuffer {
         HostBuffer(data)
     }
+
+    /// `len` zeros from the pool: scratch space of a kernel, back to the pool when dropped.
+    pub(crate) fn zeroed(len: usize) -> HostBuffer {
+        HostBuffer(zeroed(len))
+    }
 }
 
 impl Clone for HostBuffer {

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::pool;
+use crate::cpu::pool::{self, HostBuffer};
 use crate::cpu::simd::{scatter_shifts, shifted_dots, weighted_shifts};
 use crate::ops::conv2d::Conv2dShape;
 
@@ -167,6 +167,14 @@ fn forward_plane(
     g.narrow(wide, y);
 }
 
+/// A task's phase planes and wide output plane, from the workspace pool.
+fn scratch(g: &Geometry) -> (HostBuffer, HostBuffer) {
+    (
+        HostBuffer::zeroed(g.phases_len()),
+        HostBuffer::zeroed(g.wide_len()),
+    )
+}
+
 /// The taps of every channel's filter (`w`: C x KH x KW), computed once per call; `flip`
 /// reverses each filter (the stride-1 backward-input pass).
 fn channel_taps(g: &Geometry, w: &[f32], flip: bool) -> Vec<Vec<(usize, f32)>> {
@@ -189,7 +197,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let taps = channel_taps(&g, w, false);
     let mut y = pool::take(s.batch * s.out_channels * out_plane);
     y.par_chunks_mut(out_plane).enumerate().for_each_init(
-        || (vec![0.0f32; g.phases_len()], vec![0.0f32; g.wide_len()]),
+        || scratch(&g),
         |(phases, wide), (plane, y)| {
             forward_plane(
                 &g,
@@ -213,7 +221,7 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     if let Some(t) = g.transposed() {
         let flipped = channel_taps(&t, w, true);
         dx.par_chunks_mut(in_plane).enumerate().for_each_init(
-            || (vec![0.0f32; t.phases_len()], vec![0.0f32; t.wide_len()]),
+            || scratch(&t),
             |(phases, wide), (plane, dx)| {
                 forward_plane(
                     &t,
@@ -229,7 +237,7 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     }
     let taps = channel_taps(&g, w, false);
     dx.par_chunks_mut(in_plane).enumerate().for_each_init(
-        || (vec![0.0f32; g.phases_len()], vec![0.0f32; g.wide_len()]),
+        || scratch(&g),
         |(dphases, wide), (plane, dx)| {
             g.widen(&dy[plane * out_plane..][..out_plane], wide);
             dphases.fill(0.0);
@@ -249,7 +257,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     let offsets: Vec<usize> = g.taps(&vec![0.0; taps]).iter().map(|t| t.0).collect();
     let mut dw = vec![0.0f32; s.out_channels * taps];
     dw.par_chunks_mut(taps).enumerate().for_each_init(
-        || (vec![0.0f32; g.phases_len()], vec![0.0f32; g.wide_len()]),
+        || scratch(&g),
         |(phases, wide), (channel, dw)| {
             // float32 within a plane, float64 across the batch: a fixed order, whatever the
             // scheduling.

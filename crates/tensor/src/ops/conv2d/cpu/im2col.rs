@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 use super::valid_outputs;
 use crate::cpu::gemm::{matmul, Mat};
-use crate::cpu::{ordered_sum, pool};
+use crate::cpu::ordered_sum;
+use crate::cpu::pool::{self, HostBuffer};
 use crate::ops::conv2d::Conv2dShape;
 
 struct Sizes {
@@ -99,7 +100,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     y.par_chunks_mut(z.out_image)
         .zip(x.par_chunks(z.in_image))
         .for_each_init(
-            || vec![0.0f32; s.in_channels * z.taps * z.pixels],
+            || HostBuffer::zeroed(s.in_channels * z.taps * z.pixels),
             |cols, (y, x)| {
                 im2col(x, cols, s);
                 for g in 0..s.groups {
@@ -143,7 +144,7 @@ pub(super) fn backward(
         dx.par_chunks_mut(z.in_image)
             .zip(dy.par_chunks(z.out_image))
             .for_each_init(
-                || vec![0.0f32; col_len],
+                || HostBuffer::zeroed(col_len),
                 |dcols, (dx, dy)| {
                     for g in 0..s.groups {
                         let weight_t = Mat::transposed(
@@ -170,7 +171,7 @@ pub(super) fn backward(
     }
     // dW_g = sum over images of dy[n, g] (Cout_g x pixels) * cols_g^T (pixels x rows).
     let dw = ordered_sum(s.batch, s.out_channels * z.group_rows, |images, dw| {
-        let mut cols = vec![0.0f32; col_len];
+        let mut cols = HostBuffer::zeroed(col_len);
         for n in images {
             im2col(&x[n * z.in_image..][..z.in_image], &mut cols, s);
             for g in 0..s.groups {
