@@ -18,7 +18,8 @@ pub use cpu::pool::{pooled_bytes as workspace_bytes, release as release_workspac
 pub use device::Device;
 pub use error::{Error, Result};
 pub use ops::batch_norm::{
-    batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_train, BatchNormStats,
+    batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_eval_act, batch_norm2d_train,
+    batch_norm2d_train_act, BatchNormStats,
 };
 pub use ops::conv2d::{
     conv2d, conv2d_backward, conv2d_backward_weight, conv_output_size, Conv2dParams, Conv2dShape,

@@ -187,6 +187,42 @@ fn batch_norm_case(device: Device, rng: &mut ChaCha8Rng) {
     }
 }
 
+/// Batch norm fused with its ReLU gives exactly what the two ops give one after the other,
+/// forward and backward (the fused backward recomputes the ReLU mask from its input).
+fn batch_norm_relu_case(device: Device, rng: &mut ChaCha8Rng) {
+    for (n, c, h, w) in [(2, 3, 4, 5), (3, 4, 7, 7), (1, 5, 6, 2)] {
+        let x = randn(rng, &[n, c, h, w], device);
+        let gamma = randn(rng, &[c], device);
+        let beta = randn(rng, &[c], device);
+        let dy = randn(rng, x.shape(), device);
+        let what = format!("batch_norm2d+relu {n}x{c}x{h}x{w} [{device}]");
+        for training in [true, false] {
+            let run = |relu: bool| {
+                let (mut rm, mut rv) = (
+                    Tensor::zeros(&[c], device).unwrap(),
+                    Tensor::full(&[c], 1.5, device).unwrap(),
+                );
+                if training {
+                    batch_norm2d_train_act(&x, &gamma, &beta, &mut rm, &mut rv, 0.1, 1e-5, relu)
+                } else {
+                    batch_norm2d_eval_act(&x, &gamma, &beta, &rm, &rv, 1e-5, relu)
+                }
+                .unwrap()
+            };
+            let (fused, fused_stats) = run(true);
+            let (plain, plain_stats) = run(false);
+            let relu_out = relu(&plain).unwrap();
+            assert_eq!(fused.to_vec().unwrap(), relu_out.to_vec().unwrap(), "{what}: forward");
+            let (dx, dg, db) = batch_norm2d_backward(&x, &gamma, &fused_stats, &dy).unwrap();
+            let gated = relu_backward(&relu_out, &dy).unwrap();
+            let (dx2, dg2, db2) = batch_norm2d_backward(&x, &gamma, &plain_stats, &gated).unwrap();
+            assert_eq!(dx.to_vec().unwrap(), dx2.to_vec().unwrap(), "{what}: dx");
+            assert_eq!(dg.to_vec().unwrap(), dg2.to_vec().unwrap(), "{what}: dweight");
+            assert_eq!(db.to_vec().unwrap(), db2.to_vec().unwrap(), "{what}: dbias");
+        }
+    }
+}
+
 fn elementwise_case(device: Device, rng: &mut ChaCha8Rng) {
     for shape in [[2, 3, 4, 5], [1, 7, 3, 3]] {
         let x = randn(rng, &shape, device);
@@ -252,6 +288,7 @@ fn every_op_backward_matches_finite_differences_on_every_device() {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         conv_case(device, &mut rng);
         batch_norm_case(device, &mut rng);
+        batch_norm_relu_case(device, &mut rng);
         elementwise_case(device, &mut rng);
         pool_linear_ce_case(device, &mut rng);
     }

@@ -1,8 +1,8 @@
 //! Convolution -> batch norm -> optional ReLU: the unit every layer of the space is made of.
 
 use eatnas_tensor::{
-    batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_train, conv2d, conv2d_backward,
-    conv2d_backward_weight, relu, relu_backward, BatchNormStats, Conv2dParams, Device, Tensor,
+    batch_norm2d_backward, batch_norm2d_eval_act, batch_norm2d_train_act, conv2d, conv2d_backward,
+    conv2d_backward_weight, BatchNormStats, Conv2dParams, Device, Tensor,
 };
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
@@ -37,9 +37,10 @@ impl BatchNorm {
         })
     }
 
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<(Tensor, BatchNormStats)> {
+    /// Normalises `x`, then applies a ReLU when `relu`, in one pass.
+    fn forward(&mut self, x: &Tensor, mode: Mode, relu: bool) -> Result<(Tensor, BatchNormStats)> {
         Ok(match mode {
-            Mode::Train => batch_norm2d_train(
+            Mode::Train => batch_norm2d_train_act(
                 x,
                 &self.weight.value,
                 &self.bias.value,
@@ -47,14 +48,16 @@ impl BatchNorm {
                 &mut self.running_var,
                 self.momentum,
                 self.eps,
+                relu,
             )?,
-            Mode::Eval => batch_norm2d_eval(
+            Mode::Eval => batch_norm2d_eval_act(
                 x,
                 &self.weight.value,
                 &self.bias.value,
                 &self.running_mean,
                 &self.running_var,
                 self.eps,
+                relu,
             )?,
         })
     }
@@ -73,13 +76,13 @@ impl BatchNorm {
     }
 }
 
-/// What the backward pass of a [`ConvBn`] needs from its forward pass.
+/// What the backward pass of a [`ConvBn`] needs from its forward pass (not the output: the
+/// ReLU's mask is recomputed from the convolution's output and the statistics).
 #[derive(Clone, Debug)]
 struct Saved {
     input: Tensor,
     conv_out: Tensor,
     stats: BatchNormStats,
-    output: Tensor,
 }
 
 /// Bias-free convolution (padding `kernel / 2`) -> BN -> ReLU when `relu`.
@@ -131,17 +134,11 @@ impl ConvBn {
     /// `x`: (N, Cin, H, W); returns (N, Cout, H', W')
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let conv_out = conv2d(x, &self.weight.value, self.params)?;
-        let (normalized, stats) = self.bn.forward(&conv_out, mode)?;
-        let output = if self.relu {
-            relu(&normalized)?
-        } else {
-            normalized
-        };
+        let (output, stats) = self.bn.forward(&conv_out, mode, self.relu)?;
         self.saved = Some(Saved {
             input: x.clone(),
             conv_out,
             stats,
-            output: output.clone(),
         });
         Ok(output)
     }
@@ -155,17 +152,9 @@ impl ConvBn {
         let saved = self.saved.take().ok_or_else(|| {
             Error::Network("ConvBn::backward called without a forward pass".into())
         })?;
-        let dnormalized = if self.relu {
-            relu_backward(&saved.output, dy)?
-        } else {
-            dy.clone()
-        };
-        let (dconv, dgamma, dbeta) = batch_norm2d_backward(
-            &saved.conv_out,
-            &self.bn.weight.value,
-            &saved.stats,
-            &dnormalized,
-        )?;
+        // Through the ReLU and the normalisation in one op.
+        let (dconv, dgamma, dbeta) =
+            batch_norm2d_backward(&saved.conv_out, &self.bn.weight.value, &saved.stats, dy)?;
         self.bn.weight.grad = Some(dgamma);
         self.bn.bias.grad = Some(dbeta);
         if self.input_grad {

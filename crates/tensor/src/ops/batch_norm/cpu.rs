@@ -30,55 +30,97 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Per-channel mean and biased variance (two passes: the mean, then centred squares).
+/// Per-channel mean and biased variance in one sweep over `x`: sums of `x - K` and of its
+/// square, with `K` the channel's first plane mean (so that the difference of the two sums
+/// does not cancel when the mean is large against the spread).
 pub(super) fn channel_moments(x: &[f32], dims: [usize; 4]) -> (Vec<f64>, Vec<f64>) {
     let count = (dims[0] * dims[2] * dims[3]) as f64;
+    let plane = (dims[2] * dims[3]) as f64;
     (0..dims[1])
         .into_par_iter()
         .map(|c| {
-            let mean = planes(x, dims, c)
-                .map(|p| lane_sum(p, p, |v, _| v) as f64)
-                .sum::<f64>()
-                / count;
-            let m = mean as f32;
-            let var = planes(x, dims, c)
-                .map(|p| {
-                    lane_sum(p, p, |v, _| {
-                        let d = v - m;
-                        d * d
-                    }) as f64
-                })
-                .sum::<f64>()
-                / count;
-            // The float32 centre `m` differs from `mean` by rounding; correct the variance for it.
-            let shift = mean - m as f64;
-            (mean, (var - shift * shift).max(0.0))
+            let first = planes(x, dims, c).next().unwrap_or(&[]);
+            let k = (lane_sum(first, first, |v, _| v) as f64 / plane) as f32;
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            for p in planes(x, dims, c) {
+                let (a, b) = lane_sums2(p, |v| {
+                    let d = v - k;
+                    (d, d * d)
+                });
+                s1 += a as f64;
+                s2 += b as f64;
+            }
+            let d = s1 / count;
+            (k as f64 + d, (s2 / count - d * d).max(0.0))
         })
         .unzip()
 }
 
-/// `y = (x - mean) * inv_std * weight + bias`, per channel.
-pub(super) fn normalize(
-    x: &[f32],
-    dims: [usize; 4],
+/// Two sums at once, `(sum f(v).0, sum f(v).1)`, in eight float32 lanes each.
+#[inline]
+fn lane_sums2(a: &[f32], f: impl Fn(f32) -> (f32, f32)) -> (f32, f32) {
+    let (mut l0, mut l1) = ([0.0f32; 8], [0.0f32; 8]);
+    let a8 = a.chunks_exact(8);
+    let (mut t0, mut t1) = (0.0f32, 0.0f32);
+    for &v in a8.remainder() {
+        let (x, y) = f(v);
+        t0 += x;
+        t1 += y;
+    }
+    for a in a8 {
+        for i in 0..8 {
+            let (x, y) = f(a[i]);
+            l0[i] += x;
+            l1[i] += y;
+        }
+    }
+    (l0.iter().sum::<f32>() + t0, l1.iter().sum::<f32>() + t1)
+}
+
+/// The affine form of the normalisation, per channel: `y = x * scale + shift`.
+pub(super) fn affine(
     mean: &[f32],
     inv_std: &[f32],
     weight: &[f32],
     bias: &[f32],
+) -> Vec<(f32, f32)> {
+    (0..mean.len())
+        .map(|c| {
+            let scale = inv_std[c] * weight[c];
+            (scale, bias[c] - mean[c] * scale)
+        })
+        .collect()
+}
+
+/// `y = x * scale + shift` per channel, then `max(y, 0)` when `relu`: one pass.
+pub(super) fn normalize(
+    x: &[f32],
+    dims: [usize; 4],
+    affine: &[(f32, f32)],
+    relu: bool,
 ) -> Vec<f32> {
     let [_, channels, h, w] = dims;
     par_fill(x.len(), h * w, |plane, y| {
-        let c = plane % channels;
-        let scale = inv_std[c] * weight[c];
-        let shift = bias[c] - mean[c] * scale;
-        for (out, v) in y.iter_mut().zip(&x[plane * h * w..][..h * w]) {
-            *out = v * scale + shift;
+        let (scale, shift) = affine[plane % channels];
+        let x = &x[plane * h * w..][..h * w];
+        if relu {
+            for (out, v) in y.iter_mut().zip(x) {
+                *out = (v * scale + shift).max(0.0);
+            }
+        } else {
+            for (out, v) in y.iter_mut().zip(x) {
+                *out = v * scale + shift;
+            }
         }
     })
 }
 
 /// Returns (dx, dweight, dbias). In training mode the gradient also flows through the batch
-/// statistics: `dx = weight * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat))`.
+/// statistics: `dx = weight * inv_std * (g - mean(g) - xhat * mean(g * xhat))`, with `g` the
+/// output gradient, masked where the forward pass's ReLU (if `relu`) cut the output to zero:
+/// the mask is recomputed from `x` with the forward pass's exact expression, so the output
+/// itself need not be kept.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn backward(
     x: &[f32],
     dy: &[f32],
@@ -86,20 +128,33 @@ pub(super) fn backward(
     mean: &[f32],
     inv_std: &[f32],
     weight: &[f32],
+    affine: &[(f32, f32)],
     training: bool,
+    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [_, channels, h, w] = dims;
     let count = (dims[0] * h * w) as f64;
+    // The output gradient behind the ReLU.
+    let gated = |c: usize| {
+        let (scale, shift) = affine[c];
+        move |v: f32, g: f32| {
+            if relu && (v * scale + shift).max(0.0) <= 0.0 {
+                0.0
+            } else {
+                g
+            }
+        }
+    };
     let (dweight, dbias): (Vec<f32>, Vec<f32>) = (0..channels)
         .into_par_iter()
         .map(|c| {
-            let m = mean[c];
-            let (mut sum_dy, mut sum_dy_centred) = (0.0f64, 0.0f64);
+            let (m, gate) = (mean[c], gated(c));
+            let (mut sum_g, mut sum_g_centred) = (0.0f64, 0.0f64);
             for (xp, gp) in planes(x, dims, c).zip(planes(dy, dims, c)) {
-                sum_dy += lane_sum(gp, gp, |g, _| g) as f64;
-                sum_dy_centred += lane_sum(xp, gp, |v, g| g * (v - m)) as f64;
+                sum_g += lane_sum(xp, gp, |v, g| gate(v, g)) as f64;
+                sum_g_centred += lane_sum(xp, gp, |v, g| gate(v, g) * (v - m)) as f64;
             }
-            ((sum_dy_centred * inv_std[c] as f64) as f32, sum_dy as f32)
+            ((sum_g_centred * inv_std[c] as f64) as f32, sum_g as f32)
         })
         .unzip();
     let plane_len = h * w;
@@ -110,8 +165,8 @@ pub(super) fn backward(
             &dy[plane * plane_len..][..plane_len],
         );
         let scale = weight[c] * inv_std[c];
-        // Inference mode: the statistics are constants, dx = scale * dy.
-        let (mean_dy, mean_dy_xhat) = if training {
+        // Inference mode: the statistics are constants, dx = scale * g.
+        let (mean_g, mean_g_xhat) = if training {
             (
                 (dbias[c] as f64 / count) as f32,
                 (dweight[c] as f64 / count) as f32,
@@ -119,9 +174,9 @@ pub(super) fn backward(
         } else {
             (0.0, 0.0)
         };
-        let (m, s) = (mean[c], inv_std[c] * mean_dy_xhat);
+        let (m, s, gate) = (mean[c], inv_std[c] * mean_g_xhat, gated(c));
         for ((out, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-            *out = scale * (g - mean_dy - (v - m) * s);
+            *out = scale * (gate(v, g) - mean_g - (v - m) * s);
         }
     });
     (dx, dweight, dbias)

@@ -14,7 +14,11 @@ pub struct BatchNormStats {
     pub mean: Tensor,
     /// (C,)
     pub inv_std: Tensor,
+    /// (C,): the bias the forward pass added (the backward pass recomputes the ReLU mask).
+    pub bias: Tensor,
     pub training: bool,
+    /// Whether a ReLU followed the normalisation in the same pass.
+    pub relu: bool,
 }
 
 fn check(op: &'static str, x: &Tensor, per_channel: &[(&str, &Tensor)]) -> Result<[usize; 4]> {
@@ -39,6 +43,34 @@ pub fn batch_norm2d_train(
     running_var: &mut Tensor,
     momentum: f32,
     eps: f32,
+) -> Result<(Tensor, BatchNormStats)> {
+    batch_norm2d_train_act(
+        x,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        momentum,
+        eps,
+        false,
+    )
+}
+
+/// [`batch_norm2d_train`] followed by a ReLU when `relu`, in the same pass over the data (the
+/// statistics in one sweep, the normalisation and the ReLU in a second).
+///
+/// # Shapes
+/// as [`batch_norm2d_train`]
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm2d_train_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    momentum: f32,
+    eps: f32,
+    relu: bool,
 ) -> Result<(Tensor, BatchNormStats)> {
     const OP: &str = "batch_norm2d_train";
     let dims = check(
@@ -66,14 +98,8 @@ pub fn batch_norm2d_train(
                 .map(|v| (1.0 / (v + eps as f64).sqrt()) as f32)
                 .collect();
             let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-            let y = cpu::normalize(
-                x.cpu_data()?,
-                dims,
-                &mean32,
-                &inv_std,
-                weight.cpu_data()?,
-                bias.cpu_data()?,
-            );
+            let affine = cpu::affine(&mean32, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
+            let y = cpu::normalize(x.cpu_data()?, dims, &affine, relu);
             let unbias = count as f64 / (count - 1) as f64;
             let momentum64 = momentum as f64;
             for (r, m) in running_mean.cpu_data_mut()?.iter_mut().zip(&mean) {
@@ -86,7 +112,9 @@ pub fn batch_norm2d_train(
             let stats = BatchNormStats {
                 mean: Tensor::from_vec(mean32, &channels)?,
                 inv_std: Tensor::from_vec(inv_std, &channels)?,
+                bias: bias.clone(),
                 training: true,
+                relu,
             };
             Ok((Tensor::from_vec(y, x.shape())?, stats))
         }
@@ -105,6 +133,22 @@ pub fn batch_norm2d_eval(
     running_mean: &Tensor,
     running_var: &Tensor,
     eps: f32,
+) -> Result<(Tensor, BatchNormStats)> {
+    batch_norm2d_eval_act(x, weight, bias, running_mean, running_var, eps, false)
+}
+
+/// [`batch_norm2d_eval`] followed by a ReLU when `relu`, in one pass.
+///
+/// # Shapes
+/// as [`batch_norm2d_train`]; the running statistics are only read.
+pub fn batch_norm2d_eval_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+    relu: bool,
 ) -> Result<(Tensor, BatchNormStats)> {
     const OP: &str = "batch_norm2d_eval";
     let dims = check(
@@ -125,18 +169,14 @@ pub fn batch_norm2d_eval(
                 .map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
                 .collect();
             let mean = running_mean.cpu_data()?;
-            let y = cpu::normalize(
-                x.cpu_data()?,
-                dims,
-                mean,
-                &inv_std,
-                weight.cpu_data()?,
-                bias.cpu_data()?,
-            );
+            let affine = cpu::affine(mean, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
+            let y = cpu::normalize(x.cpu_data()?, dims, &affine, relu);
             let stats = BatchNormStats {
                 mean: running_mean.clone(),
                 inv_std: Tensor::from_vec(inv_std, &[dims[1]])?,
+                bias: bias.clone(),
                 training: false,
+                relu,
             };
             Ok((Tensor::from_vec(y, x.shape())?, stats))
         }
@@ -144,7 +184,8 @@ pub fn batch_norm2d_eval(
     }
 }
 
-/// Batch norm backward, in the mode the statistics came from.
+/// Batch norm backward (through the ReLU when the forward pass had one), in the mode the
+/// statistics came from.
 ///
 /// # Shapes
 /// - `x`, `dy`: (N, C, H, W); `weight`: (C,)
@@ -163,19 +204,27 @@ pub fn batch_norm2d_backward(
             ("weight", weight),
             ("mean", &stats.mean),
             ("inv_std", &stats.inv_std),
+            ("bias", &stats.bias),
         ],
     )?;
     dy.expect_shape(OP, "output gradient", x.shape())?;
-    match common_device(OP, &[x, weight, &stats.mean, &stats.inv_std, dy])? {
+    match common_device(
+        OP,
+        &[x, weight, &stats.mean, &stats.inv_std, &stats.bias, dy],
+    )? {
         Device::Cpu => {
+            let (mean, inv_std) = (stats.mean.cpu_data()?, stats.inv_std.cpu_data()?);
+            let affine = cpu::affine(mean, inv_std, weight.cpu_data()?, stats.bias.cpu_data()?);
             let (dx, dweight, dbias) = cpu::backward(
                 x.cpu_data()?,
                 dy.cpu_data()?,
                 dims,
-                stats.mean.cpu_data()?,
-                stats.inv_std.cpu_data()?,
+                mean,
+                inv_std,
                 weight.cpu_data()?,
+                &affine,
                 stats.training,
+                stats.relu,
             );
             let channels = [dims[1]];
             Ok((

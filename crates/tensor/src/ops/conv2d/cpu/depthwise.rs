@@ -80,19 +80,19 @@ impl Geometry {
     /// Lays `plane` (`H x W`) out into zero-padded phase planes.
     fn split(&self, plane: &[f32], phases: &mut [f32]) {
         phases.fill(0.0);
-        if self.stride == 1 {
-            for y in 0..self.h {
-                phases[(y + self.pad) * self.wq + self.pad..][..self.w]
-                    .copy_from_slice(&plane[y * self.w..][..self.w]);
-            }
-            return;
-        }
         let s = self.stride;
         for y in 0..self.h {
             let (a, r) = ((y + self.pad) % s, (y + self.pad) / s);
-            for (x, &v) in plane[y * self.w..][..self.w].iter().enumerate() {
-                let (b, c) = ((x + self.pad) % s, (x + self.pad) / s);
-                phases[(a * s + b) * self.phase_len() + r * self.wq + c] = v;
+            let row = &plane[y * self.w..][..self.w];
+            // Input column x goes to phase b = (x + pad) % s, column (x + pad) / s: the first
+            // x of each phase and then every s-th one, as one strided copy per phase.
+            for b in 0..s.min(self.w) {
+                let x0 = (b + s - self.pad % s) % s;
+                let dst = &mut phases
+                    [(a * s + b) * self.phase_len() + r * self.wq + (x0 + self.pad) / s..];
+                for (d, &v) in dst.iter_mut().zip(row[x0.min(self.w)..].iter().step_by(s)) {
+                    *d = v;
+                }
             }
         }
     }
@@ -104,13 +104,13 @@ impl Geometry {
         for y in 0..self.h {
             let (a, r) = ((y + self.pad) % s, (y + self.pad) / s);
             let row = &mut plane[y * self.w..][..self.w];
-            if s == 1 {
-                row.copy_from_slice(&phases[r * self.wq + self.pad..][..self.w]);
-                continue;
-            }
-            for (x, out) in row.iter_mut().enumerate() {
-                let (b, c) = ((x + self.pad) % s, (x + self.pad) / s);
-                *out = phases[(a * s + b) * self.phase_len() + r * self.wq + c];
+            for b in 0..s.min(self.w) {
+                let x0 = (b + s - self.pad % s) % s;
+                let src =
+                    &phases[(a * s + b) * self.phase_len() + r * self.wq + (x0 + self.pad) / s..];
+                for (d, &v) in row[x0.min(self.w)..].iter_mut().step_by(s).zip(src) {
+                    *d = v;
+                }
             }
         }
     }
