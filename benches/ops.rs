@@ -287,6 +287,26 @@ fn main() {
         println!("{line}");
         return;
     }
+    // A quick look while developing: min and median of 15 runs of matching rows.
+    if let Ok(pattern) = std::env::var("EATNAS_BENCH_QUICK") {
+        for row in rows.iter().filter(|r| r.name.contains(&pattern)) {
+            let mut run = (row.build)();
+            run();
+            let mut times: Vec<f64> = (0..15)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    run();
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{:<34} min {:>8.2} ms  median {:>8.2} ms",
+                row.name, times[0], times[7]
+            );
+        }
+        return;
+    }
     let mut criterion = Criterion::default().sample_size(10).configure_from_args();
     for row in &rows {
         // Built on the first call, so rows that criterion's filter leaves out cost nothing,

@@ -212,12 +212,20 @@ fn batch_norm_relu_case(device: Device, rng: &mut ChaCha8Rng) {
             let (fused, fused_stats) = run(true);
             let (plain, plain_stats) = run(false);
             let relu_out = relu(&plain).unwrap();
-            assert_eq!(fused.to_vec().unwrap(), relu_out.to_vec().unwrap(), "{what}: forward");
+            assert_eq!(
+                fused.to_vec().unwrap(),
+                relu_out.to_vec().unwrap(),
+                "{what}: forward"
+            );
             let (dx, dg, db) = batch_norm2d_backward(&x, &gamma, &fused_stats, &dy).unwrap();
             let gated = relu_backward(&relu_out, &dy).unwrap();
             let (dx2, dg2, db2) = batch_norm2d_backward(&x, &gamma, &plain_stats, &gated).unwrap();
             assert_eq!(dx.to_vec().unwrap(), dx2.to_vec().unwrap(), "{what}: dx");
-            assert_eq!(dg.to_vec().unwrap(), dg2.to_vec().unwrap(), "{what}: dweight");
+            assert_eq!(
+                dg.to_vec().unwrap(),
+                dg2.to_vec().unwrap(),
+                "{what}: dweight"
+            );
             assert_eq!(db.to_vec().unwrap(), db2.to_vec().unwrap(), "{what}: dbias");
         }
     }

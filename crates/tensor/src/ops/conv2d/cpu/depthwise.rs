@@ -79,19 +79,34 @@ impl Geometry {
 
     /// Lays `plane` (`H x W`) out into zero-padded phase planes.
     fn split(&self, plane: &[f32], phases: &mut [f32]) {
-        phases.fill(0.0);
         let s = self.stride;
+        if s == 1 {
+            // Zeros only where no input value lands: the padding rows (and the slack after
+            // them) and the padding columns of each row.
+            let (p, wq) = (self.pad, self.wq);
+            phases[..p * wq + p].fill(0.0);
+            for y in 0..self.h {
+                let row = &mut phases[(y + p) * wq + p..][..wq];
+                row[..self.w].copy_from_slice(&plane[y * self.w..][..self.w]);
+                row[self.w..].fill(0.0); // right padding, then the next row's left padding
+            }
+            phases[(self.h + p) * wq + p..].fill(0.0);
+            return;
+        }
+        phases.fill(0.0);
         for y in 0..self.h {
             let (a, r) = ((y + self.pad) % s, (y + self.pad) / s);
             let row = &plane[y * self.w..][..self.w];
             // Input column x goes to phase b = (x + pad) % s, column (x + pad) / s: the first
-            // x of each phase and then every s-th one, as one strided copy per phase.
+            // x of each phase and then every s-th one.
             for b in 0..s.min(self.w) {
                 let x0 = (b + s - self.pad % s) % s;
                 let dst = &mut phases
                     [(a * s + b) * self.phase_len() + r * self.wq + (x0 + self.pad) / s..];
-                for (d, &v) in dst.iter_mut().zip(row[x0.min(self.w)..].iter().step_by(s)) {
-                    *d = v;
+                let src = &row[x0.min(self.w)..];
+                let count = src.len().div_ceil(s);
+                for (i, d) in dst[..count].iter_mut().enumerate() {
+                    *d = src[i * s];
                 }
             }
         }
