@@ -94,7 +94,10 @@ pub(crate) fn matmul_strided(
         out.len()
     );
     assert!(
-        m <= 1 || n <= 1 || (col_stride >= 1 && row_stride >= n * col_stride) || (row_stride >= 1 && col_stride >= m * row_stride),
+        m <= 1
+            || n <= 1
+            || (col_stride >= 1 && row_stride >= n * col_stride)
+            || (row_stride >= 1 && col_stride >= m * row_stride),
         "overlapping output view"
     );
     if m == 0 || n == 0 {

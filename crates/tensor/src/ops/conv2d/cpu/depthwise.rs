@@ -1,22 +1,31 @@
-//! Direct depthwise convolution (one filter per channel), one plane per task, no im2col.
+//! Direct depthwise convolution (one filter per channel), no im2col.
 //!
-//! Each input plane is laid out once into `stride * stride` zero-padded *phase* planes,
-//! `phase[a][b][r][c] = padded[stride * r + a][stride * c + b]` (`Hq x Wq` each, `Hq = Hp / s`,
-//! `Wq = Wp / s` rounded up; at stride 1 that is just the padded plane). The output is computed
-//! on rows `Wq` wide: then the tap `(kh, kw)` reads, for every output element `i`, the phase
-//! buffer at `offset(kh, kw) + i`, a plain shift. The whole plane is one loop over `i` with all
-//! taps accumulated in registers (`simd::weighted_shifts`) and no padding branch; the
-//! `Wq - OW` extra columns of each row are dropped at the end.
+//! A task takes one channel and a group of `G` images: their planes of that channel share the
+//! filter. They are laid out once, stacked, into `stride * stride` zero-padded *phase* planes:
+//! `phase[a][b][j * Hq + r][c] = padded_j[stride * r + a][stride * c + b]` for image `j` of the
+//! group (`Hq x Wq` per image, `Hq = Hp / s`, `Wq = Wp / s` rounded up; at stride 1 that is
+//! just the padded planes one under the other). The output is computed on rows `Wq` wide,
+//! image `j`'s rows starting at `j * Hq`: then the tap `(kh, kw)` reads, for every output
+//! element `i`, the phase buffer at `offset(kh, kw) + i`, a plain shift, and never crosses into
+//! another image for the elements kept. The whole group is one loop over `i` with every tap
+//! accumulated in registers (`simd::weighted_shifts`), no padding branch; the extra columns and
+//! rows are dropped at the end. Stacking is what keeps small planes (14x14 down to 1x1) fast:
+//! the per-call work is a group, not a 4-element plane.
 //!
 //! Backward: the weight gradient is a dot product of the (widened) output gradient with each
-//! shift; the input gradient at stride 1 is the forward pass of the output gradient with the
-//! flipped filter, and otherwise the adjoint scatter of the forward pass into the phase planes.
+//! shift, over all the channel's images; the input gradient at stride 1 is the forward pass of
+//! the output gradient with the flipped filter, and otherwise the adjoint scatter of the
+//! forward pass into the phase planes.
 
 use rayon::prelude::*;
 
 use crate::cpu::pool::{self, HostBuffer};
 use crate::cpu::simd::{scatter_shifts, shifted_dots, weighted_shifts};
 use crate::ops::conv2d::Conv2dShape;
+
+/// Phase-buffer elements a task aims at: with its wide output plane, about 32 KiB, so that a
+/// group stays in the L1 and L2 caches while every tap sweeps it.
+const GROUP_ELEMENTS: usize = 4096;
 
 struct Geometry {
     h: usize,
@@ -27,14 +36,18 @@ struct Geometry {
     kw: usize,
     pad: usize,
     stride: usize,
-    /// Phase plane rows and columns.
+    /// Phase rows and columns of one image.
     hq: usize,
     wq: usize,
+    /// Images stacked in one task.
+    group: usize,
 }
 
 impl Geometry {
     fn new(s: &Conv2dShape) -> Geometry {
         let stride = s.stride;
+        let hq = (s.in_height + 2 * s.padding).div_ceil(stride);
+        let wq = (s.in_width + 2 * s.padding).div_ceil(stride);
         Geometry {
             h: s.in_height,
             w: s.in_width,
@@ -44,13 +57,15 @@ impl Geometry {
             kw: s.kernel_width,
             pad: s.padding,
             stride,
-            hq: (s.in_height + 2 * s.padding).div_ceil(stride),
-            wq: (s.in_width + 2 * s.padding).div_ceil(stride),
+            hq,
+            wq,
+            group: group_size(s.batch, stride * stride * hq * wq),
         }
     }
 
+    /// One phase plane of a whole group.
     fn phase_len(&self) -> usize {
-        self.hq * self.wq
+        self.group * self.hq * self.wq
     }
 
     /// All phase planes plus one row of slack: the last tap's shift may read past the last
@@ -59,9 +74,9 @@ impl Geometry {
         self.stride * self.stride * self.phase_len() + self.wq + self.kw
     }
 
-    /// Length of an output plane on wide rows.
+    /// Length of a group's output on wide rows: up to the last image's last output row.
     fn wide_len(&self) -> usize {
-        self.oh * self.wq
+        ((self.group - 1) * self.hq + self.oh) * self.wq
     }
 
     fn offset(&self, kh: usize, kw: usize) -> usize {
@@ -77,47 +92,40 @@ impl Geometry {
             .collect()
     }
 
-    /// Lays `plane` (`H x W`) out into zero-padded phase planes.
-    fn split(&self, plane: &[f32], phases: &mut [f32]) {
-        let s = self.stride;
-        if s == 1 {
-            // Zeros only where no input value lands: the padding rows (and the slack after
-            // them) and the padding columns of each row.
-            let (p, wq) = (self.pad, self.wq);
-            phases[..p * wq + p].fill(0.0);
-            for y in 0..self.h {
-                let row = &mut phases[(y + p) * wq + p..][..wq];
-                row[..self.w].copy_from_slice(&plane[y * self.w..][..self.w]);
-                row[self.w..].fill(0.0); // right padding, then the next row's left padding
-            }
-            phases[(self.h + p) * wq + p..].fill(0.0);
-            return;
-        }
+    /// Lays the planes of a group (`H x W` each, `planes[j]` for image `j`) out into the
+    /// zero-padded phase planes.
+    fn split<'a>(&self, planes: impl Iterator<Item = &'a [f32]>, phases: &mut [f32]) {
         phases.fill(0.0);
-        for y in 0..self.h {
-            let (a, r) = ((y + self.pad) % s, (y + self.pad) / s);
-            let row = &plane[y * self.w..][..self.w];
-            // Input column x goes to phase b = (x + pad) % s, column (x + pad) / s: the first
-            // x of each phase and then every s-th one.
-            for b in 0..s.min(self.w) {
-                let x0 = (b + s - self.pad % s) % s;
-                let dst = &mut phases
-                    [(a * s + b) * self.phase_len() + r * self.wq + (x0 + self.pad) / s..];
-                let src = &row[x0.min(self.w)..];
-                let count = src.len().div_ceil(s);
-                for (i, d) in dst[..count].iter_mut().enumerate() {
-                    *d = src[i * s];
+        let s = self.stride;
+        for (j, plane) in planes.enumerate() {
+            for y in 0..self.h {
+                let (a, r) = ((y + self.pad) % s, j * self.hq + (y + self.pad) / s);
+                let row = &plane[y * self.w..][..self.w];
+                if s == 1 {
+                    phases[r * self.wq + self.pad..][..self.w].copy_from_slice(row);
+                    continue;
+                }
+                // Input column x goes to phase b = (x + pad) % s, column (x + pad) / s: the
+                // first x of each phase and then every s-th one.
+                for b in 0..s.min(self.w) {
+                    let x0 = (b + s - self.pad % s) % s;
+                    let dst = &mut phases
+                        [(a * s + b) * self.phase_len() + r * self.wq + (x0 + self.pad) / s..];
+                    let src = &row[x0.min(self.w)..];
+                    for (i, d) in dst[..src.len().div_ceil(s)].iter_mut().enumerate() {
+                        *d = src[i * s];
+                    }
                 }
             }
         }
     }
 
-    /// The inverse of [`Geometry::split`]: gathers the `H x W` plane out of the phase planes
-    /// (padding dropped).
-    fn merge(&self, phases: &[f32], plane: &mut [f32]) {
+    /// The inverse of [`Geometry::split`] for image `j`: gathers its `H x W` plane out of the
+    /// phase planes (padding dropped).
+    fn merge(&self, phases: &[f32], j: usize, plane: &mut [f32]) {
         let s = self.stride;
         for y in 0..self.h {
-            let (a, r) = ((y + self.pad) % s, (y + self.pad) / s);
+            let (a, r) = ((y + self.pad) % s, j * self.hq + (y + self.pad) / s);
             let row = &mut plane[y * self.w..][..self.w];
             for b in 0..s.min(self.w) {
                 let x0 = (b + s - self.pad % s) % s;
@@ -130,28 +138,34 @@ impl Geometry {
         }
     }
 
-    /// Lays an output-shaped plane (`OH x OW`) on wide rows, zeros in the extra columns.
-    fn widen(&self, plane: &[f32], wide: &mut [f32]) {
+    /// Lays output-shaped planes (`OH x OW`, `planes[j]` for image `j`) on the group's wide
+    /// rows, zeros elsewhere.
+    fn widen<'a>(&self, planes: impl Iterator<Item = &'a [f32]>, wide: &mut [f32]) {
         wide.fill(0.0);
-        for oh in 0..self.oh {
-            wide[oh * self.wq..][..self.ow].copy_from_slice(&plane[oh * self.ow..][..self.ow]);
+        for (j, plane) in planes.enumerate() {
+            for oh in 0..self.oh {
+                wide[(j * self.hq + oh) * self.wq..][..self.ow]
+                    .copy_from_slice(&plane[oh * self.ow..][..self.ow]);
+            }
         }
     }
 
-    /// Drops the extra columns of a wide plane.
-    fn narrow(&self, wide: &[f32], plane: &mut [f32]) {
+    /// Image `j`'s output plane out of the group's wide rows.
+    fn narrow(&self, wide: &[f32], j: usize, plane: &mut [f32]) {
         for oh in 0..self.oh {
-            plane[oh * self.ow..][..self.ow].copy_from_slice(&wide[oh * self.wq..][..self.ow]);
+            plane[oh * self.ow..][..self.ow]
+                .copy_from_slice(&wide[(j * self.hq + oh) * self.wq..][..self.ow]);
         }
     }
 
     /// The geometry of the stride-1 backward-input pass, when it is a plain forward pass:
     /// the output gradient padded by `k - 1 - padding` and the flipped filter give back `H x W`.
-    fn transposed(&self) -> Option<Geometry> {
+    fn transposed(&self, batch: usize) -> Option<Geometry> {
         // The padded output gradient is OH + 2 (k - 1 - p) - (k - 1) = H high: always H x W.
         let fits = self.stride == 1 && self.kh == self.kw && self.pad < self.kh;
         fits.then(|| {
             let pad = self.kh - 1 - self.pad;
+            let (hq, wq) = (self.oh + 2 * pad, self.ow + 2 * pad);
             Geometry {
                 h: self.oh,
                 w: self.ow,
@@ -161,28 +175,20 @@ impl Geometry {
                 kw: self.kw,
                 pad,
                 stride: 1,
-                hq: self.oh + 2 * pad,
-                wq: self.ow + 2 * pad,
+                hq,
+                wq,
+                group: group_size(batch, hq * wq),
             }
         })
     }
 }
 
-/// One plane of the forward pass: `y = conv(x, filter)` through the phase layout.
-fn forward_plane(
-    g: &Geometry,
-    x: &[f32],
-    taps: &[(usize, f32)],
-    y: &mut [f32],
-    phases: &mut [f32],
-    wide: &mut [f32],
-) {
-    g.split(x, phases);
-    weighted_shifts(wide, phases, taps);
-    g.narrow(wide, y);
+/// Images per task: enough to fill [`GROUP_ELEMENTS`], at least one.
+fn group_size(batch: usize, elements_per_image: usize) -> usize {
+    (GROUP_ELEMENTS / elements_per_image.max(1)).clamp(1, batch.max(1))
 }
 
-/// A task's phase planes and wide output plane, from the workspace pool.
+/// A task's phase planes and wide output rows, from the workspace pool.
 fn scratch(g: &Geometry) -> (HostBuffer, HostBuffer) {
     (
         HostBuffer::zeroed(g.phases_len()),
@@ -204,24 +210,89 @@ fn channel_taps(g: &Geometry, w: &[f32], flip: bool) -> Vec<Vec<(usize, f32)>> {
         .collect()
 }
 
+/// The planes of an (N, C, plane) tensor, handed out so that tasks working on different
+/// (image, channel) pairs write disjoint planes in parallel.
+struct Planes {
+    ptr: *mut f32,
+    plane: usize,
+    count: usize,
+}
+
+// SAFETY: `Planes` only hands out disjoint planes, each to the one task that owns its (image,
+// channel) pair (see `Planes::get`).
+unsafe impl Sync for Planes {}
+
+impl Planes {
+    fn new(data: &mut [f32], plane: usize) -> Planes {
+        Planes {
+            ptr: data.as_mut_ptr(),
+            plane,
+            count: data.len() / plane.max(1),
+        }
+    }
+
+    /// Plane `index` for writing.
+    ///
+    /// # Safety
+    /// No two live slices may come from the same `index`: the tasks of one op partition the
+    /// (image, channel) pairs, so each index is taken by exactly one task.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get(&self, index: usize) -> &mut [f32] {
+        assert!(index < self.count, "plane {index} of {}", self.count);
+        // SAFETY: in bounds (checked above); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(index * self.plane), self.plane) }
+    }
+}
+
+/// The (channel, first image, images) of every task.
+fn tasks(g: &Geometry, s: &Conv2dShape) -> Vec<(usize, usize, usize)> {
+    (0..s.in_channels)
+        .flat_map(|c| {
+            (0..s.batch)
+                .step_by(g.group)
+                .map(move |n0| (c, n0, g.group.min(s.batch - n0)))
+        })
+        .collect()
+}
+
+/// One group of the forward pass: `out = conv(input, taps)` for images `n0..n0 + count` of
+/// `channel`, through the phase layout.
+#[allow(clippy::too_many_arguments)]
+fn forward_group(
+    g: &Geometry,
+    s: &Conv2dShape,
+    input: &[f32],
+    taps: &[(usize, f32)],
+    out: &Planes,
+    (channel, n0, count): (usize, usize, usize),
+    phases: &mut [f32],
+    wide: &mut [f32],
+) {
+    let (in_plane, channels) = (g.h * g.w, s.in_channels);
+    let planes =
+        (n0..n0 + count).map(|n| &input[(n * channels + channel) * in_plane..][..in_plane]);
+    g.split(planes, phases);
+    // A short last group computes only its own rows.
+    let len = ((count - 1) * g.hq + g.oh) * g.wq;
+    weighted_shifts(&mut wide[..len], phases, taps);
+    for j in 0..count {
+        // SAFETY: this task alone owns the (image, channel) pairs of its group.
+        let plane = unsafe { out.get((n0 + j) * channels + channel) };
+        g.narrow(wide, j, plane);
+    }
+}
+
 /// # Shapes
 /// `x`: (N, C, H, W), `w`: (C, 1, KH, KW); returns (N, C, OH, OW)
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
-    let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
     let taps = channel_taps(&g, w, false);
-    let mut y = pool::take(s.batch * s.out_channels * out_plane);
-    y.par_chunks_mut(out_plane).enumerate().for_each_init(
+    let mut y = pool::take(s.batch * s.out_channels * g.oh * g.ow);
+    let out = Planes::new(&mut y, g.oh * g.ow);
+    tasks(&g, s).into_par_iter().for_each_init(
         || scratch(&g),
-        |(phases, wide), (plane, y)| {
-            forward_plane(
-                &g,
-                &x[plane * in_plane..][..in_plane],
-                &taps[plane % s.in_channels],
-                y,
-                phases,
-                wide,
-            );
+        |(phases, wide), task| {
+            forward_group(&g, s, x, &taps[task.0], &out, task, phases, wide);
         },
     );
     y
@@ -233,32 +304,33 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     let g = Geometry::new(s);
     let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
     let mut dx = pool::take(s.batch * s.in_channels * in_plane);
-    if let Some(t) = g.transposed() {
+    let out = Planes::new(&mut dx, in_plane);
+    if let Some(t) = g.transposed(s.batch) {
         let flipped = channel_taps(&t, w, true);
-        dx.par_chunks_mut(in_plane).enumerate().for_each_init(
+        tasks(&t, s).into_par_iter().for_each_init(
             || scratch(&t),
-            |(phases, wide), (plane, dx)| {
-                forward_plane(
-                    &t,
-                    &dy[plane * out_plane..][..out_plane],
-                    &flipped[plane % s.in_channels],
-                    dx,
-                    phases,
-                    wide,
-                );
+            |(phases, wide), task| {
+                forward_group(&t, s, dy, &flipped[task.0], &out, task, phases, wide);
             },
         );
         return dx;
     }
     let taps = channel_taps(&g, w, false);
-    dx.par_chunks_mut(in_plane).enumerate().for_each_init(
+    tasks(&g, s).into_par_iter().for_each_init(
         || scratch(&g),
-        |(dphases, wide), (plane, dx)| {
-            g.widen(&dy[plane * out_plane..][..out_plane], wide);
+        |(dphases, wide), (channel, n0, count)| {
+            let c = s.in_channels;
+            let planes =
+                (n0..n0 + count).map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
+            g.widen(planes, wide);
             dphases.fill(0.0);
-            // The adjoint of the forward pass; the extra columns of `wide` are zeros.
-            scatter_shifts(dphases, wide, &taps[plane % s.in_channels]);
-            g.merge(dphases, dx);
+            // The adjoint of the forward pass; the extra columns and rows of `wide` are zeros.
+            scatter_shifts(dphases, wide, &taps[channel]);
+            for j in 0..count {
+                // SAFETY: this task alone owns the (image, channel) pairs of its group.
+                let plane = unsafe { out.get((n0 + j) * c + channel) };
+                g.merge(dphases, j, plane);
+            }
         },
     );
     dx
@@ -270,17 +342,22 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     let g = Geometry::new(s);
     let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let offsets: Vec<usize> = g.taps(&vec![0.0; taps]).iter().map(|t| t.0).collect();
+    let c = s.in_channels;
     let mut dw = vec![0.0f32; s.out_channels * taps];
     dw.par_chunks_mut(taps).enumerate().for_each_init(
         || scratch(&g),
         |(phases, wide), (channel, dw)| {
-            // float32 within a plane, float64 across the batch: a fixed order, whatever the
+            // float32 within a group, float64 across groups: a fixed order, whatever the
             // scheduling.
             let mut sums = vec![0.0f64; taps];
-            for image in 0..s.batch {
-                let plane = image * s.in_channels + channel;
-                g.split(&x[plane * in_plane..][..in_plane], phases);
-                g.widen(&dy[plane * out_plane..][..out_plane], wide);
+            for n0 in (0..s.batch).step_by(g.group) {
+                let images = n0..(n0 + g.group).min(s.batch);
+                let x_planes = images
+                    .clone()
+                    .map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
+                let dy_planes = images.map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
+                g.split(x_planes, phases);
+                g.widen(dy_planes, wide);
                 shifted_dots(&mut sums, wide, phases, &offsets);
             }
             for (out, sum) in dw.iter_mut().zip(sums) {
@@ -289,4 +366,92 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
         },
     );
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv2d::conv_output_size;
+
+    /// The definition, one multiply-add at a time.
+    fn reference(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> [Vec<f32>; 3] {
+        let (h, wd, oh, ow, k) = (
+            s.in_height,
+            s.in_width,
+            s.out_height,
+            s.out_width,
+            s.kernel_height,
+        );
+        let mut y = vec![0.0f32; s.batch * s.in_channels * oh * ow];
+        let mut dx = vec![0.0f32; x.len()];
+        let mut dw = vec![0.0f64; w.len()];
+        for n in 0..s.batch {
+            for c in 0..s.in_channels {
+                let plane = n * s.in_channels + c;
+                for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                    let o = plane * oh * ow + oy * ow + ox;
+                    for (ky, kx) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))) {
+                        let iy = (oy * s.stride + ky) as isize - s.padding as isize;
+                        let ix = (ox * s.stride + kx) as isize - s.padding as isize;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                            continue;
+                        }
+                        let i = plane * h * wd + iy as usize * wd + ix as usize;
+                        let t = c * k * k + ky * k + kx;
+                        y[o] += w[t] * x[i];
+                        dx[i] += w[t] * dy[o];
+                        dw[t] += (dy[o] * x[i]) as f64;
+                    }
+                }
+            }
+        }
+        [y, dx, dw.into_iter().map(|v| v as f32).collect()]
+    }
+
+    #[test]
+    fn groups_of_stacked_images_match_the_definition() {
+        // Planes large enough that a task holds two images, so the batch of 3 ends on a short
+        // group; every kernel, both strides.
+        for (size, k, stride) in [(40, 3, 1), (40, 5, 2), (23, 7, 1), (23, 3, 2), (1, 3, 1)] {
+            let (batch, channels, pad) = (3, 2, k / 2);
+            let out = conv_output_size(size, k, stride, pad).unwrap();
+            let s = Conv2dShape {
+                batch,
+                in_channels: channels,
+                in_height: size,
+                in_width: size,
+                out_channels: channels,
+                out_height: out,
+                out_width: out,
+                kernel_height: k,
+                kernel_width: k,
+                stride,
+                padding: pad,
+                groups: channels,
+            };
+            let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32) - 0.5;
+            let x: Vec<f32> = (0..batch * channels * size * size)
+                .map(|i| value(i, 97))
+                .collect();
+            let w: Vec<f32> = (0..channels * k * k).map(|i| value(i, 13)).collect();
+            let dy: Vec<f32> = (0..batch * channels * out * out)
+                .map(|i| value(i, 89))
+                .collect();
+            let [y, dx, dw] = reference(&x, &w, &dy, &s);
+            let got = [
+                forward(&x, &w, &s),
+                backward_input(&w, &dy, &s),
+                backward_weight(&x, &dy, &s),
+            ];
+            for (name, (got, want)) in ["y", "dx", "dw"].iter().zip(got.iter().zip([y, dx, dw])) {
+                assert_eq!(got.len(), want.len());
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{name}[{i}] {a} vs {b}: size {size} k{k} s{stride}"
+                    );
+                }
+            }
+        }
+    }
 }

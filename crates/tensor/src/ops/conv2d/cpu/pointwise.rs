@@ -38,7 +38,14 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
         for p in 0..pixels {
             let x_p = pixel_view(x, n, cin, pixels, p);
             let threads = rayon::current_num_threads();
-            matmul_strided(&mut y[p..], (cout * pixels, pixels), x_p, weight_t, false, threads);
+            matmul_strided(
+                &mut y[p..],
+                (cout * pixels, pixels),
+                x_p,
+                weight_t,
+                false,
+                threads,
+            );
         }
         return y;
     }
@@ -62,7 +69,14 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
         for p in 0..pixels {
             let dy_p = pixel_view(dy, n, cout, pixels, p);
             let threads = rayon::current_num_threads();
-            matmul_strided(&mut dx[p..], (cin * pixels, pixels), dy_p, weight, false, threads);
+            matmul_strided(
+                &mut dx[p..],
+                (cin * pixels, pixels),
+                dy_p,
+                weight,
+                false,
+                threads,
+            );
         }
         return dx;
     }
