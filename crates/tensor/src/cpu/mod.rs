@@ -50,3 +50,37 @@ pub(crate) fn par_fill(
         .for_each(|(i, piece)| fill(i, piece));
     out
 }
+
+/// The planes of an (N, C, plane) tensor, handed out so that tasks working on different
+/// (image, channel) pairs write disjoint planes in parallel.
+pub(crate) struct Planes {
+    ptr: *mut f32,
+    plane: usize,
+    count: usize,
+}
+
+// SAFETY: `Planes` only hands out disjoint planes, each to the one task that owns its (image,
+// channel) pair (see `Planes::get`).
+unsafe impl Sync for Planes {}
+
+impl Planes {
+    pub(crate) fn new(data: &mut [f32], plane: usize) -> Planes {
+        Planes {
+            ptr: data.as_mut_ptr(),
+            plane,
+            count: data.len() / plane.max(1),
+        }
+    }
+
+    /// Plane `index` for writing.
+    ///
+    /// # Safety
+    /// No two live slices may come from the same `index`: the tasks of one op partition the
+    /// (image, channel) pairs, so each index is taken by exactly one task.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn get(&self, index: usize) -> &mut [f32] {
+        assert!(index < self.count, "plane {index} of {}", self.count);
+        // SAFETY: in bounds (checked above); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(index * self.plane), self.plane) }
+    }
+}

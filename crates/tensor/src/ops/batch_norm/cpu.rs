@@ -1,9 +1,13 @@
-//! CPU kernels of batch norm: float32 sums within a plane (vectorised), float64 across planes,
-//! one channel or one plane per task.
+//! CPU kernels of batch norm: float32 sums within a plane (vectorised), float64 across planes.
+//!
+//! In training one task takes one channel and does everything for it at once: its statistics,
+//! then its normalisation (forward), or its two reductions, then its input gradient (backward).
+//! The channel's planes (N x H x W values) are read from memory by the first sweep and, while
+//! they still sit in the core's cache, again by the second: one trip to memory instead of two.
 
 use rayon::prelude::*;
 
-use crate::cpu::par_fill;
+use crate::cpu::{par_fill, pool, Planes};
 
 /// The planes (H*W values each) of `channel` across the batch.
 fn planes<'a>(
@@ -30,30 +34,59 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Per-channel mean and biased variance in one sweep over `x`: sums of `x - K` and of its
-/// square, with `K` the channel's first plane mean (so that the difference of the two sums
-/// does not cancel when the mean is large against the spread).
-pub(super) fn channel_moments(x: &[f32], dims: [usize; 4]) -> (Vec<f64>, Vec<f64>) {
+/// Mean and biased variance of `channel` in one sweep: sums of `x - K` and of its square, with
+/// `K` the channel's first plane mean (so that the difference of the two sums does not cancel
+/// when the mean is large against the spread).
+fn channel_moments(x: &[f32], dims: [usize; 4], channel: usize) -> (f64, f64) {
     let count = (dims[0] * dims[2] * dims[3]) as f64;
     let plane = (dims[2] * dims[3]) as f64;
-    (0..dims[1])
+    let first = planes(x, dims, channel).next().unwrap_or(&[]);
+    let k = (lane_sum(first, first, |v, _| v) as f64 / plane) as f32;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for p in planes(x, dims, channel) {
+        let (a, b) = lane_sums2(p, |v| {
+            let d = v - k;
+            (d, d * d)
+        });
+        s1 += a as f64;
+        s2 += b as f64;
+    }
+    let d = s1 / count;
+    (k as f64 + d, (s2 / count - d * d).max(0.0))
+}
+
+/// `1 / sqrt(var + eps)` as the forward and backward passes both compute it.
+pub(super) fn inv_std(var: f64, eps: f32) -> f32 {
+    (1.0 / (var + eps as f64).sqrt()) as f32
+}
+
+/// Training forward: per channel, the batch mean and biased variance, then
+/// `y = x * scale + shift` (and `max(y, 0)` when `relu`). Returns `(y, mean, var)`.
+pub(super) fn train_forward(
+    x: &[f32],
+    dims: [usize; 4],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+    relu: bool,
+) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
+    let channels = dims[1];
+    let mut y = pool::take(x.len());
+    let out = Planes::new(&mut y, dims[2] * dims[3]);
+    let (mean, var) = (0..channels)
         .into_par_iter()
         .map(|c| {
-            let first = planes(x, dims, c).next().unwrap_or(&[]);
-            let k = (lane_sum(first, first, |v, _| v) as f64 / plane) as f32;
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            for p in planes(x, dims, c) {
-                let (a, b) = lane_sums2(p, |v| {
-                    let d = v - k;
-                    (d, d * d)
-                });
-                s1 += a as f64;
-                s2 += b as f64;
+            let (mean, var) = channel_moments(x, dims, c);
+            let (scale, shift) = channel_affine(mean as f32, inv_std(var, eps), weight[c], bias[c]);
+            for (n, xp) in planes(x, dims, c).enumerate() {
+                // SAFETY: this task alone writes channel c's planes.
+                let yp = unsafe { out.get(n * channels + c) };
+                normalize_plane(xp, yp, scale, shift, relu);
             }
-            let d = s1 / count;
-            (k as f64 + d, (s2 / count - d * d).max(0.0))
+            (mean, var)
         })
-        .unzip()
+        .unzip();
+    (y, mean, var)
 }
 
 /// Two sums at once, `(sum f(v).0, sum f(v).1)`, in eight float32 lanes each.
@@ -84,7 +117,13 @@ fn lane_sums2_of(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f
     (l0.iter().sum::<f32>() + t0, l1.iter().sum::<f32>() + t1)
 }
 
-/// The affine form of the normalisation, per channel: `y = x * scale + shift`.
+/// The affine form of the normalisation of one channel: `y = x * scale + shift`.
+fn channel_affine(mean: f32, inv_std: f32, weight: f32, bias: f32) -> (f32, f32) {
+    let scale = inv_std * weight;
+    (scale, bias - mean * scale)
+}
+
+/// [`channel_affine`] of every channel.
 pub(super) fn affine(
     mean: &[f32],
     inv_std: &[f32],
@@ -92,14 +131,23 @@ pub(super) fn affine(
     bias: &[f32],
 ) -> Vec<(f32, f32)> {
     (0..mean.len())
-        .map(|c| {
-            let scale = inv_std[c] * weight[c];
-            (scale, bias[c] - mean[c] * scale)
-        })
+        .map(|c| channel_affine(mean[c], inv_std[c], weight[c], bias[c]))
         .collect()
 }
 
-/// `y = x * scale + shift` per channel, then `max(y, 0)` when `relu`: one pass.
+fn normalize_plane(x: &[f32], y: &mut [f32], scale: f32, shift: f32, relu: bool) {
+    if relu {
+        for (out, v) in y.iter_mut().zip(x) {
+            *out = (v * scale + shift).max(0.0);
+        }
+    } else {
+        for (out, v) in y.iter_mut().zip(x) {
+            *out = v * scale + shift;
+        }
+    }
+}
+
+/// `y = x * scale + shift` per channel, then `max(y, 0)` when `relu`: one pass (inference).
 pub(super) fn normalize(
     x: &[f32],
     dims: [usize; 4],
@@ -109,16 +157,7 @@ pub(super) fn normalize(
     let [_, channels, h, w] = dims;
     par_fill(x.len(), h * w, |plane, y| {
         let (scale, shift) = affine[plane % channels];
-        let x = &x[plane * h * w..][..h * w];
-        if relu {
-            for (out, v) in y.iter_mut().zip(x) {
-                *out = (v * scale + shift).max(0.0);
-            }
-        } else {
-            for (out, v) in y.iter_mut().zip(x) {
-                *out = v * scale + shift;
-            }
-        }
+        normalize_plane(&x[plane * h * w..][..h * w], y, scale, shift, relu);
     })
 }
 
@@ -152,6 +191,9 @@ pub(super) fn backward(
             }
         }
     };
+    let plane_len = h * w;
+    let mut dx = pool::take(x.len());
+    let out = Planes::new(&mut dx, plane_len);
     let (dweight, dbias): (Vec<f32>, Vec<f32>) = (0..channels)
         .into_par_iter()
         .map(|c| {
@@ -165,30 +207,27 @@ pub(super) fn backward(
                 sum_g += a as f64;
                 sum_g_centred += b as f64;
             }
-            ((sum_g_centred * inv_std[c] as f64) as f32, sum_g as f32)
+            let (dweight, dbias) = ((sum_g_centred * inv_std[c] as f64) as f32, sum_g as f32);
+            let scale = weight[c] * inv_std[c];
+            // Inference mode: the statistics are constants, dx = scale * g.
+            let (mean_g, mean_g_xhat) = if training {
+                (
+                    (dbias as f64 / count) as f32,
+                    (dweight as f64 / count) as f32,
+                )
+            } else {
+                (0.0, 0.0)
+            };
+            let s = inv_std[c] * mean_g_xhat;
+            for (n, (xp, gp)) in planes(x, dims, c).zip(planes(dy, dims, c)).enumerate() {
+                // SAFETY: this task alone writes channel c's planes.
+                let dxp = unsafe { out.get(n * channels + c) };
+                for ((out, &v), &g) in dxp.iter_mut().zip(xp).zip(gp) {
+                    *out = scale * (gate(v, g) - mean_g - (v - m) * s);
+                }
+            }
+            (dweight, dbias)
         })
         .unzip();
-    let plane_len = h * w;
-    let dx = par_fill(x.len(), plane_len, |plane, dx| {
-        let c = plane % channels;
-        let (x, dy) = (
-            &x[plane * plane_len..][..plane_len],
-            &dy[plane * plane_len..][..plane_len],
-        );
-        let scale = weight[c] * inv_std[c];
-        // Inference mode: the statistics are constants, dx = scale * g.
-        let (mean_g, mean_g_xhat) = if training {
-            (
-                (dbias[c] as f64 / count) as f32,
-                (dweight[c] as f64 / count) as f32,
-            )
-        } else {
-            (0.0, 0.0)
-        };
-        let (m, s, gate) = (mean[c], inv_std[c] * mean_g_xhat, gated(c));
-        for ((out, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-            *out = scale * (gate(v, g) - mean_g - (v - m) * s);
-        }
-    });
     (dx, dweight, dbias)
 }

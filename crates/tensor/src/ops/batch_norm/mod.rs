@@ -92,14 +92,16 @@ pub fn batch_norm2d_train_act(
     }
     match common_device(OP, &[x, weight, bias, running_mean, running_var])? {
         Device::Cpu => {
-            let (mean, var) = cpu::channel_moments(x.cpu_data()?, dims);
-            let inv_std: Vec<f32> = var
-                .iter()
-                .map(|v| (1.0 / (v + eps as f64).sqrt()) as f32)
-                .collect();
+            let (y, mean, var) = cpu::train_forward(
+                x.cpu_data()?,
+                dims,
+                weight.cpu_data()?,
+                bias.cpu_data()?,
+                eps,
+                relu,
+            );
+            let inv_std: Vec<f32> = var.iter().map(|&v| cpu::inv_std(v, eps)).collect();
             let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-            let affine = cpu::affine(&mean32, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
-            let y = cpu::normalize(x.cpu_data()?, dims, &affine, relu);
             let unbias = count as f64 / (count - 1) as f64;
             let momentum64 = momentum as f64;
             for (r, m) in running_mean.cpu_data_mut()?.iter_mut().zip(&mean) {
@@ -166,7 +168,7 @@ pub fn batch_norm2d_eval_act(
             let inv_std: Vec<f32> = running_var
                 .cpu_data()?
                 .iter()
-                .map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
+                .map(|&v| cpu::inv_std(v as f64, eps))
                 .collect();
             let mean = running_mean.cpu_data()?;
             let affine = cpu::affine(mean, &inv_std, weight.cpu_data()?, bias.cpu_data()?);

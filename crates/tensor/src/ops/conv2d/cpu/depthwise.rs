@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 use crate::cpu::pool::{self, HostBuffer};
 use crate::cpu::simd::{scatter_shifts, shifted_dots, weighted_shifts};
+use crate::cpu::Planes;
 use crate::ops::conv2d::Conv2dShape;
 
 /// Phase-buffer elements a task aims at: with its wide output plane, about 32 KiB, so that a
@@ -208,40 +209,6 @@ fn channel_taps(g: &Geometry, w: &[f32], flip: bool) -> Vec<Vec<(usize, f32)>> {
             }
         })
         .collect()
-}
-
-/// The planes of an (N, C, plane) tensor, handed out so that tasks working on different
-/// (image, channel) pairs write disjoint planes in parallel.
-struct Planes {
-    ptr: *mut f32,
-    plane: usize,
-    count: usize,
-}
-
-// SAFETY: `Planes` only hands out disjoint planes, each to the one task that owns its (image,
-// channel) pair (see `Planes::get`).
-unsafe impl Sync for Planes {}
-
-impl Planes {
-    fn new(data: &mut [f32], plane: usize) -> Planes {
-        Planes {
-            ptr: data.as_mut_ptr(),
-            plane,
-            count: data.len() / plane.max(1),
-        }
-    }
-
-    /// Plane `index` for writing.
-    ///
-    /// # Safety
-    /// No two live slices may come from the same `index`: the tasks of one op partition the
-    /// (image, channel) pairs, so each index is taken by exactly one task.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn get(&self, index: usize) -> &mut [f32] {
-        assert!(index < self.count, "plane {index} of {}", self.count);
-        // SAFETY: in bounds (checked above); exclusive by the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(index * self.plane), self.plane) }
-    }
 }
 
 /// The (channel, first image, images) of every task.
