@@ -85,6 +85,37 @@ macro_rules! dispatch {
     }};
 }
 
+/// Defines a function whose body is compiled three times (AVX-512, AVX2 + FMA, portable) and
+/// runs the widest one the CPU has. For kernels whose loops vectorise by themselves; helpers
+/// they call must be `#[inline(always)]` to be compiled with the wider instructions too.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) -> $ret { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) -> $ret { body($($arg),*) }
+                match $crate::cpu::simd::level() {
+                    // SAFETY: `level` returns these only after detecting the features.
+                    $crate::cpu::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::cpu::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::cpu::simd::Level::Portable => {}
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
 /// `out[i] = sum over taps of weight * src[offset + i]`: a depthwise convolution on rows laid
 /// out so that every tap is a shift of one buffer.
 ///

@@ -7,9 +7,11 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::simd::multiversion;
 use crate::cpu::{par_fill, pool, Planes};
 
 /// The planes (H*W values each) of `channel` across the batch.
+#[inline(always)]
 fn planes<'a>(
     x: &'a [f32],
     [batch, channels, h, w]: [usize; 4],
@@ -20,7 +22,7 @@ fn planes<'a>(
 }
 
 /// `sum(f(a_i, b_i))` over two equal slices, in eight float32 lanes that the compiler vectorises.
-#[inline]
+#[inline(always)]
 fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -34,6 +36,7 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+#[inline(always)]
 /// Mean and biased variance of `channel` in one sweep: sums of `x - K` and of its square, with
 /// `K` the channel's first plane mean (so that the difference of the two sums does not cancel
 /// when the mean is large against the spread).
@@ -90,14 +93,14 @@ pub(super) fn train_forward(
 }
 
 /// Two sums at once, `(sum f(v).0, sum f(v).1)`, in eight float32 lanes each.
-#[inline]
+#[inline(always)]
 fn lane_sums2(a: &[f32], f: impl Fn(f32) -> (f32, f32)) -> (f32, f32) {
     lane_sums2_of(a, a, |v, _| f(v))
 }
 
 /// Two sums over two equal slices at once, `(sum f(a_i, b_i).0, sum f(a_i, b_i).1)`, in eight
 /// float32 lanes each: one sweep over the data instead of two.
-#[inline]
+#[inline(always)]
 fn lane_sums2_of(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
     let (mut l0, mut l1) = ([0.0f32; 8], [0.0f32; 8]);
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -118,6 +121,7 @@ fn lane_sums2_of(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f
 }
 
 /// The affine form of the normalisation of one channel: `y = x * scale + shift`.
+#[inline(always)]
 fn channel_affine(mean: f32, inv_std: f32, weight: f32, bias: f32) -> (f32, f32) {
     let scale = inv_std * weight;
     (scale, bias - mean * scale)
@@ -135,6 +139,7 @@ pub(super) fn affine(
         .collect()
 }
 
+#[inline(always)]
 fn normalize_plane(x: &[f32], y: &mut [f32], scale: f32, shift: f32, relu: bool) {
     if relu {
         for (out, v) in y.iter_mut().zip(x) {
@@ -180,54 +185,88 @@ pub(super) fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [_, channels, h, w] = dims;
     let count = (dims[0] * h * w) as f64;
-    // The output gradient behind the ReLU.
-    let gated = |c: usize| {
-        let (scale, shift) = affine[c];
-        move |v: f32, g: f32| {
-            if relu && (v * scale + shift).max(0.0) <= 0.0 {
-                0.0
-            } else {
-                g
-            }
-        }
-    };
     let plane_len = h * w;
     let mut dx = pool::take(x.len());
     let out = Planes::new(&mut dx, plane_len);
     let (dweight, dbias): (Vec<f32>, Vec<f32>) = (0..channels)
         .into_par_iter()
         .map(|c| {
-            let (m, gate) = (mean[c], gated(c));
-            let (mut sum_g, mut sum_g_centred) = (0.0f64, 0.0f64);
-            for (xp, gp) in planes(x, dims, c).zip(planes(dy, dims, c)) {
-                let (a, b) = lane_sums2_of(xp, gp, |v, g| {
-                    let g = gate(v, g);
-                    (g, g * (v - m))
-                });
-                sum_g += a as f64;
-                sum_g_centred += b as f64;
-            }
-            let (dweight, dbias) = ((sum_g_centred * inv_std[c] as f64) as f32, sum_g as f32);
-            let scale = weight[c] * inv_std[c];
-            // Inference mode: the statistics are constants, dx = scale * g.
-            let (mean_g, mean_g_xhat) = if training {
-                (
-                    (dbias as f64 / count) as f32,
-                    (dweight as f64 / count) as f32,
-                )
-            } else {
-                (0.0, 0.0)
+            let channel = ChannelBackward {
+                mean: mean[c],
+                inv_std: inv_std[c],
+                weight: weight[c],
+                affine: affine[c],
+                count,
+                training,
+                relu,
             };
-            let s = inv_std[c] * mean_g_xhat;
-            for (n, (xp, gp)) in planes(x, dims, c).zip(planes(dy, dims, c)).enumerate() {
-                // SAFETY: this task alone writes channel c's planes.
-                let dxp = unsafe { out.get(n * channels + c) };
-                for ((out, &v), &g) in dxp.iter_mut().zip(xp).zip(gp) {
-                    *out = scale * (gate(v, g) - mean_g - (v - m) * s);
-                }
-            }
-            (dweight, dbias)
+            backward_channel(x, dy, dims, c, channel, &out)
         })
         .unzip();
     (dx, dweight, dbias)
+}
+
+/// The per-channel constants of [`backward`].
+#[derive(Clone, Copy)]
+struct ChannelBackward {
+    mean: f32,
+    inv_std: f32,
+    weight: f32,
+    affine: (f32, f32),
+    count: f64,
+    training: bool,
+    relu: bool,
+}
+
+multiversion! {
+    /// [`backward`] of one channel: writes its planes of dx, returns (dweight, dbias).
+    fn backward_channel(
+        x: &[f32],
+        dy: &[f32],
+        dims: [usize; 4],
+        c: usize,
+        k: ChannelBackward,
+        out: &Planes,
+    ) -> (f32, f32) {
+        let (scale, shift) = k.affine;
+        let relu = k.relu;
+        // The output gradient behind the ReLU.
+        let gate = move |v: f32, g: f32| {
+            if relu && (v * scale + shift).max(0.0) <= 0.0 {
+                0.0
+            } else {
+                g
+            }
+        };
+        let m = k.mean;
+        let (mut sum_g, mut sum_g_centred) = (0.0f64, 0.0f64);
+        for (xp, gp) in planes(x, dims, c).zip(planes(dy, dims, c)) {
+            let (a, b) = lane_sums2_of(xp, gp, |v, g| {
+                let g = gate(v, g);
+                (g, g * (v - m))
+            });
+            sum_g += a as f64;
+            sum_g_centred += b as f64;
+        }
+        let (dweight, dbias) = ((sum_g_centred * k.inv_std as f64) as f32, sum_g as f32);
+        let scale_dx = k.weight * k.inv_std;
+        // Inference mode: the statistics are constants, dx = scale * g.
+        let (mean_g, mean_g_xhat) = if k.training {
+            (
+                (dbias as f64 / k.count) as f32,
+                (dweight as f64 / k.count) as f32,
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let s = k.inv_std * mean_g_xhat;
+        for (n, (xp, gp)) in planes(x, dims, c).zip(planes(dy, dims, c)).enumerate() {
+            // SAFETY: this task alone writes channel c's planes.
+            let dxp = unsafe { out.get(n * dims[1] + c) };
+            for ((o, &v), &g) in dxp.iter_mut().zip(xp).zip(gp) {
+                *o = scale_dx * (gate(v, g) - mean_g - (v - m) * s);
+            }
+        }
+        (dweight, dbias)
+    }
 }
