@@ -183,53 +183,6 @@ fn weighted_shift_chunks<const CHUNK: usize, const FMA: bool>(
     i
 }
 
-/// `dst[offset + i] += weight * src[i]` for every tap in turn: the adjoint of
-/// [`weighted_shifts`].
-///
-/// # Panics
-/// When a tap's `offset + src.len()` passes the end of `dst`.
-pub(crate) fn scatter_shifts(dst: &mut [f32], src: &[f32], taps: &[(usize, f32)]) {
-    scatter_shifts_at(level(), dst, src, taps)
-}
-
-fn scatter_shifts_at(level: Level, dst: &mut [f32], src: &[f32], taps: &[(usize, f32)]) {
-    for &(offset, _) in taps {
-        assert!(offset + src.len() <= dst.len());
-    }
-    type Args<'a> = (&'a mut [f32], &'a [f32], &'a [(usize, f32)]);
-    dispatch!(
-        level.min(detected_level()),
-        scatter_shifts_body,
-        16,
-        8,
-        4,
-        (dst, src, taps)
-    )
-}
-
-#[inline(always)]
-fn scatter_shifts_body<const CHUNK: usize, const FMA: bool>(
-    (dst, src, taps): (&mut [f32], &[f32], &[(usize, f32)]),
-) {
-    for &(offset, w) in taps {
-        let dst = &mut dst[offset..offset + src.len()];
-        let mut d_chunks = dst.chunks_exact_mut(CHUNK);
-        let mut s_chunks = src.chunks_exact(CHUNK);
-        for (d, s) in (&mut d_chunks).zip(&mut s_chunks) {
-            for j in 0..CHUNK {
-                d[j] = madd::<FMA>(w, s[j], d[j]);
-            }
-        }
-        for (d, &s) in d_chunks
-            .into_remainder()
-            .iter_mut()
-            .zip(s_chunks.remainder())
-        {
-            *d = madd::<FMA>(w, s, *d);
-        }
-    }
-}
-
 /// `sums[t] += sum over i of a[i] * src[offset_t + i]` for every tap `t` (float32 lanes within
 /// one call, added to float64 totals): the weight gradient of a depthwise convolution.
 ///
@@ -306,17 +259,6 @@ mod tests {
             let offsets = [0, 3, 17, 40];
             let mut sums = [1.0f64; 4];
             shifted_dots_at(level, &mut sums, a, &src, &offsets);
-            let mut dst = vec![0.25f32; 1000];
-            scatter_shifts_at(level, &mut dst, a, &taps);
-            let mut want = vec![0.25f32; 1000];
-            for &(o, w) in &taps {
-                for i in 0..len {
-                    want[o + i] += w * a[i];
-                }
-            }
-            for (d, w) in dst.iter().zip(&want) {
-                assert!((d - w).abs() <= 1e-5 * (1.0 + w.abs()), "{d} vs {w}");
-            }
             for (sum, &o) in sums.iter().zip(&offsets) {
                 let want: f64 = 1.0 + (0..len).map(|i| (a[i] * src[o + i]) as f64).sum::<f64>();
                 assert!(

@@ -14,13 +14,13 @@
 //!
 //! Backward: the weight gradient is a dot product of the (widened) output gradient with each
 //! shift, over all the channel's images; the input gradient at stride 1 is the forward pass of
-//! the output gradient with the flipped filter, and otherwise the adjoint scatter of the
-//! forward pass into the phase planes.
+//! the output gradient with the flipped filter, and otherwise the adjoint of the forward pass,
+//! gathered phase by phase.
 
 use rayon::prelude::*;
 
 use crate::cpu::pool::{self, HostBuffer};
-use crate::cpu::simd::{scatter_shifts, shifted_dots, weighted_shifts};
+use crate::cpu::simd::{shifted_dots, weighted_shifts};
 use crate::cpu::Planes;
 use crate::ops::conv2d::Conv2dShape;
 
@@ -282,17 +282,36 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
         );
         return dx;
     }
+    // The adjoint of the forward pass, `dphases[off_t + i] += w_t * wide[i]`, as a gather:
+    // `dphases[q] = sum_t w_t * wide[q - off_t]`, read from `wide` laid after `front` zeros
+    // (the largest offset). Each phase block only takes its own phase's taps: the others
+    // reach it only through the zero columns of `wide`. One store per element instead of one
+    // per tap.
     let taps = channel_taps(&g, w, false);
+    let front = taps.iter().flatten().map(|t| t.0).max().unwrap_or(0);
+    let phase_of = |offset: usize| offset / g.phase_len();
     tasks(&g, s).into_par_iter().for_each_init(
-        || scratch(&g),
-        |(dphases, wide), (channel, n0, count)| {
+        || {
+            let (dphases, _) = scratch(&g);
+            (dphases, HostBuffer::zeroed(front + g.phases_len()))
+        },
+        |(dphases, padded), (channel, n0, count)| {
             let c = s.in_channels;
             let planes =
                 (n0..n0 + count).map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-            g.widen(planes, wide);
-            dphases.fill(0.0);
-            // The adjoint of the forward pass; the extra columns and rows of `wide` are zeros.
-            scatter_shifts(dphases, wide, &taps[channel]);
+            g.widen(planes, &mut padded[front..front + g.wide_len()]);
+            for (phase, block) in dphases[..s.stride * s.stride * g.phase_len()]
+                .chunks_exact_mut(g.phase_len())
+                .enumerate()
+            {
+                let start = phase * g.phase_len();
+                let gather: Vec<(usize, f32)> = taps[channel]
+                    .iter()
+                    .filter(|t| phase_of(t.0) == phase)
+                    .map(|&(offset, weight)| (start + front - offset, weight))
+                    .collect();
+                weighted_shifts(block, padded, &gather);
+            }
             for j in 0..count {
                 // SAFETY: this task alone owns the (image, channel) pairs of its group.
                 let plane = unsafe { out.get((n0 + j) * c + channel) };
