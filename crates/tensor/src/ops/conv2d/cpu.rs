@@ -19,10 +19,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
 
 pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<f32>, Vec<f32>) {
     if s.is_depthwise() {
-        (
-            depthwise::backward_input(w, dy, s),
-            depthwise::backward_weight(x, dy, s),
-        )
+        depthwise::backward(x, w, dy, s)
     } else if s.is_pointwise() {
         (
             pointwise::backward_input(w, dy, s),

@@ -322,6 +322,66 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     dx
 }
 
+/// Both gradients at once: `(dx, dw)`.
+///
+/// At stride 1 with "same" padding (odd kernels, padding k / 2) one task per channel reads the
+/// channel's `x` and `dy` once: the output gradient laid out padded for the input gradient (the
+/// flipped forward pass) is, shifted by one padding row and column, the very wide-row layout
+/// the weight gradient's dot products read. Otherwise the two passes run one after the other.
+///
+/// # Shapes
+/// `x`: (N, C, H, W), `w`: (C, 1, KH, KW), `dy`: (N, C, OH, OW); returns (dx, dw) shaped as
+/// `x` and `w`
+pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<f32>, Vec<f32>) {
+    let g = Geometry::new(s);
+    let shared = g
+        .transposed(s.batch)
+        .filter(|t| t.pad == g.pad && t.hq == g.hq && t.wq == g.wq && t.group == g.group);
+    let Some(t) = shared else {
+        return (backward_input(w, dy, s), backward_weight(x, dy, s));
+    };
+    let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let flipped = channel_taps(&t, w, true);
+    let offsets: Vec<usize> = g.taps(&vec![0.0; taps]).iter().map(|t| t.0).collect();
+    // Where the wide-row view of the output gradient starts in its padded layout.
+    let shift = g.pad * g.wq + g.pad;
+    let c = s.in_channels;
+    let mut dx = pool::take(s.batch * c * in_plane);
+    let out = Planes::new(&mut dx, in_plane);
+    let mut dw = vec![0.0f32; s.out_channels * taps];
+    dw.par_chunks_mut(taps).enumerate().for_each_init(
+        || (scratch(&g), HostBuffer::zeroed(t.phases_len())),
+        |((x_phases, wide), dy_phases), (channel, dw)| {
+            // float32 within a group, float64 across groups: a fixed order, whatever the
+            // scheduling.
+            let mut sums = vec![0.0f64; taps];
+            for n0 in (0..s.batch).step_by(g.group) {
+                let count = g.group.min(s.batch - n0);
+                let images = n0..n0 + count;
+                let dy_planes = images
+                    .clone()
+                    .map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
+                t.split(dy_planes, dy_phases);
+                let len = ((count - 1) * t.hq + t.oh) * t.wq;
+                weighted_shifts(&mut wide[..len], dy_phases, &flipped[channel]);
+                for j in 0..count {
+                    // SAFETY: this task alone owns channel `channel`'s planes.
+                    let plane = unsafe { out.get((n0 + j) * c + channel) };
+                    t.narrow(wide, j, plane);
+                }
+                let x_planes = images.map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
+                g.split(x_planes, x_phases);
+                let dy_wide = &dy_phases[shift..shift + g.wide_len()];
+                shifted_dots(&mut sums, dy_wide, x_phases, &offsets);
+            }
+            for (out, sum) in dw.iter_mut().zip(sums) {
+                *out = sum as f32;
+            }
+        },
+    );
+    (dx, dw)
+}
+
 /// # Shapes
 /// `x`: (N, C, H, W), `dy`: (N, C, OH, OW); returns dw (C, 1, KH, KW)
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
@@ -424,11 +484,13 @@ mod tests {
                 .map(|i| value(i, 89))
                 .collect();
             let [y, dx, dw] = reference(&x, &w, &dy, &s);
-            let got = [
-                forward(&x, &w, &s),
+            let (dx_both, dw_both) = backward(&x, &w, &dy, &s);
+            assert_eq!(
+                dx_both,
                 backward_input(&w, &dy, &s),
-                backward_weight(&x, &dy, &s),
-            ];
+                "fused dx, size {size} k{k} s{stride}"
+            );
+            let got = [forward(&x, &w, &s), dx_both, dw_both];
             for (name, (got, want)) in ["y", "dx", "dw"].iter().zip(got.iter().zip([y, dx, dw])) {
                 assert_eq!(got.len(), want.len());
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
