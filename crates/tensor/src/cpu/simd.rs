@@ -116,6 +116,48 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// Adds `x_i - k` to `lanes[0]` and `(x_i - k)^2` to `lanes[1]`, lane `i % 8`, over `p` (a
+/// multiple of 8 long): the one-sweep statistics of batch norm. Written with AVX intrinsics
+/// because the vectoriser pairs the two sums instead of the lanes; the same float32 operations
+/// in the same order on every level, so the sums do not depend on the CPU.
+///
+/// # Panics
+/// When `p.len()` is not a multiple of 8.
+pub(crate) fn shifted_moments(lanes: &mut [[f32; 8]; 2], p: &[f32], k: f32) {
+    assert!(p.len() % 8 == 0, "{} values are not whole lanes", p.len());
+    #[cfg(target_arch = "x86_64")]
+    if level() >= Level::Avx2 {
+        // SAFETY: AVX2 was detected by `level`.
+        unsafe { shifted_moments_avx2(lanes, p, k) };
+        return;
+    }
+    for c in p.chunks_exact(8) {
+        for i in 0..8 {
+            let d = c[i] - k;
+            lanes[0][i] += d;
+            lanes[1][i] += d * d;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn shifted_moments_avx2(lanes: &mut [[f32; 8]; 2], p: &[f32], k: f32) {
+    use std::arch::x86_64::*;
+    // SAFETY (all intrinsics below): AVX2 is enabled on this function; the unaligned loads
+    // and stores read and write whole 8-element arrays or chunks.
+    let kv = _mm256_set1_ps(k);
+    let mut s0 = _mm256_loadu_ps(lanes[0].as_ptr());
+    let mut s1 = _mm256_loadu_ps(lanes[1].as_ptr());
+    for c in p.chunks_exact(8) {
+        let d = _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), kv);
+        s0 = _mm256_add_ps(s0, d);
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(d, d));
+    }
+    _mm256_storeu_ps(lanes[0].as_mut_ptr(), s0);
+    _mm256_storeu_ps(lanes[1].as_mut_ptr(), s1);
+}
+
 /// `out[i] = sum over taps of weight * src[offset + i]`: a depthwise convolution on rows laid
 /// out so that every tap is a shift of one buffer.
 ///
@@ -235,6 +277,22 @@ fn shifted_dots_body<const CHUNK: usize, const FMA: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shifted_moments_match_the_definition() {
+        let p: Vec<f32> = (0..64).map(|i| (i * 13 % 17) as f32 * 0.25).collect();
+        let mut lanes = [[1.0f32; 8], [2.0f32; 8]];
+        shifted_moments(&mut lanes, &p, 1.5);
+        for i in 0..8 {
+            let d: Vec<f32> = p.iter().skip(i).step_by(8).map(|v| v - 1.5).collect();
+            let (mut a, mut b) = (1.0f32, 2.0f32);
+            for d in d {
+                a += d;
+                b += d * d;
+            }
+            assert_eq!((lanes[0][i], lanes[1][i]), (a, b));
+        }
+    }
 
     #[test]
     fn every_level_matches_the_scalar_definition() {

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::simd::multiversion;
+use crate::cpu::simd::{multiversion, shifted_moments};
 use crate::cpu::{par_fill, pool, Planes};
 
 /// The planes (H*W values each) of `channel` across the batch.
@@ -36,29 +36,27 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-#[inline(always)]
 /// Mean and biased variance of `channel` in one sweep: sums of `x - K` and of its square, with
 /// `K` the channel's first plane mean (so that the difference of the two sums does not cancel
 /// when the mean is large against the spread).
+#[inline(always)]
 fn channel_moments(x: &[f32], dims: [usize; 4], channel: usize) -> (f64, f64) {
     let count = (dims[0] * dims[2] * dims[3]) as f64;
     let plane = (dims[2] * dims[3]) as f64;
     let first = planes(x, dims, channel).next().unwrap_or(&[]);
     let k = (lane_sum(first, first, |v, _| v) as f64 / plane) as f32;
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    let mut sums = LaneSums::default();
     for p in planes(x, dims, channel) {
-        let (a, b) = lane_sums2(p, |v| {
-            let d = v - k;
-            (d, d * d)
-        });
-        s1 += a as f64;
-        s2 += b as f64;
+        // Padding with `k` adds zeros.
+        sums.add_shifted(p, k);
     }
+    let [s1, s2] = sums.finish();
     let d = s1 / count;
     (k as f64 + d, (s2 / count - d * d).max(0.0))
 }
 
 /// `1 / sqrt(var + eps)` as the forward and backward passes both compute it.
+#[inline(always)]
 pub(super) fn inv_std(var: f64, eps: f32) -> f32 {
     (1.0 / (var + eps as f64).sqrt()) as f32
 }
@@ -78,46 +76,129 @@ pub(super) fn train_forward(
     let out = Planes::new(&mut y, dims[2] * dims[3]);
     let (mean, var) = (0..channels)
         .into_par_iter()
-        .map(|c| {
-            let (mean, var) = channel_moments(x, dims, c);
-            let (scale, shift) = channel_affine(mean as f32, inv_std(var, eps), weight[c], bias[c]);
-            for (n, xp) in planes(x, dims, c).enumerate() {
-                // SAFETY: this task alone writes channel c's planes.
-                let yp = unsafe { out.get(n * channels + c) };
-                normalize_plane(xp, yp, scale, shift, relu);
-            }
-            (mean, var)
-        })
+        .map(|c| train_forward_channel(x, dims, c, weight[c], bias[c], eps, relu, &out))
         .unzip();
     (y, mean, var)
 }
 
-/// Two sums at once, `(sum f(v).0, sum f(v).1)`, in eight float32 lanes each.
-#[inline(always)]
-fn lane_sums2(a: &[f32], f: impl Fn(f32) -> (f32, f32)) -> (f32, f32) {
-    lane_sums2_of(a, a, |v, _| f(v))
+multiversion! {
+    /// [`train_forward`] of one channel; returns its (mean, var).
+    fn train_forward_channel(
+        x: &[f32],
+        dims: [usize; 4],
+        c: usize,
+        weight: f32,
+        bias: f32,
+        eps: f32,
+        relu: bool,
+        out: &Planes,
+    ) -> (f64, f64) {
+        let (mean, var) = channel_moments(x, dims, c);
+        let (scale, shift) = channel_affine(mean as f32, inv_std(var, eps), weight, bias);
+        for (n, xp) in planes(x, dims, c).enumerate() {
+            // SAFETY: this task alone writes channel c's planes.
+            let yp = unsafe { out.get(n * dims[1] + c) };
+            normalize_plane(xp, yp, scale, shift, relu);
+        }
+        (mean, var)
+    }
 }
 
-/// Two sums over two equal slices at once, `(sum f(a_i, b_i).0, sum f(a_i, b_i).1)`, in eight
-/// float32 lanes each: one sweep over the data instead of two.
-#[inline(always)]
-fn lane_sums2_of(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
-    let (mut l0, mut l1) = ([0.0f32; 8], [0.0f32; 8]);
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (mut t0, mut t1) = (0.0f32, 0.0f32);
-    for (&u, &v) in a8.remainder().iter().zip(b8.remainder()) {
-        let (x, y) = f(u, v);
-        t0 += x;
-        t1 += y;
-    }
-    for (a, b) in a8.zip(b8) {
-        for i in 0..8 {
-            let (x, y) = f(a[i], b[i]);
-            l0[i] += x;
-            l1[i] += y;
+/// Two running sums over a channel's planes, in eight float32 lanes each, flushed into float64
+/// every [`LaneSums::FLUSH`] elements: vector code whatever the plane size (7x7 planes too),
+/// float64 accuracy across the batch, and an order that depends on the shapes only.
+#[derive(Default)]
+struct LaneSums {
+    lanes: [[f32; 8]; 2],
+    pending: usize,
+    total: [f64; 2],
+}
+
+impl LaneSums {
+    const FLUSH: usize = 1024;
+
+    /// Adds `u_i = fu(a_i, b_i)` to the first sum and `fv(a_i, u_i)` to the second, over two
+    /// equal planes; a short last chunk is padded with `pad` (values giving zeros).
+    #[inline(always)]
+    fn add_plane(
+        &mut self,
+        a: &[f32],
+        b: &[f32],
+        pad: (f32, f32),
+        fu: impl Fn(f32, f32) -> f32,
+        fv: impl Fn(f32, f32) -> f32,
+    ) {
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let (a_rest, b_rest) = (a8.remainder(), b8.remainder());
+        for (a, b) in a8.zip(b8) {
+            self.add_chunk(a.try_into().expect("8"), b.try_into().expect("8"), &fu, &fv);
+        }
+        if !a_rest.is_empty() {
+            let (mut a, mut b) = ([pad.0; 8], [pad.1; 8]);
+            a[..a_rest.len()].copy_from_slice(a_rest);
+            b[..b_rest.len()].copy_from_slice(b_rest);
+            self.add_chunk(&a, &b, &fu, &fv);
+        }
+        self.pending += a.len();
+        if self.pending >= Self::FLUSH {
+            self.flush();
         }
     }
-    (l0.iter().sum::<f32>() + t0, l1.iter().sum::<f32>() + t1)
+
+    /// Adds `x_i - k` to the first sum and its square to the second.
+    #[inline(always)]
+    fn add_shifted(&mut self, p: &[f32], k: f32) {
+        let full = p.len() / 8 * 8;
+        shifted_moments(&mut self.lanes, &p[..full], k);
+        if full < p.len() {
+            // Padding with `k` adds zeros.
+            let mut c = [k; 8];
+            c[..p.len() - full].copy_from_slice(&p[full..]);
+            shifted_moments(&mut self.lanes, &c, k);
+        }
+        self.pending += p.len();
+        if self.pending >= Self::FLUSH {
+            self.flush();
+        }
+    }
+
+    /// Map, then accumulate, in separate fixed-size loops: the shape the vectoriser turns into
+    /// straight vector code.
+    #[inline(always)]
+    fn add_chunk(
+        &mut self,
+        a: &[f32; 8],
+        b: &[f32; 8],
+        fu: &impl Fn(f32, f32) -> f32,
+        fv: &impl Fn(f32, f32) -> f32,
+    ) {
+        let (mut x, mut y) = ([0.0f32; 8], [0.0f32; 8]);
+        for i in 0..8 {
+            x[i] = fu(a[i], b[i]);
+        }
+        for i in 0..8 {
+            y[i] = fv(a[i], x[i]);
+        }
+        for i in 0..8 {
+            self.lanes[0][i] += x[i];
+            self.lanes[1][i] += y[i];
+        }
+    }
+
+    #[inline(always)]
+    fn flush(&mut self) {
+        for (total, lanes) in self.total.iter_mut().zip(&mut self.lanes) {
+            *total += lanes.iter().sum::<f32>() as f64;
+            *lanes = [0.0; 8];
+        }
+        self.pending = 0;
+    }
+
+    #[inline(always)]
+    fn finish(mut self) -> [f64; 2] {
+        self.flush();
+        self.total
+    }
 }
 
 /// The affine form of the normalisation of one channel: `y = x * scale + shift`.
@@ -230,24 +311,22 @@ multiversion! {
     ) -> (f32, f32) {
         let (scale, shift) = k.affine;
         let relu = k.relu;
-        // The output gradient behind the ReLU.
+        // The output gradient behind the ReLU: zero where the forward output
+        // `max(v * scale + shift, 0)` was not positive (NaN included), as a select.
         let gate = move |v: f32, g: f32| {
-            if relu && (v * scale + shift).max(0.0) <= 0.0 {
+            if relu && !(v * scale + shift > 0.0) {
                 0.0
             } else {
                 g
             }
         };
         let m = k.mean;
-        let (mut sum_g, mut sum_g_centred) = (0.0f64, 0.0f64);
+        let mut sums = LaneSums::default();
         for (xp, gp) in planes(x, dims, c).zip(planes(dy, dims, c)) {
-            let (a, b) = lane_sums2_of(xp, gp, |v, g| {
-                let g = gate(v, g);
-                (g, g * (v - m))
-            });
-            sum_g += a as f64;
-            sum_g_centred += b as f64;
+            // Padding with a zero gradient adds zeros.
+            sums.add_plane(xp, gp, (m, 0.0), gate, |v, g| g * (v - m));
         }
+        let [sum_g, sum_g_centred] = sums.finish();
         let (dweight, dbias) = ((sum_g_centred * k.inv_std as f64) as f32, sum_g as f32);
         let scale_dx = k.weight * k.inv_std;
         // Inference mode: the statistics are constants, dx = scale * g.
