@@ -189,6 +189,12 @@ fn group_size(batch: usize, elements_per_image: usize) -> usize {
     (GROUP_ELEMENTS / elements_per_image.max(1)).clamp(1, batch.max(1))
 }
 
+/// Tasks per rayon job: enough for about 16K output values, so that small layers are not cut
+/// into jobs that cost more to hand to a thread than to run.
+fn tasks_per_job(g: &Geometry) -> usize {
+    (16 * 1024 / (g.group * g.oh * g.ow).max(1)).max(1)
+}
+
 /// A task's phase planes and wide output rows, from the workspace pool.
 fn scratch(g: &Geometry) -> (HostBuffer, HostBuffer) {
     (
@@ -256,12 +262,15 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let taps = channel_taps(&g, w, false);
     let mut y = pool::take(s.batch * s.out_channels * g.oh * g.ow);
     let out = Planes::new(&mut y, g.oh * g.ow);
-    tasks(&g, s).into_par_iter().for_each_init(
-        || scratch(&g),
-        |(phases, wide), task| {
-            forward_group(&g, s, x, &taps[task.0], &out, task, phases, wide);
-        },
-    );
+    tasks(&g, s)
+        .into_par_iter()
+        .with_min_len(tasks_per_job(&g))
+        .for_each_init(
+            || scratch(&g),
+            |(phases, wide), task| {
+                forward_group(&g, s, x, &taps[task.0], &out, task, phases, wide);
+            },
+        );
     y
 }
 
@@ -274,12 +283,15 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     let out = Planes::new(&mut dx, in_plane);
     if let Some(t) = g.transposed(s.batch) {
         let flipped = channel_taps(&t, w, true);
-        tasks(&t, s).into_par_iter().for_each_init(
-            || scratch(&t),
-            |(phases, wide), task| {
-                forward_group(&t, s, dy, &flipped[task.0], &out, task, phases, wide);
-            },
-        );
+        tasks(&t, s)
+            .into_par_iter()
+            .with_min_len(tasks_per_job(&t))
+            .for_each_init(
+                || scratch(&t),
+                |(phases, wide), task| {
+                    forward_group(&t, s, dy, &flipped[task.0], &out, task, phases, wide);
+                },
+            );
         return dx;
     }
     // The adjoint of the forward pass, `dphases[off_t + i] += w_t * wide[i]`, as a gather:
@@ -290,35 +302,38 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     let taps = channel_taps(&g, w, false);
     let front = taps.iter().flatten().map(|t| t.0).max().unwrap_or(0);
     let phase_of = |offset: usize| offset / g.phase_len();
-    tasks(&g, s).into_par_iter().for_each_init(
-        || {
-            let (dphases, _) = scratch(&g);
-            (dphases, HostBuffer::zeroed(front + g.phases_len()))
-        },
-        |(dphases, padded), (channel, n0, count)| {
-            let c = s.in_channels;
-            let planes =
-                (n0..n0 + count).map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-            g.widen(planes, &mut padded[front..front + g.wide_len()]);
-            for (phase, block) in dphases[..s.stride * s.stride * g.phase_len()]
-                .chunks_exact_mut(g.phase_len())
-                .enumerate()
-            {
-                let start = phase * g.phase_len();
-                let gather: Vec<(usize, f32)> = taps[channel]
-                    .iter()
-                    .filter(|t| phase_of(t.0) == phase)
-                    .map(|&(offset, weight)| (start + front - offset, weight))
-                    .collect();
-                weighted_shifts(block, padded, &gather);
-            }
-            for j in 0..count {
-                // SAFETY: this task alone owns the (image, channel) pairs of its group.
-                let plane = unsafe { out.get((n0 + j) * c + channel) };
-                g.merge(dphases, j, plane);
-            }
-        },
-    );
+    tasks(&g, s)
+        .into_par_iter()
+        .with_min_len(tasks_per_job(&g))
+        .for_each_init(
+            || {
+                let (dphases, _) = scratch(&g);
+                (dphases, HostBuffer::zeroed(front + g.phases_len()))
+            },
+            |(dphases, padded), (channel, n0, count)| {
+                let c = s.in_channels;
+                let planes =
+                    (n0..n0 + count).map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
+                g.widen(planes, &mut padded[front..front + g.wide_len()]);
+                for (phase, block) in dphases[..s.stride * s.stride * g.phase_len()]
+                    .chunks_exact_mut(g.phase_len())
+                    .enumerate()
+                {
+                    let start = phase * g.phase_len();
+                    let gather: Vec<(usize, f32)> = taps[channel]
+                        .iter()
+                        .filter(|t| phase_of(t.0) == phase)
+                        .map(|&(offset, weight)| (start + front - offset, weight))
+                        .collect();
+                    weighted_shifts(block, padded, &gather);
+                }
+                for j in 0..count {
+                    // SAFETY: this task alone owns the (image, channel) pairs of its group.
+                    let plane = unsafe { out.get((n0 + j) * c + channel) };
+                    g.merge(dphases, j, plane);
+                }
+            },
+        );
     dx
 }
 
@@ -349,36 +364,41 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
     let mut dx = pool::take(s.batch * c * in_plane);
     let out = Planes::new(&mut dx, in_plane);
     let mut dw = vec![0.0f32; s.out_channels * taps];
-    dw.par_chunks_mut(taps).enumerate().for_each_init(
-        || (scratch(&g), HostBuffer::zeroed(t.phases_len())),
-        |((x_phases, wide), dy_phases), (channel, dw)| {
-            // float32 within a group, float64 across groups: a fixed order, whatever the
-            // scheduling.
-            let mut sums = vec![0.0f64; taps];
-            for n0 in (0..s.batch).step_by(g.group) {
-                let count = g.group.min(s.batch - n0);
-                let images = n0..n0 + count;
-                let dy_planes = images
-                    .clone()
-                    .map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-                t.split(dy_planes, dy_phases);
-                let len = ((count - 1) * t.hq + t.oh) * t.wq;
-                weighted_shifts(&mut wide[..len], dy_phases, &flipped[channel]);
-                for j in 0..count {
-                    // SAFETY: this task alone owns channel `channel`'s planes.
-                    let plane = unsafe { out.get((n0 + j) * c + channel) };
-                    t.narrow(wide, j, plane);
+    // A channel per task, but at least about 16K output values per rayon job.
+    let channels_per_job = (16 * 1024 / (s.batch * g.oh * g.ow).max(1)).max(1);
+    dw.par_chunks_mut(taps)
+        .enumerate()
+        .with_min_len(channels_per_job)
+        .for_each_init(
+            || (scratch(&g), HostBuffer::zeroed(t.phases_len())),
+            |((x_phases, wide), dy_phases), (channel, dw)| {
+                // float32 within a group, float64 across groups: a fixed order, whatever the
+                // scheduling.
+                let mut sums = vec![0.0f64; taps];
+                for n0 in (0..s.batch).step_by(g.group) {
+                    let count = g.group.min(s.batch - n0);
+                    let images = n0..n0 + count;
+                    let dy_planes = images
+                        .clone()
+                        .map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
+                    t.split(dy_planes, dy_phases);
+                    let len = ((count - 1) * t.hq + t.oh) * t.wq;
+                    weighted_shifts(&mut wide[..len], dy_phases, &flipped[channel]);
+                    for j in 0..count {
+                        // SAFETY: this task alone owns channel `channel`'s planes.
+                        let plane = unsafe { out.get((n0 + j) * c + channel) };
+                        t.narrow(wide, j, plane);
+                    }
+                    let x_planes = images.map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
+                    g.split(x_planes, x_phases);
+                    let dy_wide = &dy_phases[shift..shift + g.wide_len()];
+                    shifted_dots(&mut sums, dy_wide, x_phases, &offsets);
                 }
-                let x_planes = images.map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
-                g.split(x_planes, x_phases);
-                let dy_wide = &dy_phases[shift..shift + g.wide_len()];
-                shifted_dots(&mut sums, dy_wide, x_phases, &offsets);
-            }
-            for (out, sum) in dw.iter_mut().zip(sums) {
-                *out = sum as f32;
-            }
-        },
-    );
+                for (out, sum) in dw.iter_mut().zip(sums) {
+                    *out = sum as f32;
+                }
+            },
+        );
     (dx, dw)
 }
 
@@ -390,27 +410,33 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     let offsets: Vec<usize> = g.taps(&vec![0.0; taps]).iter().map(|t| t.0).collect();
     let c = s.in_channels;
     let mut dw = vec![0.0f32; s.out_channels * taps];
-    dw.par_chunks_mut(taps).enumerate().for_each_init(
-        || scratch(&g),
-        |(phases, wide), (channel, dw)| {
-            // float32 within a group, float64 across groups: a fixed order, whatever the
-            // scheduling.
-            let mut sums = vec![0.0f64; taps];
-            for n0 in (0..s.batch).step_by(g.group) {
-                let images = n0..(n0 + g.group).min(s.batch);
-                let x_planes = images
-                    .clone()
-                    .map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
-                let dy_planes = images.map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-                g.split(x_planes, phases);
-                g.widen(dy_planes, wide);
-                shifted_dots(&mut sums, wide, phases, &offsets);
-            }
-            for (out, sum) in dw.iter_mut().zip(sums) {
-                *out = sum as f32;
-            }
-        },
-    );
+    // A channel per task, but at least about 16K output values per rayon job.
+    let channels_per_job = (16 * 1024 / (s.batch * g.oh * g.ow).max(1)).max(1);
+    dw.par_chunks_mut(taps)
+        .enumerate()
+        .with_min_len(channels_per_job)
+        .for_each_init(
+            || scratch(&g),
+            |(phases, wide), (channel, dw)| {
+                // float32 within a group, float64 across groups: a fixed order, whatever the
+                // scheduling.
+                let mut sums = vec![0.0f64; taps];
+                for n0 in (0..s.batch).step_by(g.group) {
+                    let images = n0..(n0 + g.group).min(s.batch);
+                    let x_planes = images
+                        .clone()
+                        .map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
+                    let dy_planes =
+                        images.map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
+                    g.split(x_planes, phases);
+                    g.widen(dy_planes, wide);
+                    shifted_dots(&mut sums, wide, phases, &offsets);
+                }
+                for (out, sum) in dw.iter_mut().zip(sums) {
+                    *out = sum as f32;
+                }
+            },
+        );
     dw
 }
 
