@@ -85,12 +85,15 @@ impl Geometry {
         ((kh % s) * s + kw % s) * self.phase_len() + (kh / s) * self.wq + kw / s
     }
 
-    /// `(offset, weight)` of every tap of `filter` (`kh x kw`, row-major).
-    fn taps(&self, filter: &[f32]) -> Vec<(usize, f32)> {
-        (0..self.kh)
-            .flat_map(|kh| (0..self.kw).map(move |kw| (kh, kw)))
-            .map(|(kh, kw)| (self.offset(kh, kw), filter[kh * self.kw + kw]))
-            .collect()
+    /// The shift of every tap (`kh x kw`, row-major): the same for every channel.
+    fn offsets(&self) -> Vec<usize> {
+        let mut offsets = Vec::with_capacity(self.kh * self.kw);
+        for kh in 0..self.kh {
+            for kw in 0..self.kw {
+                offsets.push(self.offset(kh, kw));
+            }
+        }
+        offsets
     }
 
     /// Lays the planes of a group (`H x W` each, `planes[j]` for image `j`) out into the
@@ -206,26 +209,34 @@ fn scratch(g: &Geometry) -> (HostBuffer, HostBuffer) {
 /// The taps of every channel's filter (`w`: C x KH x KW), computed once per call; `flip`
 /// reverses each filter (the stride-1 backward-input pass).
 fn channel_taps(g: &Geometry, w: &[f32], flip: bool) -> Vec<Vec<(usize, f32)>> {
-    w.chunks_exact(g.kh * g.kw)
+    let offsets = g.offsets();
+    w.chunks_exact(offsets.len())
         .map(|filter| {
-            if flip {
-                g.taps(&filter.iter().rev().copied().collect::<Vec<f32>>())
-            } else {
-                g.taps(filter)
-            }
+            let weight = |t: usize| {
+                if flip {
+                    filter[filter.len() - 1 - t]
+                } else {
+                    filter[t]
+                }
+            };
+            offsets
+                .iter()
+                .enumerate()
+                .map(|(t, &o)| (o, weight(t)))
+                .collect()
         })
         .collect()
 }
 
 /// The (channel, first image, images) of every task.
 fn tasks(g: &Geometry, s: &Conv2dShape) -> Vec<(usize, usize, usize)> {
-    (0..s.in_channels)
-        .flat_map(|c| {
-            (0..s.batch)
-                .step_by(g.group)
-                .map(move |n0| (c, n0, g.group.min(s.batch - n0)))
-        })
-        .collect()
+    let mut tasks = Vec::with_capacity(s.in_channels * s.batch.div_ceil(g.group));
+    for c in 0..s.in_channels {
+        for n0 in (0..s.batch).step_by(g.group) {
+            tasks.push((c, n0, g.group.min(s.batch - n0)));
+        }
+    }
+    tasks
 }
 
 /// One group of the forward pass: `out = conv(input, taps)` for images `n0..n0 + count` of
@@ -357,7 +368,7 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
     };
     let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let flipped = channel_taps(&t, w, true);
-    let offsets: Vec<usize> = g.taps(&vec![0.0; taps]).iter().map(|t| t.0).collect();
+    let offsets = g.offsets();
     // Where the wide-row view of the output gradient starts in its padded layout.
     let shift = g.pad * g.wq + g.pad;
     let c = s.in_channels;
@@ -407,7 +418,7 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
     let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let offsets: Vec<usize> = g.taps(&vec![0.0; taps]).iter().map(|t| t.0).collect();
+    let offsets = g.offsets();
     let c = s.in_channels;
     let mut dw = vec![0.0f32; s.out_channels * taps];
     // A channel per task, but at least about 16K output values per rayon job.
