@@ -312,7 +312,21 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     // per tap.
     let taps = channel_taps(&g, w, false);
     let front = taps.iter().flatten().map(|t| t.0).max().unwrap_or(0);
-    let phase_of = |offset: usize| offset / g.phase_len();
+    let (phases, phase_len) = (s.stride * s.stride, g.phase_len());
+    // gathers[channel * phases + phase]: that phase's taps, as shifts into the padded buffer.
+    let gathers: Vec<Vec<(usize, f32)>> = taps
+        .iter()
+        .flat_map(|channel| {
+            (0..phases).map(move |phase| {
+                let start = phase * phase_len;
+                channel
+                    .iter()
+                    .filter(|t| t.0 / phase_len == phase)
+                    .map(|&(offset, weight)| (start + front - offset, weight))
+                    .collect()
+            })
+        })
+        .collect();
     tasks(&g, s)
         .into_par_iter()
         .with_min_len(tasks_per_job(&g))
@@ -326,17 +340,11 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
                 let planes =
                     (n0..n0 + count).map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
                 g.widen(planes, &mut padded[front..front + g.wide_len()]);
-                for (phase, block) in dphases[..s.stride * s.stride * g.phase_len()]
+                for (phase, block) in dphases[..phases * g.phase_len()]
                     .chunks_exact_mut(g.phase_len())
                     .enumerate()
                 {
-                    let start = phase * g.phase_len();
-                    let gather: Vec<(usize, f32)> = taps[channel]
-                        .iter()
-                        .filter(|t| phase_of(t.0) == phase)
-                        .map(|&(offset, weight)| (start + front - offset, weight))
-                        .collect();
-                    weighted_shifts(block, padded, &gather);
+                    weighted_shifts(block, padded, &gathers[channel * phases + phase]);
                 }
                 for j in 0..count {
                     // SAFETY: this task alone owns the (image, channel) pairs of its group.
