@@ -32,7 +32,8 @@ impl Sgd {
         }
     }
 
-    /// Updates every parameter of `net` from the gradients of its last backward pass.
+    /// Updates every parameter of `net` from the gradients of its last backward pass, and
+    /// clears those gradients.
     pub fn step(&mut self, net: &mut Network, lr: f32) -> Result<()> {
         let mut failure = None;
         let (momentum, weight_decay, nesterov) = (self.momentum, self.weight_decay, self.nesterov);
@@ -42,7 +43,9 @@ impl Sgd {
             if failure.is_some() {
                 return;
             }
-            let Some(grad) = &param.grad else {
+            // Taken, not borrowed: a step's gradients are freed once applied, so they do not sit
+            // beside the next step's activations (PyTorch's `zero_grad(set_to_none=True)`).
+            let Some(grad) = param.grad.take() else {
                 failure = Some(Error::Config(format!(
                     "parameter `{name}` has no gradient: run a backward pass before the step"
                 )));
@@ -64,7 +67,7 @@ impl Sgd {
                 weight_decay: if decays(&name) { weight_decay } else { 0.0 },
                 nesterov,
             };
-            if let Err(e) = sgd_step(&mut param.value, grad, buffer, step) {
+            if let Err(e) = sgd_step(&mut param.value, &grad, buffer, step) {
                 failure = Some(e.into());
             }
         });

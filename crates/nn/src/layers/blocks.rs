@@ -89,14 +89,18 @@ impl Block {
     /// `dy`: the last output's shape; returns the last input's shape
     pub fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
         let (dx, residual) = match self {
+            // Each gradient is overwritten, not shadowed, so that it is freed as soon as the
+            // next one exists (a shadowed binding would live to the end of the block).
             Block::MbConv(b) => {
-                let d = input_grad(b.project.backward(dy)?)?;
-                let d = input_grad(b.depthwise.backward(&d)?)?;
-                (input_grad(b.expand.backward(&d)?)?, b.residual)
+                let mut d = input_grad(b.project.backward(dy)?)?;
+                d = input_grad(b.depthwise.backward(&d)?)?;
+                d = input_grad(b.expand.backward(&d)?)?;
+                (d, b.residual)
             }
             Block::Sep(b) => {
-                let d = input_grad(b.pointwise.backward(dy)?)?;
-                (input_grad(b.depthwise.backward(&d)?)?, b.residual)
+                let mut d = input_grad(b.pointwise.backward(dy)?)?;
+                d = input_grad(b.depthwise.backward(&d)?)?;
+                (d, b.residual)
             }
         };
         if residual {

@@ -149,22 +149,28 @@ impl ConvBn {
     /// # Shapes
     /// `dy`: the last output's shape; returns the last input's shape
     pub fn backward(&mut self, dy: &Tensor) -> Result<Option<Tensor>> {
-        let saved = self.saved.take().ok_or_else(|| {
+        let Saved {
+            input,
+            conv_out,
+            stats,
+        } = self.saved.take().ok_or_else(|| {
             Error::Network("ConvBn::backward called without a forward pass".into())
         })?;
         // Through the ReLU and the normalisation in one op.
         let (dconv, dgamma, dbeta) =
-            batch_norm2d_backward(&saved.conv_out, &self.bn.weight.value, &saved.stats, dy)?;
+            batch_norm2d_backward(&conv_out, &self.bn.weight.value, &stats, dy)?;
+        // Freed before the convolution's gradients are allocated: one activation less at the
+        // step's peak.
+        drop(conv_out);
         self.bn.weight.grad = Some(dgamma);
         self.bn.bias.grad = Some(dbeta);
         if self.input_grad {
-            let (dx, dweight) =
-                conv2d_backward(&saved.input, &self.weight.value, &dconv, self.params)?;
+            let (dx, dweight) = conv2d_backward(&input, &self.weight.value, &dconv, self.params)?;
             self.weight.grad = Some(dweight);
             Ok(Some(dx))
         } else {
             self.weight.grad = Some(conv2d_backward_weight(
-                &saved.input,
+                &input,
                 &self.weight.value,
                 &dconv,
                 self.params,

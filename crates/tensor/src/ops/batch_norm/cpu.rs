@@ -128,8 +128,13 @@ const GATHER_BELOW: usize = 16;
 #[inline(always)]
 fn gathered(x: &[f32], dims: [usize; 4], channel: usize) -> Option<Vec<f32>> {
     let plane = dims[2] * dims[3];
-    (plane < GATHER_BELOW && dims[0] > 1)
-        .then(|| planes(x, dims, channel).flatten().copied().collect())
+    (plane < GATHER_BELOW && dims[0] > 1).then(|| {
+        let mut values = Vec::with_capacity(dims[0] * plane);
+        for p in planes(x, dims, channel) {
+            values.extend_from_slice(p);
+        }
+        values
+    })
 }
 
 /// Writes a gathered run back into `channel`'s planes of `out`.
