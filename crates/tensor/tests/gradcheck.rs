@@ -85,7 +85,7 @@ fn conv_case(device: Device, rng: &mut ChaCha8Rng) {
         (3, 4, 7, 5, 1, 1, 1),
         (2, 3, 5, 6, 1, 2, 1),
         (1, 2, 3, 6, 5, 2, 1),
-        // 1x1 on planes smaller than the batch: the per-pixel products.
+        // 1x1 on small planes: the whole-batch product over packed operands.
         (5, 4, 6, 2, 1, 1, 1),
         (3, 3, 2, 1, 1, 1, 1),
         // Depthwise on tiny planes, both strides.

@@ -23,17 +23,6 @@ impl<'a> Mat<'a> {
         Self::checked(data, rows, cols, 1, rows)
     }
 
-    /// `data[r * row_stride + c * col_stride]` is element (r, c).
-    pub(crate) fn strided(
-        data: &'a [f32],
-        rows: usize,
-        cols: usize,
-        row_stride: usize,
-        col_stride: usize,
-    ) -> Self {
-        Self::checked(data, rows, cols, row_stride, col_stride)
-    }
-
     fn checked(
         data: &'a [f32],
         rows: usize,
@@ -66,50 +55,19 @@ impl<'a> Mat<'a> {
 ///
 /// `threads` > 1 lets the product use that many rayon threads; pass 1 inside a parallel loop.
 pub(crate) fn matmul(out: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: usize) {
-    let n = b.cols;
-    matmul_strided(out, (n, 1), a, b, accumulate, threads)
-}
-
-/// [`matmul`] into an output laid out at `(row_stride, col_stride)` in `out`.
-pub(crate) fn matmul_strided(
-    out: &mut [f32],
-    (row_stride, col_stride): (usize, usize),
-    a: Mat<'_>,
-    b: Mat<'_>,
-    accumulate: bool,
-    threads: usize,
-) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions of a matrix product");
-    // The output view must fit, and its elements must not overlap (distinct (r, c) pairs land
-    // on distinct offsets), so the product never writes an element twice at once.
-    let last = if m == 0 || n == 0 {
-        0
-    } else {
-        (m - 1) * row_stride + (n - 1) * col_stride + 1
-    };
     assert!(
-        out.len() >= last,
+        out.len() >= m * n,
         "product of {m}x{n} into {} elements",
         out.len()
-    );
-    assert!(
-        m <= 1
-            || n <= 1
-            || (col_stride >= 1 && row_stride >= n * col_stride)
-            || (row_stride >= 1 && col_stride >= m * row_stride),
-        "overlapping output view"
     );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            for r in 0..m {
-                for c in 0..n {
-                    out[r * row_stride + c * col_stride] = 0.0;
-                }
-            }
+            out[..m * n].fill(0.0);
         }
         return;
     }
@@ -118,17 +76,16 @@ pub(crate) fn matmul_strided(
     } else {
         Parallelism::None
     };
-    // SAFETY: the views were bounds-checked by `Mat::checked` and above for `out`, whose view
-    // does not overlap itself; the three slices are distinct borrows, so the output aliases no
-    // input.
+    // SAFETY: the views were bounds-checked by `Mat::checked` and `out` holds m*n row-major
+    // elements; the three slices are distinct borrows, so the output aliases no input.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             out.as_mut_ptr(),
-            col_stride as isize,
-            row_stride as isize,
+            1,
+            n as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,

@@ -84,3 +84,17 @@ impl Planes {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(index * self.plane), self.plane) }
     }
 }
+
+/// `dst.copy_from_slice(src)` for rows of any length: short rows (the 1x1 to 4x4 planes of late
+/// layers) element by element, where `copy_from_slice` would call `memmove` for a few bytes.
+#[inline(always)]
+pub(crate) fn copy_row(dst: &mut [f32], src: &[f32]) {
+    if src.len() < 16 {
+        assert_eq!(dst.len(), src.len(), "row lengths");
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = v;
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}

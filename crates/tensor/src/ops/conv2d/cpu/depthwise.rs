@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::cpu::pool::{self, HostBuffer};
 use crate::cpu::simd::{shifted_dots, weighted_shifts};
-use crate::cpu::Planes;
+use crate::cpu::{copy_row, Planes};
 use crate::ops::conv2d::Conv2dShape;
 
 /// Phase-buffer elements a task aims at: with its wide output plane, about 32 KiB, so that a
@@ -106,7 +106,7 @@ impl Geometry {
                 let (a, r) = ((y + self.pad) % s, j * self.hq + (y + self.pad) / s);
                 let row = &plane[y * self.w..][..self.w];
                 if s == 1 {
-                    phases[r * self.wq + self.pad..][..self.w].copy_from_slice(row);
+                    copy_row(&mut phases[r * self.wq + self.pad..][..self.w], row);
                     continue;
                 }
                 // Input column x goes to phase b = (x + pad) % s, column (x + pad) / s: the
@@ -148,8 +148,10 @@ impl Geometry {
         wide.fill(0.0);
         for (j, plane) in planes.enumerate() {
             for oh in 0..self.oh {
-                wide[(j * self.hq + oh) * self.wq..][..self.ow]
-                    .copy_from_slice(&plane[oh * self.ow..][..self.ow]);
+                copy_row(
+                    &mut wide[(j * self.hq + oh) * self.wq..][..self.ow],
+                    &plane[oh * self.ow..][..self.ow],
+                );
             }
         }
     }
@@ -157,8 +159,10 @@ impl Geometry {
     /// Image `j`'s output plane out of the group's wide rows.
     fn narrow(&self, wide: &[f32], j: usize, plane: &mut [f32]) {
         for oh in 0..self.oh {
-            plane[oh * self.ow..][..self.ow]
-                .copy_from_slice(&wide[(j * self.hq + oh) * self.wq..][..self.ow]);
+            copy_row(
+                &mut plane[oh * self.ow..][..self.ow],
+                &wide[(j * self.hq + oh) * self.wq..][..self.ow],
+            );
         }
     }
 
