@@ -2,7 +2,7 @@
 //!
 //! A training step allocates and frees the same activation and gradient sizes every step. Fresh
 //! allocations of that size come from the kernel as untouched pages, and the first write to each
-//! page faults and zeroes it: for a 58 MB activation that is ~15,000 faults, a third of the time
+//! page faults and zeroes it: for a 58 MB activation that is ~15,000 faults, a quarter of the time
 //! of a depthwise convolution. Buffers of at least [`MIN_LEN`] elements therefore go back to this
 //! pool when their tensor is dropped, and the next request of the same length takes one back:
 //! from the second step on, a training step makes no large allocation.
@@ -86,9 +86,9 @@ pub(crate) fn give(buffer: Vec<f32>) {
     }
 }
 
-/// Releases every pooled buffer to the system; returns the bytes released. Call it after
-/// training a network whose activation sizes will not come back (the search does, after each
-/// candidate).
+/// Releases every pooled buffer to the system; returns the bytes released. For a program done
+/// with networks whose activation sizes will not come back; otherwise the capacity bounds the
+/// pool (the search, whose workers train different networks at once, relies on that).
 pub fn release() -> usize {
     let mut pool = lock();
     let bytes = pool.bytes;

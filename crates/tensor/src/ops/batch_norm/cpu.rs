@@ -365,6 +365,7 @@ multiversion! {
         let relu = k.relu;
         // The output gradient behind the ReLU: zero where the forward output
         // `max(v * scale + shift, 0)` was not positive (NaN included), as a select.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must gate to zero, as max(NaN, 0) did
         let gate = move |v: f32, g: f32| {
             if relu && !(v * scale + shift > 0.0) {
                 0.0

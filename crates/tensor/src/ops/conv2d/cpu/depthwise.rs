@@ -274,19 +274,34 @@ fn forward_group(
 /// `x`: (N, C, H, W), `w`: (C, 1, KH, KW); returns (N, C, OH, OW)
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
-    let taps = channel_taps(&g, w, false);
     let mut y = pool::take(s.batch * s.out_channels * g.oh * g.ow);
-    let out = Planes::new(&mut y, g.oh * g.ow);
-    tasks(&g, s)
+    forward_all(
+        &g,
+        s,
+        x,
+        &channel_taps(&g, w, false),
+        &Planes::new(&mut y, g.oh * g.ow),
+    );
+    y
+}
+
+/// Every group of a forward pass of geometry `g` over `input`, in parallel.
+fn forward_all(
+    g: &Geometry,
+    s: &Conv2dShape,
+    input: &[f32],
+    taps: &[Vec<(usize, f32)>],
+    out: &Planes,
+) {
+    tasks(g, s)
         .into_par_iter()
-        .with_min_len(tasks_per_job(&g))
+        .with_min_len(tasks_per_job(g))
         .for_each_init(
-            || scratch(&g),
+            || scratch(g),
             |(phases, wide), task| {
-                forward_group(&g, s, x, &taps[task.0], &out, task, phases, wide);
+                forward_group(g, s, input, &taps[task.0], out, task, phases, wide);
             },
         );
-    y
 }
 
 /// # Shapes
@@ -297,16 +312,7 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     let mut dx = pool::take(s.batch * s.in_channels * in_plane);
     let out = Planes::new(&mut dx, in_plane);
     if let Some(t) = g.transposed(s.batch) {
-        let flipped = channel_taps(&t, w, true);
-        tasks(&t, s)
-            .into_par_iter()
-            .with_min_len(tasks_per_job(&t))
-            .for_each_init(
-                || scratch(&t),
-                |(phases, wide), task| {
-                    forward_group(&t, s, dy, &flipped[task.0], &out, task, phases, wide);
-                },
-            );
+        forward_all(&t, s, dy, &channel_taps(&t, w, true), &out);
         return dx;
     }
     // The adjoint of the forward pass, `dphases[off_t + i] += w_t * wide[i]`, as a gather:
