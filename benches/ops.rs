@@ -7,6 +7,8 @@
 //! - `EATNAS_BENCH_LIST=1`: prints the rows as JSON lines (name, flops, bytes, trains);
 //! - `EATNAS_BENCH_CEILINGS=1`: measures this machine's float32 matrix-product rate and memory
 //!   bandwidth (read + write), the two limits the table's floors are taken against;
+//! - `EATNAS_BENCH_QUICK=PATTERN`: min and median of 15 runs of the rows whose name contains
+//!   PATTERN, without criterion (a quick look while developing);
 //! - `EATNAS_BENCH_MEMORY=NAME`: runs one row three times and prints its peak resident memory
 //!   and the resident memory just before the first run, as JSON (what `xtask` compares with
 //!   PyTorch's).
