@@ -2,7 +2,7 @@
 //! `cargo xtask bench cpu` runs them beside PyTorch and prints the table.
 //!
 //! Every row is declared once, in [`rows`], with the flops and bytes of its floor. The binary
-//! has three modes:
+//! has five modes:
 //! - plain (criterion): times every row (criterion's filters and flags apply);
 //! - `EATNAS_BENCH_LIST=1`: prints the rows as JSON lines (name, flops, bytes, trains);
 //! - `EATNAS_BENCH_CEILINGS=1`: measures this machine's float32 matrix-product rate and memory
