@@ -230,7 +230,14 @@ impl CandidateTrainer for ProxyEvaluator {
             seconds: started.elapsed().as_secs_f64(),
             error,
         };
-        match trainer.train(&mut |_| {}) {
+        let trained = trainer.train(&mut |_| {});
+        // The next candidate has other activation sizes: hand this one's pooled buffers back
+        // (workers training at the same time pay one step of fresh allocations for it).
+        let release = |result| {
+            eatnas_tensor::release_workspace();
+            result
+        };
+        release(match trained {
             Ok(()) => {
                 let val = trainer
                     .evaluate_val()?
@@ -243,6 +250,6 @@ impl CandidateTrainer for ProxyEvaluator {
                 Ok((outcome(0.0, Some(e.to_string())), None))
             }
             Err(e) => Err(e.into()),
-        }
+        })
     }
 }

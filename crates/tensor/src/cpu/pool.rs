@@ -87,8 +87,8 @@ pub(crate) fn give(buffer: Vec<f32>) {
 }
 
 /// Releases every pooled buffer to the system; returns the bytes released. For a program done
-/// with networks whose activation sizes will not come back; otherwise the capacity bounds the
-/// pool (the search, whose workers train different networks at once, relies on that).
+/// with a network whose activation sizes will not come back: the search calls it after each
+/// candidate, so that the pool does not fill up with the sizes of networks trained before.
 pub fn release() -> usize {
     let mut pool = lock();
     let bytes = pool.bytes;
