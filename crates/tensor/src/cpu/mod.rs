@@ -36,6 +36,13 @@ pub(crate) fn ordered_sum(
     total
 }
 
+/// Rayon items per job when each item touches `values_per_item` values: enough for about 16K
+/// values a job, so that a small layer (late layers, 1x1 planes) is not cut into jobs that cost
+/// more to hand to a thread than to run.
+pub(crate) fn items_per_job(values_per_item: usize) -> usize {
+    (16 * 1024 / values_per_item.max(1)).max(1)
+}
+
 /// A `len`-long vector whose `chunk`-long pieces are written in parallel by
 /// `fill(piece_index, piece)`. The vector comes from the workspace pool with unspecified
 /// values: `fill` must write every element of its piece.

@@ -125,7 +125,11 @@ pub(crate) use multiversion;
 /// # Panics
 /// When `p.len()` is not a multiple of 8.
 pub(crate) fn shifted_moments(lanes: &mut [[f32; 8]; 2], p: &[f32], k: f32) {
-    assert!(p.len().is_multiple_of(8), "{} values are not whole lanes", p.len());
+    assert!(
+        p.len().is_multiple_of(8),
+        "{} values are not whole lanes",
+        p.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if level() >= Level::Avx2 {
         // SAFETY: AVX2 was detected by `level`.

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::simd::{multiversion, shifted_moments};
-use crate::cpu::{par_fill, pool, Planes};
+use crate::cpu::{items_per_job, par_fill, pool, Planes};
 
 /// The planes (H*W values each) of `channel` across the batch.
 #[inline(always)]
@@ -76,7 +76,7 @@ pub(super) fn train_forward(
     let out = Planes::new(&mut y, dims[2] * dims[3]);
     let (mean, var) = (0..channels)
         .into_par_iter()
-        .with_min_len(channels_per_task(dims))
+        .with_min_len(items_per_job(dims[0] * dims[2] * dims[3]))
         .map(|c| train_forward_channel(x, dims, c, weight[c], bias[c], eps, relu, &out))
         .unzip();
     (y, mean, var)
@@ -111,12 +111,6 @@ multiversion! {
         }
         (mean, var)
     }
-}
-
-/// Channels per task: enough for about 16K values, so that a small layer (late layers, 1x1
-/// planes) is not cut into tasks that cost more to hand to a thread than to run.
-fn channels_per_task(dims: [usize; 4]) -> usize {
-    (16 * 1024 / (dims[0] * dims[2] * dims[3]).max(1)).max(1)
 }
 
 /// Planes smaller than this are gathered, per channel, into one contiguous run first: a plane
@@ -315,7 +309,7 @@ pub(super) fn backward(
     let out = Planes::new(&mut dx, plane_len);
     let (dweight, dbias): (Vec<f32>, Vec<f32>) = (0..channels)
         .into_par_iter()
-        .with_min_len(channels_per_task(dims))
+        .with_min_len(items_per_job(dims[0] * dims[2] * dims[3]))
         .map(|c| {
             let channel = ChannelBackward {
                 mean: mean[c],

@@ -17,11 +17,13 @@
 //! the output gradient with the flipped filter, and otherwise the adjoint of the forward pass,
 //! gathered phase by phase.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::cpu::pool::{self, HostBuffer};
 use crate::cpu::simd::{shifted_dots, weighted_shifts};
-use crate::cpu::{copy_row, Planes};
+use crate::cpu::{copy_row, items_per_job, Planes};
 use crate::ops::conv2d::Conv2dShape;
 
 /// Phase-buffer elements a task aims at: with its wide output plane, about 32 KiB, so that a
@@ -77,7 +79,12 @@ impl Geometry {
 
     /// Length of a group's output on wide rows: up to the last image's last output row.
     fn wide_len(&self) -> usize {
-        ((self.group - 1) * self.hq + self.oh) * self.wq
+        self.wide_len_of(self.group)
+    }
+
+    /// [`Geometry::wide_len`] of a group of `count` images (a short last group).
+    fn wide_len_of(&self, count: usize) -> usize {
+        ((count - 1) * self.hq + self.oh) * self.wq
     }
 
     fn offset(&self, kh: usize, kw: usize) -> usize {
@@ -196,12 +203,6 @@ fn group_size(batch: usize, elements_per_image: usize) -> usize {
     (GROUP_ELEMENTS / elements_per_image.max(1)).clamp(1, batch.max(1))
 }
 
-/// Tasks per rayon job: enough for about 16K output values, so that small layers are not cut
-/// into jobs that cost more to hand to a thread than to run.
-fn tasks_per_job(g: &Geometry) -> usize {
-    (16 * 1024 / (g.group * g.oh * g.ow).max(1)).max(1)
-}
-
 /// A task's phase planes and wide output rows, from the workspace pool.
 fn scratch(g: &Geometry) -> (HostBuffer, HostBuffer) {
     (
@@ -261,8 +262,7 @@ fn forward_group(
         (n0..n0 + count).map(|n| &input[(n * channels + channel) * in_plane..][..in_plane]);
     g.split(planes, phases);
     // A short last group computes only its own rows.
-    let len = ((count - 1) * g.hq + g.oh) * g.wq;
-    weighted_shifts(&mut wide[..len], phases, taps);
+    weighted_shifts(&mut wide[..g.wide_len_of(count)], phases, taps);
     for j in 0..count {
         // SAFETY: this task alone owns the (image, channel) pairs of its group.
         let plane = unsafe { out.get((n0 + j) * channels + channel) };
@@ -295,7 +295,7 @@ fn forward_all(
 ) {
     tasks(g, s)
         .into_par_iter()
-        .with_min_len(tasks_per_job(g))
+        .with_min_len(items_per_job(g.group * g.oh * g.ow))
         .for_each_init(
             || scratch(g),
             |(phases, wide), task| {
@@ -339,7 +339,7 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
         .collect();
     tasks(&g, s)
         .into_par_iter()
-        .with_min_len(tasks_per_job(&g))
+        .with_min_len(items_per_job(g.group * g.oh * g.ow))
         .for_each_init(
             || {
                 let (dphases, _) = scratch(&g);
@@ -384,50 +384,40 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
     let Some(t) = shared else {
         return (backward_input(w, dy, s), backward_weight(x, dy, s));
     };
-    let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
     let flipped = channel_taps(&t, w, true);
-    let offsets = g.offsets();
     // Where the wide-row view of the output gradient starts in its padded layout.
     let shift = g.pad * g.wq + g.pad;
     let c = s.in_channels;
     let mut dx = pool::take(s.batch * c * in_plane);
     let out = Planes::new(&mut dx, in_plane);
-    let mut dw = vec![0.0f32; s.out_channels * taps];
-    // A channel per task, but at least about 16K output values per rayon job.
-    let channels_per_job = (16 * 1024 / (s.batch * g.oh * g.ow).max(1)).max(1);
-    dw.par_chunks_mut(taps)
-        .enumerate()
-        .with_min_len(channels_per_job)
-        .for_each_init(
-            || (scratch(&g), HostBuffer::zeroed(t.phases_len())),
-            |((x_phases, wide), dy_phases), (channel, dw)| {
-                // float32 within a group, float64 across groups: a fixed order, whatever the
-                // scheduling.
-                let mut sums = vec![0.0f64; taps];
-                for n0 in (0..s.batch).step_by(g.group) {
-                    let count = g.group.min(s.batch - n0);
-                    let images = n0..n0 + count;
-                    let dy_planes = images
-                        .clone()
-                        .map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-                    t.split(dy_planes, dy_phases);
-                    let len = ((count - 1) * t.hq + t.oh) * t.wq;
-                    weighted_shifts(&mut wide[..len], dy_phases, &flipped[channel]);
-                    for j in 0..count {
-                        // SAFETY: this task alone owns channel `channel`'s planes.
-                        let plane = unsafe { out.get((n0 + j) * c + channel) };
-                        t.narrow(wide, j, plane);
-                    }
-                    let x_planes = images.map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
-                    g.split(x_planes, x_phases);
-                    let dy_wide = &dy_phases[shift..shift + g.wide_len()];
-                    shifted_dots(&mut sums, dy_wide, x_phases, &offsets);
-                }
-                for (out, sum) in dw.iter_mut().zip(sums) {
-                    *out = sum as f32;
-                }
-            },
-        );
+    let offsets = g.offsets();
+    let dw = weight_gradient(
+        &g,
+        s,
+        || (scratch(&g), HostBuffer::zeroed(t.phases_len())),
+        |((x_phases, wide), dy_phases), channel, images, sums| {
+            let (n0, count) = (images.start, images.len());
+            let dy_planes = images
+                .clone()
+                .map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
+            t.split(dy_planes, dy_phases);
+            weighted_shifts(
+                &mut wide[..t.wide_len_of(count)],
+                dy_phases,
+                &flipped[channel],
+            );
+            for j in 0..count {
+                // SAFETY: this task alone owns channel `channel`'s planes.
+                let plane = unsafe { out.get((n0 + j) * c + channel) };
+                t.narrow(wide, j, plane);
+            }
+            let x_planes = images.map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
+            g.split(x_planes, x_phases);
+            let dy_wide = &dy_phases[shift..shift + g.wide_len()];
+            shifted_dots(sums, dy_wide, x_phases, &offsets);
+        },
+    );
     (dx, dw)
 }
 
@@ -435,37 +425,50 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
 /// `x`: (N, C, H, W), `dy`: (N, C, OH, OW); returns dw (C, 1, KH, KW)
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
-    let (in_plane, out_plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let (in_plane, out_plane, c) = (g.h * g.w, g.oh * g.ow, s.in_channels);
     let offsets = g.offsets();
-    let c = s.in_channels;
+    weight_gradient(
+        &g,
+        s,
+        || scratch(&g),
+        |(phases, wide), channel, images, sums| {
+            let x_planes = images
+                .clone()
+                .map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
+            let dy_planes = images.map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
+            g.split(x_planes, phases);
+            g.widen(dy_planes, wide);
+            shifted_dots(sums, wide, phases, &offsets);
+        },
+    )
+}
+
+/// The weight gradient, one channel per task: `accumulate(scratch, channel, images, sums)` adds
+/// each group of the channel's images, in order, to the tap sums (float32 within a group,
+/// float64 across groups: a fixed order, whatever the scheduling).
+///
+/// # Shapes
+/// returns dw (C, 1, KH, KW)
+fn weight_gradient<S: Send>(
+    g: &Geometry,
+    s: &Conv2dShape,
+    scratch: impl Fn() -> S + Sync + Send,
+    accumulate: impl Fn(&mut S, usize, Range<usize>, &mut [f64]) + Sync + Send,
+) -> Vec<f32> {
+    let taps = g.kh * g.kw;
     let mut dw = vec![0.0f32; s.out_channels * taps];
-    // A channel per task, but at least about 16K output values per rayon job.
-    let channels_per_job = (16 * 1024 / (s.batch * g.oh * g.ow).max(1)).max(1);
     dw.par_chunks_mut(taps)
         .enumerate()
-        .with_min_len(channels_per_job)
-        .for_each_init(
-            || scratch(&g),
-            |(phases, wide), (channel, dw)| {
-                // float32 within a group, float64 across groups: a fixed order, whatever the
-                // scheduling.
-                let mut sums = vec![0.0f64; taps];
-                for n0 in (0..s.batch).step_by(g.group) {
-                    let images = n0..(n0 + g.group).min(s.batch);
-                    let x_planes = images
-                        .clone()
-                        .map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
-                    let dy_planes =
-                        images.map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-                    g.split(x_planes, phases);
-                    g.widen(dy_planes, wide);
-                    shifted_dots(&mut sums, wide, phases, &offsets);
-                }
-                for (out, sum) in dw.iter_mut().zip(sums) {
-                    *out = sum as f32;
-                }
-            },
-        );
+        .with_min_len(items_per_job(s.batch * g.oh * g.ow))
+        .for_each_init(scratch, |state, (channel, dw)| {
+            let mut sums = vec![0.0f64; taps];
+            for n0 in (0..s.batch).step_by(g.group) {
+                accumulate(state, channel, n0..(n0 + g.group).min(s.batch), &mut sums);
+            }
+            for (out, sum) in dw.iter_mut().zip(sums) {
+                *out = sum as f32;
+            }
+        });
     dw
 }
 
