@@ -21,18 +21,17 @@ fn planes<'a>(
     (0..batch).map(move |n| &x[(n * channels + channel) * plane..][..plane])
 }
 
-/// `sum(f(a_i, b_i))` over two equal slices, in eight float32 lanes that the compiler vectorises.
+/// `sum(a_i)` in eight float32 lanes that the compiler vectorises.
 #[inline(always)]
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+fn lane_sum(a: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (a_rest, b_rest) = (a8.remainder(), b8.remainder());
-    for (a, b) in a8.zip(b8) {
+    let a8 = a.chunks_exact(8);
+    let tail: f32 = a8.remainder().iter().sum();
+    for a in a8 {
         for i in 0..8 {
-            lanes[i] += f(a[i], b[i]);
+            lanes[i] += a[i];
         }
     }
-    let tail: f32 = a_rest.iter().zip(b_rest).map(|(&a, &b)| f(a, b)).sum();
     lanes.iter().sum::<f32>() + tail
 }
 
@@ -44,7 +43,7 @@ fn channel_moments(x: &[f32], dims: [usize; 4], channel: usize) -> (f64, f64) {
     let count = (dims[0] * dims[2] * dims[3]) as f64;
     let plane = (dims[2] * dims[3]) as f64;
     let first = planes(x, dims, channel).next().unwrap_or(&[]);
-    let k = (lane_sum(first, first, |v, _| v) as f64 / plane) as f32;
+    let k = (lane_sum(first) as f64 / plane) as f32;
     let mut sums = LaneSums::default();
     for p in planes(x, dims, channel) {
         // Padding with `k` adds zeros.
@@ -177,10 +176,7 @@ impl LaneSums {
             b[..b_rest.len()].copy_from_slice(b_rest);
             self.add_chunk(&a, &b, &fu, &fv);
         }
-        self.pending += a.len();
-        if self.pending >= Self::FLUSH {
-            self.flush();
-        }
+        self.counted(a.len());
     }
 
     /// Adds `x_i - k` to the first sum and its square to the second.
@@ -194,7 +190,13 @@ impl LaneSums {
             c[..p.len() - full].copy_from_slice(&p[full..]);
             shifted_moments(&mut self.lanes, &c, k);
         }
-        self.pending += p.len();
+        self.counted(p.len());
+    }
+
+    /// Notes `len` more values in the lanes; flushes them to float64 every [`LaneSums::FLUSH`].
+    #[inline(always)]
+    fn counted(&mut self, len: usize) {
+        self.pending += len;
         if self.pending >= Self::FLUSH {
             self.flush();
         }
