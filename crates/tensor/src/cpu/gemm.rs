@@ -18,6 +18,14 @@ impl<'a> Mat<'a> {
         Self::checked(data, rows, cols, cols, 1)
     }
 
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// `data` holds the *transpose* row after row (`cols x rows`); the view is the matrix itself.
     pub(crate) fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self::checked(data, rows, cols, 1, rows)

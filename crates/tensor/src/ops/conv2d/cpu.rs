@@ -21,10 +21,7 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
     if s.is_depthwise() {
         depthwise::backward(x, w, dy, s)
     } else if s.is_pointwise() {
-        (
-            pointwise::backward_input(w, dy, s),
-            pointwise::backward_weight(x, dy, s),
-        )
+        pointwise::backward(x, w, dy, s)
     } else {
         im2col::backward(x, w, dy, s, true)
     }

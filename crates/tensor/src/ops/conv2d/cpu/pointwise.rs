@@ -17,7 +17,7 @@ use crate::ops::conv2d::Conv2dShape;
 const PACK_BELOW: usize = 64;
 
 fn whole_batch(s: &Conv2dShape) -> bool {
-    s.in_height * s.in_width < PACK_BELOW && s.batch > 1
+    pixels(s) < PACK_BELOW && s.batch > 1
 }
 
 /// `(N, C, HW)` -> `(C, N*HW)`, into a workspace buffer.
@@ -40,85 +40,90 @@ fn unpack(src: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
         .enumerate()
         .for_each(|(i, image)| {
             for (ch, out) in image.chunks_exact_mut(hw).enumerate() {
-                out.copy_from_slice(&src[ch * n * hw + i * hw..][..hw]);
+                copy_row(out, &src[ch * n * hw + i * hw..][..hw]);
             }
         });
     dst
 }
 
+/// `out[n] (Cout' x HW) = weight (Cout' x Cin') * input[n] (Cin' x HW)` for every image: the
+/// forward pass (`weight` = W) and the input gradient (`weight` = W^T) alike.
+fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
+    if whole_batch(s) {
+        return packed_product(weight, &pack(input, s.batch, weight.cols(), pixels(s)), s);
+    }
+    let (cin, cout, pixels) = (weight.cols(), weight.rows(), pixels(s));
+    let mut out = pool::take(s.batch * cout * pixels);
+    out.par_chunks_mut(cout * pixels)
+        .zip(input.par_chunks(cin * pixels))
+        .for_each(|(out, input)| {
+            matmul(out, weight, Mat::row_major(input, cin, pixels), false, 1);
+        });
+    out
+}
+
+/// [`product`] on an input already packed channel-major (`Cin' x N*HW`): one product over the
+/// whole batch, unpacked to NCHW.
+fn packed_product(weight: Mat<'_>, packed: &[f32], s: &Conv2dShape) -> Vec<f32> {
+    let (cin, cout, n, pixels) = (weight.cols(), weight.rows(), s.batch, pixels(s));
+    let mut out = HostBuffer::new(pool::take(cout * n * pixels));
+    let input = Mat::row_major(packed, cin, n * pixels);
+    matmul(&mut out, weight, input, false, rayon::current_num_threads());
+    unpack(&out, n, cout, pixels)
+}
+
+fn pixels(s: &Conv2dShape) -> usize {
+    s.in_height * s.in_width
+}
+
 /// # Shapes
 /// `x`: (N, Cin, H, W), `w`: (Cout, Cin, 1, 1); returns (N, Cout, H, W)
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
-    let pixels = s.in_height * s.in_width;
-    let (n, cin, cout) = (s.batch, s.in_channels, s.out_channels);
-    let threads = rayon::current_num_threads();
-    if whole_batch(s) {
-        let xt = pack(x, n, cin, pixels);
-        let mut yt = HostBuffer::new(pool::take(cout * n * pixels));
-        let weight = Mat::row_major(w, cout, cin);
-        matmul(
-            &mut yt,
-            weight,
-            Mat::row_major(&xt, cin, n * pixels),
-            false,
-            threads,
-        );
-        return unpack(&yt, n, cout, pixels);
-    }
-    let mut y = pool::take(n * cout * pixels);
-    let weight = Mat::row_major(w, cout, cin);
-    y.par_chunks_mut(cout * pixels)
-        .zip(x.par_chunks(cin * pixels))
-        .for_each(|(y, x)| {
-            matmul(y, weight, Mat::row_major(x, cin, pixels), false, 1);
-        });
-    y
+    product(Mat::row_major(w, s.out_channels, s.in_channels), x, s)
 }
 
 /// # Shapes
 /// `w`: (Cout, Cin, 1, 1), `dy`: (N, Cout, H, W); returns dx (N, Cin, H, W)
 pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
-    let pixels = s.in_height * s.in_width;
-    let (n, cin, cout) = (s.batch, s.in_channels, s.out_channels);
-    if whole_batch(s) {
-        let dyt = pack(dy, n, cout, pixels);
-        let mut dxt = HostBuffer::new(pool::take(cin * n * pixels));
-        let weight_t = Mat::transposed(w, cin, cout);
-        let threads = rayon::current_num_threads();
-        matmul(
-            &mut dxt,
-            weight_t,
-            Mat::row_major(&dyt, cout, n * pixels),
-            false,
-            threads,
-        );
-        return unpack(&dxt, n, cin, pixels);
+    product(Mat::transposed(w, s.in_channels, s.out_channels), dy, s)
+}
+
+/// Both gradients, `(dx, dw)`; on small planes the output gradient is packed once for the two.
+///
+/// # Shapes
+/// `x`: (N, Cin, H, W), `w`: (Cout, Cin, 1, 1), `dy`: (N, Cout, H, W); returns (dx, dw)
+pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<f32>, Vec<f32>) {
+    if !whole_batch(s) {
+        return (backward_input(w, dy, s), backward_weight(x, dy, s));
     }
-    let mut dx = pool::take(n * cin * pixels);
-    let weight_t = Mat::transposed(w, cin, cout);
-    dx.par_chunks_mut(cin * pixels)
-        .zip(dy.par_chunks(cout * pixels))
-        .for_each(|(dx, dy)| {
-            matmul(dx, weight_t, Mat::row_major(dy, cout, pixels), false, 1);
-        });
-    dx
+    let dyt = pack(dy, s.batch, s.out_channels, pixels(s));
+    let weight_t = Mat::transposed(w, s.in_channels, s.out_channels);
+    (
+        packed_product(weight_t, &dyt, s),
+        packed_weight_gradient(&dyt, x, s),
+    )
+}
+
+/// dW = dY (Cout x N*HW) * X^T (N*HW x Cin), `dyt` packed: one product, the sum over the batch
+/// inside it.
+fn packed_weight_gradient(dyt: &[f32], x: &[f32], s: &Conv2dShape) -> Vec<f32> {
+    let (n, cin, cout, pixels) = (s.batch, s.in_channels, s.out_channels, pixels(s));
+    let xt = pack(x, n, cin, pixels);
+    let mut dw = pool::take(cout * cin);
+    let (dy_mat, x_t) = (
+        Mat::row_major(dyt, cout, n * pixels),
+        Mat::transposed(&xt, n * pixels, cin),
+    );
+    matmul(&mut dw, dy_mat, x_t, false, rayon::current_num_threads());
+    dw
 }
 
 /// # Shapes
 /// `x`: (N, Cin, H, W), `dy`: (N, Cout, H, W); returns dw (Cout, Cin, 1, 1)
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
-    let pixels = s.in_height * s.in_width;
-    let (n, cin, cout) = (s.batch, s.in_channels, s.out_channels);
+    let (n, cin, cout, pixels) = (s.batch, s.in_channels, s.out_channels, pixels(s));
     if whole_batch(s) {
-        // dW = dY (Cout x N*HW) * X^T (N*HW x Cin): one product, its sum over the batch inside.
-        let (dyt, xt) = (pack(dy, n, cout, pixels), pack(x, n, cin, pixels));
-        let mut dw = pool::take(cout * cin);
-        let (dy_mat, x_t) = (
-            Mat::row_major(&dyt, cout, n * pixels),
-            Mat::transposed(&xt, n * pixels, cin),
-        );
-        matmul(&mut dw, dy_mat, x_t, false, rayon::current_num_threads());
-        return dw;
+        return packed_weight_gradient(&pack(dy, n, cout, pixels), x, s);
     }
     // dW = sum over images of dy[n] (Cout x HW) * x[n]^T (HW x Cin).
     ordered_sum(n, cout * cin, |images, dw| {
