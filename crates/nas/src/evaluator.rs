@@ -230,26 +230,22 @@ impl CandidateTrainer for ProxyEvaluator {
             seconds: started.elapsed().as_secs_f64(),
             error,
         };
-        let trained = trainer.train(&mut |_| {});
-        // The next candidate has other activation sizes: hand this one's pooled buffers back
-        // (workers training at the same time pay one step of fresh allocations for it).
-        let release = |result| {
-            eatnas_tensor::release_workspace();
-            result
-        };
-        release(match trained {
-            Ok(()) => {
-                let val = trainer
-                    .evaluate_val()?
-                    .expect("tasks always hold out a validation split");
+        let result = match trainer.train(&mut |_| {}) {
+            Ok(()) => trainer.evaluate_val().map_err(Into::into).map(|val| {
+                let val = val.expect("tasks always hold out a validation split");
                 let weights = self.task.inherit_weights.then(|| trainer.network().state());
-                Ok((outcome(val.top1, None), weights))
-            }
+                (outcome(val.top1, None), weights)
+            }),
             // A network whose loss diverges is a bad candidate, not a broken search.
             Err(e @ eatnas_train::Error::Diverged { .. }) => {
                 Ok((outcome(0.0, Some(e.to_string())), None))
             }
             Err(e) => Err(e.into()),
-        })
+        };
+        // The next candidate has other activation sizes: hand this one's pooled buffers back
+        // (workers training at the same time pay one step of fresh allocations for it), on
+        // every path out.
+        eatnas_tensor::release_workspace();
+        result
     }
 }
