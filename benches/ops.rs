@@ -199,8 +199,8 @@ fn peak_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Median of `runs` timings of `f`, in seconds.
-fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
+/// `runs` timings of `f` after one warm-up run, in seconds, sorted.
+fn sorted_seconds(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
     f();
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
@@ -210,7 +210,12 @@ fn median_seconds(runs: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    times[runs / 2]
+    times
+}
+
+/// Median of `runs` timings of `f`, in seconds.
+fn median_seconds(runs: usize, f: impl FnMut()) -> f64 {
+    sorted_seconds(runs, f)[runs / 2]
 }
 
 /// (GFLOP/s of a 2048-cube float32 matrix product, GB/s of a 256 MiB copy), on every rayon
@@ -292,19 +297,12 @@ fn main() {
     // A quick look while developing: min and median of 15 runs of matching rows.
     if let Ok(pattern) = std::env::var("EATNAS_BENCH_QUICK") {
         for row in rows.iter().filter(|r| r.name.contains(&pattern)) {
-            let mut run = (row.build)();
-            run();
-            let mut times: Vec<f64> = (0..15)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    run();
-                    start.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
+            let times = sorted_seconds(15, (row.build)());
             println!(
                 "{:<34} min {:>8.2} ms  median {:>8.2} ms",
-                row.name, times[0], times[7]
+                row.name,
+                times[0] * 1e3,
+                times[7] * 1e3
             );
         }
         return;
