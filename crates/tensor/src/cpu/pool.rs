@@ -11,7 +11,8 @@
 //! buffers. So the pool holds at most [`capacity_bytes`] (`EATNAS_HOST_POOL_MB`, default 1024;
 //! 0 turns it off); past that the buffers freed longest ago are released to the system.
 //! Measured on the demo pipeline (peak set by its final training, batch 128): no pool 8:25 and
-//! 1.9 GB peak, 1024 MB 6:14 and 2.7 GB, 2048 MB 6:15 and 3.5 GB. [`release`] empties it (the search does after each candidate).
+//! 1.9 GB peak, 1024 MB 6:14 and 2.7 GB, 2048 MB 6:15 and 3.5 GB. [`release`] empties it (the
+//! search does after each candidate).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, OnceLock};
