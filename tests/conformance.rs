@@ -189,6 +189,11 @@ fn block_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
     let mut block = Block::new(&spec, &mut rng).map_err(|e| e.to_string())?;
     let names = load_params(f, device, &mut |v| block.visit("b", v), "b.")?;
     let x = f.tensor("x", device)?;
+    if mode == Mode::Eval {
+        // The inference path (one fused op per MBConv block) against the same output.
+        let inferred = block.infer(&x).map_err(|e| e.to_string())?;
+        c.check(&inferred, "y", FORWARD);
+    }
     let y = block.forward(&x, mode).map_err(|e| e.to_string())?;
     c.check(&y, "y", FORWARD);
     let dx = block

@@ -1,8 +1,10 @@
 //! `cargo xtask COMMAND`: project automation.
 //!
 //! - `bench cpu [--json] [--threads N] [--rows A,B]`: the CPU speed table, eatnas beside PyTorch.
+//! - `build-kernels`: `kernels/*.cu` to the committed PTX in `kernels/ptx/`.
 
 mod bench;
+mod kernels;
 
 use std::process::ExitCode;
 
@@ -15,6 +17,11 @@ commands:
       to the flop-or-byte floor and, for the rows that train, peak memory. PyTorch comes from
       $EATNAS_PYTHON, else from a virtual environment under target/ that this command creates
       with pip. --json: the last line of stdout is a JSON array of the rows.
+  build-kernels
+      compiles kernels/*.cu to PTX for compute_80 and compute_90 into kernels/ptx/ (committed),
+      records the sources' hash and the ptxas resource usage for sm_90 (fails on a spill).
+      nvcc comes from PATH, else CUDA_HOME, else a toolkit this command installs from PyPI
+      into target/cuda-toolkit.
   help";
 
 fn main() -> ExitCode {
@@ -25,6 +32,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("bench") => bench::run(&args[1..]),
+        Some("build-kernels") => kernels::run(&args[1..]),
         Some(other) => Err(anyhow::anyhow!(
             "`{other}` is not an xtask command; run `cargo xtask help`"
         )),

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use eatnas_nas::{pipeline::Event, Command, SearchConfig};
 use eatnas_nn::Arch;
 use eatnas_tensor::Device;
@@ -21,7 +21,8 @@ pub struct Common {
     /// Overrides the configuration's worker count.
     #[arg(long)]
     workers: Option<usize>,
-    /// Compute device: cpu, cuda:N or auto.
+    /// Compute device: cpu, cuda:N (one GPU), cuda (every GPU, one worker each) or auto
+    /// (every GPU if there is one, else the CPU).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Print the summary as one JSON object on the last line.
@@ -59,21 +60,52 @@ pub struct TransferArgs {
 pub struct ResumeArgs {
     /// The folder of a search that was interrupted.
     dir: PathBuf,
+    /// Compute device, as for `search`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[arg(long)]
     json: bool,
 }
 
+/// The devices a search trains on: `cuda` and `auto` take every GPU there is.
+pub fn search_devices(text: &str) -> Result<Vec<Device>> {
+    let all_gpus = || {
+        (0..Device::cuda_count())
+            .map(Device::Cuda)
+            .collect::<Vec<_>>()
+    };
+    Ok(match text {
+        "cuda" => {
+            let gpus = all_gpus();
+            if gpus.is_empty() {
+                // The error of the first GPU says why none can be used.
+                Device::cuda(0)?;
+            }
+            gpus
+        }
+        "auto" => {
+            let gpus = all_gpus();
+            if gpus.is_empty() {
+                vec![Device::Cpu]
+            } else {
+                gpus
+            }
+        }
+        other => vec![Device::parse(other)?],
+    })
+}
+
 fn load_config(common: &Common) -> Result<SearchConfig> {
-    if Device::parse(&common.device)? != Device::Cpu {
-        bail!(
-            "device {}: this build searches on the CPU only",
-            common.device
-        );
-    }
+    let devices = search_devices(&common.device)?;
     let mut config = match &common.config {
         Some(path) => SearchConfig::load(path)?,
         None => SearchConfig::default(),
     };
+    // One worker per GPU unless the workers are set explicitly.
+    if devices.len() > 1 && common.workers.is_none() {
+        config.workers = devices.len();
+    }
+    config.devices = devices;
     if let Some(seed) = common.seed {
         config.seed = seed;
     }
@@ -171,7 +203,8 @@ pub fn transfer(args: &TransferArgs) -> Result<()> {
 }
 
 pub fn resume(args: &ResumeArgs) -> Result<()> {
-    let summary = eatnas_nas::resume(&args.dir, &mut report)?;
+    let devices = search_devices(&args.device)?;
+    let summary = eatnas_nas::resume(&args.dir, &devices, &mut report)?;
     print_summary(&args.dir, &summary, args.json);
     Ok(())
 }

@@ -98,9 +98,7 @@ impl Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    if Device::parse(&args.device)? != Device::Cpu {
-        bail!("device {}: this build trains on the CPU only", args.device);
-    }
+    let device = Device::parse(&args.device)?;
     let mut trainer = match &args.resume {
         Some(dir) => {
             let trainer = Trainer::resume(dir)?;
@@ -138,6 +136,10 @@ pub fn run(args: &Args) -> Result<()> {
             Trainer::new(config, &arch, data, Some(out))?
         }
     };
+    if device != Device::Cpu {
+        eprintln!("training on {device} ({})", device.name());
+    }
+    trainer.to_device(device)?;
     trainer.show_progress(std::io::stderr().is_terminal());
     let summary = trainer.run(&mut |record| {
         println!(

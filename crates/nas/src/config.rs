@@ -71,6 +71,11 @@ pub struct SearchConfig {
     pub final_training: FinalConfig,
     /// How many of the best architectures to write.
     pub top_k: usize,
+    /// Where candidates train: worker i on devices[i % len]; the final training on the first.
+    /// Empty: the CPU. A run-time choice (`--device`), not part of the search's identity, so it
+    /// is neither read from nor written to the config file.
+    #[serde(skip)]
+    pub devices: Vec<eatnas_tensor::Device>,
 }
 
 impl Default for SearchConfig {
@@ -127,6 +132,7 @@ impl Default for SearchConfig {
             scratch_baseline: true,
             final_training: FinalConfig::default(),
             top_k: 5,
+            devices: Vec::new(),
         }
     }
 }

@@ -10,6 +10,8 @@ pub enum Error {
     Data(#[from] eatnas_data::Error),
     #[error(transparent)]
     Train(#[from] eatnas_train::Error),
+    #[error(transparent)]
+    Tensor(#[from] eatnas_tensor::Error),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("plot {path}: {message}")]

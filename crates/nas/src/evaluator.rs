@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use eatnas_data::DataSpec;
 use eatnas_nn::{Counts, Network};
-use eatnas_tensor::Tensor;
+use eatnas_tensor::{Device, Tensor};
 use eatnas_train::{PreparedData, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,8 @@ use crate::space::{Genome, MacroConfig};
 use crate::{Error, Result};
 
 pub trait Evaluator: Sync {
-    /// Trains and scores one candidate; `worker` names the thread (one device each, later).
+    /// Trains and scores one candidate; `worker` names the thread (each worker trains on its own
+    /// device when several are given).
     fn evaluate(&self, candidate: &Candidate, worker: usize) -> Result<Outcome>;
 }
 
@@ -99,6 +100,8 @@ pub struct ProxyEvaluator {
     data: PreparedData,
     config: TrainConfig,
     resolution: usize,
+    /// Worker i trains on devices[i % len].
+    devices: Vec<Device>,
 }
 
 /// Trained weights by parameter name.
@@ -119,7 +122,18 @@ impl ProxyEvaluator {
             data,
             config,
             resolution,
+            devices: vec![Device::Cpu],
         })
+    }
+
+    /// Trains worker i's candidates on `devices[i % devices.len()]` (the CPU when empty).
+    pub fn with_devices(mut self, devices: &[Device]) -> Self {
+        self.devices = if devices.is_empty() {
+            vec![Device::Cpu]
+        } else {
+            devices.to_vec()
+        };
+        self
     }
 
     pub fn data(&self) -> &PreparedData {
@@ -144,16 +158,18 @@ impl ProxyEvaluator {
 /// weights it trained when the task inherits.
 pub trait CandidateTrainer: Sync {
     fn inherits(&self) -> Result<bool>;
+    /// Trains on the device of `worker`.
     fn train_candidate(
         &self,
         candidate: &Candidate,
         parent: Option<&Weights>,
+        worker: usize,
     ) -> Result<(Outcome, Option<Weights>)>;
 }
 
 impl Evaluator for ProxyEvaluator {
-    fn evaluate(&self, candidate: &Candidate, _worker: usize) -> Result<Outcome> {
-        Ok(self.train_candidate(candidate, None)?.0)
+    fn evaluate(&self, candidate: &Candidate, worker: usize) -> Result<Outcome> {
+        Ok(self.train_candidate(candidate, None, worker)?.0)
     }
 }
 
@@ -174,7 +190,7 @@ impl<'a> StageEvaluator<'a> {
 }
 
 impl Evaluator for StageEvaluator<'_> {
-    fn evaluate(&self, candidate: &Candidate, _worker: usize) -> Result<Outcome> {
+    fn evaluate(&self, candidate: &Candidate, worker: usize) -> Result<Outcome> {
         let parent = match &candidate.origin {
             Origin::Mutation { parent } if self.trainer.inherits()? => self
                 .trained
@@ -184,7 +200,9 @@ impl Evaluator for StageEvaluator<'_> {
                 .cloned(),
             _ => None,
         };
-        let (outcome, weights) = self.trainer.train_candidate(candidate, parent.as_deref())?;
+        let (outcome, weights) =
+            self.trainer
+                .train_candidate(candidate, parent.as_deref(), worker)?;
         if let Some(weights) = weights {
             let mut trained = self.trained.lock().expect("weights store");
             trained.insert(candidate.id, Arc::new(weights));
@@ -196,6 +214,13 @@ impl Evaluator for StageEvaluator<'_> {
     }
 }
 
+fn host_copy(weights: Weights) -> Result<Weights> {
+    weights
+        .into_iter()
+        .map(|(name, t)| Ok((name, t.to_device(Device::Cpu)?)))
+        .collect()
+}
+
 impl CandidateTrainer for ProxyEvaluator {
     fn inherits(&self) -> Result<bool> {
         Ok(self.task.inherit_weights)
@@ -205,6 +230,7 @@ impl CandidateTrainer for ProxyEvaluator {
         &self,
         candidate: &Candidate,
         parent: Option<&Weights>,
+        worker: usize,
     ) -> Result<(Outcome, Option<Weights>)> {
         let started = Instant::now();
         let (arch, counts) = self.count(&candidate.genome)?;
@@ -223,6 +249,7 @@ impl CandidateTrainer for ProxyEvaluator {
             config.epochs = self.task.inherited_epochs;
         }
         let mut trainer = Trainer::with_network(config, net, self.data.clone(), None)?;
+        trainer.to_device(self.devices[worker % self.devices.len()])?;
         let outcome = |accuracy, error| Outcome {
             accuracy,
             madds: counts.madds,
@@ -231,10 +258,15 @@ impl CandidateTrainer for ProxyEvaluator {
             error,
         };
         let result = match trainer.train(&mut |_| {}) {
-            Ok(()) => trainer.evaluate_val().map_err(Into::into).map(|val| {
+            Ok(()) => trainer.evaluate_val().map_err(Into::into).and_then(|val| {
                 let val = val.expect("tasks always hold out a validation split");
-                let weights = self.task.inherit_weights.then(|| trainer.network().state());
-                (outcome(val.top1, None), weights)
+                // Kept on the host: a stage keeps up to KEPT_WEIGHTS of them.
+                let weights = self
+                    .task
+                    .inherit_weights
+                    .then(|| host_copy(trainer.network().state()))
+                    .transpose()?;
+                Ok((outcome(val.top1, None), weights))
             }),
             // A network whose loss diverges is a bad candidate, not a broken search.
             Err(e @ eatnas_train::Error::Diverged { .. }) => {

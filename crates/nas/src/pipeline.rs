@@ -95,7 +95,12 @@ pub fn start(
 }
 
 /// Continues the search in `dir` from its saved states.
-pub fn resume(dir: &Path, on_event: &mut dyn FnMut(Event)) -> Result<serde_json::Value> {
+/// Resumes the search in `dir`, training on `devices` (see [`SearchConfig::devices`]).
+pub fn resume(
+    dir: &Path,
+    devices: &[eatnas_tensor::Device],
+    on_event: &mut dyn FnMut(Event),
+) -> Result<serde_json::Value> {
     let command_path = dir.join(COMMAND_FILE);
     if !command_path.exists() {
         return Err(Error::file(
@@ -115,7 +120,8 @@ pub fn resume(dir: &Path, on_event: &mut dyn FnMut(Event)) -> Result<serde_json:
             ),
         ));
     }
-    let config = SearchConfig::load(&dir.join(CONFIG_FILE))?;
+    let mut config = SearchConfig::load(&dir.join(CONFIG_FILE))?;
+    config.devices = devices.to_vec();
     execute(&config, &command_file.command, dir, on_event)
 }
 
@@ -172,21 +178,27 @@ fn stage(
 struct LazyEvaluator<'a> {
     task: &'a TaskConfig,
     seed: u64,
+    devices: &'a [eatnas_tensor::Device],
     opened: std::sync::OnceLock<std::result::Result<ProxyEvaluator, String>>,
 }
 
 impl<'a> LazyEvaluator<'a> {
-    fn new(task: &'a TaskConfig, seed: u64) -> Self {
+    fn new(task: &'a TaskConfig, seed: u64, devices: &'a [eatnas_tensor::Device]) -> Self {
         LazyEvaluator {
             task,
             seed,
+            devices,
             opened: std::sync::OnceLock::new(),
         }
     }
 
     fn get(&self) -> Result<&ProxyEvaluator> {
         self.opened
-            .get_or_init(|| ProxyEvaluator::new(self.task, self.seed).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                ProxyEvaluator::new(self.task, self.seed)
+                    .map(|e| e.with_devices(self.devices))
+                    .map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(|e| Error::Config(format!("opening task data {}: {e}", self.task.data)))
     }
@@ -201,8 +213,9 @@ impl CandidateTrainer for LazyEvaluator<'_> {
         &self,
         candidate: &Candidate,
         parent: Option<&Weights>,
+        worker: usize,
     ) -> Result<(Outcome, Option<Weights>)> {
-        self.get()?.train_candidate(candidate, parent)
+        self.get()?.train_candidate(candidate, parent, worker)
     }
 }
 
@@ -261,8 +274,8 @@ fn execute(
 ) -> Result<serde_json::Value> {
     let started = std::time::Instant::now();
     let blocks = config.small.macro_config.blocks();
-    let small = LazyEvaluator::new(&config.small, config.seed);
-    let large = LazyEvaluator::new(&config.large, config.seed);
+    let small = LazyEvaluator::new(&config.small, config.seed, &config.devices);
+    let large = LazyEvaluator::new(&config.large, config.seed, &config.devices);
     let mut summary =
         serde_json::json!({ "version": VERSION, "seed": config.seed, "command": command });
     let mut outputs: Vec<PathBuf> = Vec::new();
@@ -483,6 +496,12 @@ fn final_training(
         let data = PreparedData::open(&spec, &train_config)?;
         Trainer::new(train_config, arch, data, Some(out.clone()))?
     };
+    let device = config
+        .devices
+        .first()
+        .copied()
+        .unwrap_or(eatnas_tensor::Device::Cpu);
+    trainer.to_device(device)?;
     let epochs = trainer.config().epochs;
     let result = trainer.run(&mut |r| {
         on_event(Event::FinalEpoch {

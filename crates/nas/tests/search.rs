@@ -365,6 +365,7 @@ impl CandidateTrainer for Recorder {
         &self,
         candidate: &Candidate,
         parent: Option<&Weights>,
+        _worker: usize,
     ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
         let from = parent.map(|w| w["id"].to_vec().unwrap()[0]);
         self.inherited.lock().unwrap().push((candidate.id, from));

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use eatnas_tensor::{softmax_cross_entropy, CrossEntropy, Tensor};
+use eatnas_tensor::{softmax_cross_entropy, CrossEntropy, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -91,11 +91,34 @@ impl Network {
                 self.arch.name, self.in_channels
             )));
         }
-        let mut h = self.stem.forward(x, mode)?;
+        // Batches arrive from the data loader on the host: move them to the network's device.
+        let x = x.to_device(self.device())?;
+        let mut h = self.stem.forward(&x, mode)?;
         for block in self.blocks.iter_mut().flatten() {
             h = block.forward(&h, mode)?;
         }
         self.head.forward(&h, mode)
+    }
+
+    /// Logits in inference mode with nothing kept for a backward pass: the path evaluation
+    /// takes, with each MBConv block as one fused op.
+    ///
+    /// # Shapes
+    /// as [`Network::forward`]
+    pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
+        let [_, channels, _, _] = x.dims4("network", "input images")?;
+        if channels != self.in_channels {
+            return Err(Error::Network(format!(
+                "network `{}`: input has {channels} channels, expected {}",
+                self.arch.name, self.in_channels
+            )));
+        }
+        let x = x.to_device(self.device())?;
+        let mut h = self.stem.infer(&x)?;
+        for block in self.blocks.iter().flatten() {
+            h = block.infer(&h)?;
+        }
+        self.head.forward(&h, Mode::Eval)
     }
 
     /// Back-propagates `dlogits` through the last forward pass and writes every parameter's
@@ -176,8 +199,33 @@ impl Network {
         out
     }
 
-    /// Replaces the parameters and buffers named in `values` (shapes must match); a name the
-    /// network does not have is an error, and on any error nothing is changed.
+    /// The device the network's tensors live on (that of the stem's weight: `to_device` moves
+    /// every tensor together).
+    pub fn device(&self) -> Device {
+        self.stem.weight.value.device()
+    }
+
+    /// Moves every parameter and buffer to `device`, and drops the gradients (they belong to the
+    /// last backward pass on the old device). On error nothing is changed.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        let moved: BTreeMap<String, Tensor> = self
+            .state()
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.to_device(device)?)))
+            .collect::<Result<_>>()?;
+        self.visit(&mut |name, slot| match slot {
+            Slot::Param(p) => {
+                p.value = moved[&name].clone();
+                p.grad = None;
+            }
+            Slot::Buffer(b) => *b = moved[&name].clone(),
+        });
+        Ok(())
+    }
+
+    /// Replaces the parameters and buffers named in `values` (shapes must match; values on
+    /// another device are copied to the network's); a name the network does not have is an
+    /// error, and on any error nothing is changed.
     pub fn load(&mut self, values: &BTreeMap<String, Tensor>) -> Result<()> {
         let current = self.state();
         for (name, value) in values {
@@ -195,6 +243,11 @@ impl Network {
                 )));
             }
         }
+        let device = self.device();
+        let values: BTreeMap<&String, Tensor> = values
+            .iter()
+            .map(|(name, t)| Ok((name, t.to_device(device)?)))
+            .collect::<Result<_>>()?;
         self.visit(&mut |name, slot| {
             if let Some(value) = values.get(&name) {
                 match slot {

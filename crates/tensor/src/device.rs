@@ -13,12 +13,16 @@ pub enum Device {
 }
 
 impl Device {
-    /// The i-th CUDA device, or an error that says why it cannot be used.
+    /// The i-th CUDA device, opened (context, stream, kernel modules on first use), or an
+    /// error that says why it cannot be used: no driver library, no such GPU, a card older than
+    /// Ampere. Never panics.
     pub fn cuda(ordinal: usize) -> Result<Device> {
-        Err(Error::DeviceUnavailable {
-            device: Device::Cuda(ordinal),
-            message: "this build has no CUDA backend yet; use the CPU device".into(),
-        })
+        crate::cuda::device(ordinal).map(|d| d.device())
+    }
+
+    /// How many CUDA devices this process can use (0 without a driver).
+    pub fn cuda_count() -> usize {
+        (0..).take_while(|&i| Device::cuda(i).is_ok()).count()
     }
 
     /// Every device this process can compute on, the CPU first. Tests run one body per entry.
@@ -28,6 +32,24 @@ impl Device {
             devices.push(cuda);
         }
         devices
+    }
+
+    /// The GPU's name (`NVIDIA H100 80GB HBM3`...), or `cpu`.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(i) => crate::cuda::device(*i)
+                .map(|d| d.name.clone())
+                .unwrap_or_else(|e| e.to_string()),
+        }
+    }
+
+    /// Waits for every op queued on the device (a no-op on the CPU): for timing.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(i) => crate::cuda::device(*i)?.synchronize(),
+        }
     }
 
     /// Parses `cpu`, `cuda`, `cuda:N` or `auto` (the first GPU if one is usable, else the CPU).

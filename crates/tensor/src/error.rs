@@ -31,6 +31,14 @@ pub enum Error {
     /// The requested device cannot be used on this machine or in this build.
     #[error("device {device}: {message}")]
     DeviceUnavailable { device: Device, message: String },
+
+    /// A call into the GPU driver failed (out of device memory, a failed launch...).
+    #[error("device {device}: {message}")]
+    Driver { device: Device, message: String },
+
+    /// Host values were asked of a tensor that lives on a GPU.
+    #[error("{op}: the tensor is on {device}; copy it with `to_device(Device::Cpu)` first")]
+    NotOnHost { op: &'static str, device: Device },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -27,6 +27,7 @@ pub use ops::conv2d::{
 pub use ops::cross_entropy::{softmax_cross_entropy, CrossEntropy};
 pub use ops::elementwise::{add, relu, relu_backward};
 pub use ops::linear::{linear, linear_backward};
+pub use ops::mbconv::{mbconv_inference, BnInference, MbconvWeights};
 pub use ops::pool::{global_avg_pool, global_avg_pool_backward};
 pub use ops::sgd::{sgd_step, SgdStep};
 pub use tensor::Tensor;

@@ -1,14 +1,14 @@
-//! One storage enum behind every tensor: the CPU's `Vec<f32>` or a CUDA allocation.
+//! One storage enum behind every tensor: host memory from the workspace pool, or a CUDA
+//! allocation.
 
 use crate::cpu::pool::HostBuffer;
 use crate::cuda::CudaStorage;
-use crate::Device;
+use crate::{Device, Result};
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum Storage {
     /// Host memory, returned to the workspace pool when the last tensor over it is dropped.
     Cpu(HostBuffer),
-    #[allow(dead_code)] // constructed only by the CUDA backend
     Cuda(CudaStorage),
 }
 
@@ -18,5 +18,16 @@ impl Storage {
             Storage::Cpu(_) => Device::Cpu,
             Storage::Cuda(storage) => storage.device(),
         }
+    }
+
+    /// A copy on the same device (for copy-on-write); fails only when device memory runs out.
+    pub(crate) fn try_clone(&self) -> Result<Storage> {
+        Ok(match self {
+            Storage::Cpu(data) => Storage::Cpu(data.clone()),
+            Storage::Cuda(s) => Storage::Cuda(CudaStorage {
+                slice: s.device.copy(&s.slice)?,
+                device: s.device.clone(),
+            }),
+        })
     }
 }

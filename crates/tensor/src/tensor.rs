@@ -83,16 +83,21 @@ impl Tensor {
             return Ok(self.clone());
         }
         match device {
-            Device::Cpu => Ok(Tensor::from_vec(self.to_vec()?, &self.shape)?),
-            Device::Cuda(_) => Err(crate::cuda::unavailable("to_device", device)),
+            Device::Cpu => Tensor::from_vec(self.to_vec()?, &self.shape),
+            Device::Cuda(ordinal) => {
+                let dev = crate::cuda::device(ordinal)?;
+                let host = self.to_vec()?;
+                let slice = dev.upload(&host)?;
+                Ok(Tensor::from_cuda(slice, dev, &self.shape))
+            }
         }
     }
 
-    /// The values, copied to the host, row-major.
+    /// The values, copied to the host, row-major (waits for the GPU's pending work).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         match &*self.storage {
             Storage::Cpu(data) => Ok(data.to_vec()),
-            Storage::Cuda(storage) => match *storage {},
+            Storage::Cuda(s) => s.device.download(&s.slice, self.elem_count()),
         }
     }
 
@@ -100,15 +105,74 @@ impl Tensor {
     pub fn cpu_data(&self) -> Result<&[f32]> {
         match &*self.storage {
             Storage::Cpu(data) => Ok(data),
-            Storage::Cuda(storage) => match *storage {},
+            Storage::Cuda(s) => Err(Error::NotOnHost {
+                op: "cpu_data",
+                device: s.device(),
+            }),
         }
     }
 
     /// The host values for writing (copied first if another tensor shares them).
     pub fn cpu_data_mut(&mut self) -> Result<&mut [f32]> {
-        match Arc::make_mut(&mut self.storage) {
+        match self.unique_storage()? {
             Storage::Cpu(data) => Ok(data),
-            Storage::Cuda(storage) => match *storage {},
+            Storage::Cuda(s) => Err(Error::NotOnHost {
+                op: "cpu_data_mut",
+                device: s.device(),
+            }),
+        }
+    }
+
+    /// A copy with its own storage on the same device (a device-to-device copy on a GPU).
+    pub fn deep_copy(&self) -> Result<Tensor> {
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            storage: Arc::new(self.storage.try_clone()?),
+        })
+    }
+
+    /// This tensor's storage, made its own first (copy-on-write) when a clone shares it.
+    fn unique_storage(&mut self) -> Result<&mut Storage> {
+        if Arc::get_mut(&mut self.storage).is_none() {
+            self.storage = Arc::new(self.storage.try_clone()?);
+        }
+        Ok(Arc::get_mut(&mut self.storage).expect("just made unique"))
+    }
+
+    /// A tensor over device memory `slice` (at least `shape`'s element count long).
+    pub(crate) fn from_cuda(
+        slice: cudarc::driver::CudaSlice<f32>,
+        device: Arc<crate::cuda::CudaDevice>,
+        shape: &[usize],
+    ) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(Storage::Cuda(crate::cuda::CudaStorage { slice, device })),
+        }
+    }
+
+    /// The device memory and device of a GPU tensor (`op` names the caller in the error).
+    pub(crate) fn cuda(&self, op: &'static str) -> Result<&crate::cuda::CudaStorage> {
+        match &*self.storage {
+            Storage::Cuda(s) => Ok(s),
+            Storage::Cpu(_) => Err(Error::argument(
+                op,
+                "expected a tensor on a CUDA device, got one on the CPU",
+            )),
+        }
+    }
+
+    /// The device memory of a GPU tensor for writing in place (copied first if shared).
+    pub(crate) fn cuda_mut(
+        &mut self,
+        op: &'static str,
+    ) -> Result<&mut cudarc::driver::CudaSlice<f32>> {
+        match self.unique_storage()? {
+            Storage::Cuda(s) => Ok(&mut s.slice),
+            Storage::Cpu(_) => Err(Error::argument(
+                op,
+                "expected a tensor on a CUDA device, got one on the CPU",
+            )),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use eatnas_data::{Dataset, Loader, Normalize};
-use eatnas_nn::{Mode, Network};
+use eatnas_nn::Network;
 use eatnas_tensor::softmax_cross_entropy;
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +50,7 @@ pub fn evaluate(
     let (mut loss, mut top1, mut top5, mut images) = (0.0f64, 0usize, 0usize, 0usize);
     for batch in loader.epoch(0, 0) {
         let batch = batch?;
-        let logits = net.forward(&batch.images, Mode::Eval)?;
+        let logits = net.predict(&batch.images)?;
         let ce = softmax_cross_entropy(&logits, &batch.labels, 0.0)?;
         let values = logits.to_vec()?;
         loss += ce.loss as f64 * batch.labels.len() as f64;

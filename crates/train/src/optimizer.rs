@@ -52,6 +52,19 @@ impl Sgd {
                 return;
             };
             let buffer = match buffers.get_mut(&name) {
+                // A buffer restored from a checkpoint lives on the host: follow the parameter.
+                Some(b) if b.device() != param.value.device() => {
+                    match b.to_device(param.value.device()) {
+                        Ok(moved) => {
+                            *b = moved;
+                            b
+                        }
+                        Err(e) => {
+                            failure = Some(e.into());
+                            return;
+                        }
+                    }
+                }
                 Some(b) => b,
                 None => match Tensor::zeros(param.value.shape(), param.value.device()) {
                     Ok(zeros) => buffers.entry(name.clone()).or_insert(zeros),

@@ -268,6 +268,16 @@ impl Trainer {
         self.progress = show;
     }
 
+    /// Moves the network and the optimizer's momentum buffers to `device`; training and
+    /// evaluation then run there (batches are copied to it as they come).
+    pub fn to_device(&mut self, device: eatnas_tensor::Device) -> Result<()> {
+        self.net.to_device(device)?;
+        for buffer in self.sgd.buffers.values_mut() {
+            *buffer = buffer.to_device(device)?;
+        }
+        Ok(())
+    }
+
     pub fn network(&mut self) -> &mut Network {
         &mut self.net
     }

@@ -1,6 +1,6 @@
 //! The two layer types of the search space: MBConv and the separable convolution.
 
-use eatnas_tensor::{add, Tensor};
+use eatnas_tensor::{add, mbconv_inference, MbconvWeights, Tensor};
 use rand::Rng;
 
 use super::conv_bn::{input_grad, ConvBn};
@@ -82,6 +82,34 @@ impl Block {
             Ok(add(&out, x)?)
         } else {
             Ok(out)
+        }
+    }
+
+    /// Inference only (running statistics, nothing kept for a backward pass): an MBConv block is
+    /// one fused op (one kernel on a GPU), a separable convolution its two layers.
+    ///
+    /// # Shapes
+    /// as [`Block::forward`]
+    pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Block::MbConv(b) => Ok(mbconv_inference(
+                x,
+                &MbconvWeights {
+                    expand: (&b.expand.weight.value, b.expand.bn_inference()),
+                    depthwise: (&b.depthwise.weight.value, b.depthwise.bn_inference()),
+                    project: (&b.project.weight.value, b.project.bn_inference()),
+                    stride: b.depthwise.params.stride,
+                    residual: b.residual,
+                },
+            )?),
+            Block::Sep(b) => {
+                let out = b.pointwise.infer(&b.depthwise.infer(x)?)?;
+                if b.residual {
+                    Ok(add(&out, x)?)
+                } else {
+                    Ok(out)
+                }
+            }
         }
     }
 

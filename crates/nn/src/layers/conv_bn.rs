@@ -2,7 +2,7 @@
 
 use eatnas_tensor::{
     batch_norm2d_backward, batch_norm2d_eval_act, batch_norm2d_train_act, conv2d, conv2d_backward,
-    conv2d_backward_weight, BatchNormStats, Conv2dParams, Device, Tensor,
+    conv2d_backward_weight, BatchNormStats, BnInference, Conv2dParams, Device, Tensor,
 };
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
@@ -128,6 +128,36 @@ impl ConvBn {
             input_grad: true,
             saved: None,
         })
+    }
+
+    /// Inference only: running statistics, nothing kept for a backward pass.
+    ///
+    /// # Shapes
+    /// as [`ConvBn::forward`]
+    pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let conv_out = conv2d(x, &self.weight.value, self.params)?;
+        let bn = &self.bn;
+        Ok(batch_norm2d_eval_act(
+            &conv_out,
+            &bn.weight.value,
+            &bn.bias.value,
+            &bn.running_mean,
+            &bn.running_var,
+            bn.eps,
+            self.relu,
+        )?
+        .0)
+    }
+
+    /// This layer's batch norm as the fused inference op takes it.
+    pub fn bn_inference(&self) -> BnInference<'_> {
+        BnInference {
+            weight: &self.bn.weight.value,
+            bias: &self.bn.bias.value,
+            running_mean: &self.bn.running_mean,
+            running_var: &self.bn.running_var,
+            eps: self.bn.eps,
+        }
     }
 
     /// # Shapes

@@ -1,25 +1,81 @@
-//! The CUDA backend's place in the tensor crate.
-//!
-//! This build carries no CUDA backend yet: [`CudaStorage`] has no values, so no tensor can live
-//! on a GPU, every caller compiles everywhere, and `Device::cuda(i)` answers with an error. The
-//! kernels and their launches slot in here without changing any caller.
+//! The CUDA backend: hand-written kernels (`kernels/*.cu`, compiled to the committed PTX in
+//! `kernels/ptx/`) launched through cudarc on one stream per device. The ops' CUDA halves live
+//! beside their CPU halves (`ops/<op>/cuda.rs` or a `mod cuda` next to `mod cpu`); this module
+//! holds what they share: the device cache, the embedded PTX, the by-value structs and the
+//! launch helpers.
 
-use crate::{Device, Error};
+pub(crate) mod abi;
+mod device;
+pub(crate) mod gemm;
+pub(crate) mod kernels;
 
-/// Device memory of one tensor. Uninhabited until the CUDA backend lands.
-#[derive(Clone, Debug)]
-pub(crate) enum CudaStorage {}
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, LaunchConfig};
+
+pub(crate) use device::{device, CudaDevice};
+
+use crate::Device;
+
+/// Device memory of one tensor, and the device it lives on. The slice may be longer than the
+/// tensor (a zero-length tensor keeps one element); the tensor's shape is the truth.
+#[derive(Debug)]
+pub(crate) struct CudaStorage {
+    pub(crate) slice: CudaSlice<f32>,
+    pub(crate) device: Arc<CudaDevice>,
+}
 
 impl CudaStorage {
     pub(crate) fn device(&self) -> Device {
-        match *self {}
+        self.device.device()
     }
 }
 
-/// The error an op returns when asked to run on a CUDA tensor in a build without the backend.
-pub(crate) fn unavailable(op: &'static str, device: Device) -> Error {
-    Error::DeviceUnavailable {
-        device,
-        message: format!("{op} has no CUDA kernel in this build"),
+/// Threads per block of the element-wise and reduction kernels.
+pub(crate) const THREADS: u32 = 256;
+
+/// A grid-stride launch over `len` elements: enough blocks to fill a large GPU, no more.
+pub(crate) fn grid_1d(len: usize) -> LaunchConfig {
+    let blocks = len.div_ceil(THREADS as usize).clamp(1, 32 * 1024) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
     }
 }
+
+/// One block of `threads` per item of a (x, y) grid, with `shared` bytes of dynamic shared memory.
+pub(crate) fn grid_2d(x: usize, y: usize, threads: u32, shared: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (x as u32, y as u32, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: shared,
+    }
+}
+
+/// How many blocks share a reduction of `count` values per item over `items` items so that the
+/// GPU (about 132 SMs x 8 blocks) is full and each block still reduces at least 16K values.
+pub(crate) fn reduction_splits(items: usize, count: usize) -> usize {
+    let wanted = (1056usize).div_ceil(items.max(1));
+    wanted.min(count.div_ceil(16 * 1024)).max(1)
+}
+
+/// Launches kernel `$name` of module `$module` on `$dev`'s stream with the arguments in order;
+/// a driver failure becomes an error naming `$op`.
+///
+/// Every kernel indexes its buffers only through the shape arguments it is given, and every
+/// caller builds those from shapes it has checked against the buffers' lengths: that is the
+/// safety argument of each launch.
+macro_rules! launch {
+    ($dev:expr, $op:expr, $module:ident :: $name:literal, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
+        let dev: &$crate::cuda::CudaDevice = &$dev;
+        let f = dev.function($crate::cuda::kernels::Module::$module, $name)?;
+        let mut builder = dev.stream.launch_builder(&f);
+        $( cudarc::driver::PushKernelArg::arg(&mut builder, $arg); )*
+        // SAFETY: see the macro's documentation.
+        unsafe { builder.launch($cfg) }
+            .map(|_| ())
+            .map_err(|e| dev.error($op, e))
+    }};
+}
+pub(crate) use launch;

@@ -1,6 +1,6 @@
 //! Softmax cross-entropy with label smoothing, mean over the batch; loss and gradient in one pass.
 
-use crate::{cuda, Device, Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 /// The loss and its gradient with respect to the logits.
 #[derive(Clone, Debug)]
@@ -58,7 +58,7 @@ pub fn softmax_cross_entropy(
                 correct,
             })
         }
-        device => Err(cuda::unavailable(OP, device)),
+        Device::Cuda(_) => cuda::forward_backward(logits, labels, label_smoothing),
     }
 }
 
@@ -102,5 +102,46 @@ mod cpu {
             }
         }
         ((total / batch as f64) as f32, dlogits, correct)
+    }
+}
+
+mod cuda {
+    use super::CrossEntropy;
+    use crate::cuda::launch;
+    use crate::{Result, Tensor};
+    use cudarc::driver::LaunchConfig;
+
+    /// One warp per row (kernels/cross_entropy.cu); the per-row losses and hits come back to the
+    /// host for the mean (the loss is a host number anyway).
+    pub(super) fn forward_backward(
+        logits: &Tensor,
+        labels: &[usize],
+        smoothing: f32,
+    ) -> Result<CrossEntropy> {
+        const OP: &str = "softmax_cross_entropy";
+        let ls = logits.cuda(OP)?;
+        let dev = &ls.device;
+        let (rows, classes) = (logits.shape()[0], logits.shape()[1]);
+        let labels32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+        let labels_dev = dev.upload(&labels32)?;
+        let mut dlogits = dev.alloc(rows * classes)?;
+        let mut row_loss = dev.alloc(rows)?;
+        let mut correct = dev.alloc(rows)?;
+        let cfg = LaunchConfig {
+            grid_dim: (rows.div_ceil(8) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(dev, OP, CrossEntropy::"softmax_cross_entropy_f32", cfg, [
+            &ls.slice, &labels_dev, &mut dlogits, &mut row_loss, &mut correct, &rows, &classes, &smoothing,
+        ])?;
+        let losses = dev.download(&row_loss, rows)?;
+        let hits = dev.download(&correct, rows)?;
+        let loss = losses.iter().map(|&l| l as f64).sum::<f64>() / rows as f64;
+        Ok(CrossEntropy {
+            loss: loss as f32,
+            dlogits: Tensor::from_cuda(dlogits, dev.clone(), &[rows, classes]),
+            correct: hits.iter().filter(|&&h| h > 0.5).count(),
+        })
     }
 }

@@ -1,7 +1,7 @@
 //! Element-wise ops: ReLU and the residual addition.
 
 use crate::tensor::common_device;
-use crate::{cuda, Device, Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 /// `max(x, 0)`.
 ///
@@ -10,7 +10,7 @@ use crate::{cuda, Device, Error, Result, Tensor};
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     match x.device() {
         Device::Cpu => Tensor::from_vec(cpu::map(x.cpu_data()?, |v| v.max(0.0)), x.shape()),
-        device => Err(cuda::unavailable("relu", device)),
+        Device::Cuda(_) => cuda::unary(x, "relu"),
     }
 }
 
@@ -29,7 +29,7 @@ pub fn relu_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
             ),
             y.shape(),
         ),
-        device => Err(cuda::unavailable("relu_backward", device)),
+        Device::Cuda(_) => cuda::binary(y, dy, "relu_backward"),
     }
 }
 
@@ -51,7 +51,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             cpu::zip(a.cpu_data()?, b.cpu_data()?, |a, b| a + b),
             a.shape(),
         ),
-        device => Err(cuda::unavailable("add", device)),
+        Device::Cuda(_) => cuda::binary(a, b, "add"),
     }
 }
 
@@ -79,5 +79,38 @@ mod cpu {
             .with_min_len(GRAIN)
             .for_each(|(o, (&a, &b))| *o = f(a, b));
         out
+    }
+}
+
+mod cuda {
+    use crate::cuda::{grid_1d, launch};
+    use crate::{Result, Tensor};
+
+    /// `relu` (kernels/elementwise.cu `relu_f32`).
+    pub(super) fn unary(x: &Tensor, op: &'static str) -> Result<Tensor> {
+        let xs = x.cuda(op)?;
+        let dev = &xs.device;
+        let len = x.elem_count();
+        let mut y = dev.alloc(len)?;
+        launch!(dev, op, Elementwise::"relu_f32", grid_1d(len), [&xs.slice, &mut y, &len])?;
+        Ok(Tensor::from_cuda(y, dev.clone(), x.shape()))
+    }
+
+    /// `relu_backward` and `add`: two operands of one shape.
+    pub(super) fn binary(a: &Tensor, b: &Tensor, op: &'static str) -> Result<Tensor> {
+        let (sa, sb) = (a.cuda(op)?, b.cuda(op)?);
+        let dev = &sa.device;
+        let len = a.elem_count();
+        let mut y = dev.alloc(len)?;
+        let cfg = grid_1d(len);
+        match op {
+            "add" => {
+                launch!(dev, op, Elementwise::"add_f32", cfg, [&sa.slice, &sb.slice, &mut y, &len])?
+            }
+            _ => {
+                launch!(dev, op, Elementwise::"relu_backward_f32", cfg, [&sa.slice, &sb.slice, &mut y, &len])?
+            }
+        }
+        Ok(Tensor::from_cuda(y, dev.clone(), a.shape()))
     }
 }

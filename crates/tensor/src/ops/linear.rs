@@ -2,7 +2,7 @@
 
 use crate::cpu::gemm::{matmul, threads_for, Mat};
 use crate::tensor::common_device;
-use crate::{cuda, Device, Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 fn check(op: &'static str, x: &Tensor, weight: &Tensor) -> Result<(usize, usize, usize)> {
     let [batch, inputs] = x.dims2(op, "input")?;
@@ -40,7 +40,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
             );
             Tensor::from_vec(y, &[batch, outputs])
         }
-        device => Err(cuda::unavailable(OP, device)),
+        Device::Cuda(_) => cuda::forward(x, weight, bias, batch, inputs, outputs),
     }
 }
 
@@ -90,6 +90,101 @@ pub fn linear_backward(
                 Tensor::from_vec(db, &[outputs])?,
             ))
         }
-        device => Err(cuda::unavailable(OP, device)),
+        Device::Cuda(_) => cuda::backward(x, weight, dy, batch, inputs, outputs),
+    }
+}
+
+mod cuda {
+    use crate::cuda::abi::GemmShape;
+    use crate::cuda::gemm::gemm;
+    use crate::cuda::{grid_1d, launch};
+    use crate::{Result, Tensor};
+
+    /// `y = bias` broadcast over the rows, then `y += x W^T`.
+    pub(super) fn forward(
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        batch: usize,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Tensor> {
+        const OP: &str = "linear";
+        let (xs, ws, bs) = (x.cuda(OP)?, w.cuda(OP)?, b.cuda(OP)?);
+        let dev = &xs.device;
+        let mut y = dev.alloc(batch * outputs)?;
+        launch!(dev, OP, Elementwise::"broadcast_rows_f32", grid_1d(batch * outputs), [&bs.slice, &mut y, &batch, &outputs])?;
+        let shape = GemmShape {
+            m: batch,
+            n: outputs,
+            k: inputs,
+            batch: 1,
+            a_m: inputs as isize,
+            a_k: 1,
+            b_k: 1,
+            b_n: inputs as isize,
+            c_m: outputs as isize,
+            c_n: 1,
+            alpha: 1.0,
+            beta: 1.0,
+            ..GemmShape::default()
+        };
+        gemm(dev, shape, &xs.slice, &ws.slice, &mut y)?;
+        Ok(Tensor::from_cuda(y, dev.clone(), &[batch, outputs]))
+    }
+
+    /// `dx = dy W`, `dW = dy^T x`, `db` = column sums of `dy`.
+    pub(super) fn backward(
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        batch: usize,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        const OP: &str = "linear_backward";
+        let (xs, ws, gs) = (x.cuda(OP)?, w.cuda(OP)?, dy.cuda(OP)?);
+        let dev = &xs.device;
+        let mut dx = dev.alloc(batch * inputs)?;
+        let dx_shape = GemmShape {
+            m: batch,
+            n: inputs,
+            k: outputs,
+            batch: 1,
+            a_m: outputs as isize,
+            a_k: 1,
+            b_k: inputs as isize,
+            b_n: 1,
+            c_m: inputs as isize,
+            c_n: 1,
+            alpha: 1.0,
+            beta: 0.0,
+            ..GemmShape::default()
+        };
+        gemm(dev, dx_shape, &gs.slice, &ws.slice, &mut dx)?;
+        let mut dw = dev.alloc(outputs * inputs)?;
+        let dw_shape = GemmShape {
+            m: outputs,
+            n: inputs,
+            k: batch,
+            batch: 1,
+            a_m: 1,
+            a_k: outputs as isize,
+            b_k: inputs as isize,
+            b_n: 1,
+            c_m: inputs as isize,
+            c_n: 1,
+            alpha: 1.0,
+            beta: 0.0,
+            ..GemmShape::default()
+        };
+        gemm(dev, dw_shape, &gs.slice, &xs.slice, &mut dw)?;
+        let mut db = dev.alloc(outputs)?;
+        launch!(dev, OP, Elementwise::"sum_rows_f32", grid_1d(outputs), [&gs.slice, &mut db, &batch, &outputs])?;
+        Ok((
+            Tensor::from_cuda(dx, dev.clone(), &[batch, inputs]),
+            Tensor::from_cuda(dw, dev.clone(), &[outputs, inputs]),
+            Tensor::from_cuda(db, dev.clone(), &[outputs]),
+        ))
     }
 }

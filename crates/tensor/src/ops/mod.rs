@@ -5,5 +5,6 @@ pub mod conv2d;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod linear;
+pub mod mbconv;
 pub mod pool;
 pub mod sgd;

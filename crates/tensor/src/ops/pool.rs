@@ -1,6 +1,6 @@
 //! Global average pooling.
 
-use crate::{cuda, Device, Result, Tensor};
+use crate::{Device, Result, Tensor};
 
 /// Mean over each plane.
 ///
@@ -10,7 +10,7 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     let [n, c, h, w] = x.dims4("global_avg_pool", "input")?;
     match x.device() {
         Device::Cpu => Tensor::from_vec(cpu::forward(x.cpu_data()?, h * w), &[n, c]),
-        device => Err(cuda::unavailable("global_avg_pool", device)),
+        Device::Cuda(_) => cuda::forward(x, [n, c, h, w]),
     }
 }
 
@@ -23,7 +23,7 @@ pub fn global_avg_pool_backward(dy: &Tensor, input_dims: [usize; 4]) -> Result<T
     dy.expect_shape("global_avg_pool_backward", "output gradient", &[n, c])?;
     match dy.device() {
         Device::Cpu => Tensor::from_vec(cpu::backward(dy.cpu_data()?, h * w), &input_dims),
-        device => Err(cuda::unavailable("global_avg_pool_backward", device)),
+        Device::Cuda(_) => cuda::backward(dy, input_dims),
     }
 }
 
@@ -43,5 +43,37 @@ mod cpu {
             .zip(dy.par_iter())
             .for_each(|(p, &g)| p.fill(g * scale));
         dx
+    }
+}
+
+mod cuda {
+    use crate::cuda::{grid_1d, launch};
+    use crate::{Result, Tensor};
+    use cudarc::driver::LaunchConfig;
+
+    pub(super) fn forward(x: &Tensor, [n, c, h, w]: [usize; 4]) -> Result<Tensor> {
+        const OP: &str = "global_avg_pool";
+        let xs = x.cuda(OP)?;
+        let dev = &xs.device;
+        let (planes, plane) = (n * c, h * w);
+        let mut y = dev.alloc(planes)?;
+        // One warp per plane, eight per block.
+        let cfg = LaunchConfig {
+            grid_dim: (planes.div_ceil(8).max(1) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(dev, OP, Pool::"global_avg_pool_forward_f32", cfg, [&xs.slice, &mut y, &planes, &plane])?;
+        Ok(Tensor::from_cuda(y, dev.clone(), &[n, c]))
+    }
+
+    pub(super) fn backward(dy: &Tensor, dims: [usize; 4]) -> Result<Tensor> {
+        const OP: &str = "global_avg_pool_backward";
+        let gs = dy.cuda(OP)?;
+        let dev = &gs.device;
+        let (planes, plane) = (dims[0] * dims[1], dims[2] * dims[3]);
+        let mut dx = dev.alloc(planes * plane)?;
+        launch!(dev, OP, Pool::"global_avg_pool_backward_f32", grid_1d(planes * plane), [&gs.slice, &mut dx, &planes, &plane])?;
+        Ok(Tensor::from_cuda(dx, dev.clone(), &dims))
     }
 }

@@ -1,7 +1,7 @@
 //! The SGD update with (Nesterov) momentum and weight decay, PyTorch's formulation.
 
 use crate::tensor::common_device;
-use crate::{cuda, Device, Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 /// Hyper-parameters of one SGD step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -54,6 +54,35 @@ pub fn sgd_step(
             }
             Ok(())
         }
-        device => Err(cuda::unavailable(OP, device)),
+        Device::Cuda(_) => cuda::step(param, grad, momentum_buffer, step),
+    }
+}
+
+mod cuda {
+    use super::SgdStep;
+    use crate::cuda::abi::SgdParams;
+    use crate::cuda::{grid_1d, launch};
+    use crate::{Result, Tensor};
+
+    pub(super) fn step(
+        param: &mut Tensor,
+        grad: &Tensor,
+        buffer: &mut Tensor,
+        step: SgdStep,
+    ) -> Result<()> {
+        const OP: &str = "sgd_step";
+        let len = param.elem_count();
+        let dev = grad.cuda(OP)?.device.clone();
+        let params = SgdParams {
+            len,
+            lr: step.lr,
+            momentum: step.momentum,
+            weight_decay: step.weight_decay,
+            nesterov: step.nesterov as i32,
+        };
+        let g = &grad.cuda(OP)?.slice;
+        let b = buffer.cuda_mut(OP)?;
+        let p = param.cuda_mut(OP)?;
+        launch!(dev, OP, Sgd::"sgd_step_f32", grid_1d(len), [&params, p, g, b])
     }
 }

@@ -2,9 +2,10 @@
 //! running statistics updated as PyTorch does) and in inference mode (running statistics).
 
 mod cpu;
+mod cuda;
 
 use crate::tensor::common_device;
-use crate::{cuda, Device, Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 /// What the backward pass needs from the forward pass: the per-channel mean and 1/sqrt(var+eps)
 /// that normalised the input, and whether they were batch statistics (training) or running ones.
@@ -120,7 +121,17 @@ pub fn batch_norm2d_train_act(
             };
             Ok((Tensor::from_vec(y, x.shape())?, stats))
         }
-        device => Err(cuda::unavailable(OP, device)),
+        Device::Cuda(_) => cuda::train_forward(
+            x,
+            dims,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            momentum,
+            eps,
+            relu,
+        ),
     }
 }
 
@@ -182,7 +193,9 @@ pub fn batch_norm2d_eval_act(
             };
             Ok((Tensor::from_vec(y, x.shape())?, stats))
         }
-        device => Err(cuda::unavailable(OP, device)),
+        Device::Cuda(_) => {
+            cuda::eval_forward(x, dims, weight, bias, running_mean, running_var, eps, relu)
+        }
     }
 }
 
@@ -235,6 +248,6 @@ pub fn batch_norm2d_backward(
                 Tensor::from_vec(dbias, &channels)?,
             ))
         }
-        device => Err(cuda::unavailable(OP, device)),
+        Device::Cuda(_) => cuda::backward(x, dims, weight, stats, dy),
     }
 }

@@ -1,9 +1,10 @@
 //! 2-D convolution without bias: standard, grouped, depthwise and 1x1, forward and backward.
 
 mod cpu;
+mod cuda;
 
 use crate::tensor::common_device;
-use crate::{cuda, Device, Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 
 /// How a convolution slides: the same stride and zero padding on both axes, and the group count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +181,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Tenso
             let y = cpu::forward(x.cpu_data()?, weight.cpu_data()?, &shape);
             Tensor::from_vec(y, &shape.output_dims())
         }
-        device => Err(cuda::unavailable("conv2d", device)),
+        Device::Cuda(_) => cuda::forward(x, weight, &shape),
     }
 }
 
@@ -205,7 +206,10 @@ pub fn conv2d_backward(
                 Tensor::from_vec(dw, &shape.weight_dims())?,
             ))
         }
-        device => Err(cuda::unavailable("conv2d_backward", device)),
+        Device::Cuda(_) => Ok((
+            cuda::backward_input(weight, dy, &shape)?,
+            cuda::backward_weight(x, dy, &shape)?,
+        )),
     }
 }
 
@@ -230,6 +234,6 @@ pub fn conv2d_backward_weight(
             let dw = cpu::backward_weight(x.cpu_data()?, dy.cpu_data()?, &shape);
             Tensor::from_vec(dw, &shape.weight_dims())
         }
-        device => Err(cuda::unavailable("conv2d_backward_weight", device)),
+        Device::Cuda(_) => cuda::backward_weight(x, dy, &shape),
     }
 }

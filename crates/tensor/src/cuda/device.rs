@@ -1,0 +1,220 @@
+//! One CUDA device: its context, the one stream every op of this process runs on (so ops are
+//! ordered without events), and the kernel modules, loaded once and cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError};
+use cudarc::nvrtc::Ptx;
+
+use super::kernels::{Module, ENTRY_POINTS};
+use crate::{Device, Error, Result};
+
+pub(crate) struct CudaDevice {
+    pub(crate) ordinal: usize,
+    pub(crate) stream: Arc<CudaStream>,
+    /// 80 or 90: which PTX this card gets.
+    arch: u32,
+    pub(crate) name: String,
+    modules: Mutex<HashMap<Module, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaDevice({}, {})", self.ordinal, self.name)
+    }
+}
+
+/// The device `ordinal`, opened on first use and shared after; an error (never a panic) when the
+/// driver library is missing, there is no such GPU, or the card is older than Ampere.
+pub(crate) fn device(ordinal: usize) -> Result<Arc<CudaDevice>> {
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
+    let mut devices = DEVICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(device) = devices.get(&ordinal) {
+        return Ok(device.clone());
+    }
+    let device = Arc::new(open(ordinal)?);
+    devices.insert(ordinal, device.clone());
+    Ok(device)
+}
+
+fn unavailable(ordinal: usize, message: impl Into<String>) -> Error {
+    Error::DeviceUnavailable {
+        device: Device::Cuda(ordinal),
+        message: message.into(),
+    }
+}
+
+fn open(ordinal: usize) -> Result<CudaDevice> {
+    // SAFETY: only probes whether the driver library can be loaded.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(unavailable(
+            ordinal,
+            "no CUDA driver library (libcuda.so) on this machine; use --device cpu",
+        ));
+    }
+    // cudarc panics (inside a lazily loaded symbol table) when libcuda lacks a symbol it wants;
+    // turn that into an error too.
+    let opened = std::panic::catch_unwind(|| -> std::result::Result<_, DriverError> {
+        let count = CudaContext::device_count()?;
+        if ordinal >= count.max(0) as usize {
+            return Ok(Err(count));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        Ok(Ok(ctx))
+    })
+    .map_err(|_| {
+        unavailable(
+            ordinal,
+            "the CUDA driver library could not be used (missing symbols?)",
+        )
+    })?
+    .map_err(|e| unavailable(ordinal, format!("CUDA driver: {e}")))?;
+    let ctx = match opened {
+        Ok(ctx) => ctx,
+        Err(count) => {
+            return Err(unavailable(
+                ordinal,
+                format!("this machine has {count} CUDA device(s)"),
+            ))
+        }
+    };
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(|e| unavailable(ordinal, format!("reading the compute capability: {e}")))?;
+    if major < 8 {
+        return Err(unavailable(
+            ordinal,
+            format!("compute capability {major}.{minor}: the kernels need 8.0 (Ampere) or newer"),
+        ));
+    }
+    let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+    // One stream per device: its ops are ordered by the stream, so the per-slice events cudarc
+    // would record for multi-stream use are only overhead.
+    // SAFETY: no other stream of this context is ever created by this crate.
+    unsafe { ctx.disable_event_tracking() };
+    Ok(CudaDevice {
+        ordinal,
+        stream: ctx.default_stream(),
+        arch: if major >= 9 { 90 } else { 80 },
+        name,
+        modules: Mutex::default(),
+        functions: Mutex::default(),
+    })
+}
+
+impl CudaDevice {
+    pub(crate) fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    /// The error of a failed driver call made by `op`.
+    pub(crate) fn error(&self, op: &str, e: DriverError) -> Error {
+        Error::Driver {
+            device: self.device(),
+            message: format!("{op}: {e}"),
+        }
+    }
+
+    /// The kernel `name` of `module` (which must be listed in `ENTRY_POINTS`), loaded on first use.
+    pub(crate) fn function(&self, module: Module, name: &'static str) -> Result<CudaFunction> {
+        if !ENTRY_POINTS.contains(&(module, name)) {
+            return Err(Error::argument(
+                "cuda",
+                format!("{name} is not an entry point of {}.cu", module.stem()),
+            ));
+        }
+        if let Some(f) = self
+            .functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(f.clone());
+        }
+        let module_handle = {
+            let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+            match modules.get(&module) {
+                Some(m) => m.clone(),
+                None => {
+                    let loaded = self
+                        .stream
+                        .context()
+                        .load_module(Ptx::from_src(module.ptx(self.arch)))
+                        .map_err(|e| {
+                            self.error(
+                                &format!(
+                                    "loading kernels/ptx/{}.compute_{}.ptx",
+                                    module.stem(),
+                                    self.arch
+                                ),
+                                e,
+                            )
+                        })?;
+                    modules.insert(module, loaded.clone());
+                    loaded
+                }
+            }
+        };
+        let f = module_handle
+            .load_function(name)
+            .map_err(|e| self.error(&format!("finding {name}"), e))?;
+        self.functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, f.clone());
+        Ok(f)
+    }
+
+    /// `len` floats of device memory, not initialised: every caller writes all of it.
+    pub(crate) fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        // SAFETY: f32 has no invalid bit patterns; callers overwrite the values before reading.
+        unsafe { self.stream.alloc::<f32>(len.max(1)) }
+            .map_err(|e| self.error(&format!("allocating {len} floats"), e))
+    }
+
+    pub(crate) fn zeros_f64(&self, len: usize) -> Result<CudaSlice<f64>> {
+        self.stream
+            .alloc_zeros::<f64>(len.max(1))
+            .map_err(|e| self.error(&format!("allocating {len} doubles"), e))
+    }
+
+    pub(crate) fn upload<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        if data.is_empty() {
+            // A zero-length allocation is not portable; keep one element that is never read.
+            // SAFETY: never read.
+            return unsafe { self.stream.alloc::<T>(1) }.map_err(|e| self.error("allocating", e));
+        }
+        self.stream
+            .clone_htod(data)
+            .map_err(|e| self.error(&format!("copying {} values to the device", data.len()), e))
+    }
+
+    /// The first `len` values of `slice`, on the host (waits for the stream).
+    pub(crate) fn download(&self, slice: &CudaSlice<f32>, len: usize) -> Result<Vec<f32>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.stream
+            .clone_dtoh(&slice.slice(..len))
+            .map_err(|e| self.error(&format!("copying {len} values to the host"), e))
+    }
+
+    pub(crate) fn copy(&self, slice: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let mut out = self.alloc(slice.len())?;
+        self.stream
+            .memcpy_dtod(slice, &mut out)
+            .map_err(|e| self.error("copying on the device", e))?;
+        Ok(out)
+    }
+
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| self.error("synchronize", e))
+    }
+}

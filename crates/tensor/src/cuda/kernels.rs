@@ -1,0 +1,186 @@
+//! The committed PTX of `kernels/*.cu`, embedded in the binary, and every entry point the Rust
+//! side launches. A module is loaded once per device, for the newest architecture the card
+//! runs (compute_90 PTX on Hopper and newer, compute_80 on Ampere).
+
+/// One `.cu` file's PTX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Module {
+    BatchNorm,
+    Conv2d,
+    CrossEntropy,
+    Depthwise,
+    Elementwise,
+    Gemm,
+    Mbconv,
+    Pool,
+    Sgd,
+}
+
+macro_rules! ptx {
+    ($stem:literal, $arch:literal) => {
+        include_str!(concat!(
+            "../../../../kernels/ptx/",
+            $stem,
+            ".",
+            $arch,
+            ".ptx"
+        ))
+    };
+}
+
+macro_rules! modules {
+    ($($module:ident => $stem:literal),* $(,)?) => {
+        impl Module {
+            #[cfg_attr(not(test), allow(dead_code))]
+            pub(crate) const ALL: &'static [Module] = &[$(Module::$module),*];
+
+            /// The kernel file's stem: `kernels/{stem}.cu`.
+            pub(crate) fn stem(self) -> &'static str {
+                match self { $(Module::$module => $stem),* }
+            }
+
+            /// The PTX for `compute_{arch}` (80 or 90).
+            pub(crate) fn ptx(self, arch: u32) -> &'static str {
+                match (self, arch >= 90) {
+                    $((Module::$module, true) => ptx!($stem, "compute_90"),
+                      (Module::$module, false) => ptx!($stem, "compute_80"),)*
+                }
+            }
+        }
+    };
+}
+
+modules! {
+    BatchNorm => "batch_norm",
+    Conv2d => "conv2d",
+    CrossEntropy => "cross_entropy",
+    Depthwise => "depthwise",
+    Elementwise => "elementwise",
+    Gemm => "gemm",
+    Mbconv => "mbconv",
+    Pool => "pool",
+    Sgd => "sgd",
+}
+
+/// Every entry point the Rust side launches; `CudaDevice::function` refuses any other name, and
+/// a CPU test checks each is in the PTX of both architectures.
+pub(crate) const ENTRY_POINTS: &[(Module, &str)] = &[
+    (Module::BatchNorm, "batch_norm_partial_sums_f32"),
+    (Module::BatchNorm, "batch_norm_finalize_f32"),
+    (Module::BatchNorm, "batch_norm_eval_affine_f32"),
+    (Module::BatchNorm, "batch_norm_apply_f32"),
+    (Module::BatchNorm, "batch_norm_backward_partial_sums_f32"),
+    (Module::BatchNorm, "batch_norm_backward_finalize_f32"),
+    (Module::BatchNorm, "batch_norm_backward_apply_f32"),
+    (Module::Conv2d, "conv2d_forward_f32"),
+    (Module::Conv2d, "conv2d_backward_input_f32"),
+    (Module::Conv2d, "conv2d_backward_weight_f32"),
+    (Module::CrossEntropy, "softmax_cross_entropy_f32"),
+    (Module::Depthwise, "depthwise_k3s1_forward_f32"),
+    (Module::Depthwise, "depthwise_k3s2_forward_f32"),
+    (Module::Depthwise, "depthwise_k5s1_forward_f32"),
+    (Module::Depthwise, "depthwise_k5s2_forward_f32"),
+    (Module::Depthwise, "depthwise_k7s1_forward_f32"),
+    (Module::Depthwise, "depthwise_k7s2_forward_f32"),
+    (Module::Depthwise, "depthwise_k3s1_backward_input_f32"),
+    (Module::Depthwise, "depthwise_k3s2_backward_input_f32"),
+    (Module::Depthwise, "depthwise_k5s1_backward_input_f32"),
+    (Module::Depthwise, "depthwise_k5s2_backward_input_f32"),
+    (Module::Depthwise, "depthwise_k7s1_backward_input_f32"),
+    (Module::Depthwise, "depthwise_k7s2_backward_input_f32"),
+    (Module::Depthwise, "depthwise_k3s1_backward_weight_f32"),
+    (Module::Depthwise, "depthwise_k3s2_backward_weight_f32"),
+    (Module::Depthwise, "depthwise_k5s1_backward_weight_f32"),
+    (Module::Depthwise, "depthwise_k5s2_backward_weight_f32"),
+    (Module::Depthwise, "depthwise_k7s1_backward_weight_f32"),
+    (Module::Depthwise, "depthwise_k7s2_backward_weight_f32"),
+    (Module::Elementwise, "fill_f32"),
+    (Module::Elementwise, "relu_f32"),
+    (Module::Elementwise, "relu_backward_f32"),
+    (Module::Elementwise, "add_f32"),
+    (Module::Elementwise, "broadcast_rows_f32"),
+    (Module::Elementwise, "sum_rows_f32"),
+    (Module::Gemm, "gemm_f32"),
+    (Module::Gemm, "gemm_tf32"),
+    (Module::Gemm, "sum_slices_f32"),
+    (Module::Mbconv, "mbconv_inference_f32"),
+    (Module::Pool, "global_avg_pool_forward_f32"),
+    (Module::Pool, "global_avg_pool_backward_f32"),
+    (Module::Sgd, "sgd_step_f32"),
+];
+
+/// The sha256 of the kernel sources the committed PTX was built from (first line of
+/// `kernels/ptx/SOURCES.sha256`, written by `cargo xtask build-kernels`).
+#[cfg(test)]
+const RECORDED_SOURCES: &str = include_str!("../../../../kernels/ptx/SOURCES.sha256");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+    use std::path::Path;
+
+    fn kernels_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernels")
+    }
+
+    #[test]
+    fn every_launched_entry_point_is_in_the_ptx_of_both_architectures() {
+        for &(module, name) in ENTRY_POINTS {
+            for arch in [80, 90] {
+                let needle = format!(".entry {name}(");
+                assert!(
+                    module.ptx(arch).contains(&needle),
+                    "{name} is not an entry point of kernels/ptx/{}.compute_{arch}.ptx; run `cargo xtask build-kernels`",
+                    module.stem()
+                );
+            }
+        }
+        for &module in Module::ALL {
+            assert!(module.ptx(80).contains(".target sm_80"));
+            assert!(module.ptx(90).contains(".target sm_90"));
+            // Driver 580 (the lent GPUs) loads PTX up to ISA 9.0.
+            assert!(
+                module.ptx(90).contains(".version 9.0"),
+                "{} PTX is not ISA 9.0",
+                module.stem()
+            );
+        }
+    }
+
+    #[test]
+    fn committed_ptx_is_current_with_the_kernel_sources() {
+        let dir = kernels_dir();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "cu" || e == "cuh"))
+            .collect();
+        files.sort();
+        let mut hasher = Sha256::new();
+        for path in &files {
+            hasher.update(path.file_name().unwrap().to_string_lossy().as_bytes());
+            hasher.update(b"\n");
+            hasher.update(std::fs::read(path).unwrap());
+            hasher.update(b"\n");
+        }
+        let digest: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let recorded = RECORDED_SOURCES.lines().next().unwrap_or("").trim();
+        assert_eq!(
+            digest, recorded,
+            "kernels/*.cu changed since the PTX was built: run `cargo xtask build-kernels` and commit kernels/ptx"
+        );
+        // Every .cu has its PTX module here, and no module is left without a source.
+        let stems: Vec<String> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cu"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+            .collect();
+        let modules: Vec<String> = Module::ALL.iter().map(|m| m.stem().to_string()).collect();
+        assert_eq!(stems, modules);
+    }
+}

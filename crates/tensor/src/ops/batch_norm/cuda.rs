@@ -1,0 +1,130 @@
+//! CUDA launches of batch norm (kernels/batch_norm.cu): split reductions for the per-channel
+//! sums, a per-channel finalize, and one element-wise pass that applies the fused ReLU.
+
+use super::BatchNormStats;
+use crate::cuda::abi::PlaneShape;
+use crate::cuda::{grid_1d, launch, reduction_splits, THREADS};
+use crate::{Result, Tensor};
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn train_forward(
+    x: &Tensor,
+    dims: [usize; 4],
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    momentum: f32,
+    eps: f32,
+    relu: bool,
+) -> Result<(Tensor, BatchNormStats)> {
+    const OP: &str = "batch_norm2d_train";
+    let s = PlaneShape::of(dims);
+    let xs = x.cuda(OP)?;
+    let dev = xs.device.clone();
+    let channels = s.channels;
+    let splits = reduction_splits(channels, s.batch * s.plane);
+    let mut partial = dev.zeros_f64(splits * channels * 2)?;
+    let cfg = crate::cuda::grid_2d(channels, splits, THREADS, 0);
+    launch!(dev, OP, BatchNorm::"batch_norm_partial_sums_f32", cfg, [&s, &xs.slice, &mut partial, &splits])?;
+    let (mut mean, mut inv_std) = (dev.alloc(channels)?, dev.alloc(channels)?);
+    let (mut scale, mut shift) = (dev.alloc(channels)?, dev.alloc(channels)?);
+    {
+        let (w, b) = (&weight.cuda(OP)?.slice, &bias.cuda(OP)?.slice);
+        let rm = running_mean.cuda_mut(OP)?;
+        let rv = running_var.cuda_mut(OP)?;
+        launch!(dev, OP, BatchNorm::"batch_norm_finalize_f32", grid_1d(channels), [
+            &s, &partial, &splits, &xs.slice, w, b, &mut mean, &mut inv_std, &mut scale, &mut shift, rm, rv,
+            &momentum, &eps,
+        ])?;
+    }
+    let mut y = dev.alloc(s.len())?;
+    let relu_flag = relu as i32;
+    launch!(dev, OP, BatchNorm::"batch_norm_apply_f32", grid_1d(s.len()), [&s, &xs.slice, &scale, &shift, &relu_flag, &mut y])?;
+    let stats = BatchNormStats {
+        mean: Tensor::from_cuda(mean, dev.clone(), &[channels]),
+        inv_std: Tensor::from_cuda(inv_std, dev.clone(), &[channels]),
+        bias: bias.clone(),
+        training: true,
+        relu,
+    };
+    Ok((Tensor::from_cuda(y, dev, x.shape()), stats))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn eval_forward(
+    x: &Tensor,
+    dims: [usize; 4],
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+    relu: bool,
+) -> Result<(Tensor, BatchNormStats)> {
+    const OP: &str = "batch_norm2d_eval";
+    let s = PlaneShape::of(dims);
+    let xs = x.cuda(OP)?;
+    let dev = xs.device.clone();
+    let channels = s.channels;
+    let (mut inv_std, mut scale, mut shift) = (
+        dev.alloc(channels)?,
+        dev.alloc(channels)?,
+        dev.alloc(channels)?,
+    );
+    launch!(dev, OP, BatchNorm::"batch_norm_eval_affine_f32", grid_1d(channels), [
+        &channels, &running_mean.cuda(OP)?.slice, &running_var.cuda(OP)?.slice, &weight.cuda(OP)?.slice,
+        &bias.cuda(OP)?.slice, &eps, &mut inv_std, &mut scale, &mut shift,
+    ])?;
+    let mut y = dev.alloc(s.len())?;
+    let relu_flag = relu as i32;
+    launch!(dev, OP, BatchNorm::"batch_norm_apply_f32", grid_1d(s.len()), [&s, &xs.slice, &scale, &shift, &relu_flag, &mut y])?;
+    let stats = BatchNormStats {
+        mean: running_mean.clone(),
+        inv_std: Tensor::from_cuda(inv_std, dev.clone(), &[channels]),
+        bias: bias.clone(),
+        training: false,
+        relu,
+    };
+    Ok((Tensor::from_cuda(y, dev, x.shape()), stats))
+}
+
+pub(super) fn backward(
+    x: &Tensor,
+    dims: [usize; 4],
+    weight: &Tensor,
+    stats: &BatchNormStats,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "batch_norm2d_backward";
+    let s = PlaneShape::of(dims);
+    let xs = x.cuda(OP)?;
+    let dev = xs.device.clone();
+    let channels = s.channels;
+    let (g, w) = (&dy.cuda(OP)?.slice, &weight.cuda(OP)?.slice);
+    let (mean, inv_std, b) = (
+        &stats.mean.cuda(OP)?.slice,
+        &stats.inv_std.cuda(OP)?.slice,
+        &stats.bias.cuda(OP)?.slice,
+    );
+    let (relu, training) = (stats.relu as i32, stats.training as i32);
+    let splits = reduction_splits(channels, s.batch * s.plane);
+    let mut partial = dev.zeros_f64(splits * channels * 2)?;
+    let cfg = crate::cuda::grid_2d(channels, splits, THREADS, 0);
+    launch!(dev, OP, BatchNorm::"batch_norm_backward_partial_sums_f32", cfg, [
+        &s, &xs.slice, g, mean, inv_std, w, b, &relu, &mut partial, &splits,
+    ])?;
+    let (mut dweight, mut dbias) = (dev.alloc(channels)?, dev.alloc(channels)?);
+    launch!(dev, OP, BatchNorm::"batch_norm_backward_finalize_f32", grid_1d(channels), [
+        &s, &partial, &splits, inv_std, &mut dweight, &mut dbias,
+    ])?;
+    let mut dx = dev.alloc(s.len())?;
+    launch!(dev, OP, BatchNorm::"batch_norm_backward_apply_f32", grid_1d(s.len()), [
+        &s, &xs.slice, g, mean, inv_std, w, b, &dweight, &dbias, &relu, &training, &mut dx,
+    ])?;
+    Ok((
+        Tensor::from_cuda(dx, dev.clone(), x.shape()),
+        Tensor::from_cuda(dweight, dev.clone(), &[channels]),
+        Tensor::from_cuda(dbias, dev, &[channels]),
+    ))
+}

@@ -1,0 +1,334 @@
+//! CUDA launches of the convolution (kernels/depthwise.cu, gemm.cu, conv2d.cu), picked like the
+//! CPU side: the depthwise kernels for kernels 3, 5, 7 at strides 1, 2; 1x1 as a matrix product
+//! straight over NCHW; implicit GEMM for everything else.
+
+use cudarc::driver::CudaSlice;
+
+use super::Conv2dShape;
+use crate::cuda::abi::{DepthwiseTile, GemmShape};
+use crate::cuda::gemm::gemm;
+use crate::cuda::{grid_1d, launch, reduction_splits, CudaDevice};
+use crate::{Result, Tensor};
+
+/// Depthwise shapes the specialised kernels cover.
+fn depthwise_kernel(s: &Conv2dShape) -> Option<(usize, usize)> {
+    let square = s.kernel_height == s.kernel_width;
+    (s.is_depthwise()
+        && square
+        && matches!(s.kernel_height, 3 | 5 | 7)
+        && matches!(s.stride, 1 | 2))
+    .then_some((s.kernel_height, s.stride))
+}
+
+/// 256 threads over `planes` planes of a tile_h x tile_w tile each, so that 7x7 and smaller
+/// planes still fill a block.
+fn tile_for(height: usize, width: usize, planes_of_one: bool) -> DepthwiseTile {
+    let (tile_h, tile_w, planes) = if width >= 24 {
+        (8, 32, 1)
+    } else if width >= 12 {
+        (16, 16, 1)
+    } else if width >= 6 || planes_of_one {
+        (8, 8, if planes_of_one { 1 } else { 4 })
+    } else {
+        (4, 4, 16)
+    };
+    DepthwiseTile {
+        tile_h,
+        tile_w,
+        planes,
+        tiles_y: height.div_ceil(tile_h),
+        tiles_x: width.div_ceil(tile_w),
+    }
+}
+
+fn blocks(s: &Conv2dShape, t: &DepthwiseTile) -> u32 {
+    ((s.batch * s.in_channels).div_ceil(t.planes) * t.tiles_y * t.tiles_x) as u32
+}
+
+fn config(blocks: u32, t: &DepthwiseTile, shared_floats: usize) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: ((t.tile_h * t.tile_w * t.planes) as u32, 1, 1),
+        shared_mem_bytes: (shared_floats * 4) as u32,
+    }
+}
+
+/// The depthwise entry point for (kernel, stride, pass).
+fn depthwise_entry(k: usize, stride: usize, pass: &str) -> &'static str {
+    const NAMES: [[[&str; 3]; 2]; 3] = [
+        [
+            [
+                "depthwise_k3s1_forward_f32",
+                "depthwise_k3s1_backward_input_f32",
+                "depthwise_k3s1_backward_weight_f32",
+            ],
+            [
+                "depthwise_k3s2_forward_f32",
+                "depthwise_k3s2_backward_input_f32",
+                "depthwise_k3s2_backward_weight_f32",
+            ],
+        ],
+        [
+            [
+                "depthwise_k5s1_forward_f32",
+                "depthwise_k5s1_backward_input_f32",
+                "depthwise_k5s1_backward_weight_f32",
+            ],
+            [
+                "depthwise_k5s2_forward_f32",
+                "depthwise_k5s2_backward_input_f32",
+                "depthwise_k5s2_backward_weight_f32",
+            ],
+        ],
+        [
+            [
+                "depthwise_k7s1_forward_f32",
+                "depthwise_k7s1_backward_input_f32",
+                "depthwise_k7s1_backward_weight_f32",
+            ],
+            [
+                "depthwise_k7s2_forward_f32",
+                "depthwise_k7s2_backward_input_f32",
+                "depthwise_k7s2_backward_weight_f32",
+            ],
+        ],
+    ];
+    let pass = match pass {
+        "forward" => 0,
+        "backward_input" => 1,
+        _ => 2,
+    };
+    NAMES[(k - 3) / 2][stride - 1][pass]
+}
+
+/// Launches a depthwise kernel by its runtime name (the entry table checks it).
+#[allow(clippy::too_many_arguments)]
+fn launch_depthwise(
+    dev: &CudaDevice,
+    name: &'static str,
+    cfg: cudarc::driver::LaunchConfig,
+    s: &Conv2dShape,
+    t: &DepthwiseTile,
+    a: &CudaSlice<f32>,
+    b: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    splits: Option<usize>,
+) -> Result<()> {
+    use cudarc::driver::PushKernelArg;
+    let f = dev.function(crate::cuda::kernels::Module::Depthwise, name)?;
+    let mut builder = dev.stream.launch_builder(&f);
+    builder.arg(s).arg(t).arg(a).arg(b).arg(out);
+    if let Some(splits) = splits.as_ref() {
+        builder.arg(splits);
+    }
+    // SAFETY: the kernels index x, w, dy and the outputs through `s` and `t`, built from the
+    // checked tensor shapes; the dynamic shared memory is sized for `t` by the callers.
+    unsafe { builder.launch(cfg) }
+        .map(|_| ())
+        .map_err(|e| dev.error(name, e))
+}
+
+/// Sums `splits` partial weight gradients of `len` values each into a new buffer.
+fn sum_partials(
+    dev: &CudaDevice,
+    partial: &CudaSlice<f32>,
+    splits: usize,
+    len: usize,
+) -> Result<CudaSlice<f32>> {
+    let mut out = dev.alloc(len)?;
+    launch!(dev, "conv2d_backward_weight", Gemm::"sum_slices_f32", grid_1d(len), [partial, &mut out, &splits, &len])?;
+    Ok(out)
+}
+
+fn pointwise_forward_shape(s: &Conv2dShape) -> GemmShape {
+    let (cin, cout, hw) = (s.in_channels, s.out_channels, s.out_height * s.out_width);
+    // y[n] (Cout x HW) = w (Cout x Cin) . x[n] (Cin x HW)
+    GemmShape {
+        m: cout,
+        n: hw,
+        k: cin,
+        batch: s.batch,
+        a_m: cin as isize,
+        a_k: 1,
+        a_batch: 0,
+        b_k: hw as isize,
+        b_n: 1,
+        b_batch: (cin * hw) as isize,
+        c_m: hw as isize,
+        c_n: 1,
+        c_batch: (cout * hw) as isize,
+        alpha: 1.0,
+        beta: 0.0,
+        ..GemmShape::default()
+    }
+}
+
+pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dShape) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    let (xs, ws) = (x.cuda(OP)?, w.cuda(OP)?);
+    let dev = &xs.device;
+    let mut y = dev.alloc(s.output_dims().iter().product())?;
+    if let Some((k, stride)) = depthwise_kernel(s) {
+        let t = tile_for(s.out_height, s.out_width, false);
+        let shared = t.planes * ((t.tile_h - 1) * stride + k) * ((t.tile_w - 1) * stride + k);
+        let cfg = config(blocks(s, &t), &t, shared);
+        launch_depthwise(
+            dev,
+            depthwise_entry(k, stride, "forward"),
+            cfg,
+            s,
+            &t,
+            &xs.slice,
+            &ws.slice,
+            &mut y,
+            None,
+        )?;
+    } else if s.is_pointwise() {
+        gemm(
+            dev,
+            pointwise_forward_shape(s),
+            &ws.slice,
+            &xs.slice,
+            &mut y,
+        )?;
+    } else {
+        let cout_g = s.out_channels / s.groups;
+        let columns = s.batch * s.out_height * s.out_width;
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (
+                columns.div_ceil(64) as u32,
+                cout_g.div_ceil(64) as u32,
+                s.groups as u32,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(dev, OP, Conv2d::"conv2d_forward_f32", cfg, [s, &xs.slice, &ws.slice, &mut y])?;
+    }
+    Ok(Tensor::from_cuda(y, dev.clone(), &s.output_dims()))
+}
+
+/// The input gradient.
+pub(super) fn backward_input(w: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward";
+    let (ws, gs) = (w.cuda(OP)?, dy.cuda(OP)?);
+    let dev = &ws.device;
+    let len: usize = s.input_dims().iter().product();
+    let mut dx = dev.alloc(len)?;
+    if let Some((k, stride)) = depthwise_kernel(s) {
+        let t = tile_for(s.in_height, s.in_width, false);
+        let rows = (t.tile_h + k - 2) / stride + 2;
+        let cols = (t.tile_w + k - 2) / stride + 2;
+        let cfg = config(blocks(s, &t), &t, t.planes * rows * cols);
+        launch_depthwise(
+            dev,
+            depthwise_entry(k, stride, "backward_input"),
+            cfg,
+            s,
+            &t,
+            &gs.slice,
+            &ws.slice,
+            &mut dx,
+            None,
+        )?;
+    } else if s.is_pointwise() {
+        let (cin, cout, hw) = (s.in_channels, s.out_channels, s.out_height * s.out_width);
+        // dx[n] (Cin x HW) = w^T (Cin x Cout) . dy[n] (Cout x HW)
+        let shape = GemmShape {
+            m: cin,
+            n: hw,
+            k: cout,
+            batch: s.batch,
+            a_m: 1,
+            a_k: cin as isize,
+            a_batch: 0,
+            b_k: hw as isize,
+            b_n: 1,
+            b_batch: (cout * hw) as isize,
+            c_m: hw as isize,
+            c_n: 1,
+            c_batch: (cin * hw) as isize,
+            alpha: 1.0,
+            beta: 0.0,
+            ..GemmShape::default()
+        };
+        gemm(dev, shape, &ws.slice, &gs.slice, &mut dx)?;
+    } else {
+        launch!(dev, OP, Conv2d::"conv2d_backward_input_f32", grid_1d(len), [s, &gs.slice, &ws.slice, &mut dx])?;
+    }
+    Ok(Tensor::from_cuda(dx, dev.clone(), &s.input_dims()))
+}
+
+pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_weight";
+    let (xs, gs) = (x.cuda(OP)?, dy.cuda(OP)?);
+    let dev = &xs.device;
+    let len: usize = s.weight_dims().iter().product();
+    let pixels = s.batch * s.out_height * s.out_width;
+    let dw = if let Some((k, stride)) = depthwise_kernel(s) {
+        let t = tile_for(s.out_height, s.out_width, true);
+        let splits = reduction_splits(s.in_channels, pixels).min(s.batch);
+        let mut partial = dev.alloc(splits * len)?;
+        let shared = ((t.tile_h - 1) * stride + k) * ((t.tile_w - 1) * stride + k);
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (s.in_channels as u32, splits as u32, 1),
+            block_dim: ((t.tile_h * t.tile_w) as u32, 1, 1),
+            shared_mem_bytes: (shared * 4) as u32,
+        };
+        launch_depthwise(
+            dev,
+            depthwise_entry(k, stride, "backward_weight"),
+            cfg,
+            s,
+            &t,
+            &xs.slice,
+            &gs.slice,
+            &mut partial,
+            Some(splits),
+        )?;
+        sum_partials(dev, &partial, splits, len)?
+    } else if s.is_pointwise() {
+        let (cin, cout, hw) = (s.in_channels, s.out_channels, s.out_height * s.out_width);
+        // dw (Cout x Cin) = sum over images of dy[n] (Cout x HW) . x[n]^T (HW x Cin)
+        let shape = GemmShape {
+            m: cout,
+            n: cin,
+            k: hw,
+            batch: s.batch,
+            a_m: hw as isize,
+            a_k: 1,
+            a_batch: (cout * hw) as isize,
+            b_k: 1,
+            b_n: hw as isize,
+            b_batch: (cin * hw) as isize,
+            c_m: cin as isize,
+            c_n: 1,
+            c_batch: 0,
+            alpha: 1.0,
+            beta: 0.0,
+            reduce_batch: 1,
+            ..GemmShape::default()
+        };
+        let mut dw = dev.alloc(len)?;
+        gemm(dev, shape, &gs.slice, &xs.slice, &mut dw)?;
+        dw
+    } else {
+        let cout_g = s.out_channels / s.groups;
+        let k_total = (s.in_channels / s.groups) * s.kernel_height * s.kernel_width;
+        let tiles = cout_g.div_ceil(64) * k_total.div_ceil(64) * s.groups;
+        let splits = reduction_splits(tiles, pixels);
+        let mut partial = dev.alloc(splits * len)?;
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (
+                k_total.div_ceil(64) as u32,
+                cout_g.div_ceil(64) as u32,
+                (s.groups * splits) as u32,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(dev, OP, Conv2d::"conv2d_backward_weight_f32", cfg, [s, &xs.slice, &gs.slice, &mut partial, &splits])?;
+        sum_partials(dev, &partial, splits, len)?
+    };
+    Ok(Tensor::from_cuda(dw, dev.clone(), &s.weight_dims()))
+}

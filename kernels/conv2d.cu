@@ -1,0 +1,123 @@
+// The general convolution (the stem, grouped convolutions) as implicit GEMM: the im2col matrix
+// is never written, its elements are computed in the tile loaders. Per group g:
+//   forward          y_g (Cout_g, N*OH*OW) = w_g (Cout_g, Cin_g*KH*KW) . im2col_g
+//   weight gradient  dw_g = dy_g . im2col_g^T   (reduction over N*OH*OW, split across blocks)
+//   input gradient   a direct gather, one thread per input element.
+#include "tile_gemm.cuh"
+
+// Element (k, j) of the im2col matrix of group g: k = (ci, kh, kw), j = (n, oh, ow).
+struct Im2col {
+    const float* x; Conv2dShape s; u64 group, k_total, n_total;
+    __device__ float operator()(u64 k, u64 j) const {
+        if (j >= n_total || k >= k_total) return 0.0f;
+        const u64 taps = s.kernel_height * s.kernel_width;
+        const u64 ci = k / taps, r = k - ci * taps;
+        const u64 kh = r / s.kernel_width, kw = r - kh * s.kernel_width;
+        const u64 pix_count = s.out_height * s.out_width;
+        const u64 n = j / pix_count, pix = j - n * pix_count;
+        const u64 oh = pix / s.out_width, ow = pix - oh * s.out_width;
+        const i64 ih = (i64)(oh * s.stride + kh) - (i64)s.padding;
+        const i64 iw = (i64)(ow * s.stride + kw) - (i64)s.padding;
+        if (ih < 0 || iw < 0 || ih >= (i64)s.in_height || iw >= (i64)s.in_width) return 0.0f;
+        const u64 cin_g = s.in_channels / s.groups;
+        return x[((n * s.in_channels + group * cin_g + ci) * s.in_height + ih) * s.in_width + iw];
+    }
+};
+
+struct GroupWeight {
+    const float* w; u64 rows, k_total, group;
+    __device__ float operator()(u64 i, u64 k) const {
+        return i < rows ? w[(group * rows + i) * k_total + k] : 0.0f;
+    }
+};
+
+// Grid: (ceil(N*OH*OW / 64), ceil(Cout_g / 64), groups); 256 threads.
+extern "C" __global__ void __launch_bounds__(256) conv2d_forward_f32(Conv2dShape s, const float* x, const float* w, float* y) {
+    const u64 g = blockIdx.z;
+    const u64 cout_g = s.out_channels / s.groups;
+    const u64 k_total = (s.in_channels / s.groups) * s.kernel_height * s.kernel_width;
+    const u64 pix_count = s.out_height * s.out_width;
+    const u64 n_total = s.batch * pix_count;
+    const u64 row0 = (u64)blockIdx.y * TILE_M, col0 = (u64)blockIdx.x * TILE_N;
+    TileAcc acc;
+    tile_clear(acc);
+    tile_product(GroupWeight{w, cout_g, k_total, g}, Im2col{x, s, g, k_total, n_total}, row0, col0, 0,
+                 k_total, true, true, acc);
+    tile_store(acc, row0, col0, cout_g, n_total, [&](u64 i, u64 j, float v) {
+        const u64 n = j / pix_count, pix = j - n * pix_count;
+        y[(n * s.out_channels + g * cout_g + i) * pix_count + pix] = v;
+    });
+}
+
+// dy of group g as the (Cout_g, N*OH*OW) matrix.
+struct GroupOutput {
+    const float* dy; Conv2dShape s; u64 group, rows, n_total;
+    __device__ float operator()(u64 i, u64 j) const {
+        if (i >= rows || j >= n_total) return 0.0f;
+        const u64 pix_count = s.out_height * s.out_width;
+        const u64 n = j / pix_count, pix = j - n * pix_count;
+        return dy[(n * s.out_channels + group * rows + i) * pix_count + pix];
+    }
+};
+
+// The transpose of Im2col: element (j, k).
+struct Im2colT {
+    Im2col inner;
+    __device__ float operator()(u64 j, u64 k) const { return inner(k, j); }
+};
+
+// Grid: (ceil(Cin_g*KH*KW / 64), ceil(Cout_g / 64), groups * splits); 256 threads. Block z
+// = g * splits + split sums its share of the N*OH*OW columns into
+// partial + split * (Cout * Cin_g*KH*KW) (the weight's layout); `sum_slices_f32` adds the splits.
+extern "C" __global__ void __launch_bounds__(256) conv2d_backward_weight_f32(
+    Conv2dShape s, const float* x, const float* dy, float* partial, u64 splits) {
+    const u64 g = blockIdx.z / splits, split = blockIdx.z % splits;
+    const u64 cout_g = s.out_channels / s.groups;
+    const u64 k_total = (s.in_channels / s.groups) * s.kernel_height * s.kernel_width;
+    const u64 n_total = s.batch * s.out_height * s.out_width;
+    const u64 per = ((n_total + splits - 1) / splits + TILE_K - 1) / TILE_K * TILE_K;
+    const u64 begin = min(n_total, split * per), end = min(n_total, begin + per);
+    const u64 row0 = (u64)blockIdx.y * TILE_M, col0 = (u64)blockIdx.x * TILE_N;
+    TileAcc acc;
+    tile_clear(acc);
+    tile_product(GroupOutput{dy, s, g, cout_g, n_total}, Im2colT{Im2col{x, s, g, k_total, n_total}}, row0,
+                 col0, begin, end, true, false, acc);
+    float* out = partial + split * (s.out_channels * k_total);
+    tile_store(acc, row0, col0, cout_g, k_total, [&](u64 i, u64 k, float v) {
+        out[(g * cout_g + i) * k_total + k] = v;
+    });
+}
+
+// One thread per element of dx (N, Cin, H, W): the sum over the output positions and output
+// channels of its group that read it.
+extern "C" __global__ void conv2d_backward_input_f32(Conv2dShape s, const float* dy, const float* w, float* dx) {
+    const u64 len = s.batch * s.in_channels * s.in_height * s.in_width;
+    const u64 cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+    const u64 taps = s.kernel_height * s.kernel_width;
+    for (u64 e = global_index(); e < len; e += global_stride()) {
+        const u64 iw = e % s.in_width;
+        const u64 ih = (e / s.in_width) % s.in_height;
+        const u64 ci = (e / (s.in_width * s.in_height)) % s.in_channels;
+        const u64 n = e / (s.in_width * s.in_height * s.in_channels);
+        const u64 g = ci / cin_g, ci_g = ci - g * cin_g;
+        float sum = 0.0f;
+        for (u64 kh = 0; kh < s.kernel_height; ++kh) {
+            const i64 th = (i64)(ih + s.padding) - (i64)kh;
+            if (th < 0 || th % (i64)s.stride != 0) continue;
+            const u64 oh = (u64)th / s.stride;
+            if (oh >= s.out_height) continue;
+            for (u64 kw = 0; kw < s.kernel_width; ++kw) {
+                const i64 tw = (i64)(iw + s.padding) - (i64)kw;
+                if (tw < 0 || tw % (i64)s.stride != 0) continue;
+                const u64 ow = (u64)tw / s.stride;
+                if (ow >= s.out_width) continue;
+                for (u64 co = 0; co < cout_g; ++co) {
+                    const u64 oc = g * cout_g + co;
+                    sum += dy[((n * s.out_channels + oc) * s.out_height + oh) * s.out_width + ow] *
+                           w[(oc * cin_g + ci_g) * taps + kh * s.kernel_width + kw];
+                }
+            }
+        }
+        dx[e] = sum;
+    }
+}
