@@ -138,6 +138,13 @@ fn load_params(
                 Err(e) => error = Some(e),
             }
             names.push(name);
+        } else if let Slot::Buffer(b) = slot {
+            // The layer's own running statistics (fixtures start from PyTorch's defaults too),
+            // on the device under test.
+            match b.to_device(device) {
+                Ok(moved) => *b = moved,
+                Err(e) => error = Some(e.to_string()),
+            }
         }
     });
     if let Some(e) = error {

@@ -2,8 +2,11 @@
 //!
 //! - `bench cpu [--json] [--threads N] [--rows A,B]`: the CPU speed table, eatnas beside PyTorch.
 //! - `build-kernels`: `kernels/*.cu` to the committed PTX in `kernels/ptx/`.
+//! - `test`: every test, the CUDA backend's on the emulator included.
+//! - `cuda-emulator [test]`: the kernels on the host behind a stand-in libcuda, for tests.
 
 mod bench;
+mod emulator;
 mod kernels;
 
 use std::process::ExitCode;
@@ -22,7 +25,32 @@ commands:
       records the sources' hash and the ptxas resource usage for sm_90 (fails on a spill).
       nvcc comes from PATH, else CUDA_HOME, else a toolkit this command installs from PyPI
       into target/cuda-toolkit.
+  test
+      every test: `cargo test --workspace --release`, then the CUDA backend's op tests and the
+      PyTorch fixtures on the host CUDA emulator (what .ci/run runs).
+  cuda-emulator [test]
+      builds target/cuda-emu/libcuda.so, a stand-in CUDA driver that runs kernels/*.cu on the
+      host (kernels/emu/), so the CUDA backend is tested without a GPU; `test` runs the op and
+      conformance tests on it (LD_LIBRARY_PATH=target/cuda-emu).
   help";
+
+/// `cargo xtask test`: the workspace's tests, then the CUDA backend's on the emulator.
+fn test(args: &[String]) -> anyhow::Result<()> {
+    if let Some(arg) = args.first() {
+        anyhow::bail!("test takes no arguments, got `{arg}`");
+    }
+    let root = kernels::workspace_root();
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .args(["test", "--workspace", "--release"])
+            .status()?;
+    if !status.success() {
+        anyhow::bail!("cargo test --workspace --release failed");
+    }
+    let lib_dir = emulator::build(&root)?;
+    emulator::test(&root, &lib_dir)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +61,8 @@ fn main() -> ExitCode {
         }
         Some("bench") => bench::run(&args[1..]),
         Some("build-kernels") => kernels::run(&args[1..]),
+        Some("cuda-emulator") => emulator::run(&args[1..]),
+        Some("test") => test(&args[1..]),
         Some(other) => Err(anyhow::anyhow!(
             "`{other}` is not an xtask command; run `cargo xtask help`"
         )),

@@ -1,0 +1,186 @@
+// A CUDA emulator for testing the CUDA backend on machines without a GPU: a stand-in
+// `libcuda.so` exporting the driver-API calls cudarc makes, with "device memory" in host memory
+// and kernels from kernels/*.cu compiled as C++ (shim.h). cuLaunchKernel runs the grid's blocks
+// one after another; a block's threads are fibers (ucontext) that switch at __syncthreads and the
+// shuffles, so barriers behave as on a GPU. Fresh allocations and dynamic shared memory are
+// filled with NaN bytes, so a kernel that reads what nothing wrote shows up as NaN in the tests.
+//
+// Not emulated: the TF32 tensor-core path (wmma), timing, concurrency between blocks.
+#include <ucontext.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "shim.h"
+
+namespace emu {
+Dim3 grid_dim, block_dim, block_idx;
+
+struct Fiber {
+    ucontext_t context;
+    Dim3 tid;
+    enum State { Ready, AtBarrier, Done } state = Ready;
+};
+
+static ucontext_t scheduler;
+static std::vector<Fiber> fibers;
+static std::vector<char> stacks;
+static Fiber* current = nullptr;
+static std::vector<char> dynamic;
+static std::uint64_t slots[1024];
+static const std::function<void()>* body = nullptr;
+static const size_t STACK = 256 * 1024;
+
+const Dim3& thread_idx() { return current->tid; }
+void* dynamic_shared() { return dynamic.data(); }
+std::uint64_t* shuffle_slots() { return slots; }
+
+void syncthreads() {
+    current->state = Fiber::AtBarrier;
+    swapcontext(&current->context, &scheduler);
+}
+
+static void trampoline() {
+    (*body)();
+    current->state = Fiber::Done;
+}
+
+// Runs one block: every fiber to its next barrier, then releases the barrier, until all are done.
+static void run_block(unsigned threads) {
+    for (unsigned t = 0; t < threads; ++t) {
+        Fiber& f = fibers[t];
+        f.state = Fiber::Ready;
+        f.tid = Dim3{t, 0, 0};
+        getcontext(&f.context);
+        f.context.uc_stack.ss_sp = stacks.data() + t * STACK;
+        f.context.uc_stack.ss_size = STACK;
+        f.context.uc_link = &scheduler;
+        makecontext(&f.context, trampoline, 0);
+    }
+    for (;;) {
+        for (unsigned t = 0; t < threads; ++t) {
+            if (fibers[t].state != Fiber::Ready) continue;
+            current = &fibers[t];
+            swapcontext(&scheduler, &fibers[t].context);
+        }
+        bool waiting = false;
+        for (unsigned t = 0; t < threads; ++t) {
+            if (fibers[t].state == Fiber::AtBarrier) {
+                fibers[t].state = Fiber::Ready;
+                waiting = true;
+            }
+        }
+        if (!waiting) return;
+    }
+}
+
+void launch(const std::function<void()>& kernel, Dim3 grid, Dim3 block, size_t shared) {
+    const unsigned threads = block.x * block.y * block.z;
+    if (fibers.size() < threads) {
+        fibers.resize(threads);
+        stacks.resize(threads * STACK);
+    }
+    dynamic.assign(shared + 16, (char)0xff);
+    grid_dim = grid;
+    block_dim = block;
+    body = &kernel;
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                block_idx = Dim3{x, y, z};
+                run_block(threads);
+            }
+}
+
+// The kernels by name, each with an invoker that unpacks cuLaunchKernel's argument pointers.
+using Invoker = std::function<void(void**)>;
+std::map<std::string, Invoker>& registry() {
+    static std::map<std::string, Invoker> table;
+    return table;
+}
+}  // namespace emu
+
+// ---- the driver API, as far as cudarc uses it --------------------------------------------------
+extern "C" {
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+static int context_token, module_token;
+enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_DEVICE = 101, NOT_FOUND = 500 };
+
+CUresult cuInit(unsigned) { return OK; }
+CUresult cuDriverGetVersion(int* v) { *v = 13000; return OK; }
+CUresult cuDeviceGetCount(int* count) { *count = 1; return OK; }
+CUresult cuDeviceGet(CUdevice* device, int ordinal) {
+    if (ordinal != 0) return INVALID_DEVICE;
+    *device = 0;
+    return OK;
+}
+CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice) {
+    switch (attribute) {
+        case 75: *value = 9; break;  // compute capability 9.0
+        case 76: *value = 0; break;
+        default: *value = 0;         // no memory pools: cudarc allocates synchronously
+    }
+    return OK;
+}
+CUresult cuDeviceGetName(char* name, int len, CUdevice) {
+    std::snprintf(name, len, "eatnas CUDA emulator (host CPU)");
+    return OK;
+}
+CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) { *bytes = size_t(8) << 30; return OK; }
+CUresult cuDevicePrimaryCtxRetain(void** ctx, CUdevice) { *ctx = &context_token; return OK; }
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return OK; }
+CUresult cuDevicePrimaryCtxRelease(CUdevice) { return OK; }
+CUresult cuCtxSetCurrent(void*) { return OK; }
+CUresult cuCtxGetCurrent(void** ctx) { *ctx = &context_token; return OK; }
+CUresult cuCtxPushCurrent_v2(void*) { return OK; }
+CUresult cuCtxPopCurrent_v2(void** ctx) { if (ctx) *ctx = &context_token; return OK; }
+CUresult cuCtxSynchronize() { return OK; }
+CUresult cuCtxGetDevice(CUdevice* d) { *d = 0; return OK; }
+CUresult cuStreamSynchronize(void*) { return OK; }
+CUresult cuStreamQuery(void*) { return OK; }
+CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) { *free_bytes = *total = size_t(8) << 30; return OK; }
+
+CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
+    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+    if (!p) return OUT_OF_MEMORY;
+    std::memset(p, 0xff, (bytes + 255) / 256 * 256 + 256);  // NaN until written
+    *ptr = (CUdeviceptr)p;
+    return OK;
+}
+CUresult cuMemFree_v2(CUdeviceptr ptr) { std::free((void*)ptr); return OK; }
+CUresult cuMemAllocAsync(CUdeviceptr* ptr, size_t bytes, void*) { return cuMemAlloc_v2(ptr, bytes); }
+CUresult cuMemFreeAsync(CUdeviceptr ptr, void*) { return cuMemFree_v2(ptr); }
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) { std::memcpy((void*)dst, src, n); return OK; }
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void*) { return cuMemcpyHtoD_v2(dst, src, n); }
+CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) { std::memcpy(dst, (void*)src, n); return OK; }
+CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void*) { return cuMemcpyDtoH_v2(dst, src, n); }
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) { std::memmove((void*)dst, (void*)src, n); return OK; }
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void*) { return cuMemcpyDtoD_v2(dst, src, n); }
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) { std::memset((void*)dst, v, n); return OK; }
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void*) { return cuMemsetD8_v2(dst, v, n); }
+
+CUresult cuModuleLoadData(void** module, const void*) { *module = &module_token; return OK; }
+CUresult cuModuleUnload(void*) { return OK; }
+CUresult cuModuleGetFunction(void** function, void*, const char* name) {
+    auto it = emu::registry().find(name);
+    if (it == emu::registry().end()) return NOT_FOUND;
+    *function = &it->second;
+    return OK;
+}
+CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared, void*, void** params, void**) {
+    if (bx * by * bz == 0 || bx * by * bz > 1024 || gx * gy * gz == 0 || by != 1 || bz != 1) return INVALID_VALUE;
+    if (shared > 48 * 1024) return INVALID_VALUE;  // without the opt-in attribute, as on the GPU
+    auto* invoker = static_cast<emu::Invoker*>(function);
+    emu::launch([&] { (*invoker)(params); }, emu::Dim3{gx, gy, gz}, emu::Dim3{bx, by, bz}, shared);
+    return OK;
+}
+CUresult cuGetErrorString(CUresult, const char** text) { *text = "CUDA emulator error"; return OK; }
+CUresult cuGetErrorName(CUresult, const char** text) { *text = "CUDA_EMULATOR_ERROR"; return OK; }
+}

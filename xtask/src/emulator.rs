@@ -1,0 +1,156 @@
+//! `cargo xtask cuda-emulator [test]`: builds `target/cuda-emu/libcuda.so`, a stand-in CUDA
+//! driver that runs the kernels of `kernels/*.cu` on the host (`kernels/emu/`), so that the CUDA
+//! backend's launches, arguments and kernel logic are tested on machines without a GPU. With
+//! `test`, runs the op and conformance tests with it (they then see a `cuda:0`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+pub fn run(args: &[String]) -> Result<()> {
+    let root = super::kernels::workspace_root();
+    let lib_dir = build(&root)?;
+    match args.first().map(String::as_str) {
+        None => {
+            println!(
+                "built {}/libcuda.so; use it with LD_LIBRARY_PATH={}",
+                lib_dir.display(),
+                lib_dir.display()
+            );
+            Ok(())
+        }
+        Some("test") => test(&root, &lib_dir),
+        Some(other) => bail!("cuda-emulator takes nothing or `test`, got `{other}`"),
+    }
+}
+
+/// `__shared__` declarations become static storage (one block runs at a time), and
+/// `extern __shared__ T name[];` the launch's dynamic shared memory.
+fn rewrite_shared(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    for line in source.lines() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("extern __shared__ ") {
+            // `T name[];`
+            let decl = rest.trim_end_matches(';').trim_end_matches("[]");
+            let (ty, name) = decl.rsplit_once(' ').unwrap_or(("float", decl));
+            let indent = &line[..line.len() - trimmed.len()];
+            out.push_str(&format!(
+                "{indent}{ty}* {name} = ({ty}*)emu::dynamic_shared();\n"
+            ));
+        } else {
+            out.push_str(&line.replace("__shared__", "static"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn build(root: &Path) -> Result<PathBuf> {
+    let kernels = root.join("kernels");
+    let out = root.join("target").join("cuda-emu");
+    let gen = out.join("gen");
+    std::fs::create_dir_all(&gen).with_context(|| format!("creating {}", gen.display()))?;
+    let mut units = vec![kernels.join("emu").join("runtime.cpp")];
+    for source in super::kernels::kernel_sources(&kernels)? {
+        let name = source.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&source)?;
+        std::fs::write(gen.join(&name), rewrite_shared(&text))?;
+        let Some(stem) = name.strip_suffix(".cu") else {
+            continue;
+        };
+        // The entry points, as the committed PTX lists them (macros generate some names).
+        let ptx =
+            std::fs::read_to_string(kernels.join("ptx").join(format!("{stem}.compute_90.ptx")))
+                .with_context(|| {
+                    format!("reading the PTX of {name}: run `cargo xtask build-kernels`")
+                })?;
+        let entries: Vec<&str> = ptx
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
+            .map(|l| l.split('(').next().unwrap_or(""))
+            .filter(|n| !n.contains("tf32"))
+            .collect();
+        let registrations: Vec<String> = entries
+            .iter()
+            .map(|e| format!("    emu::Registration(\"{e}\", &{e}),"))
+            .collect();
+        let unit = gen.join(format!("{stem}.emu.cpp"));
+        std::fs::write(
+            &unit,
+            format!(
+                "#include \"shim.h\"\n#include \"{name}\"\n#include \"register.h\"\nstatic emu::Registration registrations[] = {{\n{}\n}};\n",
+                registrations.join("\n")
+            ),
+        )?;
+        units.push(unit);
+    }
+    let lib = out.join("libcuda.so");
+    let status = Command::new(std::env::var("CXX").unwrap_or_else(|_| "g++".into()))
+        .args([
+            "-std=c++17",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-Wno-unknown-pragmas",
+            "-I",
+        ])
+        .arg(&gen)
+        .arg("-I")
+        .arg(kernels.join("emu"))
+        .args(&units)
+        .arg("-o")
+        .arg(&lib)
+        .status()
+        .context("running g++ (set CXX for another compiler)")?;
+    if !status.success() {
+        bail!("compiling the CUDA emulator failed");
+    }
+    Ok(out)
+}
+
+/// The op tests and the PyTorch fixtures with the emulator as the machine's CUDA driver; fails
+/// unless they actually ran on `cuda:0` (so a driver that was not picked up cannot pass).
+pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
+    let lib_dir = lib_dir.canonicalize()?; // the tests run from their package's folder
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .env("LD_LIBRARY_PATH", &lib_dir)
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "eatnas-tensor",
+            "--test",
+            "devices",
+            "--test",
+            "gradcheck",
+            "-p",
+            "eatnas",
+            "--test",
+            "conformance",
+            "--",
+            "--nocapture",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo test")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    print!("{text}");
+    if !output.status.success() {
+        bail!("the tests failed on the emulated CUDA device");
+    }
+    let emulated = text
+        .lines()
+        .filter(|l| l.contains("[cuda:0] ok") || l.starts_with("devices: cuda:0"))
+        .count();
+    if emulated == 0 || text.contains("skipped the CUDA device") {
+        bail!(
+            "the tests did not run on the emulated CUDA device ({} was not loaded as libcuda.so)",
+            lib_dir.display()
+        );
+    }
+    println!("cuda-emulator: {emulated} checks ran on the emulated cuda:0");
+    Ok(())
+}
