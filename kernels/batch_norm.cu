@@ -16,8 +16,14 @@ __device__ __forceinline__ void channel_affine(float mean, float inv_std, float 
 
 // Element j of channel c over the whole batch: image j / plane, position j % plane.
 __device__ __forceinline__ u64 channel_offset(const PlaneShape& s, u64 c, u64 j) {
-    const u64 n = j / s.plane;
-    return (n * s.channels + c) * s.plane + (j - n * s.plane);
+    const u32 plane = (u32)s.plane;
+    const u32 n = (u32)j / plane;
+    return ((u64)n * s.channels + c) * plane + ((u32)j - n * plane);
+}
+
+// The channel of flat element i.
+__device__ __forceinline__ u32 channel_of(const PlaneShape& s, u64 i) {
+    return ((u32)i / (u32)s.plane) % (u32)s.channels;
 }
 
 // The share [begin, end) of a channel's batch * plane values that split `split` reduces.
@@ -100,7 +106,7 @@ extern "C" __global__ void batch_norm_apply_f32(PlaneShape s, const float* x, co
                                                int relu, float* y) {
     const u64 len = s.batch * s.channels * s.plane;
     for (u64 i = global_index(); i < len; i += global_stride()) {
-        const u64 c = (i / s.plane) % s.channels;
+        const u32 c = channel_of(s, i);
         const float v = fmaf(x[i], scale[c], shift[c]);
         y[i] = relu ? fmaxf(v, 0.0f) : v;
     }
@@ -156,7 +162,7 @@ extern "C" __global__ void batch_norm_backward_apply_f32(
     const u64 len = s.batch * s.channels * s.plane;
     const float count = (float)(s.batch * s.plane);
     for (u64 i = global_index(); i < len; i += global_stride()) {
-        const u64 c = (i / s.plane) % s.channels;
+        const u32 c = channel_of(s, i);
         const float v = x[i];
         float a, b;
         channel_affine(mean[c], inv_std[c], weight[c], bias[c], a, b);

@@ -36,6 +36,12 @@ struct SgdParams {
     int nesterov;
 };
 
+typedef unsigned int u32;
+
+// Index arithmetic inside the kernels is 32-bit where it divides: a 64-bit division costs about
+// a hundred instructions, more than a memory-bound kernel's budget per element. The host refuses
+// tensors of 2^31 or more elements (crates/tensor/src/cuda/mod.rs, `check_indexable`).
+
 __device__ __forceinline__ u64 global_index() {
     return (u64)blockIdx.x * blockDim.x + threadIdx.x;
 }

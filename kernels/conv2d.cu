@@ -10,17 +10,17 @@ struct Im2col {
     const float* x; Conv2dShape s; u64 group, k_total, n_total;
     __device__ float operator()(u64 k, u64 j) const {
         if (j >= n_total || k >= k_total) return 0.0f;
-        const u64 taps = s.kernel_height * s.kernel_width;
-        const u64 ci = k / taps, r = k - ci * taps;
-        const u64 kh = r / s.kernel_width, kw = r - kh * s.kernel_width;
-        const u64 pix_count = s.out_height * s.out_width;
-        const u64 n = j / pix_count, pix = j - n * pix_count;
-        const u64 oh = pix / s.out_width, ow = pix - oh * s.out_width;
-        const i64 ih = (i64)(oh * s.stride + kh) - (i64)s.padding;
-        const i64 iw = (i64)(ow * s.stride + kw) - (i64)s.padding;
-        if (ih < 0 || iw < 0 || ih >= (i64)s.in_height || iw >= (i64)s.in_width) return 0.0f;
+        const u32 kw_ = (u32)s.kernel_width, taps = (u32)s.kernel_height * kw_;
+        const u32 ci = (u32)k / taps, r = (u32)k - ci * taps;
+        const u32 kh = r / kw_, kw = r - kh * kw_;
+        const u32 ow_ = (u32)s.out_width, pix_count = (u32)s.out_height * ow_;
+        const u32 n = (u32)j / pix_count, pix = (u32)j - n * pix_count;
+        const u32 oh = pix / ow_, ow = pix - oh * ow_;
+        const int ih = (int)(oh * (u32)s.stride + kh) - (int)s.padding;
+        const int iw = (int)(ow * (u32)s.stride + kw) - (int)s.padding;
+        if (ih < 0 || iw < 0 || ih >= (int)s.in_height || iw >= (int)s.in_width) return 0.0f;
         const u64 cin_g = s.in_channels / s.groups;
-        return x[((n * s.in_channels + group * cin_g + ci) * s.in_height + ih) * s.in_width + iw];
+        return x[(((u64)n * s.in_channels + group * cin_g + ci) * s.in_height + ih) * s.in_width + iw];
     }
 };
 
@@ -44,8 +44,8 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_forward_f32(Conv2dShape
     tile_product(GroupWeight{w, cout_g, k_total, g}, Im2col{x, s, g, k_total, n_total}, row0, col0, 0,
                  k_total, true, true, acc);
     tile_store(acc, row0, col0, cout_g, n_total, [&](u64 i, u64 j, float v) {
-        const u64 n = j / pix_count, pix = j - n * pix_count;
-        y[(n * s.out_channels + g * cout_g + i) * pix_count + pix] = v;
+        const u32 n = (u32)j / (u32)pix_count, pix = (u32)j - n * (u32)pix_count;
+        y[((u64)n * s.out_channels + g * cout_g + i) * pix_count + pix] = v;
     });
 }
 
@@ -54,9 +54,9 @@ struct GroupOutput {
     const float* dy; Conv2dShape s; u64 group, rows, n_total;
     __device__ float operator()(u64 i, u64 j) const {
         if (i >= rows || j >= n_total) return 0.0f;
-        const u64 pix_count = s.out_height * s.out_width;
-        const u64 n = j / pix_count, pix = j - n * pix_count;
-        return dy[(n * s.out_channels + group * rows + i) * pix_count + pix];
+        const u32 pix_count = (u32)(s.out_height * s.out_width);
+        const u32 n = (u32)j / pix_count, pix = (u32)j - n * pix_count;
+        return dy[((u64)n * s.out_channels + group * rows + i) * pix_count + pix];
     }
 };
 
@@ -95,21 +95,23 @@ extern "C" __global__ void conv2d_backward_input_f32(Conv2dShape s, const float*
     const u64 cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
     const u64 taps = s.kernel_height * s.kernel_width;
     for (u64 e = global_index(); e < len; e += global_stride()) {
-        const u64 iw = e % s.in_width;
-        const u64 ih = (e / s.in_width) % s.in_height;
-        const u64 ci = (e / (s.in_width * s.in_height)) % s.in_channels;
-        const u64 n = e / (s.in_width * s.in_height * s.in_channels);
-        const u64 g = ci / cin_g, ci_g = ci - g * cin_g;
+        const u32 flat = (u32)e, w_ = (u32)s.in_width, hw = w_ * (u32)s.in_height;
+        const u32 iw = flat % w_;
+        const u32 ih = (flat / w_) % (u32)s.in_height;
+        const u32 ci = (flat / hw) % (u32)s.in_channels;
+        const u32 n = flat / (hw * (u32)s.in_channels);
+        const u32 g = ci / (u32)cin_g, ci_g = ci - g * (u32)cin_g;
+        const int stride = (int)s.stride;
         float sum = 0.0f;
-        for (u64 kh = 0; kh < s.kernel_height; ++kh) {
-            const i64 th = (i64)(ih + s.padding) - (i64)kh;
-            if (th < 0 || th % (i64)s.stride != 0) continue;
-            const u64 oh = (u64)th / s.stride;
+        for (int kh = 0; kh < (int)s.kernel_height; ++kh) {
+            const int th = (int)(ih + s.padding) - kh;
+            if (th < 0 || th % stride != 0) continue;
+            const u32 oh = (u32)(th / stride);
             if (oh >= s.out_height) continue;
-            for (u64 kw = 0; kw < s.kernel_width; ++kw) {
-                const i64 tw = (i64)(iw + s.padding) - (i64)kw;
-                if (tw < 0 || tw % (i64)s.stride != 0) continue;
-                const u64 ow = (u64)tw / s.stride;
+            for (int kw = 0; kw < (int)s.kernel_width; ++kw) {
+                const int tw = (int)(iw + s.padding) - kw;
+                if (tw < 0 || tw % stride != 0) continue;
+                const u32 ow = (u32)(tw / stride);
                 if (ow >= s.out_width) continue;
                 for (u64 co = 0; co < cout_g; ++co) {
                     const u64 oc = g * cout_g + co;

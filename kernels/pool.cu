@@ -17,5 +17,5 @@ extern "C" __global__ void global_avg_pool_forward_f32(const float* x, float* y,
 extern "C" __global__ void global_avg_pool_backward_f32(const float* dy, float* dx, u64 planes, u64 plane) {
     const u64 len = planes * plane;
     const float scale = 1.0f / (float)plane;
-    for (u64 i = global_index(); i < len; i += global_stride()) dx[i] = dy[i / plane] * scale;
+    for (u64 i = global_index(); i < len; i += global_stride()) dx[i] = dy[(u32)i / (u32)plane] * scale;
 }

@@ -28,7 +28,7 @@ for line in sys.stdin:
     }
     {
         executables test --release --no-run -p eatnas-tensor --test devices --test gradcheck
-        executables test --release --no-run -p eatnas --test conformance
+        executables test --release --no-run -p eatnas --test conformance --test network
         executables bench --no-run --bench cuda
         executables build --release -p eatnas-cli
     } | while read -r name path; do
@@ -63,12 +63,14 @@ run() {
     export PYTHONUNBUFFERED=1
     : >"$OUT/steps.md"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/gpu.txt" 2>&1
-    step devices 120 "$bin/devices" --nocapture
-    step gradcheck 120 "$bin/gradcheck" --nocapture
-    step conformance 120 "$bin/conformance" --nocapture
-    step eatnas_bench 200 env EATNAS_BENCH_DEVICE=cuda:0 "$bin/cuda"
-    step torch_bench 200 python3 benches/baselines/pytorch_cuda.py
-    step train 120 "$bin/eatnas-cli" train --arch "$EATNAS_SHARED/spec/fmnist-ref.json" \
+    # Time limits add up to under 10 minutes; each step normally takes well under its limit.
+    step devices 60 "$bin/devices" --nocapture
+    step gradcheck 60 "$bin/gradcheck" --nocapture
+    step conformance 60 "$bin/conformance" --nocapture
+    step network 60 "$bin/network" --nocapture
+    step eatnas_bench 120 env EATNAS_BENCH_DEVICE=cuda:0 "$bin/cuda"
+    step torch_bench 120 python3 benches/baselines/pytorch_cuda.py
+    step train 90 "$bin/eatnas-cli" train --arch "$EATNAS_SHARED/spec/fmnist-ref.json" \
         --data fashion-mnist --epochs 1 --device cuda:0 --out /tmp/eatnas-train --json
     {
         echo "# eatnas device check"
@@ -79,10 +81,10 @@ run() {
         cat "$OUT/steps.md"
         echo
         echo "## Tests (last lines)"
-        for t in devices gradcheck conformance; do
+        for t in devices gradcheck conformance network; do
             echo "### $t"
             echo '```'
-            grep -E "test result|failures|panicked|worst|skipped|error" "$OUT/$t.log" | tail -15
+            grep -E "test result|failures|panicked|worst|skipped|error|network:" "$OUT/$t.log" | tail -15
             echo '```'
         done
         echo

@@ -130,6 +130,8 @@ pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
             "eatnas",
             "--test",
             "conformance",
+            "--test",
+            "network",
             "--",
             "--nocapture",
         ])
@@ -143,7 +145,11 @@ pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
     }
     let emulated = text
         .lines()
-        .filter(|l| l.contains("[cuda:0] ok") || l.starts_with("devices: cuda:0"))
+        .filter(|l| {
+            l.contains("[cuda:0] ok")
+                || l.starts_with("devices: cuda:0")
+                || l.starts_with("network: cuda:0")
+        })
         .count();
     if emulated == 0 || text.contains("skipped the CUDA device") {
         bail!(

@@ -170,8 +170,21 @@ impl CudaDevice {
         Ok(f)
     }
 
+    /// The kernels divide in 32 bits (kernels/common.cuh): no buffer they index may reach 2^31
+    /// elements. Every device buffer comes from `alloc` or `upload`, which check.
+    fn check_indexable(&self, len: usize) -> Result<()> {
+        if len >= 1 << 31 {
+            return Err(Error::argument(
+                "cuda",
+                format!("a tensor of {len} elements: the CUDA kernels index at most 2^31 - 1; use a smaller batch"),
+            ));
+        }
+        Ok(())
+    }
+
     /// `len` floats of device memory, not initialised: every caller writes all of it.
     pub(crate) fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.check_indexable(len)?;
         // SAFETY: f32 has no invalid bit patterns; callers overwrite the values before reading.
         unsafe { self.stream.alloc::<f32>(len.max(1)) }
             .map_err(|e| self.error(&format!("allocating {len} floats"), e))
@@ -184,6 +197,7 @@ impl CudaDevice {
     }
 
     pub(crate) fn upload<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        self.check_indexable(data.len())?;
         if data.is_empty() {
             // A zero-length allocation is not portable; keep one element that is never read.
             // SAFETY: never read.
