@@ -3,7 +3,9 @@
 // and kernels from kernels/*.cu compiled as C++ (shim.h). cuLaunchKernel runs the grid's blocks
 // one after another; a block's threads are fibers (ucontext) that switch at __syncthreads and the
 // shuffles, so barriers behave as on a GPU. Fresh allocations and dynamic shared memory are
-// filled with NaN bytes, so a kernel that reads what nothing wrote shows up as NaN in the tests.
+// filled with NaN bytes, so a kernel that reads what nothing wrote shows up as NaN in the tests,
+// and every buffer is followed by a guard band that is checked after each launch: a kernel that
+// writes past the end of a buffer aborts the process with the kernel's name.
 //
 // Not emulated: the TF32 tensor-core path (wmma), timing, concurrency between blocks.
 #include <ucontext.h>
@@ -199,14 +201,39 @@ CUresult cuStreamSynchronize(void*) { return OK; }
 CUresult cuStreamQuery(void*) { return OK; }
 CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) { *free_bytes = *total = size_t(8) << 30; return OK; }
 
+// Live allocations: address -> requested bytes. Each has GUARD bytes of 0xff after it.
+static std::map<CUdeviceptr, size_t>& allocations() {
+    static std::map<CUdeviceptr, size_t> live;
+    return live;
+}
+static const size_t GUARD = 256;
+
+static void check_guards(const char* after) {
+    for (const auto& [ptr, bytes] : allocations()) {
+        const auto* guard = reinterpret_cast<const unsigned char*>(ptr) + bytes;
+        for (size_t i = 0; i < GUARD; ++i) {
+            if (guard[i] != 0xff) {
+                std::fprintf(stderr, "CUDA emulator: %s wrote past the end of a %zu-byte buffer\n", after, bytes);
+                std::abort();
+            }
+        }
+    }
+}
+
 CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
-    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+    const size_t total = (bytes + GUARD + 255) / 256 * 256;
+    void* p = std::aligned_alloc(256, total);
     if (!p) return OUT_OF_MEMORY;
-    std::memset(p, 0xff, (bytes + 255) / 256 * 256 + 256);  // NaN until written
+    std::memset(p, 0xff, total);  // NaN until written, and the guard band
     *ptr = (CUdeviceptr)p;
+    allocations()[*ptr] = bytes;
     return OK;
 }
-CUresult cuMemFree_v2(CUdeviceptr ptr) { std::free((void*)ptr); return OK; }
+CUresult cuMemFree_v2(CUdeviceptr ptr) {
+    allocations().erase(ptr);
+    std::free((void*)ptr);
+    return OK;
+}
 CUresult cuMemAllocAsync(CUdeviceptr* ptr, size_t bytes, void*) { return cuMemAlloc_v2(ptr, bytes); }
 CUresult cuMemFreeAsync(CUdeviceptr ptr, void*) { return cuMemFree_v2(ptr); }
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) { std::memcpy((void*)dst, src, n); return OK; }
@@ -232,6 +259,9 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
     if (shared > 48 * 1024) return INVALID_VALUE;  // without the opt-in attribute, as on the GPU
     auto* invoker = static_cast<emu::Invoker*>(function);
     emu::launch([&] { (*invoker)(params); }, emu::Dim3{gx, gy, gz}, emu::Dim3{bx, by, bz}, shared);
+    for (const auto& [name, entry] : emu::registry()) {
+        if (&entry == invoker) check_guards(name.c_str());
+    }
     return OK;
 }
 CUresult cuGetErrorString(CUresult, const char** text) { *text = "CUDA emulator error"; return OK; }
