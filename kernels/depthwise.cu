@@ -13,6 +13,46 @@ struct DepthwiseTile {
 
 __device__ __forceinline__ i64 floor_div(i64 a, i64 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
+// Which planes (`group` of t.planes) and which tile (top-left `y0`, `x0`) this block owns.
+struct BlockTile {
+    u64 group, y0, x0;
+};
+
+__device__ __forceinline__ BlockTile block_tile(const DepthwiseTile& t) {
+    const u64 tiles = t.tiles_y * t.tiles_x;
+    const u64 tile_index = blockIdx.x % tiles;
+    return BlockTile{blockIdx.x / tiles, (tile_index / t.tiles_x) * t.tile_h, (tile_index % t.tiles_x) * t.tile_w};
+}
+
+// Stages rows x cols of each of the block's planes of `src` (height x width planes), starting
+// at (y0, x0) (negative: above or left of the plane), into `tile`, zero outside the planes.
+__device__ __forceinline__ void stage_planes(float* tile, const float* src, const DepthwiseTile& t, u64 group,
+                                             u64 planes_total, u64 height, u64 width, i64 y0, i64 x0, int rows,
+                                             int cols) {
+    const int per_plane = rows * cols;
+    for (int e = threadIdx.x; e < (int)t.planes * per_plane; e += blockDim.x) {
+        const u64 plane = group * t.planes + e / per_plane;
+        const int r = e % per_plane;
+        const i64 y = y0 + r / cols, x = x0 + r % cols;
+        float v = 0.0f;
+        if (plane < planes_total && y >= 0 && x >= 0 && y < (i64)height && x < (i64)width)
+            v = src[(plane * height + y) * width + x];
+        tile[e] = v;
+    }
+    __syncthreads();
+}
+
+// This thread's plane of the block and its position in the tile.
+struct ThreadPosition {
+    int local_plane, ty, tx;
+};
+
+__device__ __forceinline__ ThreadPosition thread_position(const DepthwiseTile& t) {
+    const int per_tile = (int)(t.tile_h * t.tile_w);
+    const int r = threadIdx.x % per_tile;
+    return ThreadPosition{(int)threadIdx.x / per_tile, r / (int)t.tile_w, r % (int)t.tile_w};
+}
+
 // Grid: ceil(N*C / planes) * tiles_y * tiles_x blocks of tile_h * tile_w * planes threads;
 // dynamic shared memory: planes * ((tile_h-1)*S+K) * ((tile_w-1)*S+K) floats.
 template <int K, int S>
@@ -20,27 +60,14 @@ __device__ __forceinline__ void depthwise_forward(const Conv2dShape& s, const De
                                                   const float* x, const float* w, float* y) {
     extern __shared__ float tile[];
     const int in_h = (int)((t.tile_h - 1) * S + K), in_w = (int)((t.tile_w - 1) * S + K);
-    const u64 tiles = t.tiles_y * t.tiles_x;
-    const u64 group = blockIdx.x / tiles, tile_index = blockIdx.x % tiles;
-    const u64 oh0 = (tile_index / t.tiles_x) * t.tile_h, ow0 = (tile_index % t.tiles_x) * t.tile_w;
-    const i64 ih0 = (i64)(oh0 * S) - (i64)s.padding, iw0 = (i64)(ow0 * S) - (i64)s.padding;
-    const u64 planes_total = s.batch * s.in_channels;
     const int per_plane = in_h * in_w;
-    for (int e = threadIdx.x; e < (int)t.planes * per_plane; e += blockDim.x) {
-        const u64 plane = group * t.planes + e / per_plane;
-        const int r = e % per_plane, ty = r / in_w, tx = r % in_w;
-        const i64 ih = ih0 + ty, iw = iw0 + tx;
-        float v = 0.0f;
-        if (plane < planes_total && ih >= 0 && iw >= 0 && ih < (i64)s.in_height && iw < (i64)s.in_width)
-            v = x[(plane * s.in_height + ih) * s.in_width + iw];
-        tile[e] = v;
-    }
-    __syncthreads();
-    const int local_plane = threadIdx.x / (int)(t.tile_h * t.tile_w);
-    const int r = threadIdx.x % (int)(t.tile_h * t.tile_w);
-    const int ty = r / (int)t.tile_w, tx = r % (int)t.tile_w;
-    const u64 plane = group * t.planes + local_plane;
-    const u64 oh = oh0 + ty, ow = ow0 + tx;
+    const BlockTile b = block_tile(t);
+    const u64 planes_total = s.batch * s.in_channels;
+    stage_planes(tile, x, t, b.group, planes_total, s.in_height, s.in_width, (i64)(b.y0 * S) - (i64)s.padding,
+                 (i64)(b.x0 * S) - (i64)s.padding, in_h, in_w);
+    const auto [local_plane, ty, tx] = thread_position(t);
+    const u64 plane = b.group * t.planes + local_plane;
+    const u64 oh = b.y0 + ty, ow = b.x0 + tx;
     if (plane >= planes_total || oh >= s.out_height || ow >= s.out_width) return;
     const float* wc = w + (plane % s.in_channels) * (K * K);
     float taps[K * K];
@@ -64,29 +91,16 @@ __device__ __forceinline__ void depthwise_backward_input(const Conv2dShape& s, c
                                                          const float* dy, const float* w, float* dx) {
     extern __shared__ float tile[];
     const int rows = (int)((t.tile_h + K - 2) / S + 2), cols = (int)((t.tile_w + K - 2) / S + 2);
-    const u64 tiles = t.tiles_y * t.tiles_x;
-    const u64 group = blockIdx.x / tiles, tile_index = blockIdx.x % tiles;
-    const u64 ih0 = (tile_index / t.tiles_x) * t.tile_h, iw0 = (tile_index % t.tiles_x) * t.tile_w;
-    // The first output row/column whose taps can reach this tile.
-    const i64 oh0 = floor_div((i64)(ih0 + s.padding) - (K - 1), S);
-    const i64 ow0 = floor_div((i64)(iw0 + s.padding) - (K - 1), S);
-    const u64 planes_total = s.batch * s.in_channels;
     const int per_plane = rows * cols;
-    for (int e = threadIdx.x; e < (int)t.planes * per_plane; e += blockDim.x) {
-        const u64 plane = group * t.planes + e / per_plane;
-        const int r = e % per_plane, ty = r / cols, tx = r % cols;
-        const i64 oh = oh0 + ty, ow = ow0 + tx;
-        float v = 0.0f;
-        if (plane < planes_total && oh >= 0 && ow >= 0 && oh < (i64)s.out_height && ow < (i64)s.out_width)
-            v = dy[(plane * s.out_height + oh) * s.out_width + ow];
-        tile[e] = v;
-    }
-    __syncthreads();
-    const int local_plane = threadIdx.x / (int)(t.tile_h * t.tile_w);
-    const int r = threadIdx.x % (int)(t.tile_h * t.tile_w);
-    const int ty = r / (int)t.tile_w, tx = r % (int)t.tile_w;
-    const u64 plane = group * t.planes + local_plane;
-    const u64 ih = ih0 + ty, iw = iw0 + tx;
+    const BlockTile b = block_tile(t);
+    // The first output row/column whose taps can reach this tile.
+    const i64 oh0 = floor_div((i64)(b.y0 + s.padding) - (K - 1), S);
+    const i64 ow0 = floor_div((i64)(b.x0 + s.padding) - (K - 1), S);
+    const u64 planes_total = s.batch * s.in_channels;
+    stage_planes(tile, dy, t, b.group, planes_total, s.out_height, s.out_width, oh0, ow0, rows, cols);
+    const auto [local_plane, ty, tx] = thread_position(t);
+    const u64 plane = b.group * t.planes + local_plane;
+    const u64 ih = b.y0 + ty, iw = b.x0 + tx;
     if (plane >= planes_total || ih >= s.in_height || iw >= s.in_width) return;
     const float* wc = w + (plane % s.in_channels) * (K * K);
     const float* src = tile + local_plane * per_plane;

@@ -15,6 +15,19 @@ struct StridedB {
     __device__ float operator()(u64 i, u64 j) const { return j < n ? p[i * sk + j * sn] : 0.0f; }
 };
 
+// The batch entries this block multiplies: its share of the batch when the products are summed
+// (split-k), else entry blockIdx.z alone.
+__device__ __forceinline__ void batch_range(const GemmShape& s, u64& first, u64& last) {
+    if (s.reduce_batch) {
+        const u64 per = (s.batch + gridDim.z - 1) / gridDim.z;
+        first = min(s.batch, (u64)blockIdx.z * per);
+        last = min(s.batch, first + per);
+    } else {
+        first = blockIdx.z;
+        last = first + 1;
+    }
+}
+
 // Grid: (ceil(n / 64), ceil(m / 64), z). Without reduce_batch, z runs over the batch and writes
 // C_z. With reduce_batch, block z sums the products of its share of the batch into
 // c + z * c_batch (split-k partials; one z writes C itself). 256 threads.
@@ -23,14 +36,7 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(GemmShape s, const fl
     TileAcc acc;
     tile_clear(acc);
     u64 first, last;
-    if (s.reduce_batch) {
-        const u64 per = (s.batch + gridDim.z - 1) / gridDim.z;
-        first = blockIdx.z * per;
-        last = min(s.batch, first + per);
-    } else {
-        first = blockIdx.z;
-        last = first + 1;
-    }
+    batch_range(s, first, last);
     for (u64 bi = first; bi < last; ++bi) {
         const StridedA la{a + bi * s.a_batch, s.m, s.k, s.a_m, s.a_k};
         const StridedB lb{b + bi * s.b_batch, s.k, s.n, s.b_k, s.b_n};
@@ -61,14 +67,7 @@ extern "C" __global__ void __launch_bounds__(128) gemm_tf32(GemmShape s, const f
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
     u64 first, last;
-    if (s.reduce_batch) {
-        const u64 per = (s.batch + gridDim.z - 1) / gridDim.z;
-        first = blockIdx.z * per;
-        last = min(s.batch, first + per);
-    } else {
-        first = blockIdx.z;
-        last = first + 1;
-    }
+    batch_range(s, first, last);
     for (u64 bi = first; bi < last; ++bi) {
         const float* pa = a + bi * s.a_batch;
         const float* pb = b + bi * s.b_batch;

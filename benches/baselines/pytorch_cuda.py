@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pytorch_ops import SHARED, exported_module
+from pytorch_ops import SHARED, exported_module, mbconv_row, trainstep_row
 
 torch.backends.cudnn.benchmark = True
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -22,8 +22,8 @@ torch.backends.cudnn.allow_tf32 = False
 DEV = torch.device("cuda")
 
 
-def uniform(*shape, requires_grad=False):
-    return (torch.rand(*shape, device=DEV) * 2 - 1).requires_grad_(requires_grad)
+def uniform(*shape):
+    return torch.rand(*shape, device=DEV) * 2 - 1
 
 
 def copy_row(mib):
@@ -65,20 +65,6 @@ def conv_row(n, cin, size, cout, k, stride):
     return run
 
 
-def mbconv_train_row(n, c, size, kernel):
-    m = exported_module({"stem": {}, "blocks": [], "head": {}}, 1, 10, size)
-    block = m["MBConv"](c, c, 6, kernel, 1, True).to(DEV).train()
-    x = uniform(n, c, size, size, requires_grad=True)
-    dy = uniform(n, c, size, size)
-
-    def run():
-        x.grad = None
-        block.zero_grad(set_to_none=True)
-        block(x).backward(dy)
-
-    return run
-
-
 def mbconv_infer_row(n, c, size, kernel):
     m = exported_module({"stem": {}, "blocks": [], "head": {}}, 1, 10, size)
     block = m["MBConv"](c, c, 6, kernel, 1, True).to(DEV).eval()
@@ -93,29 +79,7 @@ def mbconv_infer_row(n, c, size, kernel):
 
 def mobilenet_row(n):
     counts = json.load(open(os.path.join(SHARED, "fixtures", "torch", "counts.json")))
-    arch = counts[0]["arch"]
-    model = exported_module(arch, 3, 1000, 224)["EatNet"](arch, 3, 1000).to(DEV).train()
-    named = list(model.named_parameters())
-    decayed = lambda name: name.endswith("conv.weight") or name == "classifier.weight"
-    opt = torch.optim.SGD(
-        [
-            {"params": [p for k, p in named if decayed(k)], "weight_decay": 4e-5},
-            {"params": [p for k, p in named if not decayed(k)], "weight_decay": 0.0},
-        ],
-        lr=0.01,
-        momentum=0.9,
-        nesterov=True,
-    )
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    x = uniform(n, 3, 224, 224)
-    labels = torch.arange(n, device=DEV) % 1000
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), labels).backward()
-        opt.step()
-
-    return run
+    return trainstep_row(counts[0]["arch"], n, 3, 224, classes=1000, weight_decay=4e-5, device=DEV)
 
 
 def rows():
@@ -127,8 +91,8 @@ def rows():
     table["dwconv3x3s2_bwd_128x96x112x112"] = lambda: depthwise_row(128, 96, 112, 3, 2, True)
     table["pwconv_fwd_128x24x56x56_to144"] = lambda: conv_row(128, 24, 56, 144, 1, 1)
     table["conv3x3s2_fwd_128x3x224x224_to32"] = lambda: conv_row(128, 3, 224, 32, 3, 2)
-    table["mbconv6_k3_fwdbwd_128x24x56x56"] = lambda: mbconv_train_row(128, 24, 56, 3)
-    table["mbconv6_k5_fwdbwd_128x40x16x16"] = lambda: mbconv_train_row(128, 40, 16, 5)
+    table["mbconv6_k3_fwdbwd_128x24x56x56"] = lambda: mbconv_row(128, 24, 56, 3, device=DEV)
+    table["mbconv6_k5_fwdbwd_128x40x16x16"] = lambda: mbconv_row(128, 40, 16, 5, device=DEV)
     table["mbconv6_k3_infer_128x24x56x56"] = lambda: mbconv_infer_row(128, 24, 56, 3)
     table["mobilenetv2_trainstep_128x3x224x224"] = lambda: mobilenet_row(128)
     return table

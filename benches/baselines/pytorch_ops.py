@@ -42,8 +42,8 @@ def exported_module(arch, in_channels, classes, resolution):
     return namespace
 
 
-def uniform(*shape, requires_grad=False):
-    return (torch.rand(*shape) * 2 - 1).requires_grad_(requires_grad)
+def uniform(*shape, requires_grad=False, device="cpu"):
+    return (torch.rand(*shape, device=device) * 2 - 1).requires_grad_(requires_grad)
 
 
 def conv_row(n, c, size, cout, kernel, stride, groups):
@@ -57,11 +57,11 @@ def conv_row(n, c, size, cout, kernel, stride, groups):
     return run
 
 
-def mbconv_row(n, c, size, kernel):
+def mbconv_row(n, c, size, kernel, device="cpu"):
     m = exported_module({"stem": {}, "blocks": [], "head": {}}, 1, 10, size)
-    block = m["MBConv"](c, c, 6, kernel, 1, True).train()
-    x = uniform(n, c, size, size, requires_grad=True)
-    dy = uniform(n, c, size, size)
+    block = m["MBConv"](c, c, 6, kernel, 1, True).to(device).train()
+    x = uniform(n, c, size, size, requires_grad=True, device=device)
+    dy = uniform(n, c, size, size, device=device)
 
     def run():
         x.grad = None
@@ -71,13 +71,13 @@ def mbconv_row(n, c, size, kernel):
     return run
 
 
-def trainstep_row(arch, n, channels, size):
-    model = exported_module(arch, channels, 10, size)["EatNet"](arch, channels, 10).train()
+def trainstep_row(arch, n, channels, size, classes=10, weight_decay=5e-4, device="cpu"):
+    model = exported_module(arch, channels, classes, size)["EatNet"](arch, channels, classes).to(device).train()
     named = list(model.named_parameters())
     decayed = lambda name: name.endswith("conv.weight") or name == "classifier.weight"
     opt = torch.optim.SGD(
         [
-            {"params": [p for k, p in named if decayed(k)], "weight_decay": 5e-4},
+            {"params": [p for k, p in named if decayed(k)], "weight_decay": weight_decay},
             {"params": [p for k, p in named if not decayed(k)], "weight_decay": 0.0},
         ],
         lr=0.01,
@@ -85,8 +85,8 @@ def trainstep_row(arch, n, channels, size):
         nesterov=True,
     )
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    x = uniform(n, channels, size, size)
-    labels = torch.arange(n) % 10
+    x = uniform(n, channels, size, size, device=device)
+    labels = torch.arange(n, device=device) % classes
 
     def run():
         opt.zero_grad(set_to_none=True)

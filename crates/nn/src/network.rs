@@ -84,13 +84,7 @@ impl Network {
     /// # Shapes
     /// `x`: (N, in_channels, H, W); returns (N, classes)
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let [_, channels, _, _] = x.dims4("network", "input images")?;
-        if channels != self.in_channels {
-            return Err(Error::Network(format!(
-                "network `{}`: input has {channels} channels, expected {}",
-                self.arch.name, self.in_channels
-            )));
-        }
+        self.check_input(x)?;
         // Batches arrive from the data loader on the host: move them to the network's device.
         let x = x.to_device(self.device())?;
         let mut h = self.stem.forward(&x, mode)?;
@@ -100,12 +94,8 @@ impl Network {
         self.head.forward(&h, mode)
     }
 
-    /// Logits in inference mode with nothing kept for a backward pass: the path evaluation
-    /// takes, with each MBConv block as one fused op.
-    ///
-    /// # Shapes
-    /// as [`Network::forward`]
-    pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// An error unless `x` is a batch of images with this network's channel count.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let [_, channels, _, _] = x.dims4("network", "input images")?;
         if channels != self.in_channels {
             return Err(Error::Network(format!(
@@ -113,6 +103,16 @@ impl Network {
                 self.arch.name, self.in_channels
             )));
         }
+        Ok(())
+    }
+
+    /// Logits in inference mode with nothing kept for a backward pass: the path evaluation
+    /// takes, with each MBConv block as one fused op.
+    ///
+    /// # Shapes
+    /// as [`Network::forward`]
+    pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
         let x = x.to_device(self.device())?;
         let mut h = self.stem.infer(&x)?;
         for block in self.blocks.iter().flatten() {
