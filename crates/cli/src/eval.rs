@@ -30,6 +30,9 @@ pub struct Args {
     batch_size: usize,
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Compute device: cpu, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Also write the first test batch's inputs and logits to this safetensors file.
     #[arg(long)]
     dump_logits: Option<PathBuf>,
@@ -40,6 +43,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let spec = DataSpec::from_str(&args.data)?;
+    let device = eatnas_tensor::Device::parse(&args.device)?;
     let path = model_path(&args.checkpoint);
     let override_info = match &args.arch {
         Some(arch_path) => {
@@ -58,6 +62,7 @@ pub fn run(args: &Args) -> Result<()> {
         None => None,
     };
     let (mut net, info) = load_model(&path, override_info)?;
+    net.to_device(device)?;
     let splits = spec
         .open(Some(info.resolution))
         .with_context(|| format!("opening dataset {}", args.data))?;

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use eatnas_data::DataSpec;
 use eatnas_nn::Arch;
 use eatnas_tensor::Device;
