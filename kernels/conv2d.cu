@@ -2,7 +2,7 @@
 // is never written, its elements are computed in the tile loaders. Per group g:
 //   forward          y_g (Cout_g, N*OH*OW) = w_g (Cout_g, Cin_g*KH*KW) . im2col_g
 //   weight gradient  dw_g = dy_g . im2col_g^T   (reduction over N*OH*OW, split across blocks)
-//   input gradient   a direct gather, one thread per input element.
+//   input gradient   dx_g = w_g^T . cols(dy)_g, cols(dy) the output gradient gathered per tap.
 #include "tile_gemm.cuh"
 
 // Element (k, j) of the im2col matrix of group g: k = (ci, kh, kw), j = (n, oh, ow).
@@ -88,38 +88,54 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_backward_weight_f32(
     });
 }
 
-// One thread per element of dx (N, Cin, H, W): the sum over the output positions and output
-// channels of its group that read it.
-extern "C" __global__ void conv2d_backward_input_f32(Conv2dShape s, const float* dy, const float* w, float* dx) {
-    const u64 len = s.batch * s.in_channels * s.in_height * s.in_width;
+// The input gradient as implicit GEMM too, per group g:
+//   dx_g (Cin_g, N*H*W) = w_g^T (Cin_g, Cout_g*KH*KW) . cols(dy)_g
+// where cols(dy) (k = (co, kh, kw), j = (n, ih, iw)) is dy at the output position whose tap
+// (kh, kw) reads input (ih, iw), or 0 where there is none (stride not dividing, or outside).
+struct GroupWeightT {
+    const float* w; u64 cin_g, cout_g, taps, group;
+    __device__ float operator()(u64 i, u64 k) const {
+        if (i >= cin_g) return 0.0f;
+        const u32 co = (u32)k / (u32)taps, tap = (u32)k - co * (u32)taps;
+        return w[((group * cout_g + co) * cin_g + i) * taps + tap];
+    }
+};
+
+struct OutputCols {
+    const float* dy; Conv2dShape s; u64 group, k_total, n_total;
+    __device__ float operator()(u64 k, u64 j) const {
+        if (j >= n_total || k >= k_total) return 0.0f;
+        const u32 kw_ = (u32)s.kernel_width, taps = (u32)s.kernel_height * kw_;
+        const u32 co = (u32)k / taps, tap = (u32)k - co * taps;
+        const u32 kh = tap / kw_, kw = tap - kh * kw_;
+        const u32 w_ = (u32)s.in_width, plane = (u32)s.in_height * w_;
+        const u32 n = (u32)j / plane, pix = (u32)j - n * plane;
+        const u32 ih = pix / w_, iw = pix - ih * w_;
+        const int stride = (int)s.stride;
+        const int th = (int)(ih + s.padding) - (int)kh, tw = (int)(iw + s.padding) - (int)kw;
+        if (th < 0 || tw < 0 || th % stride != 0 || tw % stride != 0) return 0.0f;
+        const u32 oh = (u32)(th / stride), ow = (u32)(tw / stride);
+        if (oh >= s.out_height || ow >= s.out_width) return 0.0f;
+        const u64 cout_g = s.out_channels / s.groups;
+        return dy[(((u64)n * s.out_channels + group * cout_g + co) * s.out_height + oh) * s.out_width + ow];
+    }
+};
+
+// Grid: (ceil(N*H*W / 64), ceil(Cin_g / 64), groups); 256 threads.
+extern "C" __global__ void __launch_bounds__(256) conv2d_backward_input_f32(Conv2dShape s, const float* dy, const float* w, float* dx) {
+    const u64 g = blockIdx.z;
     const u64 cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
     const u64 taps = s.kernel_height * s.kernel_width;
-    for (u64 e = global_index(); e < len; e += global_stride()) {
-        const u32 flat = (u32)e, w_ = (u32)s.in_width, hw = w_ * (u32)s.in_height;
-        const u32 iw = flat % w_;
-        const u32 ih = (flat / w_) % (u32)s.in_height;
-        const u32 ci = (flat / hw) % (u32)s.in_channels;
-        const u32 n = flat / (hw * (u32)s.in_channels);
-        const u32 g = ci / (u32)cin_g, ci_g = ci - g * (u32)cin_g;
-        const int stride = (int)s.stride;
-        float sum = 0.0f;
-        for (int kh = 0; kh < (int)s.kernel_height; ++kh) {
-            const int th = (int)(ih + s.padding) - kh;
-            if (th < 0 || th % stride != 0) continue;
-            const u32 oh = (u32)(th / stride);
-            if (oh >= s.out_height) continue;
-            for (int kw = 0; kw < (int)s.kernel_width; ++kw) {
-                const int tw = (int)(iw + s.padding) - kw;
-                if (tw < 0 || tw % stride != 0) continue;
-                const u32 ow = (u32)(tw / stride);
-                if (ow >= s.out_width) continue;
-                for (u64 co = 0; co < cout_g; ++co) {
-                    const u64 oc = g * cout_g + co;
-                    sum += dy[((n * s.out_channels + oc) * s.out_height + oh) * s.out_width + ow] *
-                           w[(oc * cin_g + ci_g) * taps + kh * s.kernel_width + kw];
-                }
-            }
-        }
-        dx[e] = sum;
-    }
+    const u64 k_total = cout_g * taps;
+    const u64 plane = s.in_height * s.in_width;
+    const u64 n_total = s.batch * plane;
+    const u64 row0 = (u64)blockIdx.y * TILE_M, col0 = (u64)blockIdx.x * TILE_N;
+    TileAcc acc;
+    tile_clear(acc);
+    tile_product(GroupWeightT{w, cin_g, cout_g, taps, g}, OutputCols{dy, s, g, k_total, n_total}, row0, col0, 0,
+                 k_total, true, true, acc);
+    tile_store(acc, row0, col0, cin_g, n_total, [&](u64 i, u64 j, float v) {
+        const u32 n = (u32)j / (u32)plane, pix = (u32)j - n * (u32)plane;
+        dx[((u64)n * s.in_channels + g * cin_g + i) * plane + pix] = v;
+    });
 }

@@ -254,7 +254,18 @@ pub(super) fn backward_input(w: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Result
         };
         gemm(dev, shape, &ws.slice, &gs.slice, &mut dx)?;
     } else {
-        launch!(dev, OP, Conv2d::"conv2d_backward_input_f32", grid_1d(len), [s, &gs.slice, &ws.slice, &mut dx])?;
+        let cin_g = s.in_channels / s.groups;
+        let columns = s.batch * s.in_height * s.in_width;
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (
+                columns.div_ceil(64) as u32,
+                cin_g.div_ceil(64) as u32,
+                s.groups as u32,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(dev, OP, Conv2d::"conv2d_backward_input_f32", cfg, [s, &gs.slice, &ws.slice, &mut dx])?;
     }
     Ok(Tensor::from_cuda(dx, dev.clone(), &s.input_dims()))
 }
