@@ -2,7 +2,9 @@
 // a float32 path that is always there and an opt-in TF32 tensor-core path (wmma), and the sum of
 // split-k partial products.
 #include "tile_gemm.cuh"
-#ifndef EATNAS_EMULATE
+#ifdef EATNAS_EMULATE
+#include "wmma_emu.h"  // the host emulator's stand-in (kernels/emu/)
+#else
 #include <mma.h>
 #endif
 
@@ -51,7 +53,6 @@ extern "C" __global__ void __launch_bounds__(256) gemm_f32(GemmShape s, const fl
     });
 }
 
-#ifndef EATNAS_EMULATE  // the host emulator has no tensor cores
 // The same product on tensor cores with TF32 inputs (10-bit mantissa) and float32 accumulation:
 // 128 threads, four warps of 32x32 over a 64x64 tile, k in steps of 8. Opt-in: relative error
 // per product about 2^-11 * sqrt(k) of the operands' norms, against 2^-24 for float32.
@@ -112,7 +113,6 @@ extern "C" __global__ void __launch_bounds__(128) gemm_tf32(GemmShape s, const f
     }
 }
 
-#endif
 
 // y (len) = sum over `slices` consecutive arrays of x (slices, len): the split-k partials.
 extern "C" __global__ void sum_slices_f32(const float* x, float* y, u64 slices, u64 len) {

@@ -7,7 +7,8 @@
 // and every buffer is followed by a guard band that is checked after each launch: a kernel that
 // writes past the end of a buffer aborts the process with the kernel's name.
 //
-// Not emulated: the TF32 tensor-core path (wmma), timing, concurrency between blocks.
+// `wmma_emu.h` stands in for the tensor-core fragments (whole tiles per thread). Not emulated:
+// timing, concurrency between blocks.
 #include <ucontext.h>
 
 #include <cstdio>

@@ -70,7 +70,6 @@ pub fn build(root: &Path) -> Result<PathBuf> {
             .lines()
             .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
             .map(|l| l.split('(').next().unwrap_or(""))
-            .filter(|n| !n.contains("tf32"))
             .collect();
         let registrations: Vec<String> = entries
             .iter()
@@ -157,6 +156,29 @@ pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
             lib_dir.display()
         );
     }
-    println!("cuda-emulator: {emulated} checks ran on the emulated cuda:0");
+    // The opt-in TF32 tensor-core products (emulated wmma) against the CPU, at TF32's bound.
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .env("LD_LIBRARY_PATH", &lib_dir)
+        .env("EATNAS_CUDA_MATH", "tf32")
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "eatnas-tensor",
+            "--test",
+            "devices",
+            "--",
+            "--nocapture",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo test")?;
+    let tf32 = String::from_utf8_lossy(&output.stdout);
+    print!("{tf32}");
+    if !output.status.success() || !tf32.contains("TF32 products") {
+        bail!("the TF32 products failed (or did not run) on the emulated CUDA device");
+    }
+    println!("cuda-emulator: {emulated} checks ran on the emulated cuda:0, and the TF32 products");
     Ok(())
 }

@@ -242,6 +242,9 @@ fn every_op_gives_the_cpu_results_on_every_device() {
     if devices.len() == 1 {
         println!("devices: no CUDA device available, skipped the CUDA device");
     }
+    // With `EATNAS_CUDA_MATH=tf32` the GPU's products round their inputs to 10 mantissa bits.
+    let tf32 = std::env::var("EATNAS_CUDA_MATH").is_ok_and(|v| v.eq_ignore_ascii_case("tf32"));
+    let bound = if tf32 { 2e-2 } else { 2e-4 };
     let mut failures = Vec::new();
     for device in devices {
         let results = run_every_op(device);
@@ -257,13 +260,18 @@ fn every_op_gives_the_cpu_results_on_every_device() {
                 .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()))
                 / scale;
             worst = worst.max(err);
-            if !(err < 2e-4) {
+            if !(err < bound) {
                 failures.push(format!("{name} [{device}]: relative error {err:.2e}"));
             }
         }
         println!(
-            "devices: {device} ({}) worst relative error {worst:.2e} over {} results",
+            "devices: {device} ({}){} worst relative error {worst:.2e} over {} results",
             device.name(),
+            if tf32 && device != Device::Cpu {
+                ", TF32 products"
+            } else {
+                ""
+            },
             results.len()
         );
     }
