@@ -109,37 +109,50 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The op tests and the PyTorch fixtures with the emulator as the machine's CUDA driver; fails
-/// unless they actually ran on `cuda:0` (so a driver that was not picked up cannot pass).
-pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
-    let lib_dir = lib_dir.canonicalize()?; // the tests run from their package's folder
+/// `cargo test --release ARGS -- --nocapture` with the emulator as the CUDA driver (and `env`);
+/// returns whether it passed and what it printed (printed as it is returned).
+fn cargo_test(
+    root: &Path,
+    lib_dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Result<(bool, String)> {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .env("LD_LIBRARY_PATH", &lib_dir)
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "eatnas-tensor",
-            "--test",
-            "devices",
-            "--test",
-            "gradcheck",
-            "-p",
-            "eatnas",
-            "--test",
-            "conformance",
-            "--test",
-            "network",
-            "--",
-            "--nocapture",
-        ])
+        .env("LD_LIBRARY_PATH", lib_dir)
+        .envs(env.iter().copied())
+        .args(["test", "--release"])
+        .args(args)
+        .args(["--", "--nocapture"])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running cargo test")?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
     print!("{text}");
-    if !output.status.success() {
+    Ok((output.status.success(), text))
+}
+
+/// The op tests and the PyTorch fixtures with the emulator as the machine's CUDA driver, then
+/// the op tests again with the opt-in TF32 products; fails unless they actually ran on `cuda:0`
+/// (so a driver that was not picked up cannot pass).
+pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
+    let lib_dir = lib_dir.canonicalize()?; // the tests run from their package's folder
+    let tests = [
+        "-p",
+        "eatnas-tensor",
+        "--test",
+        "devices",
+        "--test",
+        "gradcheck",
+        "-p",
+        "eatnas",
+        "--test",
+        "conformance",
+        "--test",
+        "network",
+    ];
+    let (passed, text) = cargo_test(root, &lib_dir, &[], &tests)?;
+    if !passed {
         bail!("the tests failed on the emulated CUDA device");
     }
     let emulated = text
@@ -156,27 +169,15 @@ pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
             lib_dir.display()
         );
     }
-    // The opt-in TF32 tensor-core products (emulated wmma) against the CPU, at TF32's bound.
-    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
-        .env("LD_LIBRARY_PATH", &lib_dir)
-        .env("EATNAS_CUDA_MATH", "tf32")
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "eatnas-tensor",
-            "--test",
-            "devices",
-            "--",
-            "--nocapture",
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("running cargo test")?;
-    let tf32 = String::from_utf8_lossy(&output.stdout);
-    print!("{tf32}");
-    if !output.status.success() || !tf32.contains("TF32 products") {
+    // The TF32 tensor-core products (emulated wmma) against the CPU, at TF32's bound.
+    let tf32 = [("EATNAS_CUDA_MATH", "tf32")];
+    let (passed, text) = cargo_test(
+        root,
+        &lib_dir,
+        &tf32,
+        &["-p", "eatnas-tensor", "--test", "devices"],
+    )?;
+    if !passed || !text.contains("TF32 products") {
         bail!("the TF32 products failed (or did not run) on the emulated CUDA device");
     }
     println!("cuda-emulator: {emulated} checks ran on the emulated cuda:0, and the TF32 products");

@@ -140,6 +140,20 @@ fn sum_partials(
     Ok(out)
 }
 
+/// The implicit-GEMM kernels' grid: 64x64 tiles of a rows x columns product, `z` of them
+/// (groups, times the splits of a reduction); 256 threads (kernels/tile_gemm.cuh).
+fn tile_grid(rows: usize, columns: usize, z: usize) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: (
+            columns.div_ceil(64) as u32,
+            rows.div_ceil(64) as u32,
+            z as u32,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 fn pointwise_forward_shape(s: &Conv2dShape) -> GemmShape {
     let (cin, cout, hw) = (s.in_channels, s.out_channels, s.out_height * s.out_width);
     // y[n] (Cout x HW) = w (Cout x Cin) . x[n] (Cin x HW)
@@ -192,17 +206,11 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dShape) -> Result<Tensor>
             &mut y,
         )?;
     } else {
-        let cout_g = s.out_channels / s.groups;
-        let columns = s.batch * s.out_height * s.out_width;
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (
-                columns.div_ceil(64) as u32,
-                cout_g.div_ceil(64) as u32,
-                s.groups as u32,
-            ),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = tile_grid(
+            s.out_channels / s.groups,
+            s.batch * s.out_height * s.out_width,
+            s.groups,
+        );
         launch!(dev, OP, Conv2d::"conv2d_forward_f32", cfg, [s, &xs.slice, &ws.slice, &mut y])?;
     }
     Ok(Tensor::from_cuda(y, dev.clone(), &s.output_dims()))
@@ -254,17 +262,11 @@ pub(super) fn backward_input(w: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Result
         };
         gemm(dev, shape, &ws.slice, &gs.slice, &mut dx)?;
     } else {
-        let cin_g = s.in_channels / s.groups;
-        let columns = s.batch * s.in_height * s.in_width;
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (
-                columns.div_ceil(64) as u32,
-                cin_g.div_ceil(64) as u32,
-                s.groups as u32,
-            ),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = tile_grid(
+            s.in_channels / s.groups,
+            s.batch * s.in_height * s.in_width,
+            s.groups,
+        );
         launch!(dev, OP, Conv2d::"conv2d_backward_input_f32", cfg, [s, &gs.slice, &ws.slice, &mut dx])?;
     }
     Ok(Tensor::from_cuda(dx, dev.clone(), &s.input_dims()))
@@ -329,15 +331,7 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Resul
         let tiles = cout_g.div_ceil(64) * k_total.div_ceil(64) * s.groups;
         let splits = reduction_splits(tiles, pixels);
         let mut partial = dev.alloc(splits * len)?;
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (
-                k_total.div_ceil(64) as u32,
-                cout_g.div_ceil(64) as u32,
-                (s.groups * splits) as u32,
-            ),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = tile_grid(cout_g, k_total, s.groups * splits);
         launch!(dev, OP, Conv2d::"conv2d_backward_weight_f32", cfg, [s, &xs.slice, &gs.slice, &mut partial, &splits])?;
         sum_partials(dev, &partial, splits, len)?
     };
