@@ -2,10 +2,11 @@
 // gradient (softmax - target) / batch, and whether the top class was the label.
 #include "common.cuh"
 
-// logits (rows, classes); labels (rows) as int; row_loss (rows); correct (rows) as 0/1 floats.
+// logits (rows, classes); labels (rows) as int; row_stats (2, rows): each row's loss, then
+// whether its top class was the label (0/1), so that the host reads both in one copy.
 // Blocks of 256 threads: 8 rows per block.
 extern "C" __global__ void softmax_cross_entropy_f32(
-    const float* logits, const int* labels, float* dlogits, float* row_loss, float* correct,
+    const float* logits, const int* labels, float* dlogits, float* row_stats,
     u64 rows, u64 classes, float smoothing) {
     const u64 r = (u64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
@@ -45,7 +46,7 @@ extern "C" __global__ void softmax_cross_entropy_f32(
     }
     for (int o = 16; o > 0; o >>= 1) loss += __shfl_xor_sync(0xffffffffu, loss, o);
     if (lane == 0) {
-        row_loss[r] = (float)loss;
-        correct[r] = best_index == (u64)label ? 1.0f : 0.0f;
+        row_stats[r] = (float)loss;
+        row_stats[rows + r] = best_index == (u64)label ? 1.0f : 0.0f;
     }
 }

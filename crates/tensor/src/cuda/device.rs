@@ -122,19 +122,19 @@ impl CudaDevice {
 
     /// The kernel `name` of `module` (which must be listed in `ENTRY_POINTS`), loaded on first use.
     pub(crate) fn function(&self, module: Module, name: &'static str) -> Result<CudaFunction> {
-        if !ENTRY_POINTS.contains(&(module, name)) {
-            return Err(Error::argument(
-                "cuda",
-                format!("{name} is not an entry point of {}.cu", module.stem()),
-            ));
-        }
         if let Some(f) = self
             .functions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
         {
-            return Ok(f.clone());
+            return Ok(f.clone()); // checked against the table when first loaded
+        }
+        if !ENTRY_POINTS.contains(&(module, name)) {
+            return Err(Error::argument(
+                "cuda",
+                format!("{name} is not an entry point of {}.cu", module.stem()),
+            ));
         }
         let module_handle = {
             let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());

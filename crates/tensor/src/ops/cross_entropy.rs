@@ -125,18 +125,18 @@ mod cuda {
         let labels32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
         let labels_dev = dev.upload(&labels32)?;
         let mut dlogits = dev.alloc(rows * classes)?;
-        let mut row_loss = dev.alloc(rows)?;
-        let mut correct = dev.alloc(rows)?;
+        // Each row's loss, then its hit: one copy back to the host for both.
+        let mut row_stats = dev.alloc(2 * rows)?;
         let cfg = LaunchConfig {
             grid_dim: (rows.div_ceil(8) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         launch!(dev, OP, CrossEntropy::"softmax_cross_entropy_f32", cfg, [
-            &ls.slice, &labels_dev, &mut dlogits, &mut row_loss, &mut correct, &rows, &classes, &smoothing,
+            &ls.slice, &labels_dev, &mut dlogits, &mut row_stats, &rows, &classes, &smoothing,
         ])?;
-        let losses = dev.download(&row_loss, rows)?;
-        let hits = dev.download(&correct, rows)?;
+        let stats = dev.download(&row_stats, 2 * rows)?;
+        let (losses, hits) = stats.split_at(rows);
         let loss = losses.iter().map(|&l| l as f64).sum::<f64>() / rows as f64;
         Ok(CrossEntropy {
             loss: loss as f32,

@@ -165,27 +165,25 @@ fn layer_by_layer(x: &Tensor, b: &MbconvWeights, dims: &MbconvDims) -> Result<Te
 mod cuda {
     use super::{BnInference, MbconvDims, MbconvWeights};
     use crate::cuda::abi::MbconvShape;
-    use crate::cuda::{grid_1d, launch, CudaDevice};
+    use crate::cuda::launch;
+    use crate::ops::batch_norm::cuda::eval_affine;
     use crate::{Result, Tensor};
     use cudarc::driver::{CudaSlice, LaunchConfig};
 
     /// Static shared memory a block may use without opting in to more.
     const SHARED_LIMIT: usize = 48 * 1024;
 
-    /// scale and shift of one inference BN (kernels/batch_norm.cu `batch_norm_eval_affine_f32`).
-    fn affine(dev: &CudaDevice, bn: &BnInference) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
-        const OP: &str = "mbconv_inference";
-        let channels = bn.weight.elem_count();
-        let (mut inv_std, mut scale, mut shift) = (
-            dev.alloc(channels)?,
-            dev.alloc(channels)?,
-            dev.alloc(channels)?,
-        );
-        launch!(dev, OP, BatchNorm::"batch_norm_eval_affine_f32", grid_1d(channels), [
-            &channels, &bn.running_mean.cuda(OP)?.slice, &bn.running_var.cuda(OP)?.slice,
-            &bn.weight.cuda(OP)?.slice, &bn.bias.cuda(OP)?.slice, &bn.eps, &mut inv_std, &mut scale, &mut shift,
-        ])?;
-        Ok((scale, shift))
+    /// scale and shift of one inference BN.
+    fn affine(bn: &BnInference) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+        let a = eval_affine(
+            "mbconv_inference",
+            bn.weight,
+            bn.bias,
+            bn.running_mean,
+            bn.running_var,
+            bn.eps,
+        )?;
+        Ok((a.scale, a.shift))
     }
 
     /// The fused kernel, or None when even the smallest tiling does not fit in shared memory.
@@ -203,9 +201,9 @@ mod cuda {
         else {
             return Ok(None);
         };
-        let (es, esh) = affine(&dev, &b.expand.1)?;
-        let (ds, dsh) = affine(&dev, &b.depthwise.1)?;
-        let (ps, psh) = affine(&dev, &b.project.1)?;
+        let (es, esh) = affine(&b.expand.1)?;
+        let (ds, dsh) = affine(&b.depthwise.1)?;
+        let (ps, psh) = affine(&b.project.1)?;
         let shape = MbconvShape {
             batch: d.batch,
             in_channels: d.in_channels,

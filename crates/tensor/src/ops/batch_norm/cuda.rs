@@ -1,6 +1,8 @@
 //! CUDA launches of batch norm (kernels/batch_norm.cu): split reductions for the per-channel
 //! sums, a per-channel finalize, and one element-wise pass that applies the fused ReLU.
 
+use cudarc::driver::CudaSlice;
+
 use super::BatchNormStats;
 use crate::cuda::abi::PlaneShape;
 use crate::cuda::{grid_1d, launch, reduction_splits, THREADS};
@@ -51,6 +53,41 @@ pub(super) fn train_forward(
     Ok((Tensor::from_cuda(y, dev, x.shape()), stats))
 }
 
+/// Inference batch norm as per-channel constants: `y = x * scale + shift`.
+pub(crate) struct EvalAffine {
+    pub inv_std: CudaSlice<f32>,
+    pub scale: CudaSlice<f32>,
+    pub shift: CudaSlice<f32>,
+}
+
+/// inv_std, scale and shift from the running statistics (`batch_norm_eval_affine_f32`), for the
+/// inference op here and the fused MBConv block.
+pub(crate) fn eval_affine(
+    op: &'static str,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+) -> Result<EvalAffine> {
+    let dev = &weight.cuda(op)?.device;
+    let channels = weight.elem_count();
+    let (mut inv_std, mut scale, mut shift) = (
+        dev.alloc(channels)?,
+        dev.alloc(channels)?,
+        dev.alloc(channels)?,
+    );
+    launch!(dev, op, BatchNorm::"batch_norm_eval_affine_f32", grid_1d(channels), [
+        &channels, &running_mean.cuda(op)?.slice, &running_var.cuda(op)?.slice, &weight.cuda(op)?.slice,
+        &bias.cuda(op)?.slice, &eps, &mut inv_std, &mut scale, &mut shift,
+    ])?;
+    Ok(EvalAffine {
+        inv_std,
+        scale,
+        shift,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn eval_forward(
     x: &Tensor,
@@ -67,15 +104,11 @@ pub(super) fn eval_forward(
     let xs = x.cuda(OP)?;
     let dev = xs.device.clone();
     let channels = s.channels;
-    let (mut inv_std, mut scale, mut shift) = (
-        dev.alloc(channels)?,
-        dev.alloc(channels)?,
-        dev.alloc(channels)?,
-    );
-    launch!(dev, OP, BatchNorm::"batch_norm_eval_affine_f32", grid_1d(channels), [
-        &channels, &running_mean.cuda(OP)?.slice, &running_var.cuda(OP)?.slice, &weight.cuda(OP)?.slice,
-        &bias.cuda(OP)?.slice, &eps, &mut inv_std, &mut scale, &mut shift,
-    ])?;
+    let EvalAffine {
+        inv_std,
+        scale,
+        shift,
+    } = eval_affine(OP, weight, bias, running_mean, running_var, eps)?;
     let mut y = dev.alloc(s.len())?;
     let relu_flag = relu as i32;
     launch!(dev, OP, BatchNorm::"batch_norm_apply_f32", grid_1d(s.len()), [&s, &xs.slice, &scale, &shift, &relu_flag, &mut y])?;

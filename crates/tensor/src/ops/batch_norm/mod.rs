@@ -2,7 +2,7 @@
 //! running statistics updated as PyTorch does) and in inference mode (running statistics).
 
 mod cpu;
-mod cuda;
+pub(crate) mod cuda;
 
 use crate::tensor::common_device;
 use crate::{Device, Error, Result, Tensor};
