@@ -43,21 +43,6 @@ pub(crate) fn items_per_job(values_per_item: usize) -> usize {
     (16 * 1024 / values_per_item.max(1)).max(1)
 }
 
-/// A `len`-long vector whose `chunk`-long pieces are written in parallel by
-/// `fill(piece_index, piece)`. The vector comes from the workspace pool with unspecified
-/// values: `fill` must write every element of its piece.
-pub(crate) fn par_fill(
-    len: usize,
-    chunk: usize,
-    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
-) -> Vec<f32> {
-    let mut out = pool::take(len);
-    out.par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(i, piece)| fill(i, piece));
-    out
-}
-
 /// The planes of an (N, C, plane) tensor, handed out so that tasks working on different
 /// (image, channel) pairs write disjoint planes in parallel.
 pub(crate) struct Planes {

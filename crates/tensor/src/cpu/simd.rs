@@ -117,52 +117,6 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// Adds `x_i - k` to `lanes[0]` and `(x_i - k)^2` to `lanes[1]`, lane `i % 8`, over `p` (a
-/// multiple of 8 long): the one-sweep statistics of batch norm. Written with AVX intrinsics
-/// because the vectoriser pairs the two sums instead of the lanes; the same float32 operations
-/// in the same order on every level, so the sums do not depend on the CPU.
-///
-/// # Panics
-/// When `p.len()` is not a multiple of 8.
-pub(crate) fn shifted_moments(lanes: &mut [[f32; 8]; 2], p: &[f32], k: f32) {
-    assert!(
-        p.len().is_multiple_of(8),
-        "{} values are not whole lanes",
-        p.len()
-    );
-    #[cfg(target_arch = "x86_64")]
-    if level() >= Level::Avx2 {
-        // SAFETY: AVX2 was detected by `level`.
-        unsafe { shifted_moments_avx2(lanes, p, k) };
-        return;
-    }
-    for c in p.chunks_exact(8) {
-        for i in 0..8 {
-            let d = c[i] - k;
-            lanes[0][i] += d;
-            lanes[1][i] += d * d;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn shifted_moments_avx2(lanes: &mut [[f32; 8]; 2], p: &[f32], k: f32) {
-    use std::arch::x86_64::*;
-    // SAFETY (all intrinsics below): AVX2 is enabled on this function; the unaligned loads
-    // and stores read and write whole 8-element arrays or chunks.
-    let kv = _mm256_set1_ps(k);
-    let mut s0 = _mm256_loadu_ps(lanes[0].as_ptr());
-    let mut s1 = _mm256_loadu_ps(lanes[1].as_ptr());
-    for c in p.chunks_exact(8) {
-        let d = _mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), kv);
-        s0 = _mm256_add_ps(s0, d);
-        s1 = _mm256_add_ps(s1, _mm256_mul_ps(d, d));
-    }
-    _mm256_storeu_ps(lanes[0].as_mut_ptr(), s0);
-    _mm256_storeu_ps(lanes[1].as_mut_ptr(), s1);
-}
-
 /// `out[i] = sum over taps of weight * src[offset + i]`: a depthwise convolution on rows laid
 /// out so that every tap is a shift of one buffer.
 ///
@@ -279,25 +233,222 @@ fn shifted_dots_body<const CHUNK: usize, const FMA: bool>(
     }
 }
 
+/// Values summed in float32 lanes before the lanes go into the float64 totals of
+/// [`shifted_sums`] and [`gated_sums`] (planes up to 112x112 at ImageNet's first layers).
+const FLUSH: usize = 2048;
+
+/// `(sum (x_i - k), sum (x_i - k)^2)` over one plane: batch norm's statistics, shifted by `k`
+/// (a value near the mean) so that the two sums do not cancel. Float32 lanes, float64 totals.
+pub(crate) fn shifted_sums(p: &[f32], k: f32) -> (f64, f64) {
+    shifted_sums_at(level(), p, k)
+}
+
+fn shifted_sums_at(level: Level, p: &[f32], k: f32) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if level.min(detected_level()) == Level::Avx512 {
+        // SAFETY: AVX-512F was detected.
+        return unsafe { avx512::shifted_sums(p, k) };
+    }
+    let _ = level;
+    lane_sums(p, p, (k, k), |v, _| v - k, |_, d| d * d)
+}
+
+/// `(sum g'_i, sum g'_i (x_i - m))` over one plane, with `g'` the output gradient `g` gated by
+/// the forward pass's ReLU when `relu` (zero where `x * scale + shift` was not positive, NaN
+/// included, computed exactly as the forward pass did): batch norm's backward reductions.
+pub(crate) fn gated_sums(
+    x: &[f32],
+    g: &[f32],
+    (scale, shift): (f32, f32),
+    relu: bool,
+    m: f32,
+) -> (f64, f64) {
+    gated_sums_at(level(), x, g, (scale, shift), relu, m)
+}
+
+fn gated_sums_at(
+    level: Level,
+    x: &[f32],
+    g: &[f32],
+    affine: (f32, f32),
+    relu: bool,
+    m: f32,
+) -> (f64, f64) {
+    assert_eq!(x.len(), g.len(), "plane lengths");
+    #[cfg(target_arch = "x86_64")]
+    if level.min(detected_level()) == Level::Avx512 {
+        // SAFETY: AVX-512F was detected; the lengths are equal.
+        return unsafe { avx512::gated_sums(x, g, affine, relu, m) };
+    }
+    let _ = level;
+    lane_sums(
+        x,
+        g,
+        (m, 0.0),
+        |v, g| gate(relu, affine, v, g),
+        |v, gated| gated * (v - m),
+    )
+}
+
+/// The output gradient behind batch norm's ReLU (see [`gated_sums`]), as a select.
+#[inline(always)]
+pub(crate) fn gate(relu: bool, (scale, shift): (f32, f32), v: f32, g: f32) -> f32 {
+    // Branch-free, so that the loops around it vectorise into a compare and a blend.
+    let keep = !relu | (v * scale + shift > 0.0);
+    if keep {
+        g
+    } else {
+        0.0
+    }
+}
+
+/// The portable form of the two sums: `(sum u_i, sum h(a_i, u_i))` with `u_i = f(a_i, b_i)`,
+/// 16 float32 lanes (the last row padded with `pad`, values giving zeros), flushed to float64
+/// every [`FLUSH`] values.
+#[inline(always)]
+fn lane_sums(
+    a: &[f32],
+    b: &[f32],
+    pad: (f32, f32),
+    f: impl Fn(f32, f32) -> f32,
+    h: impl Fn(f32, f32) -> f32,
+) -> (f64, f64) {
+    const LANES: usize = 16;
+    let mut totals = (0.0f64, 0.0f64);
+    let row = |ac: &[f32], bc: &[f32], lanes: &mut [[f32; LANES]; 2]| {
+        for i in 0..LANES {
+            let u = f(ac[i], bc[i]);
+            lanes[0][i] += u;
+            lanes[1][i] += h(ac[i], u);
+        }
+    };
+    for (ab, bb) in a.chunks(FLUSH).zip(b.chunks(FLUSH)) {
+        let mut lanes = [[0.0f32; LANES]; 2];
+        let (ar, br) = (ab.chunks_exact(LANES), bb.chunks_exact(LANES));
+        let (a_rest, b_rest) = (ar.remainder(), br.remainder());
+        for (ac, bc) in ar.zip(br) {
+            row(ac, bc, &mut lanes);
+        }
+        if !a_rest.is_empty() {
+            let (mut ac, mut bc) = ([pad.0; LANES], [pad.1; LANES]);
+            ac[..a_rest.len()].copy_from_slice(a_rest);
+            bc[..b_rest.len()].copy_from_slice(b_rest);
+            row(&ac, &bc, &mut lanes);
+        }
+        totals.0 += lanes[0].iter().sum::<f32>() as f64;
+        totals.1 += lanes[1].iter().sum::<f32>() as f64;
+    }
+    totals
+}
+
+/// Batch norm's per-plane reductions with AVX-512 intrinsics: the vectoriser turns the
+/// portable form into lane shuffles on short planes (7x7, 4x4), and only AVX-512 has the
+/// masked loads that take a plane's tail without a padded copy.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::FLUSH;
+
+    /// The mask of the first `n < 16` lanes.
+    #[inline(always)]
+    fn tail_mask(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn shifted_sums(p: &[f32], k: f32) -> (f64, f64) {
+        let kv = _mm512_set1_ps(k);
+        let mut totals = (0.0f64, 0.0f64);
+        for block in p.chunks(FLUSH) {
+            let (mut s1, mut s2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let rows = block.chunks_exact(16);
+            let rest = rows.remainder();
+            for row in rows {
+                // SAFETY: a whole row of 16 values.
+                let d = _mm512_sub_ps(unsafe { _mm512_loadu_ps(row.as_ptr()) }, kv);
+                s1 = _mm512_add_ps(s1, d);
+                s2 = _mm512_fmadd_ps(d, d, s2);
+            }
+            if !rest.is_empty() {
+                let mask = tail_mask(rest.len());
+                // SAFETY: the masked load reads only the `rest.len()` values that exist;
+                // the masked-off lanes are zero after the subtraction.
+                let v = unsafe { _mm512_maskz_loadu_ps(mask, rest.as_ptr()) };
+                let d = _mm512_maskz_sub_ps(mask, v, kv);
+                s1 = _mm512_add_ps(s1, d);
+                s2 = _mm512_fmadd_ps(d, d, s2);
+            }
+            totals.0 += _mm512_reduce_add_ps(s1) as f64;
+            totals.1 += _mm512_reduce_add_ps(s2) as f64;
+        }
+        totals
+    }
+
+    /// # Safety
+    /// AVX-512F must be available; `x` and `g` must have the same length.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gated_sums(
+        x: &[f32],
+        g: &[f32],
+        (scale, shift): (f32, f32),
+        relu: bool,
+        m: f32,
+    ) -> (f64, f64) {
+        let (sv, hv, mv, zero) = (
+            _mm512_set1_ps(scale),
+            _mm512_set1_ps(shift),
+            _mm512_set1_ps(m),
+            _mm512_setzero_ps(),
+        );
+        // Mul then add, not a fused multiply-add: the forward pass's exact expression.
+        let gated = |xv: __m512, gv: __m512| {
+            if relu {
+                let y = _mm512_add_ps(_mm512_mul_ps(xv, sv), hv);
+                _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(y, zero), gv)
+            } else {
+                gv
+            }
+        };
+        let mut totals = (0.0f64, 0.0f64);
+        for (xb, gb) in x.chunks(FLUSH).zip(g.chunks(FLUSH)) {
+            let (mut s1, mut s2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let (xr, gr) = (xb.chunks_exact(16), gb.chunks_exact(16));
+            let (x_rest, g_rest) = (xr.remainder(), gr.remainder());
+            for (xc, gc) in xr.zip(gr) {
+                // SAFETY: whole rows of 16 values.
+                let (xv, gv) =
+                    unsafe { (_mm512_loadu_ps(xc.as_ptr()), _mm512_loadu_ps(gc.as_ptr())) };
+                let gg = gated(xv, gv);
+                s1 = _mm512_add_ps(s1, gg);
+                s2 = _mm512_fmadd_ps(gg, _mm512_sub_ps(xv, mv), s2);
+            }
+            if !x_rest.is_empty() {
+                let mask = tail_mask(x_rest.len());
+                // SAFETY: the masked loads read only the values that exist; a zero gradient
+                // adds zeros.
+                let (xv, gv) = unsafe {
+                    (
+                        _mm512_maskz_loadu_ps(mask, x_rest.as_ptr()),
+                        _mm512_maskz_loadu_ps(mask, g_rest.as_ptr()),
+                    )
+                };
+                let gg = gated(xv, gv);
+                s1 = _mm512_add_ps(s1, gg);
+                s2 = _mm512_fmadd_ps(gg, _mm512_sub_ps(xv, mv), s2);
+            }
+            totals.0 += _mm512_reduce_add_ps(s1) as f64;
+            totals.1 += _mm512_reduce_add_ps(s2) as f64;
+        }
+        totals
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shifted_moments_match_the_definition() {
-        let p: Vec<f32> = (0..64).map(|i| (i * 13 % 17) as f32 * 0.25).collect();
-        let mut lanes = [[1.0f32; 8], [2.0f32; 8]];
-        shifted_moments(&mut lanes, &p, 1.5);
-        for i in 0..8 {
-            let d: Vec<f32> = p.iter().skip(i).step_by(8).map(|v| v - 1.5).collect();
-            let (mut a, mut b) = (1.0f32, 2.0f32);
-            for d in d {
-                a += d;
-                b += d * d;
-            }
-            assert_eq!((lanes[0][i], lanes[1][i]), (a, b));
-        }
-    }
 
     #[test]
     fn every_level_matches_the_scalar_definition() {
@@ -328,6 +479,55 @@ mod tests {
                     (sum - want).abs() <= 1e-4 * (1.0 + want.abs()),
                     "{sum} vs {want}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn batch_norm_sums_match_the_definition_on_every_level() {
+        let levels = [Level::Portable, Level::Avx2, Level::Avx512];
+        // Lengths around the lane width and the flush length; some gates closed, one NaN.
+        for len in [1, 4, 15, 16, 17, 49, 784, 2048 + 33, 5000] {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 40.0) * 0.05)
+                .collect();
+            let mut g: Vec<f32> = (0..len)
+                .map(|i| ((i * 53 % 89) as f32 - 44.0) * 0.01)
+                .collect();
+            g[len / 2] = f32::NAN;
+            let mut xn = x.clone();
+            xn[len / 2] = f32::NAN;
+            let (k, m, affine) = (0.3f32, -0.2f32, (1.5f32, -0.25f32));
+            let want_shifted = x.iter().fold((0.0f64, 0.0f64), |(a, b), &v| {
+                let d = (v - k) as f64;
+                (a + d, b + d * d)
+            });
+            for relu in [false, true] {
+                let want_gated = xn
+                    .iter()
+                    .zip(&g)
+                    .fold((0.0f64, 0.0f64), |(a, b), (&v, &gv)| {
+                        let gated = gate(relu, affine, v, gv) as f64;
+                        (a + gated, b + gated * (v - m) as f64)
+                    });
+                for level in levels {
+                    // NaN where the definition has NaN.
+                    let near = |a: f64, c: f64| {
+                        (a.is_nan() && c.is_nan()) || (a - c).abs() <= 1e-4 * (1.0 + c.abs())
+                    };
+                    let close = |(a, b): (f64, f64), (c, d): (f64, f64)| near(a, c) && near(b, d);
+                    let got = shifted_sums_at(level, &x, k);
+                    assert!(
+                        close(got, want_shifted),
+                        "shifted {len} {level:?}: {got:?} vs {want_shifted:?}"
+                    );
+                    let got = gated_sums_at(level, &xn, &g, affine, relu, m);
+                    // The NaN gradient at len / 2 passes only where the gate keeps it.
+                    assert!(
+                        close(got, want_gated),
+                        "gated {len} {level:?} relu {relu}: {got:?} vs {want_gated:?}"
+                    );
+                }
             }
         }
     }

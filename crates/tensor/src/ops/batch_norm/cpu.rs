@@ -1,57 +1,76 @@
-//! CPU kernels of batch norm: float32 sums within a plane (vectorised), float64 across planes.
+//! CPU kernels of batch norm, image-major: every pass streams the tensor front to back in runs
+//! of whole planes (one rayon job each), never a channel's planes scattered across the batch.
 //!
-//! In training one task takes one channel and does everything for it at once: its statistics,
-//! then its normalisation (forward), or its two reductions, then its input gradient (backward).
-//! The channel's planes (N x H x W values) are read from memory by the first sweep and, while
-//! they still sit in the core's cache, again by the second: one trip to memory instead of two.
+//! A reduction takes two steps: each (image, channel) plane's sums while it sits in the L1
+//! cache, kept in a small buffer, then per channel the planes' sums added in image order in
+//! float64. The order depends on the shapes only, so the result is the same bit for bit
+//! whatever rayon's scheduling. Going channel by channel instead read each channel's `N`
+//! planes (3 KiB apart from the next at 28x28) as `N` short streams, which the hardware
+//! prefetcher restarts on every plane: 2-3x slower from memory, worse on small planes.
 
 use rayon::prelude::*;
 
-use crate::cpu::simd::{multiversion, shifted_moments};
-use crate::cpu::{items_per_job, par_fill, pool, Planes};
+use crate::cpu::simd::{gate, gated_sums, multiversion, shifted_sums};
+use crate::cpu::{items_per_job, pool};
 
-/// The planes (H*W values each) of `channel` across the batch.
-#[inline(always)]
-fn planes<'a>(
-    x: &'a [f32],
-    [batch, channels, h, w]: [usize; 4],
-    channel: usize,
-) -> impl Iterator<Item = &'a [f32]> + 'a {
-    let plane = h * w;
-    (0..batch).map(move |n| &x[(n * channels + channel) * plane..][..plane])
+/// Planes per rayon job: about 16K values, so that small planes are not one job each.
+fn planes_per_job(plane: usize) -> usize {
+    items_per_job(plane)
 }
 
-/// `sum(a_i)` in eight float32 lanes that the compiler vectorises.
-#[inline(always)]
-fn lane_sum(a: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let a8 = a.chunks_exact(8);
-    let tail: f32 = a8.remainder().iter().sum();
-    for a in a8 {
-        for i in 0..8 {
-            lanes[i] += a[i];
+/// Per channel, the sums of planes `(n, c)` over `n`, in image order, from the per-plane sums
+/// `planes` (`[2 * (n * C + c)]` and the next value).
+fn channel_totals(planes: &[f32], batch: usize, channels: usize) -> Vec<(f64, f64)> {
+    let mut totals = vec![(0.0f64, 0.0f64); channels];
+    for image in planes.chunks_exact(2 * channels).take(batch) {
+        for (t, p) in totals.iter_mut().zip(image.chunks_exact(2)) {
+            t.0 += p[0] as f64;
+            t.1 += p[1] as f64;
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    totals
 }
 
-/// Mean and biased variance of `channel` in one sweep: sums of `x - K` and of its square, with
-/// `K` the channel's first plane mean (so that the difference of the two sums does not cancel
-/// when the mean is large against the spread).
-#[inline(always)]
-fn channel_moments(x: &[f32], dims: [usize; 4], channel: usize) -> (f64, f64) {
-    let count = (dims[0] * dims[2] * dims[3]) as f64;
-    let plane = (dims[2] * dims[3]) as f64;
-    let first = planes(x, dims, channel).next().unwrap_or(&[]);
-    let k = (lane_sum(first) as f64 / plane) as f32;
-    let mut sums = LaneSums::default();
-    for p in planes(x, dims, channel) {
-        // Padding with `k` adds zeros.
-        sums.add_shifted(p, k);
+/// Per plane of `first..` (as many as `out` holds pairs): `(sum (x - k), sum (x - k)^2)`,
+/// `k` the plane's channel's shift.
+fn moments_run(x: &[f32], plane: usize, first: usize, shifts: &[f32], out: &mut [f32]) {
+    for (i, sums) in out.chunks_exact_mut(2).enumerate() {
+        let k = shifts[(first + i) % shifts.len()];
+        let p = &x[(first + i) * plane..][..plane];
+        let (s1, s2) = shifted_sums(p, k);
+        sums[0] = s1 as f32;
+        sums[1] = s2 as f32;
     }
-    let [s1, s2] = sums.finish();
-    let d = s1 / count;
-    (k as f64 + d, (s2 / count - d * d).max(0.0))
+}
+
+/// Per channel, the batch mean and biased variance of `x` (N, C, H, W): sums of `x - k` and of
+/// its square, with `k` the channel's first plane's mean (so that the difference of the two
+/// sums does not cancel when the mean is large against the spread).
+pub(super) fn moments(x: &[f32], [batch, channels, h, w]: [usize; 4]) -> (Vec<f64>, Vec<f64>) {
+    let plane = h * w;
+    let shifts: Vec<f32> = (0..channels)
+        .map(|c| {
+            let p = &x[c * plane..][..plane];
+            (p.iter().map(|&v| v as f64).sum::<f64>() / plane.max(1) as f64) as f32
+        })
+        .collect();
+    let mut planes = pool::take(2 * batch * channels);
+    let per_job = planes_per_job(plane);
+    planes
+        .par_chunks_mut(2 * per_job)
+        .enumerate()
+        .for_each(|(job, out)| moments_run(x, plane, job * per_job, &shifts, out));
+    let count = (batch * plane) as f64;
+    let totals = channel_totals(&planes, batch, channels);
+    pool::give(planes);
+    totals
+        .iter()
+        .zip(&shifts)
+        .map(|(&(s1, s2), &k)| {
+            let d = s1 / count;
+            (k as f64 + d, (s2 / count - d * d).max(0.0))
+        })
+        .unzip()
 }
 
 /// `1 / sqrt(var + eps)` as the forward and backward passes both compute it.
@@ -70,175 +89,11 @@ pub(super) fn train_forward(
     eps: f32,
     relu: bool,
 ) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
-    let channels = dims[1];
-    let mut y = pool::take(x.len());
-    let out = Planes::new(&mut y, dims[2] * dims[3]);
-    let (mean, var) = (0..channels)
-        .into_par_iter()
-        .with_min_len(items_per_job(dims[0] * dims[2] * dims[3]))
-        .map(|c| train_forward_channel(x, dims, c, weight[c], bias[c], eps, relu, &out))
-        .unzip();
-    (y, mean, var)
-}
-
-multiversion! {
-    /// [`train_forward`] of one channel; returns its (mean, var).
-    fn train_forward_channel(
-        x: &[f32],
-        dims: [usize; 4],
-        c: usize,
-        weight: f32,
-        bias: f32,
-        eps: f32,
-        relu: bool,
-        out: &Planes,
-    ) -> (f64, f64) {
-        if let Some(xs) = gathered(x, dims, c) {
-            let mut ys = vec![0.0f32; xs.len()];
-            let single = Planes::new(&mut ys, xs.len());
-            let whole = [1, 1, 1, xs.len()];
-            let moments = train_forward_channel(&xs, whole, 0, weight, bias, eps, relu, &single);
-            scatter(&ys, dims, c, out);
-            return moments;
-        }
-        let (mean, var) = channel_moments(x, dims, c);
-        let (scale, shift) = channel_affine(mean as f32, inv_std(var, eps), weight, bias);
-        for (n, xp) in planes(x, dims, c).enumerate() {
-            // SAFETY: this task alone writes channel c's planes.
-            let yp = unsafe { out.get(n * dims[1] + c) };
-            normalize_plane(xp, yp, scale, shift, relu);
-        }
-        (mean, var)
-    }
-}
-
-/// Planes smaller than this are gathered, per channel, into one contiguous run first: a plane
-/// of 1 to 15 values is too short for vector code on its own (MobileNet-V2 at 32x32 ends on
-/// 2x2 and 1x1 planes).
-const GATHER_BELOW: usize = 16;
-
-/// `channel`'s values image after image in one buffer, when its planes are small.
-#[inline(always)]
-fn gathered(x: &[f32], dims: [usize; 4], channel: usize) -> Option<Vec<f32>> {
-    let plane = dims[2] * dims[3];
-    (plane < GATHER_BELOW && dims[0] > 1).then(|| {
-        let mut values = Vec::with_capacity(dims[0] * plane);
-        for p in planes(x, dims, channel) {
-            values.extend_from_slice(p);
-        }
-        values
-    })
-}
-
-/// Writes a gathered run back into `channel`'s planes of `out`.
-#[inline(always)]
-fn scatter(values: &[f32], dims: [usize; 4], channel: usize, out: &Planes) {
-    let plane = dims[2] * dims[3];
-    for (n, chunk) in values.chunks_exact(plane.max(1)).enumerate() {
-        // SAFETY: this task alone writes channel `channel`'s planes.
-        let dst = unsafe { out.get(n * dims[1] + channel) };
-        dst.copy_from_slice(chunk);
-    }
-}
-
-/// Two running sums over a channel's planes, in eight float32 lanes each, flushed into float64
-/// every [`LaneSums::FLUSH`] elements: vector code whatever the plane size (7x7 planes too),
-/// float64 accuracy across the batch, and an order that depends on the shapes only.
-#[derive(Default)]
-struct LaneSums {
-    lanes: [[f32; 8]; 2],
-    pending: usize,
-    total: [f64; 2],
-}
-
-impl LaneSums {
-    const FLUSH: usize = 1024;
-
-    /// Adds `u_i = fu(a_i, b_i)` to the first sum and `fv(a_i, u_i)` to the second, over two
-    /// equal planes; a short last chunk is padded with `pad` (values giving zeros).
-    #[inline(always)]
-    fn add_plane(
-        &mut self,
-        a: &[f32],
-        b: &[f32],
-        pad: (f32, f32),
-        fu: impl Fn(f32, f32) -> f32,
-        fv: impl Fn(f32, f32) -> f32,
-    ) {
-        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-        let (a_rest, b_rest) = (a8.remainder(), b8.remainder());
-        for (a, b) in a8.zip(b8) {
-            self.add_chunk(a.try_into().expect("8"), b.try_into().expect("8"), &fu, &fv);
-        }
-        if !a_rest.is_empty() {
-            let (mut a, mut b) = ([pad.0; 8], [pad.1; 8]);
-            a[..a_rest.len()].copy_from_slice(a_rest);
-            b[..b_rest.len()].copy_from_slice(b_rest);
-            self.add_chunk(&a, &b, &fu, &fv);
-        }
-        self.counted(a.len());
-    }
-
-    /// Adds `x_i - k` to the first sum and its square to the second.
-    #[inline(always)]
-    fn add_shifted(&mut self, p: &[f32], k: f32) {
-        let full = p.len() / 8 * 8;
-        shifted_moments(&mut self.lanes, &p[..full], k);
-        if full < p.len() {
-            // Padding with `k` adds zeros.
-            let mut c = [k; 8];
-            c[..p.len() - full].copy_from_slice(&p[full..]);
-            shifted_moments(&mut self.lanes, &c, k);
-        }
-        self.counted(p.len());
-    }
-
-    /// Notes `len` more values in the lanes; flushes them to float64 every [`LaneSums::FLUSH`].
-    #[inline(always)]
-    fn counted(&mut self, len: usize) {
-        self.pending += len;
-        if self.pending >= Self::FLUSH {
-            self.flush();
-        }
-    }
-
-    /// Map, then accumulate, in separate fixed-size loops: the shape the vectoriser turns into
-    /// straight vector code.
-    #[inline(always)]
-    fn add_chunk(
-        &mut self,
-        a: &[f32; 8],
-        b: &[f32; 8],
-        fu: &impl Fn(f32, f32) -> f32,
-        fv: &impl Fn(f32, f32) -> f32,
-    ) {
-        let (mut x, mut y) = ([0.0f32; 8], [0.0f32; 8]);
-        for i in 0..8 {
-            x[i] = fu(a[i], b[i]);
-        }
-        for i in 0..8 {
-            y[i] = fv(a[i], x[i]);
-        }
-        for i in 0..8 {
-            self.lanes[0][i] += x[i];
-            self.lanes[1][i] += y[i];
-        }
-    }
-
-    #[inline(always)]
-    fn flush(&mut self) {
-        for (total, lanes) in self.total.iter_mut().zip(&mut self.lanes) {
-            *total += lanes.iter().sum::<f32>() as f64;
-            *lanes = [0.0; 8];
-        }
-        self.pending = 0;
-    }
-
-    #[inline(always)]
-    fn finish(mut self) -> [f64; 2] {
-        self.flush();
-        self.total
-    }
+    let (mean, var) = moments(x, dims);
+    let affine: Vec<(f32, f32)> = (0..dims[1])
+        .map(|c| channel_affine(mean[c] as f32, inv_std(var[c], eps), weight[c], bias[c]))
+        .collect();
+    (normalize(x, dims, &affine, relu), mean, var)
 }
 
 /// The affine form of the normalisation of one channel: `y = x * scale + shift`.
@@ -260,38 +115,111 @@ pub(super) fn affine(
         .collect()
 }
 
-#[inline(always)]
-fn normalize_plane(x: &[f32], y: &mut [f32], scale: f32, shift: f32, relu: bool) {
-    if relu {
-        for (out, v) in y.iter_mut().zip(x) {
-            *out = (v * scale + shift).max(0.0);
-        }
-    } else {
-        for (out, v) in y.iter_mut().zip(x) {
-            *out = v * scale + shift;
+multiversion! {
+    /// [`normalize`] of planes `first..` (as many as `y` holds).
+    fn normalize_run(
+        x: &[f32],
+        y: &mut [f32],
+        plane: usize,
+        first: usize,
+        affine: &[(f32, f32)],
+        relu: bool,
+    ) -> () {
+        let x = &x[first * plane..][..y.len()];
+        for (i, (yp, xp)) in y.chunks_exact_mut(plane).zip(x.chunks_exact(plane)).enumerate() {
+            let (scale, shift) = affine[(first + i) % affine.len()];
+            if relu {
+                for (out, v) in yp.iter_mut().zip(xp) {
+                    *out = (v * scale + shift).max(0.0);
+                }
+            } else {
+                for (out, v) in yp.iter_mut().zip(xp) {
+                    *out = v * scale + shift;
+                }
+            }
         }
     }
 }
 
-/// `y = x * scale + shift` per channel, then `max(y, 0)` when `relu`: one pass (inference).
+/// `y = x * scale + shift` per channel, then `max(y, 0)` when `relu`: one streaming pass.
 pub(super) fn normalize(
     x: &[f32],
     dims: [usize; 4],
     affine: &[(f32, f32)],
     relu: bool,
 ) -> Vec<f32> {
-    let [_, channels, h, w] = dims;
-    par_fill(x.len(), h * w, |plane, y| {
-        let (scale, shift) = affine[plane % channels];
-        normalize_plane(&x[plane * h * w..][..h * w], y, scale, shift, relu);
-    })
+    let plane = dims[2] * dims[3];
+    let mut y = pool::take(x.len());
+    let per_job = planes_per_job(plane);
+    y.par_chunks_mut((per_job * plane).max(1))
+        .enumerate()
+        .for_each(|(job, out)| normalize_run(x, out, plane, job * per_job, affine, relu));
+    y
+}
+
+/// The per-channel constants of [`backward`].
+#[derive(Clone, Copy)]
+struct ChannelBackward {
+    mean: f32,
+    /// The forward pass's affine form, for the ReLU's mask.
+    affine: (f32, f32),
+    /// `weight * inv_std`: the gradient's scale.
+    scale_dx: f32,
+    /// Mean of the masked output gradient (0 in inference mode).
+    mean_g: f32,
+    /// `inv_std * mean(g * xhat)` (0 in inference mode).
+    s: f32,
+}
+
+/// Per plane of `first..` (as many as `out` holds pairs): `(sum g, sum g * (x - mean))`
+/// with `g` the gated output gradient.
+fn gradient_sums_run(
+    x: &[f32],
+    dy: &[f32],
+    plane: usize,
+    first: usize,
+    channels: &[ChannelBackward],
+    relu: bool,
+    out: &mut [f32],
+) {
+    for (i, sums) in out.chunks_exact_mut(2).enumerate() {
+        let k = channels[(first + i) % channels.len()];
+        let at = (first + i) * plane;
+        let (xp, gp) = (&x[at..][..plane], &dy[at..][..plane]);
+        let (g, gc) = gated_sums(xp, gp, k.affine, relu, k.mean);
+        sums[0] = g as f32;
+        sums[1] = gc as f32;
+    }
+}
+
+multiversion! {
+    /// [`backward`]'s input gradient over planes `first..` (as many as `dx` holds).
+    fn input_gradient_run(
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        plane: usize,
+        first: usize,
+        channels: &[ChannelBackward],
+        relu: bool,
+    ) -> () {
+        let at = first * plane;
+        let (x, dy) = (&x[at..][..dx.len()], &dy[at..][..dx.len()]);
+        let planes = dx.chunks_exact_mut(plane).zip(x.chunks_exact(plane).zip(dy.chunks_exact(plane)));
+        for (i, (dxp, (xp, gp))) in planes.enumerate() {
+            let k = channels[(first + i) % channels.len()];
+            for ((o, &v), &g) in dxp.iter_mut().zip(xp).zip(gp) {
+                *o = k.scale_dx * (gate(relu, k.affine, v, g) - k.mean_g - (v - k.mean) * k.s);
+            }
+        }
+    }
 }
 
 /// Returns (dx, dweight, dbias). In training mode the gradient also flows through the batch
 /// statistics: `dx = weight * inv_std * (g - mean(g) - xhat * mean(g * xhat))`, with `g` the
 /// output gradient, masked where the forward pass's ReLU (if `relu`) cut the output to zero:
 /// the mask is recomputed from `x` with the forward pass's exact expression, so the output
-/// itself need not be kept.
+/// itself need not be kept. Two streaming passes: the per-plane sums, then dx.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward(
     x: &[f32],
@@ -304,97 +232,40 @@ pub(super) fn backward(
     training: bool,
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let [_, channels, h, w] = dims;
-    let count = (dims[0] * h * w) as f64;
-    let plane_len = h * w;
-    let mut dx = pool::take(x.len());
-    let out = Planes::new(&mut dx, plane_len);
-    let (dweight, dbias): (Vec<f32>, Vec<f32>) = (0..channels)
-        .into_par_iter()
-        .with_min_len(items_per_job(dims[0] * dims[2] * dims[3]))
-        .map(|c| {
-            let channel = ChannelBackward {
-                mean: mean[c],
-                inv_std: inv_std[c],
-                weight: weight[c],
-                affine: affine[c],
-                count,
-                training,
-                relu,
-            };
-            backward_channel(x, dy, dims, c, channel, &out)
+    let [batch, channels, h, w] = dims;
+    let plane = h * w;
+    let count = (batch * plane) as f64;
+    let per_job = planes_per_job(plane);
+    let mut channel: Vec<ChannelBackward> = (0..channels)
+        .map(|c| ChannelBackward {
+            mean: mean[c],
+            affine: affine[c],
+            scale_dx: weight[c] * inv_std[c],
+            mean_g: 0.0,
+            s: 0.0,
         })
-        .unzip();
-    (dx, dweight, dbias)
-}
-
-/// The per-channel constants of [`backward`].
-#[derive(Clone, Copy)]
-struct ChannelBackward {
-    mean: f32,
-    inv_std: f32,
-    weight: f32,
-    affine: (f32, f32),
-    count: f64,
-    training: bool,
-    relu: bool,
-}
-
-multiversion! {
-    /// [`backward`] of one channel: writes its planes of dx, returns (dweight, dbias).
-    fn backward_channel(
-        x: &[f32],
-        dy: &[f32],
-        dims: [usize; 4],
-        c: usize,
-        k: ChannelBackward,
-        out: &Planes,
-    ) -> (f32, f32) {
-        if let (Some(xs), Some(gs)) = (gathered(x, dims, c), gathered(dy, dims, c)) {
-            let mut dxs = vec![0.0f32; xs.len()];
-            let single = Planes::new(&mut dxs, xs.len());
-            let sums = backward_channel(&xs, &gs, [1, 1, 1, xs.len()], 0, k, &single);
-            scatter(&dxs, dims, c, out);
-            return sums;
-        }
-        let (scale, shift) = k.affine;
-        let relu = k.relu;
-        // The output gradient behind the ReLU: zero where the forward output
-        // `max(v * scale + shift, 0)` was not positive (NaN included), as a select.
-        #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must gate to zero, as max(NaN, 0) did
-        let gate = move |v: f32, g: f32| {
-            if relu && !(v * scale + shift > 0.0) {
-                0.0
-            } else {
-                g
-            }
-        };
-        let m = k.mean;
-        let mut sums = LaneSums::default();
-        for (xp, gp) in planes(x, dims, c).zip(planes(dy, dims, c)) {
-            // Padding with a zero gradient adds zeros.
-            sums.add_plane(xp, gp, (m, 0.0), gate, |v, g| g * (v - m));
-        }
-        let [sum_g, sum_g_centred] = sums.finish();
-        let (dweight, dbias) = ((sum_g_centred * k.inv_std as f64) as f32, sum_g as f32);
-        let scale_dx = k.weight * k.inv_std;
+        .collect();
+    let mut sums = pool::take(2 * batch * channels);
+    sums.par_chunks_mut(2 * per_job)
+        .enumerate()
+        .for_each(|(job, out)| gradient_sums_run(x, dy, plane, job * per_job, &channel, relu, out));
+    let totals = channel_totals(&sums, batch, channels);
+    pool::give(sums);
+    let (mut dweight, mut dbias) = (vec![0.0f32; channels], vec![0.0f32; channels]);
+    for (c, &(sum_g, sum_g_centred)) in totals.iter().enumerate() {
+        dweight[c] = (sum_g_centred * inv_std[c] as f64) as f32;
+        dbias[c] = sum_g as f32;
         // Inference mode: the statistics are constants, dx = scale * g.
-        let (mean_g, mean_g_xhat) = if k.training {
-            (
-                (dbias as f64 / k.count) as f32,
-                (dweight as f64 / k.count) as f32,
-            )
-        } else {
-            (0.0, 0.0)
-        };
-        let s = k.inv_std * mean_g_xhat;
-        for (n, (xp, gp)) in planes(x, dims, c).zip(planes(dy, dims, c)).enumerate() {
-            // SAFETY: this task alone writes channel c's planes.
-            let dxp = unsafe { out.get(n * dims[1] + c) };
-            for ((o, &v), &g) in dxp.iter_mut().zip(xp).zip(gp) {
-                *o = scale_dx * (gate(v, g) - mean_g - (v - m) * s);
-            }
+        if training {
+            channel[c].mean_g = (dbias[c] as f64 / count) as f32;
+            channel[c].s = inv_std[c] * (dweight[c] as f64 / count) as f32;
         }
-        (dweight, dbias)
     }
+    let mut dx = pool::take(x.len());
+    dx.par_chunks_mut((per_job * plane).max(1))
+        .enumerate()
+        .for_each(|(job, out)| {
+            input_gradient_run(x, dy, out, plane, job * per_job, &channel, relu)
+        });
+    (dx, dweight, dbias)
 }
