@@ -26,6 +26,17 @@ impl<'a> Mat<'a> {
         self.cols
     }
 
+    /// The matrix transposed, row after row (`cols x rows`): a copy.
+    pub(crate) fn transposed_copy(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for c in 0..self.cols {
+            for r in 0..self.rows {
+                out.push(self.data[r * self.row_stride + c * self.col_stride]);
+            }
+        }
+        out
+    }
+
     /// `data` holds the *transpose* row after row (`cols x rows`); the view is the matrix itself.
     pub(crate) fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self::checked(data, rows, cols, 1, rows)

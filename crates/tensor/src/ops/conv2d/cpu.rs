@@ -1,6 +1,7 @@
 //! CPU kernels of the convolution: a direct depthwise kernel, 1x1 as a matrix product straight
 //! over NCHW, and im2col + GEMM for everything else (the stem, grouped convolutions).
 
+mod channel_mix;
 mod depthwise;
 mod im2col;
 mod pointwise;

@@ -1,4 +1,6 @@
-//! 1x1, stride-1 convolution as matrix products over NCHW, cut one of two ways:
+//! 1x1, stride-1 convolution as matrix products over NCHW, cut one of three ways:
+//! - on AVX-512 with planes of 16+ pixels, `y[n] = W * x[n]` for every image by the
+//!   register-tiled kernel of [`channel_mix`] (forward and input gradient);
 //! - per image, `y[n] (Cout x HW) = W (Cout x Cin) * x[n] (Cin x HW)`, straight over NCHW with
 //!   no copies, images in parallel, when the planes are large;
 //! - one product for the whole batch, `Y (Cout x N*HW) = W * X (Cin x N*HW)`, when the planes
@@ -12,6 +14,8 @@ use crate::cpu::gemm::{matmul, Mat};
 use crate::cpu::pool::{self, HostBuffer};
 use crate::cpu::{copy_row, ordered_sum};
 use crate::ops::conv2d::Conv2dShape;
+
+use super::channel_mix;
 
 /// Planes of fewer pixels than this take the whole-batch product.
 const PACK_BELOW: usize = 64;
@@ -49,6 +53,12 @@ fn unpack(src: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
 /// `out[n] (Cout' x HW) = weight (Cout' x Cin') * input[n] (Cin' x HW)` for every image: the
 /// forward pass (`weight` = W) and the input gradient (`weight` = W^T) alike.
 fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
+    if channel_mix::usable(pixels(s)) {
+        let (m, k) = (weight.rows(), weight.cols());
+        let mut out = pool::take(s.batch * m * pixels(s));
+        channel_mix::product(&weight.transposed_copy(), m, k, input, pixels(s), &mut out);
+        return out;
+    }
     if whole_batch(s) {
         return packed_product(weight, &pack(input, s.batch, weight.cols(), pixels(s)), s);
     }
@@ -93,7 +103,7 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
 /// # Shapes
 /// `x`: (N, Cin, H, W), `w`: (Cout, Cin, 1, 1), `dy`: (N, Cout, H, W); returns (dx, dw)
 pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<f32>, Vec<f32>) {
-    if !whole_batch(s) {
+    if !whole_batch(s) || channel_mix::usable(pixels(s)) {
         return (backward_input(w, dy, s), backward_weight(x, dy, s));
     }
     let dyt = pack(dy, s.batch, s.out_channels, pixels(s));
@@ -122,6 +132,11 @@ fn packed_weight_gradient(dyt: &[f32], x: &[f32], s: &Conv2dShape) -> Vec<f32> {
 /// `x`: (N, Cin, H, W), `dy`: (N, Cout, H, W); returns dw (Cout, Cin, 1, 1)
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (n, cin, cout, pixels) = (s.batch, s.in_channels, s.out_channels, pixels(s));
+    // On 4x4 planes a dot-product tile does one vector step per image: the packed product
+    // below measured faster there (7.6 against 4.7 ms for fmnist-ref's 480 -> 160 layer).
+    if channel_mix::usable(pixels) && pixels >= 32 {
+        return channel_mix::weight_gradient(dy, cout, x, cin, pixels);
+    }
     if whole_batch(s) {
         return packed_weight_gradient(&pack(dy, n, cout, pixels), x, s);
     }
