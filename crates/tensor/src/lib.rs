@@ -18,11 +18,13 @@ pub use cpu::pool::{pooled_bytes as workspace_bytes, release as release_workspac
 pub use device::Device;
 pub use error::{Error, Result};
 pub use ops::batch_norm::{
-    batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_eval_act, batch_norm2d_train,
-    batch_norm2d_train_act, BatchNormStats,
+    batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_eval_act, batch_norm2d_eval_deferred,
+    batch_norm2d_train, batch_norm2d_train_act, batch_norm2d_train_deferred, BatchNormStats,
+    Normalized,
 };
 pub use ops::conv2d::{
-    conv2d, conv2d_backward, conv2d_backward_weight, conv_output_size, Conv2dParams, Conv2dShape,
+    conv2d, conv2d_backward, conv2d_backward_weight, conv2d_normalized, conv2d_normalized_backward,
+    conv_output_size, Conv2dParams, Conv2dShape,
 };
 pub use ops::cross_entropy::{softmax_cross_entropy, CrossEntropy};
 pub use ops::elementwise::{add, relu, relu_backward};

@@ -69,8 +69,10 @@ impl Block {
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (out, residual) = match self {
             Block::MbConv(b) => {
-                let h = b.expand.forward(x, mode)?;
-                let h = b.depthwise.forward(&h, mode)?;
+                // The expansion's batch norm and ReLU are applied by the depthwise convolution
+                // as it reads them: the widest tensor of the block is never written out.
+                let h = b.expand.forward_deferred(x, mode)?;
+                let h = b.depthwise.forward_normalized(&h, mode)?;
                 (b.project.forward(&h, mode)?, b.residual)
             }
             Block::Sep(b) => {

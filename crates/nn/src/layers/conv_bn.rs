@@ -1,8 +1,10 @@
 //! Convolution -> batch norm -> optional ReLU: the unit every layer of the space is made of.
 
 use eatnas_tensor::{
-    batch_norm2d_backward, batch_norm2d_eval_act, batch_norm2d_train_act, conv2d, conv2d_backward,
-    conv2d_backward_weight, BatchNormStats, BnInference, Conv2dParams, Device, Tensor,
+    batch_norm2d_backward, batch_norm2d_eval_act, batch_norm2d_eval_deferred,
+    batch_norm2d_train_act, batch_norm2d_train_deferred, conv2d, conv2d_backward,
+    conv2d_backward_weight, conv2d_normalized, conv2d_normalized_backward, BatchNormStats,
+    BnInference, Conv2dParams, Device, Normalized, Tensor,
 };
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
@@ -62,6 +64,36 @@ impl BatchNorm {
         })
     }
 
+    /// [`BatchNorm::forward`] with the output left as a map for the next layer to apply.
+    fn forward_deferred(
+        &mut self,
+        x: &Tensor,
+        mode: Mode,
+        relu: bool,
+    ) -> Result<(Normalized, BatchNormStats)> {
+        Ok(match mode {
+            Mode::Train => batch_norm2d_train_deferred(
+                x,
+                &self.weight.value,
+                &self.bias.value,
+                &mut self.running_mean,
+                &mut self.running_var,
+                self.momentum,
+                self.eps,
+                relu,
+            )?,
+            Mode::Eval => batch_norm2d_eval_deferred(
+                x,
+                &self.weight.value,
+                &self.bias.value,
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+                relu,
+            )?,
+        })
+    }
+
     fn visit(&mut self, prefix: &str, f: &mut Visitor<'_>) {
         f(format!("{prefix}.weight"), Slot::Param(&mut self.weight));
         f(format!("{prefix}.bias"), Slot::Param(&mut self.bias));
@@ -80,9 +112,17 @@ impl BatchNorm {
 /// ReLU's mask is recomputed from the convolution's output and the statistics).
 #[derive(Clone, Debug)]
 struct Saved {
-    input: Tensor,
+    input: Input,
     conv_out: Tensor,
     stats: BatchNormStats,
+}
+
+/// What a layer's convolution read: a tensor, or the previous layer's batch norm applied as
+/// it was read (never written out).
+#[derive(Clone, Debug)]
+enum Input {
+    Plain(Tensor),
+    Normalized(Normalized),
 }
 
 /// Bias-free convolution (padding `kernel / 2`) -> BN -> ReLU when `relu`.
@@ -164,9 +204,41 @@ impl ConvBn {
     /// `x`: (N, Cin, H, W); returns (N, Cout, H', W')
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let conv_out = conv2d(x, &self.weight.value, self.params)?;
+        self.normalize(Input::Plain(x.clone()), conv_out, mode)
+    }
+
+    /// [`ConvBn::forward`] of the previous layer's output left as a map: the convolution
+    /// applies it as it reads (see [`conv2d_normalized`]).
+    ///
+    /// # Shapes
+    /// as [`ConvBn::forward`], `x.x` as `x`
+    pub fn forward_normalized(&mut self, x: &Normalized, mode: Mode) -> Result<Tensor> {
+        let conv_out = conv2d_normalized(x, &self.weight.value, self.params)?;
+        self.normalize(Input::Normalized(x.clone()), conv_out, mode)
+    }
+
+    /// [`ConvBn::forward`] without writing its output: the batch norm's statistics, and the
+    /// normalisation (and ReLU) as a map for the next layer to apply as it reads. For an
+    /// MBConv block's expansion, whose output only its depthwise convolution reads.
+    ///
+    /// # Shapes
+    /// as [`ConvBn::forward`]
+    pub fn forward_deferred(&mut self, x: &Tensor, mode: Mode) -> Result<Normalized> {
+        let conv_out = conv2d(x, &self.weight.value, self.params)?;
+        let (output, stats) = self.bn.forward_deferred(&conv_out, mode, self.relu)?;
+        self.saved = Some(Saved {
+            input: Input::Plain(x.clone()),
+            conv_out,
+            stats,
+        });
+        Ok(output)
+    }
+
+    /// The batch norm (and ReLU) of `conv_out`, keeping what the backward pass needs.
+    fn normalize(&mut self, input: Input, conv_out: Tensor, mode: Mode) -> Result<Tensor> {
         let (output, stats) = self.bn.forward(&conv_out, mode, self.relu)?;
         self.saved = Some(Saved {
-            input: x.clone(),
+            input,
             conv_out,
             stats,
         });
@@ -174,7 +246,8 @@ impl ConvBn {
     }
 
     /// Writes the gradients of the weight and of the BN parameters; returns the input's
-    /// gradient unless `input_grad` is false.
+    /// gradient unless `input_grad` is false (after [`ConvBn::forward_normalized`], the
+    /// gradient of the normalised input).
     ///
     /// # Shapes
     /// `dy`: the last output's shape; returns the last input's shape
@@ -190,23 +263,24 @@ impl ConvBn {
         let (dconv, dgamma, dbeta) =
             batch_norm2d_backward(&conv_out, &self.bn.weight.value, &stats, dy)?;
         // Freed before the convolution's gradients are allocated: one activation less at the
-        // step's peak.
+        // step's peak (unless the next layer reads it through a map).
         drop(conv_out);
         self.bn.weight.grad = Some(dgamma);
         self.bn.bias.grad = Some(dbeta);
-        if self.input_grad {
-            let (dx, dweight) = conv2d_backward(&input, &self.weight.value, &dconv, self.params)?;
-            self.weight.grad = Some(dweight);
-            Ok(Some(dx))
-        } else {
-            self.weight.grad = Some(conv2d_backward_weight(
-                &input,
-                &self.weight.value,
-                &dconv,
-                self.params,
-            )?);
-            Ok(None)
-        }
+        let (w, params) = (&self.weight.value, self.params);
+        let (dx, dweight) = match (&input, self.input_grad) {
+            (Input::Plain(x), true) => {
+                let (dx, dw) = conv2d_backward(x, w, &dconv, params)?;
+                (Some(dx), dw)
+            }
+            (Input::Plain(x), false) => (None, conv2d_backward_weight(x, w, &dconv, params)?),
+            (Input::Normalized(x), input_grad) => {
+                let (dx, dw) = conv2d_normalized_backward(x, w, &dconv, params)?;
+                (input_grad.then_some(dx), dw)
+            }
+        };
+        self.weight.grad = Some(dweight);
+        Ok(dx)
     }
 
     /// Names `{prefix}.conv.weight` and `{prefix}.bn.{weight,bias,running_mean,running_var}`.

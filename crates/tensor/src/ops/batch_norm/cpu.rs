@@ -79,23 +79,6 @@ pub(super) fn inv_std(var: f64, eps: f32) -> f32 {
     (1.0 / (var + eps as f64).sqrt()) as f32
 }
 
-/// Training forward: per channel, the batch mean and biased variance, then
-/// `y = x * scale + shift` (and `max(y, 0)` when `relu`). Returns `(y, mean, var)`.
-pub(super) fn train_forward(
-    x: &[f32],
-    dims: [usize; 4],
-    weight: &[f32],
-    bias: &[f32],
-    eps: f32,
-    relu: bool,
-) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
-    let (mean, var) = moments(x, dims);
-    let affine: Vec<(f32, f32)> = (0..dims[1])
-        .map(|c| channel_affine(mean[c] as f32, inv_std(var[c], eps), weight[c], bias[c]))
-        .collect();
-    (normalize(x, dims, &affine, relu), mean, var)
-}
-
 /// The affine form of the normalisation of one channel: `y = x * scale + shift`.
 #[inline(always)]
 fn channel_affine(mean: f32, inv_std: f32, weight: f32, bias: f32) -> (f32, f32) {

@@ -3,7 +3,7 @@
 
 use cudarc::driver::CudaSlice;
 
-use super::BatchNormStats;
+use super::{BatchNormStats, Normalized};
 use crate::cuda::abi::PlaneShape;
 use crate::cuda::{grid_1d, launch, reduction_splits, THREADS};
 use crate::{Result, Tensor};
@@ -19,7 +19,7 @@ pub(super) fn train_forward(
     momentum: f32,
     eps: f32,
     relu: bool,
-) -> Result<(Tensor, BatchNormStats)> {
+) -> Result<(Normalized, BatchNormStats)> {
     const OP: &str = "batch_norm2d_train";
     let s = PlaneShape::of(dims);
     let xs = x.cuda(OP)?;
@@ -40,9 +40,6 @@ pub(super) fn train_forward(
             &momentum, &eps,
         ])?;
     }
-    let mut y = dev.alloc(s.len())?;
-    let relu_flag = relu as i32;
-    launch!(dev, OP, BatchNorm::"batch_norm_apply_f32", grid_1d(s.len()), [&s, &xs.slice, &scale, &shift, &relu_flag, &mut y])?;
     let stats = BatchNormStats {
         mean: Tensor::from_cuda(mean, dev.clone(), &[channels]),
         inv_std: Tensor::from_cuda(inv_std, dev.clone(), &[channels]),
@@ -50,7 +47,32 @@ pub(super) fn train_forward(
         training: true,
         relu,
     };
-    Ok((Tensor::from_cuda(y, dev, x.shape()), stats))
+    let normalized = Normalized {
+        x: x.clone(),
+        scale: Tensor::from_cuda(scale, dev.clone(), &[channels]),
+        shift: Tensor::from_cuda(shift, dev, &[channels]),
+        relu,
+    };
+    Ok((normalized, stats))
+}
+
+/// `y = x * scale + shift` per channel, then `max(y, 0)` when `relu` (`batch_norm_apply_f32`).
+pub(super) fn apply(
+    op: &'static str,
+    x: &Tensor,
+    dims: [usize; 4],
+    scale: &Tensor,
+    shift: &Tensor,
+    relu: bool,
+) -> Result<Tensor> {
+    let s = PlaneShape::of(dims);
+    let xs = x.cuda(op)?;
+    let dev = xs.device.clone();
+    let mut y = dev.alloc(s.len())?;
+    let relu_flag = relu as i32;
+    let (scale, shift) = (&scale.cuda(op)?.slice, &shift.cuda(op)?.slice);
+    launch!(dev, op, BatchNorm::"batch_norm_apply_f32", grid_1d(s.len()), [&s, &xs.slice, scale, shift, &relu_flag, &mut y])?;
+    Ok(Tensor::from_cuda(y, dev, x.shape()))
 }
 
 /// Inference batch norm as per-channel constants: `y = x * scale + shift`.
@@ -88,30 +110,23 @@ pub(crate) fn eval_affine(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn eval_forward(
     x: &Tensor,
-    dims: [usize; 4],
     weight: &Tensor,
     bias: &Tensor,
     running_mean: &Tensor,
     running_var: &Tensor,
     eps: f32,
     relu: bool,
-) -> Result<(Tensor, BatchNormStats)> {
+) -> Result<(Normalized, BatchNormStats)> {
     const OP: &str = "batch_norm2d_eval";
-    let s = PlaneShape::of(dims);
-    let xs = x.cuda(OP)?;
-    let dev = xs.device.clone();
-    let channels = s.channels;
+    let dev = x.cuda(OP)?.device.clone();
+    let channels = weight.elem_count();
     let EvalAffine {
         inv_std,
         scale,
         shift,
     } = eval_affine(OP, weight, bias, running_mean, running_var, eps)?;
-    let mut y = dev.alloc(s.len())?;
-    let relu_flag = relu as i32;
-    launch!(dev, OP, BatchNorm::"batch_norm_apply_f32", grid_1d(s.len()), [&s, &xs.slice, &scale, &shift, &relu_flag, &mut y])?;
     let stats = BatchNormStats {
         mean: running_mean.clone(),
         inv_std: Tensor::from_cuda(inv_std, dev.clone(), &[channels]),
@@ -119,7 +134,13 @@ pub(super) fn eval_forward(
         training: false,
         relu,
     };
-    Ok((Tensor::from_cuda(y, dev, x.shape()), stats))
+    let normalized = Normalized {
+        x: x.clone(),
+        scale: Tensor::from_cuda(scale, dev.clone(), &[channels]),
+        shift: Tensor::from_cuda(shift, dev, &[channels]),
+        relu,
+    };
+    Ok((normalized, stats))
 }
 
 pub(super) fn backward(

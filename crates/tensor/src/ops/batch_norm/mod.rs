@@ -22,6 +22,52 @@ pub struct BatchNormStats {
     pub relu: bool,
 }
 
+/// A batch norm's output not yet written out: `y = x * scale + shift` per channel, then
+/// `max(y, 0)` when `relu`. A consumer that reads its input once (the depthwise convolution of
+/// an MBConv block) applies the map as it reads, so the normalised tensor never exists in
+/// memory; [`Normalized::materialize`] writes it for every other consumer.
+#[derive(Clone, Debug)]
+pub struct Normalized {
+    /// (N, C, H, W): the batch norm's input.
+    pub x: Tensor,
+    /// (C,)
+    pub scale: Tensor,
+    /// (C,)
+    pub shift: Tensor,
+    pub relu: bool,
+}
+
+impl Normalized {
+    /// The normalised tensor, shaped as `x`: one streaming pass.
+    pub fn materialize(&self) -> Result<Tensor> {
+        const OP: &str = "batch_norm2d_apply";
+        let dims = check(
+            OP,
+            &self.x,
+            &[("scale", &self.scale), ("shift", &self.shift)],
+        )?;
+        match common_device(OP, &[&self.x, &self.scale, &self.shift])? {
+            Device::Cpu => {
+                let affine = self.host_affine()?;
+                let y = cpu::normalize(self.x.cpu_data()?, dims, &affine, self.relu);
+                Tensor::from_vec(y, self.x.shape())
+            }
+            Device::Cuda(_) => cuda::apply(OP, &self.x, dims, &self.scale, &self.shift, self.relu),
+        }
+    }
+
+    /// `(scale, shift)` of every channel, from host tensors.
+    pub(crate) fn host_affine(&self) -> Result<Vec<(f32, f32)>> {
+        let (scale, shift) = (self.scale.cpu_data()?, self.shift.cpu_data()?);
+        Ok(scale.iter().copied().zip(shift.iter().copied()).collect())
+    }
+
+    /// (N, C, H, W) of the normalised tensor.
+    pub fn shape(&self) -> &[usize] {
+        self.x.shape()
+    }
+}
+
 fn check(op: &'static str, x: &Tensor, per_channel: &[(&str, &Tensor)]) -> Result<[usize; 4]> {
     let dims = x.dims4(op, "input")?;
     for (what, t) in per_channel {
@@ -57,8 +103,8 @@ pub fn batch_norm2d_train(
     )
 }
 
-/// [`batch_norm2d_train`] followed by a ReLU when `relu`, in the same pass over the data (the
-/// statistics in one sweep, the normalisation and the ReLU in a second).
+/// [`batch_norm2d_train`] followed by a ReLU when `relu` (the statistics in one sweep, the
+/// normalisation and the ReLU in a second).
 ///
 /// # Shapes
 /// as [`batch_norm2d_train`]
@@ -73,6 +119,36 @@ pub fn batch_norm2d_train_act(
     eps: f32,
     relu: bool,
 ) -> Result<(Tensor, BatchNormStats)> {
+    let (normalized, stats) = batch_norm2d_train_deferred(
+        x,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        momentum,
+        eps,
+        relu,
+    )?;
+    Ok((normalized.materialize()?, stats))
+}
+
+/// [`batch_norm2d_train_act`] without the output pass: the batch statistics (and the running
+/// ones updated), with the normalisation returned as a [`Normalized`] map for the consumer to
+/// apply.
+///
+/// # Shapes
+/// as [`batch_norm2d_train`]; the map's `x` is `x`
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm2d_train_deferred(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &mut Tensor,
+    running_var: &mut Tensor,
+    momentum: f32,
+    eps: f32,
+    relu: bool,
+) -> Result<(Normalized, BatchNormStats)> {
     const OP: &str = "batch_norm2d_train";
     let dims = check(
         OP,
@@ -93,16 +169,10 @@ pub fn batch_norm2d_train_act(
     }
     match common_device(OP, &[x, weight, bias, running_mean, running_var])? {
         Device::Cpu => {
-            let (y, mean, var) = cpu::train_forward(
-                x.cpu_data()?,
-                dims,
-                weight.cpu_data()?,
-                bias.cpu_data()?,
-                eps,
-                relu,
-            );
+            let (mean, var) = cpu::moments(x.cpu_data()?, dims);
             let inv_std: Vec<f32> = var.iter().map(|&v| cpu::inv_std(v, eps)).collect();
             let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+            let affine = cpu::affine(&mean32, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
             let unbias = count as f64 / (count - 1) as f64;
             let momentum64 = momentum as f64;
             for (r, m) in running_mean.cpu_data_mut()?.iter_mut().zip(&mean) {
@@ -119,7 +189,7 @@ pub fn batch_norm2d_train_act(
                 training: true,
                 relu,
             };
-            Ok((Tensor::from_vec(y, x.shape())?, stats))
+            Ok((host_normalized(x, &affine, relu)?, stats))
         }
         Device::Cuda(_) => cuda::train_forward(
             x,
@@ -133,6 +203,17 @@ pub fn batch_norm2d_train_act(
             relu,
         ),
     }
+}
+
+/// A [`Normalized`] map over `x` from per-channel `(scale, shift)` pairs on the host.
+fn host_normalized(x: &Tensor, affine: &[(f32, f32)], relu: bool) -> Result<Normalized> {
+    let channels = [affine.len()];
+    Ok(Normalized {
+        x: x.clone(),
+        scale: Tensor::from_vec(affine.iter().map(|a| a.0).collect(), &channels)?,
+        shift: Tensor::from_vec(affine.iter().map(|a| a.1).collect(), &channels)?,
+        relu,
+    })
 }
 
 /// Inference-mode batch norm with the running statistics.
@@ -163,8 +244,26 @@ pub fn batch_norm2d_eval_act(
     eps: f32,
     relu: bool,
 ) -> Result<(Tensor, BatchNormStats)> {
+    let (normalized, stats) =
+        batch_norm2d_eval_deferred(x, weight, bias, running_mean, running_var, eps, relu)?;
+    Ok((normalized.materialize()?, stats))
+}
+
+/// [`batch_norm2d_eval_act`] as a [`Normalized`] map, for the consumer to apply.
+///
+/// # Shapes
+/// as [`batch_norm2d_train`]; the running statistics are only read.
+pub fn batch_norm2d_eval_deferred(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f32,
+    relu: bool,
+) -> Result<(Normalized, BatchNormStats)> {
     const OP: &str = "batch_norm2d_eval";
-    let dims = check(
+    check(
         OP,
         x,
         &[
@@ -183,18 +282,17 @@ pub fn batch_norm2d_eval_act(
                 .collect();
             let mean = running_mean.cpu_data()?;
             let affine = cpu::affine(mean, &inv_std, weight.cpu_data()?, bias.cpu_data()?);
-            let y = cpu::normalize(x.cpu_data()?, dims, &affine, relu);
             let stats = BatchNormStats {
                 mean: running_mean.clone(),
-                inv_std: Tensor::from_vec(inv_std, &[dims[1]])?,
+                inv_std: Tensor::from_vec(inv_std, &[affine.len()])?,
                 bias: bias.clone(),
                 training: false,
                 relu,
             };
-            Ok((Tensor::from_vec(y, x.shape())?, stats))
+            Ok((host_normalized(x, &affine, relu)?, stats))
         }
         Device::Cuda(_) => {
-            cuda::eval_forward(x, dims, weight, bias, running_mean, running_var, eps, relu)
+            cuda::eval_forward(x, weight, bias, running_mean, running_var, eps, relu)
         }
     }
 }

@@ -8,9 +8,11 @@ mod pointwise;
 
 use super::Conv2dShape;
 
+pub(crate) use depthwise::ChannelMap;
+
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     if s.is_depthwise() {
-        depthwise::forward(x, w, s)
+        depthwise::forward(x, None, w, s)
     } else if s.is_pointwise() {
         pointwise::forward(x, w, s)
     } else {
@@ -20,7 +22,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
 
 pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<f32>, Vec<f32>) {
     if s.is_depthwise() {
-        depthwise::backward(x, w, dy, s)
+        depthwise::backward(x, None, w, dy, s)
     } else if s.is_pointwise() {
         pointwise::backward(x, w, dy, s)
     } else {
@@ -30,13 +32,34 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
 
 pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     if s.is_depthwise() {
-        depthwise::backward_weight(x, dy, s)
+        depthwise::backward_weight(x, None, dy, s)
     } else if s.is_pointwise() {
         pointwise::backward_weight(x, dy, s)
     } else {
         // The weight is not read when only dweight is wanted; an empty slice stands in.
         im2col::backward(x, &[], dy, s, false).1
     }
+}
+
+/// A depthwise convolution of `maps[c](x)`, the input mapped as it is read.
+pub(super) fn depthwise_mapped(
+    x: &[f32],
+    maps: &[ChannelMap],
+    w: &[f32],
+    s: &Conv2dShape,
+) -> Vec<f32> {
+    depthwise::forward(x, Some(maps), w, s)
+}
+
+/// Both gradients of [`depthwise_mapped`]: dx of the mapped input, and dw.
+pub(super) fn depthwise_mapped_backward(
+    x: &[f32],
+    maps: &[ChannelMap],
+    w: &[f32],
+    dy: &[f32],
+    s: &Conv2dShape,
+) -> (Vec<f32>, Vec<f32>) {
+    depthwise::backward(x, Some(maps), w, dy, s)
 }
 
 /// For a kernel offset `tap`, the output positions `lo..hi` whose input position

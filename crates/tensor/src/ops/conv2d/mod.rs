@@ -4,7 +4,7 @@ mod cpu;
 mod cuda;
 
 use crate::tensor::common_device;
-use crate::{Device, Error, Result, Tensor};
+use crate::{Device, Error, Normalized, Result, Tensor};
 
 /// How a convolution slides: the same stride and zero padding on both axes, and the group count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,5 +235,62 @@ pub fn conv2d_backward_weight(
             Tensor::from_vec(dw, &shape.weight_dims())
         }
         Device::Cuda(_) => cuda::backward_weight(x, dy, &shape),
+    }
+}
+
+/// [`conv2d`] of a batch norm's output that was never written out: on the CPU a depthwise
+/// convolution applies the map as it reads its input (the MBConv block's depthwise layer reads
+/// its expansion's batch norm this way); otherwise the map is written out first.
+///
+/// # Shapes
+/// as [`conv2d`], with `input.x` as `x`
+pub fn conv2d_normalized(
+    input: &Normalized,
+    weight: &Tensor,
+    params: Conv2dParams,
+) -> Result<Tensor> {
+    let shape = Conv2dShape::new(&input.x, weight, params)?;
+    match common_device("conv2d", &[&input.x, weight, &input.scale, &input.shift])? {
+        Device::Cpu if shape.is_depthwise() => {
+            let maps = cpu::ChannelMap::all(&input.host_affine()?, input.relu);
+            let y = cpu::depthwise_mapped(input.x.cpu_data()?, &maps, weight.cpu_data()?, &shape);
+            Tensor::from_vec(y, &shape.output_dims())
+        }
+        _ => conv2d(&input.materialize()?, weight, params),
+    }
+}
+
+/// [`conv2d_backward`] of [`conv2d_normalized`]: `dx` is the gradient of the normalised input
+/// (what the batch norm's backward takes as its output gradient).
+///
+/// # Shapes
+/// as [`conv2d_backward`], with `input.x` as `x`
+pub fn conv2d_normalized_backward(
+    input: &Normalized,
+    weight: &Tensor,
+    dy: &Tensor,
+    params: Conv2dParams,
+) -> Result<(Tensor, Tensor)> {
+    let shape = Conv2dShape::new(&input.x, weight, params)?;
+    dy.expect_shape("conv2d_backward", "output gradient", &shape.output_dims())?;
+    match common_device(
+        "conv2d_backward",
+        &[&input.x, weight, dy, &input.scale, &input.shift],
+    )? {
+        Device::Cpu if shape.is_depthwise() => {
+            let maps = cpu::ChannelMap::all(&input.host_affine()?, input.relu);
+            let (dx, dw) = cpu::depthwise_mapped_backward(
+                input.x.cpu_data()?,
+                &maps,
+                weight.cpu_data()?,
+                dy.cpu_data()?,
+                &shape,
+            );
+            Ok((
+                Tensor::from_vec(dx, &shape.input_dims())?,
+                Tensor::from_vec(dw, &shape.weight_dims())?,
+            ))
+        }
+        _ => conv2d_backward(&input.materialize()?, weight, dy, params),
     }
 }

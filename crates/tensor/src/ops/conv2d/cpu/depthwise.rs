@@ -30,6 +30,46 @@ use crate::ops::conv2d::Conv2dShape;
 /// group stays in the L1 and L2 caches while every tap sweeps it.
 const GROUP_ELEMENTS: usize = 4096;
 
+/// One channel's input map: the batch norm (and ReLU) of the layer before, applied as the
+/// input is read (see [`crate::Normalized`]).
+#[derive(Clone, Copy)]
+pub(crate) struct ChannelMap {
+    scale: f32,
+    shift: f32,
+    relu: bool,
+}
+
+impl ChannelMap {
+    /// Every channel's map from `(scale, shift)` pairs.
+    pub(crate) fn all(affine: &[(f32, f32)], relu: bool) -> Vec<ChannelMap> {
+        affine
+            .iter()
+            .map(|&(scale, shift)| ChannelMap { scale, shift, relu })
+            .collect()
+    }
+
+    /// `out = max(x * scale + shift, 0)` (no max without ReLU): the very expression of batch
+    /// norm's own output pass, so the result is the same bit for bit.
+    #[inline(always)]
+    fn apply(self, x: &[f32], out: &mut [f32]) {
+        let (scale, shift) = (self.scale, self.shift);
+        if self.relu {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = (v * scale + shift).max(0.0);
+            }
+        } else {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = v * scale + shift;
+            }
+        }
+    }
+}
+
+/// The map of `channel`, if the input has maps.
+fn channel_map(maps: Option<&[ChannelMap]>, channel: usize) -> Option<ChannelMap> {
+    maps.map(|m| m[channel])
+}
+
 struct Geometry {
     h: usize,
     w: usize,
@@ -104,17 +144,40 @@ impl Geometry {
     }
 
     /// Lays the planes of a group (`H x W` each, `planes[j]` for image `j`) out into the
-    /// zero-padded phase planes.
-    fn split<'a>(&self, planes: impl Iterator<Item = &'a [f32]>, phases: &mut [f32]) {
+    /// zero-padded phase planes, through the channel's input map if any (the padding stays
+    /// zero: it pads the mapped input).
+    fn split<'a>(
+        &self,
+        planes: impl Iterator<Item = &'a [f32]>,
+        map: Option<ChannelMap>,
+        phases: &mut [f32],
+    ) {
         phases.fill(0.0);
         let s = self.stride;
+        // A mapped row of a stride-2 layer goes through this buffer first.
+        let mut mapped = [0.0f32; 64];
         for (j, plane) in planes.enumerate() {
             for y in 0..self.h {
                 let (a, r) = ((y + self.pad) % s, j * self.hq + (y + self.pad) / s);
-                let row = &plane[y * self.w..][..self.w];
+                let mut row = &plane[y * self.w..][..self.w];
                 if s == 1 {
-                    copy_row(&mut phases[r * self.wq + self.pad..][..self.w], row);
+                    let dst = &mut phases[r * self.wq + self.pad..][..self.w];
+                    match map {
+                        Some(m) => m.apply(row, dst),
+                        None => copy_row(dst, row),
+                    }
                     continue;
+                }
+                let mut long_row = Vec::new();
+                if let Some(m) = map {
+                    let out = if self.w <= mapped.len() {
+                        &mut mapped[..self.w]
+                    } else {
+                        long_row.resize(self.w, 0.0);
+                        &mut long_row[..]
+                    };
+                    m.apply(row, out);
+                    row = out;
                 }
                 // Input column x goes to phase b = (x + pad) % s, column (x + pad) / s: the
                 // first x of each phase and then every s-th one.
@@ -254,13 +317,14 @@ fn forward_group(
     taps: &[(usize, f32)],
     out: &Planes,
     (channel, n0, count): (usize, usize, usize),
+    map: Option<ChannelMap>,
     phases: &mut [f32],
     wide: &mut [f32],
 ) {
     let (in_plane, channels) = (g.h * g.w, s.in_channels);
     let planes =
         (n0..n0 + count).map(|n| &input[(n * channels + channel) * in_plane..][..in_plane]);
-    g.split(planes, phases);
+    g.split(planes, map, phases);
     // A short last group computes only its own rows.
     weighted_shifts(&mut wide[..g.wide_len_of(count)], phases, taps);
     for j in 0..count {
@@ -270,15 +334,23 @@ fn forward_group(
     }
 }
 
+/// The input is `x`, or `maps[c](x)` channel by channel when `maps` is given.
+///
 /// # Shapes
 /// `x`: (N, C, H, W), `w`: (C, 1, KH, KW); returns (N, C, OH, OW)
-pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
+pub(super) fn forward(
+    x: &[f32],
+    maps: Option<&[ChannelMap]>,
+    w: &[f32],
+    s: &Conv2dShape,
+) -> Vec<f32> {
     let g = Geometry::new(s);
     let mut y = pool::take(s.batch * s.out_channels * g.oh * g.ow);
     forward_all(
         &g,
         s,
         x,
+        maps,
         &channel_taps(&g, w, false),
         &Planes::new(&mut y, g.oh * g.ow),
     );
@@ -290,6 +362,7 @@ fn forward_all(
     g: &Geometry,
     s: &Conv2dShape,
     input: &[f32],
+    maps: Option<&[ChannelMap]>,
     taps: &[Vec<(usize, f32)>],
     out: &Planes,
 ) {
@@ -299,7 +372,8 @@ fn forward_all(
         .for_each_init(
             || scratch(g),
             |(phases, wide), task| {
-                forward_group(g, s, input, &taps[task.0], out, task, phases, wide);
+                let map = channel_map(maps, task.0);
+                forward_group(g, s, input, &taps[task.0], out, task, map, phases, wide);
             },
         );
 }
@@ -312,7 +386,7 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
     let mut dx = pool::take(s.batch * s.in_channels * in_plane);
     let out = Planes::new(&mut dx, in_plane);
     if let Some(t) = g.transposed(s.batch) {
-        forward_all(&t, s, dy, &channel_taps(&t, w, true), &out);
+        forward_all(&t, s, dy, None, &channel_taps(&t, w, true), &out);
         return dx;
     }
     // The adjoint of the forward pass, `dphases[off_t + i] += w_t * wide[i]`, as a gather:
@@ -373,16 +447,24 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
 /// flipped forward pass) is, shifted by one padding row and column, the very wide-row layout
 /// the weight gradient's dot products read. Otherwise the two passes run one after the other.
 ///
+/// With `maps`, the input was `maps[c](x)` (see [`forward`]) and dx is its gradient.
+///
 /// # Shapes
 /// `x`: (N, C, H, W), `w`: (C, 1, KH, KW), `dy`: (N, C, OH, OW); returns (dx, dw) shaped as
 /// `x` and `w`
-pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn backward(
+    x: &[f32],
+    maps: Option<&[ChannelMap]>,
+    w: &[f32],
+    dy: &[f32],
+    s: &Conv2dShape,
+) -> (Vec<f32>, Vec<f32>) {
     let g = Geometry::new(s);
     let shared = g
         .transposed(s.batch)
         .filter(|t| t.pad == g.pad && t.hq == g.hq && t.wq == g.wq && t.group == g.group);
     let Some(t) = shared else {
-        return (backward_input(w, dy, s), backward_weight(x, dy, s));
+        return (backward_input(w, dy, s), backward_weight(x, maps, dy, s));
     };
     let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
     let flipped = channel_taps(&t, w, true);
@@ -401,7 +483,7 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
             let dy_planes = images
                 .clone()
                 .map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-            t.split(dy_planes, dy_phases);
+            t.split(dy_planes, None, dy_phases);
             weighted_shifts(
                 &mut wide[..t.wide_len_of(count)],
                 dy_phases,
@@ -413,7 +495,7 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
                 t.narrow(wide, j, plane);
             }
             let x_planes = images.map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
-            g.split(x_planes, x_phases);
+            g.split(x_planes, channel_map(maps, channel), x_phases);
             let dy_wide = &dy_phases[shift..shift + g.wide_len()];
             shifted_dots(sums, dy_wide, x_phases, &offsets);
         },
@@ -421,9 +503,16 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
     (dx, dw)
 }
 
+/// With `maps`, the input was `maps[c](x)` (see [`forward`]).
+///
 /// # Shapes
 /// `x`: (N, C, H, W), `dy`: (N, C, OH, OW); returns dw (C, 1, KH, KW)
-pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
+pub(super) fn backward_weight(
+    x: &[f32],
+    maps: Option<&[ChannelMap]>,
+    dy: &[f32],
+    s: &Conv2dShape,
+) -> Vec<f32> {
     let g = Geometry::new(s);
     let (in_plane, out_plane, c) = (g.h * g.w, g.oh * g.ow, s.in_channels);
     let offsets = g.offsets();
@@ -436,7 +525,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
                 .clone()
                 .map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
             let dy_planes = images.map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-            g.split(x_planes, phases);
+            g.split(x_planes, channel_map(maps, channel), phases);
             g.widen(dy_planes, wide);
             shifted_dots(sums, wide, phases, &offsets);
         },
@@ -542,13 +631,13 @@ mod tests {
                 .map(|i| value(i, 89))
                 .collect();
             let [y, dx, dw] = reference(&x, &w, &dy, &s);
-            let (dx_both, dw_both) = backward(&x, &w, &dy, &s);
+            let (dx_both, dw_both) = backward(&x, None, &w, &dy, &s);
             assert_eq!(
                 dx_both,
                 backward_input(&w, &dy, &s),
                 "fused dx, size {size} k{k} s{stride}"
             );
-            let got = [forward(&x, &w, &s), dx_both, dw_both];
+            let got = [forward(&x, None, &w, &s), dx_both, dw_both];
             for (name, (got, want)) in ["y", "dx", "dw"].iter().zip(got.iter().zip([y, dx, dw])) {
                 assert_eq!(got.len(), want.len());
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
