@@ -34,13 +34,57 @@ fn channel_totals(planes: &[f32], batch: usize, channels: usize) -> Vec<(f64, f6
 /// Per plane of `first..` (as many as `out` holds pairs): `(sum (x - k), sum (x - k)^2)`,
 /// `k` the plane's channel's shift.
 fn moments_run(x: &[f32], plane: usize, first: usize, shifts: &[f32], out: &mut [f32]) {
+    let mut c = first % shifts.len();
     for (i, sums) in out.chunks_exact_mut(2).enumerate() {
-        let k = shifts[(first + i) % shifts.len()];
         let p = &x[(first + i) * plane..][..plane];
-        let (s1, s2) = shifted_sums(p, k);
+        let (s1, s2) = shifted_sums(p, shifts[c]);
         sums[0] = s1 as f32;
         sums[1] = s2 as f32;
+        c = next_channel(c, shifts.len());
     }
+}
+
+/// The channel of the plane after one of channel `c`.
+#[inline(always)]
+fn next_channel(c: usize, channels: usize) -> usize {
+    if c + 1 == channels {
+        0
+    } else {
+        c + 1
+    }
+}
+
+/// Planes shorter than this (4x4 and smaller: MobileNet-V2 at 32x32 ends on 2x2 and 1x1) are
+/// summed by [`small_plane_totals`]: per plane, a call and two horizontal sums would cost more
+/// than its 1 to 15 values.
+const SMALL_PLANE: usize = 16;
+
+/// Per channel, `(sum u, sum v)` over every value with `(u, v) = value(c, index)`, in float64,
+/// image after image: tasks take blocks of channels, so the order depends on the shapes only.
+fn small_plane_totals(
+    [batch, channels, h, w]: [usize; 4],
+    value: impl Fn(usize, usize) -> (f64, f64) + Sync,
+) -> Vec<(f64, f64)> {
+    const BLOCK: usize = 64;
+    let plane = h * w;
+    let mut totals = vec![(0.0f64, 0.0f64); channels];
+    totals
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(block, out)| {
+            for n in 0..batch {
+                for (i, t) in out.iter_mut().enumerate() {
+                    let c = block * BLOCK + i;
+                    let at = (n * channels + c) * plane;
+                    for index in at..at + plane {
+                        let (u, v) = value(c, index);
+                        t.0 += u;
+                        t.1 += v;
+                    }
+                }
+            }
+        });
+    totals
 }
 
 /// Per channel, the batch mean and biased variance of `x` (N, C, H, W): sums of `x - k` and of
@@ -54,15 +98,23 @@ pub(super) fn moments(x: &[f32], [batch, channels, h, w]: [usize; 4]) -> (Vec<f6
             (p.iter().map(|&v| v as f64).sum::<f64>() / plane.max(1) as f64) as f32
         })
         .collect();
-    let mut planes = pool::take(2 * batch * channels);
-    let per_job = planes_per_job(plane);
-    planes
-        .par_chunks_mut(2 * per_job)
-        .enumerate()
-        .for_each(|(job, out)| moments_run(x, plane, job * per_job, &shifts, out));
+    let totals = if plane < SMALL_PLANE {
+        small_plane_totals([batch, channels, h, w], |c, i| {
+            let d = (x[i] - shifts[c]) as f64;
+            (d, d * d)
+        })
+    } else {
+        let mut planes = pool::take(2 * batch * channels);
+        let per_job = planes_per_job(plane);
+        planes
+            .par_chunks_mut(2 * per_job)
+            .enumerate()
+            .for_each(|(job, out)| moments_run(x, plane, job * per_job, &shifts, out));
+        let totals = channel_totals(&planes, batch, channels);
+        pool::give(planes);
+        totals
+    };
     let count = (batch * plane) as f64;
-    let totals = channel_totals(&planes, batch, channels);
-    pool::give(planes);
     totals
         .iter()
         .zip(&shifts)
@@ -109,8 +161,10 @@ multiversion! {
         relu: bool,
     ) -> () {
         let x = &x[first * plane..][..y.len()];
-        for (i, (yp, xp)) in y.chunks_exact_mut(plane).zip(x.chunks_exact(plane)).enumerate() {
-            let (scale, shift) = affine[(first + i) % affine.len()];
+        let mut c = first % affine.len();
+        for (yp, xp) in y.chunks_exact_mut(plane).zip(x.chunks_exact(plane)) {
+            let (scale, shift) = affine[c];
+            c = next_channel(c, affine.len());
             if relu {
                 for (out, v) in yp.iter_mut().zip(xp) {
                     *out = (v * scale + shift).max(0.0);
@@ -165,13 +219,15 @@ fn gradient_sums_run(
     relu: bool,
     out: &mut [f32],
 ) {
+    let mut c = first % channels.len();
     for (i, sums) in out.chunks_exact_mut(2).enumerate() {
-        let k = channels[(first + i) % channels.len()];
+        let k = channels[c];
         let at = (first + i) * plane;
         let (xp, gp) = (&x[at..][..plane], &dy[at..][..plane]);
         let (g, gc) = gated_sums(xp, gp, k.affine, relu, k.mean);
         sums[0] = g as f32;
         sums[1] = gc as f32;
+        c = next_channel(c, channels.len());
     }
 }
 
@@ -189,8 +245,10 @@ multiversion! {
         let at = first * plane;
         let (x, dy) = (&x[at..][..dx.len()], &dy[at..][..dx.len()]);
         let planes = dx.chunks_exact_mut(plane).zip(x.chunks_exact(plane).zip(dy.chunks_exact(plane)));
-        for (i, (dxp, (xp, gp))) in planes.enumerate() {
-            let k = channels[(first + i) % channels.len()];
+        let mut c = first % channels.len();
+        for (dxp, (xp, gp)) in planes {
+            let k = channels[c];
+            c = next_channel(c, channels.len());
             for ((o, &v), &g) in dxp.iter_mut().zip(xp).zip(gp) {
                 *o = k.scale_dx * (gate(relu, k.affine, v, g) - k.mean_g - (v - k.mean) * k.s);
             }
@@ -228,12 +286,23 @@ pub(super) fn backward(
             s: 0.0,
         })
         .collect();
-    let mut sums = pool::take(2 * batch * channels);
-    sums.par_chunks_mut(2 * per_job)
-        .enumerate()
-        .for_each(|(job, out)| gradient_sums_run(x, dy, plane, job * per_job, &channel, relu, out));
-    let totals = channel_totals(&sums, batch, channels);
-    pool::give(sums);
+    let totals = if plane < SMALL_PLANE {
+        small_plane_totals(dims, |c, i| {
+            let k = channel[c];
+            let g = gate(relu, k.affine, x[i], dy[i]);
+            (g as f64, (g * (x[i] - k.mean)) as f64)
+        })
+    } else {
+        let mut sums = pool::take(2 * batch * channels);
+        sums.par_chunks_mut(2 * per_job)
+            .enumerate()
+            .for_each(|(job, out)| {
+                gradient_sums_run(x, dy, plane, job * per_job, &channel, relu, out)
+            });
+        let totals = channel_totals(&sums, batch, channels);
+        pool::give(sums);
+        totals
+    };
     let (mut dweight, mut dbias) = (vec![0.0f32; channels], vec![0.0f32; channels]);
     for (c, &(sum_g, sum_g_centred)) in totals.iter().enumerate() {
         dweight[c] = (sum_g_centred * inv_std[c] as f64) as f32;

@@ -17,6 +17,8 @@
 //! the output gradient with the flipped filter, and otherwise the adjoint of the forward pass,
 //! gathered phase by phase.
 
+mod tiny;
+
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -63,6 +65,11 @@ impl ChannelMap {
             }
         }
     }
+}
+
+/// Whether the planes are small enough for [`tiny`] (and the filter fits its tap buffer).
+fn tiny_planes(s: &Conv2dShape) -> bool {
+    s.in_height * s.in_width <= tiny::MAX_PIXELS && s.kernel_height * s.kernel_width <= 49
 }
 
 /// The map of `channel`, if the input has maps.
@@ -344,6 +351,9 @@ pub(super) fn forward(
     w: &[f32],
     s: &Conv2dShape,
 ) -> Vec<f32> {
+    if tiny_planes(s) {
+        return tiny::forward(x, maps, w, s);
+    }
     let g = Geometry::new(s);
     let mut y = pool::take(s.batch * s.out_channels * g.oh * g.ow);
     forward_all(
@@ -459,6 +469,9 @@ pub(super) fn backward(
     dy: &[f32],
     s: &Conv2dShape,
 ) -> (Vec<f32>, Vec<f32>) {
+    if tiny_planes(s) {
+        return tiny::backward(x, maps, w, dy, s);
+    }
     let g = Geometry::new(s);
     let shared = g
         .transposed(s.batch)
@@ -605,7 +618,16 @@ mod tests {
     fn groups_of_stacked_images_match_the_definition() {
         // Planes large enough that a task holds two images, so the batch of 3 ends on a short
         // group; every kernel, both strides.
-        for (size, k, stride) in [(40, 3, 1), (40, 5, 2), (23, 7, 1), (23, 3, 2), (1, 3, 1)] {
+        for (size, k, stride) in [
+            (40, 3, 1),
+            (40, 5, 2),
+            (23, 7, 1),
+            (23, 3, 2),
+            (1, 3, 1),
+            (2, 3, 2),
+            (4, 5, 1),
+            (3, 7, 2),
+        ] {
             let (batch, channels, pad) = (3, 2, k / 2);
             let out = conv_output_size(size, k, stride, pad).unwrap();
             let s = Conv2dShape {
@@ -632,11 +654,15 @@ mod tests {
                 .collect();
             let [y, dx, dw] = reference(&x, &w, &dy, &s);
             let (dx_both, dw_both) = backward(&x, None, &w, &dy, &s);
-            assert_eq!(
-                dx_both,
-                backward_input(&w, &dy, &s),
-                "fused dx, size {size} k{k} s{stride}"
-            );
+            // The two paths of the general kernel give the same bits (tiny planes have their
+            // own kernel, checked against the definition below).
+            if !tiny_planes(&s) {
+                assert_eq!(
+                    dx_both,
+                    backward_input(&w, &dy, &s),
+                    "fused dx, size {size} k{k} s{stride}"
+                );
+            }
             let got = [forward(&x, None, &w, &s), dx_both, dw_both];
             for (name, (got, want)) in ["y", "dx", "dw"].iter().zip(got.iter().zip([y, dx, dw])) {
                 assert_eq!(got.len(), want.len());
@@ -646,6 +672,59 @@ mod tests {
                         "{name}[{i}] {a} vs {b}: size {size} k{k} s{stride}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_mapped_input_gives_the_bits_of_the_input_written_out() {
+        for (size, k, stride) in [(12, 3, 1), (12, 5, 2), (2, 3, 1), (4, 3, 2)] {
+            let (batch, channels, pad) = (3, 4, k / 2);
+            let out = conv_output_size(size, k, stride, pad).unwrap();
+            let s = Conv2dShape {
+                batch,
+                in_channels: channels,
+                in_height: size,
+                in_width: size,
+                out_channels: channels,
+                out_height: out,
+                out_width: out,
+                kernel_height: k,
+                kernel_width: k,
+                stride,
+                padding: pad,
+                groups: channels,
+            };
+            let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32) - 0.5;
+            let x: Vec<f32> = (0..batch * channels * size * size)
+                .map(|i| value(i, 97))
+                .collect();
+            let w: Vec<f32> = (0..channels * k * k).map(|i| value(i, 13)).collect();
+            let dy: Vec<f32> = (0..batch * channels * out * out)
+                .map(|i| value(i, 89))
+                .collect();
+            let affine: Vec<(f32, f32)> = (0..channels)
+                .map(|c| (0.5 + c as f32, 0.1 - 0.05 * c as f32))
+                .collect();
+            for relu in [false, true] {
+                let maps = ChannelMap::all(&affine, relu);
+                let plane = size * size;
+                let mut mapped = x.clone();
+                for (i, chunk) in mapped.chunks_exact_mut(plane).enumerate() {
+                    let original = chunk.to_vec();
+                    maps[i % channels].apply(&original, chunk);
+                }
+                let what = format!("size {size} k{k} s{stride} relu {relu}");
+                assert_eq!(
+                    forward(&x, Some(&maps), &w, &s),
+                    forward(&mapped, None, &w, &s),
+                    "{what}"
+                );
+                assert_eq!(
+                    backward(&x, Some(&maps), &w, &dy, &s),
+                    backward(&mapped, None, &w, &dy, &s),
+                    "{what}"
+                );
             }
         }
     }
