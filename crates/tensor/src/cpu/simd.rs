@@ -350,6 +350,81 @@ mod avx512 {
 
     use super::FLUSH;
 
+    /// The mask of the first `min(n, 16)` lanes.
+    #[inline(always)]
+    fn first_lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// [`super::every_second`], the last vector masked; returns how many it wrote (all).
+    ///
+    /// # Safety
+    /// AVX-512F; `src.len() + 1 >= 2 * dst.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn every_second(dst: &mut [f32], src: &[f32]) -> usize {
+        let evens: [i32; 16] = std::array::from_fn(|i| 2 * i as i32);
+        // SAFETY: a 16-int array.
+        let idx = unsafe { _mm512_loadu_si512(evens.as_ptr().cast()) };
+        let mut i = 0;
+        while i < dst.len() {
+            let left = src.len() - 2 * i;
+            // SAFETY: the masks keep the loads inside src[2i..] and the store inside dst[i..].
+            unsafe {
+                let a = _mm512_maskz_loadu_ps(first_lanes(left), src.as_ptr().add(2 * i));
+                let b = _mm512_maskz_loadu_ps(
+                    first_lanes(left.saturating_sub(16)),
+                    src.as_ptr().add(2 * i + 16.min(left)),
+                );
+                let even = _mm512_permutex2var_ps(a, idx, b);
+                _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), first_lanes(dst.len() - i), even);
+            }
+            i += 16;
+        }
+        dst.len()
+    }
+
+    /// [`super::interleave`], the last pair of vectors masked; returns how many it wrote (all).
+    ///
+    /// # Safety
+    /// AVX-512F; `even` and `odd` hold `dst`'s even and odd positions.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn interleave(dst: &mut [f32], even: &[f32], odd: &[f32]) -> usize {
+        let lo: [i32; 16] = std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as i32);
+        let hi: [i32; 16] = std::array::from_fn(|i| (8 + i / 2 + 16 * (i % 2)) as i32);
+        // SAFETY: 16-int arrays.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(lo.as_ptr().cast()),
+                _mm512_loadu_si512(hi.as_ptr().cast()),
+            )
+        };
+        let mut i = 0;
+        while 2 * i < dst.len() {
+            let left = dst.len() - 2 * i;
+            // SAFETY: the masks keep the loads inside even[i..] and odd[i..] (which hold
+            // dst's positions) and the stores inside dst[2i..].
+            unsafe {
+                let e = _mm512_maskz_loadu_ps(first_lanes(left.div_ceil(2)), even.as_ptr().add(i));
+                let o = _mm512_maskz_loadu_ps(first_lanes(left / 2), odd.as_ptr().add(i));
+                let out = dst.as_mut_ptr().add(2 * i);
+                _mm512_mask_storeu_ps(out, first_lanes(left), _mm512_permutex2var_ps(e, lo, o));
+                if left > 16 {
+                    _mm512_mask_storeu_ps(
+                        out.add(16),
+                        first_lanes(left - 16),
+                        _mm512_permutex2var_ps(e, hi, o),
+                    );
+                }
+            }
+            i += 16;
+        }
+        dst.len()
+    }
+
     /// The mask of the first `n < 16` lanes.
     #[inline(always)]
     fn tail_mask(n: usize) -> __mmask16 {
@@ -446,6 +521,48 @@ mod avx512 {
     }
 }
 
+/// `dst[i] = src[2 i]`: one phase of a stride-2 row (the depthwise kernel's phase layout).
+///
+/// # Panics
+/// When `src` is shorter than `2 * dst.len() - 1`.
+pub(crate) fn every_second(dst: &mut [f32], src: &[f32]) {
+    assert!(
+        src.len() + 1 >= 2 * dst.len(),
+        "{} values for {} of every second",
+        src.len(),
+        dst.len()
+    );
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 {
+        // SAFETY: AVX-512F was detected; the lengths were checked.
+        done = unsafe { avx512::every_second(dst, src) };
+    }
+    for (i, d) in dst.iter_mut().enumerate().skip(done) {
+        *d = src[2 * i];
+    }
+}
+
+/// `dst[2 i] = even[i]`, `dst[2 i + 1] = odd[i]`: the inverse of two [`every_second`]s.
+///
+/// # Panics
+/// When `even` and `odd` do not hold `dst`'s even and odd positions.
+pub(crate) fn interleave(dst: &mut [f32], even: &[f32], odd: &[f32]) {
+    assert!(
+        even.len() >= dst.len().div_ceil(2) && odd.len() >= dst.len() / 2,
+        "interleave lengths"
+    );
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 {
+        // SAFETY: AVX-512F was detected; the lengths were checked.
+        done = unsafe { avx512::interleave(dst, even, odd) };
+    }
+    for (i, d) in dst.iter_mut().enumerate().skip(done) {
+        *d = if i % 2 == 0 { even[i / 2] } else { odd[i / 2] };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +646,32 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn stride_two_shuffles_match_the_definition() {
+        for len in [0usize, 1, 5, 16, 31, 32, 33, 64, 77] {
+            let src: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let mut evens = vec![-1.0; len.div_ceil(2)];
+            let mut odds = vec![-1.0; len / 2];
+            every_second(&mut evens, &src);
+            if len > 1 {
+                every_second(&mut odds, &src[1..]);
+            }
+            assert!(
+                evens.iter().enumerate().all(|(i, &v)| v == (2 * i) as f32),
+                "{len}"
+            );
+            assert!(
+                odds.iter()
+                    .enumerate()
+                    .all(|(i, &v)| v == (2 * i + 1) as f32),
+                "{len}"
+            );
+            let mut back = vec![-1.0; len];
+            interleave(&mut back, &evens, &odds);
+            assert_eq!(back, src, "{len}");
         }
     }
 }

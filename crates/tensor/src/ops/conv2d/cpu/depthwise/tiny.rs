@@ -1,5 +1,5 @@
-//! Depthwise convolution of tiny planes (4x4 and smaller: the last stages of MobileNet-V2 at
-//! 32x32 run on 2x2 and 1x1 planes), straight from NCHW.
+//! Depthwise convolution of small planes (14x14 and smaller: the last stages of MobileNet-V2
+//! at 32x32 run on 2x2 and 1x1 planes), straight from NCHW.
 //!
 //! The phase layout of the general kernel pays a zero fill, a copy in and a copy out per group
 //! of images, and wide rows that are mostly padding when a plane is 2 pixels across. Here the
@@ -20,8 +20,9 @@ use crate::cpu::simd::{level, Level};
 use crate::cpu::{pool, Planes};
 use crate::ops::conv2d::Conv2dShape;
 
-/// Planes of at most this many pixels take this path.
-pub(super) const MAX_PIXELS: usize = 16;
+/// Planes of at most this many pixels may take this path (its per-plane buffers of vectors
+/// stay within the L1 cache up to here).
+pub(super) const MAX_PIXELS: usize = 256;
 
 /// Channels per task.
 const BLOCK: usize = 16;
