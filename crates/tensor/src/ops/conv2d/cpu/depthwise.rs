@@ -679,6 +679,8 @@ mod tests {
             (2, 3, 2),
             (4, 5, 1),
             (3, 7, 2),
+            (16, 3, 1),
+            (13, 5, 2),
         ] {
             let (batch, channels, pad) = (3, 2, k / 2);
             let out = conv_output_size(size, k, stride, pad).unwrap();
