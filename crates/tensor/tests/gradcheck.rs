@@ -150,7 +150,7 @@ fn conv_case(device: Device, rng: &mut ChaCha8Rng) {
 }
 
 fn batch_norm_case(device: Device, rng: &mut ChaCha8Rng) {
-    // Planes of 9 and 1 values are gathered per channel before the vector code.
+    // Planes of 9 and 1 values take the small-plane path (vectorised across positions).
     for (n, c, h, w) in [(2, 3, 4, 5), (4, 2, 3, 3), (1, 5, 6, 2), (5, 3, 1, 1)] {
         let x = randn(rng, &[n, c, h, w], device);
         let gamma = randn(rng, &[c], device);

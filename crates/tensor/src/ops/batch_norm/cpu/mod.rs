@@ -8,6 +8,8 @@
 //! planes (3 KiB apart from the next at 28x28) as `N` short streams, which the hardware
 //! prefetcher restarts on every plane: 2-3x slower from memory, worse on small planes.
 
+mod small;
+
 use rayon::prelude::*;
 
 use crate::cpu::simd::{gate, gated_sums, multiversion, shifted_sums};
@@ -54,38 +56,10 @@ fn next_channel(c: usize, channels: usize) -> usize {
     }
 }
 
-/// Planes shorter than this (4x4 and smaller: MobileNet-V2 at 32x32 ends on 2x2 and 1x1) are
-/// summed by [`small_plane_totals`]: per plane, a call and two horizontal sums would cost more
-/// than its 1 to 15 values.
+/// Planes shorter than this (4x4 and smaller: MobileNet-V2 at 32x32 ends on 2x2 and 1x1) go
+/// through [`small`]: per plane, a call and two horizontal sums would cost more than its 1 to
+/// 15 values.
 const SMALL_PLANE: usize = 16;
-
-/// Per channel, `(sum u, sum v)` over every value with `(u, v) = value(c, index)`, in float64,
-/// image after image: tasks take blocks of channels, so the order depends on the shapes only.
-fn small_plane_totals(
-    [batch, channels, h, w]: [usize; 4],
-    value: impl Fn(usize, usize) -> (f64, f64) + Sync,
-) -> Vec<(f64, f64)> {
-    const BLOCK: usize = 64;
-    let plane = h * w;
-    let mut totals = vec![(0.0f64, 0.0f64); channels];
-    totals
-        .par_chunks_mut(BLOCK)
-        .enumerate()
-        .for_each(|(block, out)| {
-            for n in 0..batch {
-                for (i, t) in out.iter_mut().enumerate() {
-                    let c = block * BLOCK + i;
-                    let at = (n * channels + c) * plane;
-                    for index in at..at + plane {
-                        let (u, v) = value(c, index);
-                        t.0 += u;
-                        t.1 += v;
-                    }
-                }
-            }
-        });
-    totals
-}
 
 /// Per channel, the batch mean and biased variance of `x` (N, C, H, W): sums of `x - k` and of
 /// its square, with `k` the channel's first plane's mean (so that the difference of the two
@@ -99,10 +73,8 @@ pub(super) fn moments(x: &[f32], [batch, channels, h, w]: [usize; 4]) -> (Vec<f6
         })
         .collect();
     let totals = if plane < SMALL_PLANE {
-        small_plane_totals([batch, channels, h, w], |c, i| {
-            let d = (x[i] - shifts[c]) as f64;
-            (d, d * d)
-        })
+        let k = small::expand(shifts.iter().copied(), plane);
+        small::shifted_totals(x, [batch, channels, h, w], &k)
     } else {
         let mut planes = pool::take(2 * batch * channels);
         let per_job = planes_per_job(plane);
@@ -186,6 +158,11 @@ pub(super) fn normalize(
     relu: bool,
 ) -> Vec<f32> {
     let plane = dims[2] * dims[3];
+    if plane < SMALL_PLANE {
+        let scale = small::expand(affine.iter().map(|a| a.0), plane);
+        let shift = small::expand(affine.iter().map(|a| a.1), plane);
+        return small::normalize(x, dims[1] * plane, &scale, &shift, relu);
+    }
     let mut y = pool::take(x.len());
     let per_job = planes_per_job(plane);
     y.par_chunks_mut((per_job * plane).max(1))
@@ -286,12 +263,13 @@ pub(super) fn backward(
             s: 0.0,
         })
         .collect();
-    let totals = if plane < SMALL_PLANE {
-        small_plane_totals(dims, |c, i| {
-            let k = channel[c];
-            let g = gate(relu, k.affine, x[i], dy[i]);
-            (g as f64, (g * (x[i] - k.mean)) as f64)
-        })
+    let expanded = (plane < SMALL_PLANE).then(|| small::Constants {
+        mean: small::expand(channel.iter().map(|k| k.mean), plane),
+        scale: small::expand(channel.iter().map(|k| k.affine.0), plane),
+        shift: small::expand(channel.iter().map(|k| k.affine.1), plane),
+    });
+    let totals = if let Some(k) = &expanded {
+        small::gated_totals(x, dy, dims, k, relu)
     } else {
         let mut sums = pool::take(2 * batch * channels);
         sums.par_chunks_mut(2 * per_job)
@@ -312,6 +290,16 @@ pub(super) fn backward(
             channel[c].mean_g = (dbias[c] as f64 / count) as f32;
             channel[c].s = inv_std[c] * (dweight[c] as f64 / count) as f32;
         }
+    }
+    if let Some(forward) = expanded {
+        let k = small::GradientConstants {
+            forward,
+            scale_dx: small::expand(channel.iter().map(|k| k.scale_dx), plane),
+            mean_g: small::expand(channel.iter().map(|k| k.mean_g), plane),
+            s: small::expand(channel.iter().map(|k| k.s), plane),
+        };
+        let dx = small::input_gradient(x, dy, channels * plane, &k, relu);
+        return (dx, dweight, dbias);
     }
     let mut dx = pool::take(x.len());
     dx.par_chunks_mut((per_job * plane).max(1))
