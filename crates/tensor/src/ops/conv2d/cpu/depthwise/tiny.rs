@@ -35,14 +35,17 @@ struct Triple {
     tap: usize,
 }
 
-/// Every `(output, input, tap)` whose input lies inside the plane (padding reads zeros).
+/// Every `(output, input, tap)` whose input lies inside the plane (padding reads zeros), tap by
+/// tap: consecutive triples of one tap write different outputs (forward) and inputs (input
+/// gradient), so their read-modify-writes do not wait on each other, and a tap's weight
+/// gradient is one run of multiply-adds.
 fn triples(s: &Conv2dShape) -> Vec<Triple> {
     let (k, kw) = (s.kernel_height, s.kernel_width);
     let mut list = Vec::new();
-    for oy in 0..s.out_height {
-        for ox in 0..s.out_width {
-            for ky in 0..k {
-                for kx in 0..kw {
+    for ky in 0..k {
+        for kx in 0..kw {
+            for oy in 0..s.out_height {
+                for ox in 0..s.out_width {
                     let iy = (oy * s.stride + ky).checked_sub(s.padding);
                     let ix = (ox * s.stride + kx).checked_sub(s.padding);
                     if let (Some(iy), Some(ix)) = (iy, ix) {
@@ -59,6 +62,19 @@ fn triples(s: &Conv2dShape) -> Vec<Triple> {
         }
     }
     list
+}
+
+/// The runs of `list` that share a tap: `(tap, range)`.
+#[cfg(target_arch = "x86_64")]
+fn tap_runs(list: &[Triple]) -> Vec<(usize, std::ops::Range<usize>)> {
+    let mut runs: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        match runs.last_mut() {
+            Some((tap, range)) if *tap == t.tap => range.end = i + 1,
+            _ => runs.push((t.tap, i..i + 1)),
+        }
+    }
+    runs
 }
 
 /// Plane `(n, c)` of `x`, through channel `c`'s map if any, in a stack buffer.
@@ -153,6 +169,7 @@ pub(super) fn backward(
     if level() == Level::Avx512 {
         let (scale, shift, relu) = map_vectors(maps, c);
         let wt = transposed_filters(w, c, taps);
+        let runs = tap_runs(&list);
         let out = SharedOut(dx.as_mut_ptr());
         let mut dwt = vec![0.0f32; taps * c.div_ceil(BLOCK) * BLOCK];
         dwt.par_chunks_mut(taps * BLOCK)
@@ -164,6 +181,7 @@ pub(super) fn backward(
                     avx512::backward(
                         s,
                         &list,
+                        &runs,
                         x,
                         &wt,
                         dy,
@@ -275,7 +293,8 @@ mod avx512 {
         (mask, unsafe { _mm512_loadu_si512(offsets.as_ptr().cast()) })
     }
 
-    /// The block's 16 planes of image `n` of `x`, pixel by pixel, mapped.
+    /// The block's 16 planes of image `n` of `x`, pixel by pixel, mapped, into `v[..pixels]`
+    /// (in place: a returned array of 256 vectors would be zeroed and copied every image).
     ///
     /// # Safety
     /// AVX-512F; `base` points at the block's first plane of the image inside `x`.
@@ -286,9 +305,9 @@ mod avx512 {
         mask: __mmask16,
         offsets: __m512i,
         (scale, shift, relu): (__m512, __m512, Option<bool>),
-    ) -> [__m512; MAX_PIXELS] {
-        let mut v = [_mm512_setzero_ps(); MAX_PIXELS];
-        for (i, v) in v.iter_mut().enumerate().take(pixels) {
+        v: &mut [__m512],
+    ) {
+        for (i, v) in v[..pixels].iter_mut().enumerate() {
             // SAFETY: lanes of the mask read pixel i of existing planes.
             let raw = unsafe {
                 _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, offsets, base.add(i))
@@ -306,7 +325,6 @@ mod avx512 {
                 }
             };
         }
-        v
     }
 
     /// # Safety
@@ -335,17 +353,23 @@ mod avx512 {
                 relu,
             )
         };
+        // Buffers of vectors for the whole task, used up to the plane sizes.
+        let (mut xv, mut acc) = (
+            [_mm512_setzero_ps(); MAX_PIXELS],
+            [_mm512_setzero_ps(); MAX_PIXELS],
+        );
         for n in 0..s.batch {
             // SAFETY: the block's planes of image n lie inside x and out.
             unsafe {
-                let xv = gather_planes(
+                gather_planes(
                     x.as_ptr().add((n * c + first) * in_plane),
                     in_plane,
                     mask,
                     in_offsets,
                     map,
+                    &mut xv,
                 );
-                let mut acc = [_mm512_setzero_ps(); MAX_PIXELS];
+                acc[..out_plane].fill(_mm512_setzero_ps());
                 for t in list {
                     let w = _mm512_loadu_ps(wt.as_ptr().add(t.tap * padded + first));
                     acc[t.output] = _mm512_fmadd_ps(w, xv[t.input], acc[t.output]);
@@ -368,6 +392,7 @@ mod avx512 {
     pub(super) unsafe fn backward(
         s: &Conv2dShape,
         list: &[Triple],
+        runs: &[(usize, std::ops::Range<usize>)],
         x: &[f32],
         wt: &[f32],
         dy: &[f32],
@@ -391,28 +416,43 @@ mod avx512 {
             )
         };
         let mut dtaps = [_mm512_setzero_ps(); 49];
+        // Buffers of vectors for the whole task, used up to the plane sizes.
+        let mut xv = [_mm512_setzero_ps(); MAX_PIXELS];
+        let mut gv = [_mm512_setzero_ps(); MAX_PIXELS];
+        let mut dplane = [_mm512_setzero_ps(); MAX_PIXELS];
         for n in 0..s.batch {
             // SAFETY: the block's planes of image n lie inside x, dy and out.
             unsafe {
-                let xv = gather_planes(
+                gather_planes(
                     x.as_ptr().add((n * c + first) * in_plane),
                     in_plane,
                     mask,
                     in_offsets,
                     map,
+                    &mut xv,
                 );
-                let gv = gather_planes(
+                gather_planes(
                     dy.as_ptr().add((n * c + first) * out_plane),
                     out_plane,
                     mask,
                     out_offsets,
                     (map.0, map.1, None),
+                    &mut gv,
                 );
-                let mut dplane = [_mm512_setzero_ps(); MAX_PIXELS];
-                for t in list {
-                    let w = _mm512_loadu_ps(wt.as_ptr().add(t.tap * padded + first));
-                    dplane[t.input] = _mm512_fmadd_ps(w, gv[t.output], dplane[t.input]);
-                    dtaps[t.tap] = _mm512_fmadd_ps(gv[t.output], xv[t.input], dtaps[t.tap]);
+                dplane[..in_plane].fill(_mm512_setzero_ps());
+                for (tap, range) in runs {
+                    let w = _mm512_loadu_ps(wt.as_ptr().add(tap * padded + first));
+                    // Four sums in turn: one chain of multiply-adds would wait on each other.
+                    let mut sums = [_mm512_setzero_ps(); 4];
+                    for (j, t) in list[range.clone()].iter().enumerate() {
+                        dplane[t.input] = _mm512_fmadd_ps(w, gv[t.output], dplane[t.input]);
+                        sums[j % 4] = _mm512_fmadd_ps(gv[t.output], xv[t.input], sums[j % 4]);
+                    }
+                    let total = _mm512_add_ps(
+                        _mm512_add_ps(sums[0], sums[1]),
+                        _mm512_add_ps(sums[2], sums[3]),
+                    );
+                    dtaps[*tap] = _mm512_add_ps(dtaps[*tap], total);
                 }
                 let base = out.0.add((n * c + first) * in_plane);
                 for (i, d) in dplane.iter().enumerate().take(in_plane) {
