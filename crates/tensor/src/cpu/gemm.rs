@@ -37,6 +37,17 @@ impl<'a> Mat<'a> {
         out
     }
 
+    /// The transposed view (no copy).
+    pub(crate) fn transpose(self) -> Self {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
     /// `data` holds the *transpose* row after row (`cols x rows`); the view is the matrix itself.
     pub(crate) fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self::checked(data, rows, cols, 1, rows)
