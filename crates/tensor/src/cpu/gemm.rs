@@ -26,15 +26,23 @@ impl<'a> Mat<'a> {
         self.cols
     }
 
-    /// The matrix transposed, row after row (`cols x rows`): a copy.
-    pub(crate) fn transposed_copy(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        for c in 0..self.cols {
-            for r in 0..self.rows {
-                out.push(self.data[r * self.row_stride + c * self.col_stride]);
-            }
-        }
-        out
+    /// The first element (for kernels that walk the view with its strides).
+    pub(crate) fn as_ptr(&self) -> *const f32 {
+        self.data.as_ptr()
+    }
+
+    pub(crate) fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    pub(crate) fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+
+    /// The elements row after row, when the view is exactly that (row-major, contiguous).
+    pub(crate) fn row_major_data(&self) -> Option<&'a [f32]> {
+        (self.col_stride == 1 && (self.row_stride == self.cols || self.rows <= 1))
+            .then(|| &self.data[..self.rows * self.cols])
     }
 
     /// The transposed view (no copy).

@@ -20,6 +20,7 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::gemm::Mat;
 use crate::cpu::ordered_sum;
 use crate::cpu::simd::{level, Level};
 
@@ -35,19 +36,19 @@ pub(super) fn usable(pixels: usize) -> bool {
     cfg!(target_arch = "x86_64") && level() == Level::Avx512 && pixels >= LANES
 }
 
-/// `out[n] = A * x[n]` for every image: `a_t` holds `A` transposed (`K x M`, row-major),
-/// `x` is (N, K, P), `out` is (N, M, P).
+/// `out[n] = A * x[n]` for every image: `a` is the `M x K` matrix `A` at any strides (the
+/// weight, its transpose, or an activation read in place), `x` is (N, K, P), `out` (N, M, P).
 ///
 /// # Panics
-/// When the lengths disagree with `m`, `k`, `p`, or [`usable`] is false.
-pub(super) fn product(a_t: &[f32], m: usize, k: usize, x: &[f32], p: usize, out: &mut [f32]) {
+/// When the lengths disagree with `a`'s shape and `p`, or [`usable`] is false.
+pub(super) fn product(a: Mat<'_>, x: &[f32], p: usize, out: &mut [f32]) {
     assert!(
         usable(p),
         "channel_mix::product needs AVX-512 and planes of 16+ pixels"
     );
-    assert_eq!(a_t.len(), m * k, "weight of {m}x{k}");
+    let (m, k) = (a.rows(), a.cols());
     assert!(
-        k > 0 && x.len().is_multiple_of(k * p),
+        m > 0 && k > 0 && x.len().is_multiple_of(k * p),
         "input of (N, {k}, {p})"
     );
     let images = x.len() / (k * p);
@@ -56,20 +57,31 @@ pub(super) fn product(a_t: &[f32], m: usize, k: usize, x: &[f32], p: usize, out:
     let vectors = images * per_image;
     // About 256K multiply-adds a job: small layers are not cut finer than it pays.
     let vectors_per_job = (256 * 1024 / (LANES * m * k).max(1)).clamp(VECS, 1 << 20) / VECS * VECS;
+    let vector_jobs = vectors.div_ceil(vectors_per_job);
+    // Few pixel vectors (a 1x1-plane layer has one row of them): the rows are cut too, so that
+    // both cores get work.
+    let row_blocks = m.div_ceil(ROWS);
+    let row_jobs = if vector_jobs >= 8 {
+        1
+    } else {
+        8usize.div_ceil(vector_jobs).min(row_blocks)
+    };
+    let rows_per_job = row_blocks.div_ceil(row_jobs) * ROWS;
     let geometry = Geometry { m, k, p, per_image };
     let out_ptr = SharedOut(out.as_mut_ptr());
-    (0..vectors.div_ceil(vectors_per_job))
-        .into_par_iter()
-        .for_each(|job| {
-            let first = job * vectors_per_job;
-            let last = (first + vectors_per_job).min(vectors);
-            // SAFETY: AVX-512F was detected (`usable`); the vectors `first..last` write only
-            // their own pixels of `out` (disjoint between jobs), within the lengths checked above.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                avx512::run(&geometry, a_t, x, &out_ptr, first..last)
-            };
-        });
+    (0..vector_jobs * row_jobs).into_par_iter().for_each(|job| {
+        let (vj, rj) = (job / row_jobs, job % row_jobs);
+        let first = vj * vectors_per_job;
+        let vectors = first..(first + vectors_per_job).min(vectors);
+        let rows = (rj * rows_per_job).min(m)..((rj + 1) * rows_per_job).min(m);
+        // SAFETY: AVX-512F was detected (`usable`); each job writes only its own rows of its
+        // own pixel vectors of `out` (disjoint between jobs), within the lengths checked above;
+        // `a`'s view was bounds-checked when it was made.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::run(&geometry, a, x, &out_ptr, vectors, rows)
+        };
+    });
 }
 
 /// `dW (M x K) = sum over images of dy[n] (M x P) * x[n]^T`: `dy` is (N, M, P), `x` (N, K, P).
@@ -126,6 +138,7 @@ mod avx512 {
     use std::ops::Range;
 
     use super::{Geometry, GradientGeometry, SharedOut, LANES, ROWS, VECS};
+    use crate::cpu::gemm::Mat;
 
     /// Rows of `dy` and of `x` per weight-gradient tile.
     const GRAD_ROWS: usize = 4;
@@ -214,10 +227,11 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn run(
         g: &Geometry,
-        a_t: &[f32],
+        a: Mat<'_>,
         x: &[f32],
         out: &SharedOut,
         vectors: Range<usize>,
+        rows: Range<usize>,
     ) {
         let mut v = vectors.start;
         while v < vectors.end {
@@ -235,26 +249,26 @@ mod avx512 {
                 }
                 masks[j] = mask;
             }
-            let mut row = 0;
-            while row < g.m {
-                let rows = (g.m - row).min(ROWS);
+            let mut row = rows.start;
+            while row < rows.end {
+                let rows = (rows.end - row).min(ROWS);
                 // SAFETY: as for `run`; `row + rows <= m`.
                 unsafe {
                     match (n, rows) {
-                        (3, 8) => tile::<3, 8>(g, a_t, row, &xs, &outs, &masks),
-                        (2, 8) => tile::<2, 8>(g, a_t, row, &xs, &outs, &masks),
-                        (1, 8) => tile::<1, 8>(g, a_t, row, &xs, &outs, &masks),
+                        (3, 8) => tile::<3, 8>(g, a, row, &xs, &outs, &masks),
+                        (2, 8) => tile::<2, 8>(g, a, row, &xs, &outs, &masks),
+                        (1, 8) => tile::<1, 8>(g, a, row, &xs, &outs, &masks),
                         (_, r) => {
                             for j in 0..n {
                                 let (x1, o1, m1) = ([xs[j]], [outs[j]], [masks[j]]);
                                 match r {
-                                    1 => tile::<1, 1>(g, a_t, row, &x1, &o1, &m1),
-                                    2 => tile::<1, 2>(g, a_t, row, &x1, &o1, &m1),
-                                    3 => tile::<1, 3>(g, a_t, row, &x1, &o1, &m1),
-                                    4 => tile::<1, 4>(g, a_t, row, &x1, &o1, &m1),
-                                    5 => tile::<1, 5>(g, a_t, row, &x1, &o1, &m1),
-                                    6 => tile::<1, 6>(g, a_t, row, &x1, &o1, &m1),
-                                    _ => tile::<1, 7>(g, a_t, row, &x1, &o1, &m1),
+                                    1 => tile::<1, 1>(g, a, row, &x1, &o1, &m1),
+                                    2 => tile::<1, 2>(g, a, row, &x1, &o1, &m1),
+                                    3 => tile::<1, 3>(g, a, row, &x1, &o1, &m1),
+                                    4 => tile::<1, 4>(g, a, row, &x1, &o1, &m1),
+                                    5 => tile::<1, 5>(g, a, row, &x1, &o1, &m1),
+                                    6 => tile::<1, 6>(g, a, row, &x1, &o1, &m1),
+                                    _ => tile::<1, 7>(g, a, row, &x1, &o1, &m1),
                                 }
                             }
                         }
@@ -274,14 +288,17 @@ mod avx512 {
     #[inline(always)]
     unsafe fn tile<const V: usize, const R: usize>(
         g: &Geometry,
-        a_t: &[f32],
+        a: Mat<'_>,
         row: usize,
         xs: &[*const f32],
         outs: &[*mut f32],
         masks: &[__mmask16],
     ) {
         let mut acc = [[_mm512_setzero_ps(); V]; R];
-        let w = a_t.as_ptr();
+        let (rs, cs) = (a.row_stride(), a.col_stride());
+        // SAFETY: rows row..row + R of the view exist (row + R <= M).
+        let a_rows: [*const f32; R] =
+            std::array::from_fn(|r| unsafe { a.as_ptr().add((row + r) * rs) });
         for c in 0..g.k {
             let mut xv = [_mm512_setzero_ps(); V];
             for j in 0..V {
@@ -289,8 +306,8 @@ mod avx512 {
                 xv[j] = unsafe { _mm512_maskz_loadu_ps(masks[j], xs[j].add(c * g.p)) };
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: c < K and row + r < M: inside the K x M transposed weight.
-                let wv = _mm512_set1_ps(unsafe { *w.add(c * g.m + row + r) });
+                // SAFETY: c < K and row + r < M: inside the bounds-checked view of A.
+                let wv = _mm512_set1_ps(unsafe { *a_rows[r].add(c * cs) });
                 for j in 0..V {
                     acc_r[j] = _mm512_fmadd_ps(wv, xv[j], acc_r[j]);
                 }
@@ -356,13 +373,18 @@ mod tests {
             (2, 7, 12, 784),
             (5, 24, 1, 17),
             (4, 3, 33, 196),
+            (1, 64, 40, 20),
         ] {
             let value = |i: usize, md: usize| ((i * 7919 % md) as f32 / md as f32) - 0.5;
             let a: Vec<f32> = (0..m * k).map(|i| value(i, 31)).collect();
             let a_t: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
             let x: Vec<f32> = (0..images * k * p).map(|i| value(i, 97)).collect();
+            // A row-major, and A read through its transpose's strides: the same products.
             let mut out = vec![f32::NAN; images * m * p];
-            product(&a_t, m, k, &x, p, &mut out);
+            product(Mat::row_major(&a, m, k), &x, p, &mut out);
+            let mut again = vec![f32::NAN; images * m * p];
+            product(Mat::transposed(&a_t, m, k), &x, p, &mut again);
+            assert_eq!(out, again, "({images}, {m}, {k}, {p}) strided A");
             for n in 0..images {
                 for r in 0..m {
                     for q in 0..p {

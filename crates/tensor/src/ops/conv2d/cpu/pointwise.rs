@@ -59,6 +59,16 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
         // N x Cout' in NCHW order: one product, no copies.
         let (cin, cout) = (weight.cols(), weight.rows());
         let mut out = pool::take(s.batch * cout);
+        // out (N x Cout') = input (N x Cin') * weight^T, the batch as the kernel's rows, when
+        // weight^T lies row after row in memory (the input gradient: it is W). For the forward
+        // pass a transposed copy of W cost as much as the product: `gemm` takes it as a view.
+        if let Some(weight_t) = weight.transpose().row_major_data() {
+            if channel_mix::usable(cout) {
+                let rows = Mat::row_major(input, s.batch, cin);
+                channel_mix::product(rows, weight_t, cout, &mut out);
+                return out;
+            }
+        }
         let flops = 2 * s.batch * cin * cout;
         matmul(
             &mut out,
@@ -70,9 +80,9 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
         return out;
     }
     if channel_mix::usable(pixels(s)) {
-        let (m, k) = (weight.rows(), weight.cols());
+        let m = weight.rows();
         let mut out = pool::take(s.batch * m * pixels(s));
-        channel_mix::product(&weight.transposed_copy(), m, k, input, pixels(s), &mut out);
+        channel_mix::product(weight, input, pixels(s), &mut out);
         return out;
     }
     if whole_batch(s) {
@@ -93,8 +103,13 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
 fn packed_product(weight: Mat<'_>, packed: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (cin, cout, n, pixels) = (weight.cols(), weight.rows(), s.batch, pixels(s));
     let mut out = HostBuffer::new(pool::take(cout * n * pixels));
-    let input = Mat::row_major(packed, cin, n * pixels);
-    matmul(&mut out, weight, input, false, rayon::current_num_threads());
+    if channel_mix::usable(n * pixels) {
+        // The packed batch is one plane of N*HW pixels to the register-tiled kernel.
+        channel_mix::product(weight, packed, n * pixels, &mut out);
+    } else {
+        let input = Mat::row_major(packed, cin, n * pixels);
+        matmul(&mut out, weight, input, false, rayon::current_num_threads());
+    }
     unpack(&out, n, cout, pixels)
 }
 
@@ -134,14 +149,37 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
 /// inside it.
 fn packed_weight_gradient(dyt: &[f32], x: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (n, cin, cout, pixels) = (s.batch, s.in_channels, s.out_channels, pixels(s));
-    let xt = pack(x, n, cin, pixels);
     let mut dw = pool::take(cout * cin);
+    if channel_mix::usable(cin) {
+        // dW = dY (Cout x N*HW, packed) * X^T, X^T laid out as N*HW rows of channels.
+        let x_rows = positions_major(x, n, cin, pixels);
+        let dy_mat = Mat::row_major(dyt, cout, n * pixels);
+        channel_mix::product(dy_mat, &x_rows, cin, &mut dw);
+        return dw;
+    }
+    let xt = pack(x, n, cin, pixels);
     let (dy_mat, x_t) = (
         Mat::row_major(dyt, cout, n * pixels),
         Mat::transposed(&xt, n * pixels, cin),
     );
     matmul(&mut dw, dy_mat, x_t, false, rayon::current_num_threads());
     dw
+}
+
+/// `(N, C, HW)` -> `(N*HW, C)`: each image's `C x HW` block transposed, into a workspace
+/// buffer.
+fn positions_major(src: &[f32], n: usize, c: usize, hw: usize) -> HostBuffer {
+    let mut dst = HostBuffer::new(pool::take(n * c * hw));
+    dst.par_chunks_mut(c * hw)
+        .zip(src.par_chunks(c * hw))
+        .for_each(|(out, image)| {
+            for (ch, plane) in image.chunks_exact(hw).enumerate() {
+                for (p, &v) in plane.iter().enumerate() {
+                    out[p * c + ch] = v;
+                }
+            }
+        });
+    dst
 }
 
 /// # Shapes
@@ -151,6 +189,10 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     if pixels == 1 {
         // dW (Cout x Cin) = dY^T (Cout x N) * X (N x Cin), straight over the NCHW buffers.
         let mut dw = pool::take(cout * cin);
+        if channel_mix::usable(cin) {
+            channel_mix::product(Mat::transposed(dy, cout, n), x, cin, &mut dw);
+            return dw;
+        }
         matmul(
             &mut dw,
             Mat::transposed(dy, cout, n),
