@@ -172,11 +172,31 @@ impl Geometry {
     ) {
         phases.fill(0.0);
         let s = self.stride;
+        let phase_len = self.phase_len();
+        // Per phase column b: its first input column, its first phase column, its length.
+        let columns: Vec<(usize, usize, usize, usize)> = (0..s.min(self.w))
+            .map(|b| {
+                let x0 = (b + s - self.pad % s) % s;
+                (
+                    b,
+                    x0.min(self.w),
+                    (x0 + self.pad) / s,
+                    (self.w - x0.min(self.w)).div_ceil(s),
+                )
+            })
+            .collect();
         // A mapped row of a stride-2 layer goes through this buffer first.
         let mut mapped = [0.0f32; 64];
         for (j, plane) in planes.enumerate() {
+            // Row y goes to phase row a = (y + pad) % s, row (y + pad) / s, stepped along.
+            let (mut a, mut r) = (self.pad % s, j * self.hq + self.pad / s);
             for y in 0..self.h {
-                let (a, r) = ((y + self.pad) % s, j * self.hq + (y + self.pad) / s);
+                let (a_now, r_now) = (a, r);
+                a += 1;
+                if a == s {
+                    (a, r) = (0, r + 1);
+                }
+                let (a, r) = (a_now, r_now);
                 let mut row = &plane[y * self.w..][..self.w];
                 if s == 1 {
                     let dst = &mut phases[r * self.wq + self.pad..][..self.w];
@@ -198,13 +218,11 @@ impl Geometry {
                     row = out;
                 }
                 // Input column x goes to phase b = (x + pad) % s, column (x + pad) / s: the
-                // first x of each phase and then every s-th one.
-                for b in 0..s.min(self.w) {
-                    let x0 = (b + s - self.pad % s) % s;
-                    let dst = &mut phases
-                        [(a * s + b) * self.phase_len() + r * self.wq + (x0 + self.pad) / s..];
-                    let src = &row[x0.min(self.w)..];
-                    let dst = &mut dst[..src.len().div_ceil(s)];
+                // first x of each phase and then every s-th one (offsets worked out once, above:
+                // a division per row and phase cost as much as the copy).
+                for &(b, x0, column, count) in &columns {
+                    let at = (a * s + b) * phase_len + r * self.wq + column;
+                    let (dst, src) = (&mut phases[at..at + count], &row[x0..]);
                     if s == 2 {
                         every_second(dst, src);
                     } else {
@@ -221,18 +239,24 @@ impl Geometry {
     /// phase planes (padding dropped).
     fn merge(&self, phases: &[f32], j: usize, plane: &mut [f32]) {
         let s = self.stride;
+        let phase_len = self.phase_len();
+        if s == 2 && self.w >= 2 {
+            // Row y and column x come from phase ((y + pad) % 2, (x + pad) % 2) at row
+            // (y + pad) / 2 and column (x + pad) / 2 (divisions by 2: shifts).
+            let (pad, wq) = (self.pad, self.wq);
+            for (y, row) in plane.chunks_exact_mut(self.w).take(self.h).enumerate() {
+                let (a, r) = ((y + pad) & 1, j * self.hq + ((y + pad) >> 1));
+                let at = |x: usize| {
+                    let b = (x + pad) & 1;
+                    &phases[(a * 2 + b) * phase_len + r * wq + ((x + pad) >> 1)..]
+                };
+                interleave(row, at(0), at(1));
+            }
+            return;
+        }
         for y in 0..self.h {
             let (a, r) = ((y + self.pad) % s, j * self.hq + (y + self.pad) / s);
             let row = &mut plane[y * self.w..][..self.w];
-            if s == 2 && self.w >= 2 {
-                // Column x comes from phase (x + pad) % 2 at column (x + pad) / 2.
-                let at = |x: usize| {
-                    let b = (x + self.pad) % 2;
-                    &phases[(a * 2 + b) * self.phase_len() + r * self.wq + (x + self.pad) / 2..]
-                };
-                interleave(row, at(0), at(1));
-                continue;
-            }
             for b in 0..s.min(self.w) {
                 let x0 = (b + s - self.pad % s) % s;
                 let src =
@@ -597,9 +621,14 @@ pub(super) fn backward_weight(
     )
 }
 
-/// The weight gradient, one channel per task: `accumulate(scratch, channel, images, sums)` adds
-/// each group of the channel's images, in order, to the tap sums (float32 within a group,
-/// float64 across groups: a fixed order, whatever the scheduling).
+/// The weight gradient: `accumulate(scratch, channel, images, sums)` adds each group of a
+/// channel's images, in image order, to the tap sums (float32 within a group, float64 across
+/// groups: a fixed order, whatever the scheduling).
+///
+/// With groups of several images a task takes one channel. With single-image groups the tasks
+/// go image by image in memory order (see [`tasks`]), each group's sums are kept (each is one
+/// float32 value per tap) and added per channel in image order afterwards: the same
+/// arithmetic, so the same bits, without reading every channel's planes as N short streams.
 ///
 /// # Shapes
 /// returns dw (C, 1, KH, KW)
@@ -610,7 +639,41 @@ fn weight_gradient<S: Send>(
     accumulate: impl Fn(&mut S, usize, Range<usize>, &mut [f64]) + Sync + Send,
 ) -> Vec<f32> {
     let taps = g.kh * g.kw;
-    let mut dw = vec![0.0f32; s.out_channels * taps];
+    let channels = s.out_channels;
+    let mut dw = vec![0.0f32; channels * taps];
+    if g.group == 1 && s.batch > 1 {
+        let mut partial = pool::take(s.batch * channels * taps);
+        partial
+            .par_chunks_mut(taps)
+            .enumerate()
+            .with_min_len(items_per_job(g.oh * g.ow))
+            .for_each_init(scratch, |state, (task, out)| {
+                let (n, channel) = (task / channels, task % channels);
+                let mut sums = [0.0f64; 49];
+                let sums = &mut sums[..taps.min(49)];
+                if taps > 49 {
+                    let mut long = vec![0.0f64; taps];
+                    accumulate(state, channel, n..n + 1, &mut long);
+                    out.iter_mut().zip(long).for_each(|(o, v)| *o = v as f32);
+                    return;
+                }
+                accumulate(state, channel, n..n + 1, sums);
+                out.iter_mut()
+                    .zip(sums.iter())
+                    .for_each(|(o, v)| *o = *v as f32);
+            });
+        let mut sums = vec![0.0f64; channels * taps];
+        for image in partial.chunks_exact(channels * taps) {
+            for (sum, v) in sums.iter_mut().zip(image) {
+                *sum += *v as f64;
+            }
+        }
+        pool::give(partial);
+        for (out, sum) in dw.iter_mut().zip(sums) {
+            *out = sum as f32;
+        }
+        return dw;
+    }
     dw.par_chunks_mut(taps)
         .enumerate()
         .with_min_len(items_per_job(s.batch * g.oh * g.ow))
