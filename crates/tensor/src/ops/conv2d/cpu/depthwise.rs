@@ -170,7 +170,9 @@ impl Geometry {
         map: Option<ChannelMap>,
         phases: &mut [f32],
     ) {
-        phases.fill(0.0);
+        // No fill: `phases` starts zeroed (see [`scratch`]) and, with one geometry, every call
+        // writes the same interior positions, so the padding stays zero from call to call
+        // (refilling it measured 6% of a 28x28 depthwise pass).
         let s = self.stride;
         let phase_len = self.phase_len();
         // Per phase column b: its first input column, its first phase column, its length.
@@ -271,7 +273,7 @@ impl Geometry {
     /// Lays output-shaped planes (`OH x OW`, `planes[j]` for image `j`) on the group's wide
     /// rows, zeros elsewhere.
     fn widen<'a>(&self, planes: impl Iterator<Item = &'a [f32]>, wide: &mut [f32]) {
-        wide.fill(0.0);
+        // No fill, as in [`Geometry::split`]: the columns past OW stay zero.
         for (j, plane) in planes.enumerate() {
             for oh in 0..self.oh {
                 copy_row(
@@ -330,7 +332,9 @@ fn group_size(batch: usize, elements_per_image: usize) -> usize {
 /// vectors busy alone, and single-image tasks run in memory order (see [`tasks`]).
 const SINGLE_IMAGE_ELEMENTS: usize = 512;
 
-/// A task's phase planes and wide output rows, from the workspace pool.
+/// A task's phase planes and wide output rows, from the workspace pool, zeroed: a buffer is
+/// only ever used with the geometry it was made for, whose padding positions no call writes
+/// (see [`Geometry::split`]).
 fn scratch(g: &Geometry) -> (HostBuffer, HostBuffer) {
     (
         HostBuffer::zeroed(g.phases_len()),
