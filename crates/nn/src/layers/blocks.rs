@@ -69,11 +69,12 @@ impl Block {
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (out, residual) = match self {
             Block::MbConv(b) => {
-                // The expansion's batch norm and ReLU are applied by the depthwise convolution
-                // as it reads them: the widest tensor of the block is never written out.
+                // Each batch norm and ReLU inside the block is applied by the next convolution
+                // as it reads (see `conv2d_normalized`): the expanded tensors are never written
+                // out, and the backward pass keeps the convolutions' outputs only.
                 let h = b.expand.forward_deferred(x, mode)?;
-                let h = b.depthwise.forward_normalized(&h, mode)?;
-                (b.project.forward(&h, mode)?, b.residual)
+                let h = b.depthwise.forward_normalized_deferred(&h, mode)?;
+                (b.project.forward_normalized(&h, mode)?, b.residual)
             }
             Block::Sep(b) => {
                 let h = b.depthwise.forward(x, mode)?;

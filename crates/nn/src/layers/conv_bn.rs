@@ -217,6 +217,26 @@ impl ConvBn {
         self.normalize(Input::Normalized(x.clone()), conv_out, mode)
     }
 
+    /// [`ConvBn::forward_normalized`] with its own output left as a map as well: the depthwise
+    /// layer of an MBConv block, whose output only the projection reads.
+    ///
+    /// # Shapes
+    /// as [`ConvBn::forward`], `x.x` as `x`
+    pub fn forward_normalized_deferred(
+        &mut self,
+        x: &Normalized,
+        mode: Mode,
+    ) -> Result<Normalized> {
+        let conv_out = conv2d_normalized(x, &self.weight.value, self.params)?;
+        let (output, stats) = self.bn.forward_deferred(&conv_out, mode, self.relu)?;
+        self.saved = Some(Saved {
+            input: Input::Normalized(x.clone()),
+            conv_out,
+            stats,
+        });
+        Ok(output)
+    }
+
     /// [`ConvBn::forward`] without writing its output: the batch norm's statistics, and the
     /// normalisation (and ReLU) as a map for the next layer to apply as it reads. For an
     /// MBConv block's expansion, whose output only its depthwise convolution reads.

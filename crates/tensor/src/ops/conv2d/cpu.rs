@@ -62,6 +62,35 @@ pub(super) fn depthwise_mapped_backward(
     depthwise::backward(x, Some(maps), w, dy, s)
 }
 
+/// Whether a 1x1 convolution of a mapped input reads the map as it loads (see
+/// [`pointwise_mapped`]); otherwise the caller writes the mapped input out.
+pub(super) fn pointwise_reads_mapped(s: &Conv2dShape) -> bool {
+    s.is_pointwise() && pointwise::reads_mapped(s)
+}
+
+/// A 1x1 convolution of `max(x * scale + shift, 0)` (no max without `relu`), per channel.
+pub(super) fn pointwise_mapped(
+    x: &[f32],
+    (scale, shift, relu): (&[f32], &[f32], bool),
+    w: &[f32],
+    s: &Conv2dShape,
+) -> Vec<f32> {
+    let map = channel_mix::XMap { scale, shift, relu };
+    pointwise::forward_mapped(x, map, w, s)
+}
+
+/// Both gradients of [`pointwise_mapped`]: dx of the mapped input, and dw.
+pub(super) fn pointwise_mapped_backward(
+    x: &[f32],
+    (scale, shift, relu): (&[f32], &[f32], bool),
+    w: &[f32],
+    dy: &[f32],
+    s: &Conv2dShape,
+) -> (Vec<f32>, Vec<f32>) {
+    let map = channel_mix::XMap { scale, shift, relu };
+    pointwise::backward_mapped(x, map, w, dy, s)
+}
+
 /// For a kernel offset `tap`, the output positions `lo..hi` whose input position
 /// `o * stride + tap - padding` falls inside `0..in_len`: computed once per tap, so the inner
 /// loops carry no padding branch.

@@ -240,7 +240,9 @@ pub fn conv2d_backward_weight(
 
 /// [`conv2d`] of a batch norm's output that was never written out: on the CPU a depthwise
 /// convolution applies the map as it reads its input (the MBConv block's depthwise layer reads
-/// its expansion's batch norm this way); otherwise the map is written out first.
+/// its expansion's batch norm this way), and so does a 1x1 convolution on AVX-512 with planes of
+/// 16+ pixels (the projection reads the depthwise batch norm); otherwise the map is written out
+/// first.
 ///
 /// # Shapes
 /// as [`conv2d`], with `input.x` as `x`
@@ -254,6 +256,11 @@ pub fn conv2d_normalized(
         Device::Cpu if shape.is_depthwise() => {
             let maps = cpu::ChannelMap::all(&input.host_affine()?, input.relu);
             let y = cpu::depthwise_mapped(input.x.cpu_data()?, &maps, weight.cpu_data()?, &shape);
+            Tensor::from_vec(y, &shape.output_dims())
+        }
+        Device::Cpu if cpu::pointwise_reads_mapped(&shape) => {
+            let map = (input.scale.cpu_data()?, input.shift.cpu_data()?, input.relu);
+            let y = cpu::pointwise_mapped(input.x.cpu_data()?, map, weight.cpu_data()?, &shape);
             Tensor::from_vec(y, &shape.output_dims())
         }
         _ => conv2d(&input.materialize()?, weight, params),
@@ -282,6 +289,20 @@ pub fn conv2d_normalized_backward(
             let (dx, dw) = cpu::depthwise_mapped_backward(
                 input.x.cpu_data()?,
                 &maps,
+                weight.cpu_data()?,
+                dy.cpu_data()?,
+                &shape,
+            );
+            Ok((
+                Tensor::from_vec(dx, &shape.input_dims())?,
+                Tensor::from_vec(dw, &shape.weight_dims())?,
+            ))
+        }
+        Device::Cpu if cpu::pointwise_reads_mapped(&shape) => {
+            let map = (input.scale.cpu_data()?, input.shift.cpu_data()?, input.relu);
+            let (dx, dw) = cpu::pointwise_mapped_backward(
+                input.x.cpu_data()?,
+                map,
                 weight.cpu_data()?,
                 dy.cpu_data()?,
                 &shape,

@@ -42,6 +42,20 @@ pub(super) fn usable(pixels: usize) -> bool {
 /// # Panics
 /// When the lengths disagree with `a`'s shape and `p`, or [`usable`] is false.
 pub(super) fn product(a: Mat<'_>, x: &[f32], p: usize, out: &mut [f32]) {
+    product_mapped(a, x, None, p, out)
+}
+
+/// [`product`] of `map(x)`, the map applied channel by channel as `x` is loaded.
+///
+/// # Panics
+/// As [`product`], or when the map does not hold K channels.
+pub(super) fn product_mapped(
+    a: Mat<'_>,
+    x: &[f32],
+    map: Option<XMap<'_>>,
+    p: usize,
+    out: &mut [f32],
+) {
     assert!(
         usable(p),
         "channel_mix::product needs AVX-512 and planes of 16+ pixels"
@@ -67,7 +81,19 @@ pub(super) fn product(a: Mat<'_>, x: &[f32], p: usize, out: &mut [f32]) {
         8usize.div_ceil(vector_jobs).min(row_blocks)
     };
     let rows_per_job = row_blocks.div_ceil(row_jobs) * ROWS;
-    let geometry = Geometry { m, k, p, per_image };
+    if let Some(map) = map {
+        assert!(
+            map.scale.len() == k && map.shift.len() == k,
+            "map of {k} channels"
+        );
+    }
+    let geometry = Geometry {
+        m,
+        k,
+        p,
+        map,
+        per_image,
+    };
     let out_ptr = SharedOut(out.as_mut_ptr());
     (0..vector_jobs * row_jobs).into_par_iter().for_each(|job| {
         let (vj, rj) = (job / row_jobs, job % row_jobs);
@@ -91,7 +117,14 @@ pub(super) fn product(a: Mat<'_>, x: &[f32], p: usize, out: &mut [f32]) {
 ///
 /// # Panics
 /// When the lengths disagree with `m`, `k`, `p`, or [`usable`] is false.
-pub(super) fn weight_gradient(dy: &[f32], m: usize, x: &[f32], k: usize, p: usize) -> Vec<f32> {
+pub(super) fn weight_gradient(
+    dy: &[f32],
+    m: usize,
+    x: &[f32],
+    map: Option<XMap<'_>>,
+    k: usize,
+    p: usize,
+) -> Vec<f32> {
     assert!(
         usable(p),
         "channel_mix::weight_gradient needs AVX-512 and planes of 16+ pixels"
@@ -102,7 +135,13 @@ pub(super) fn weight_gradient(dy: &[f32], m: usize, x: &[f32], k: usize, p: usiz
     );
     let images = dy.len() / (m * p);
     assert_eq!(x.len(), images * k * p, "input of ({images}, {k}, {p})");
-    let g = GradientGeometry { m, k, p };
+    if let Some(map) = map {
+        assert!(
+            map.scale.len() == k && map.shift.len() == k,
+            "map of {k} channels"
+        );
+    }
+    let g = GradientGeometry { m, k, p, map };
     ordered_sum(images, m * k, |run, dw| {
         // SAFETY: AVX-512F was detected (`usable`); the images of `run` lie inside `dy` and
         // `x` (lengths checked above) and `dw` holds M x K values.
@@ -118,16 +157,28 @@ struct SharedOut(*mut f32);
 // SAFETY: jobs write disjoint (image, pixel) columns of the output (see `product`).
 unsafe impl Sync for SharedOut {}
 
-struct GradientGeometry {
-    m: usize,
-    k: usize,
-    p: usize,
+/// A per-channel map of the `x` operand applied as it is loaded, channel `c` of its K:
+/// `max(x * scale[c] + shift[c], 0)` (no max without `relu`): the batch norm (and ReLU) of the
+/// layer before, never written out (see [`crate::Normalized`]).
+#[derive(Clone, Copy)]
+pub(super) struct XMap<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub relu: bool,
 }
 
-struct Geometry {
+struct GradientGeometry<'a> {
     m: usize,
     k: usize,
     p: usize,
+    map: Option<XMap<'a>>,
+}
+
+struct Geometry<'a> {
+    m: usize,
+    k: usize,
+    p: usize,
+    map: Option<XMap<'a>>,
     /// Vectors per image plane.
     per_image: usize,
 }
@@ -139,6 +190,29 @@ mod avx512 {
 
     use super::{Geometry, GradientGeometry, SharedOut, LANES, ROWS, VECS};
     use crate::cpu::gemm::Mat;
+
+    /// `map(v)` for channel `c` (mul, add, max: batch norm's own output expression).
+    ///
+    /// # Safety
+    /// AVX-512F must be available (inlined into the kernels that enable it).
+    #[inline(always)]
+    unsafe fn mapped(map: Option<super::XMap<'_>>, c: usize, v: __m512) -> __m512 {
+        match map {
+            None => v,
+            // SAFETY: AVX-512F, by the caller's contract.
+            Some(m) => unsafe {
+                let y = _mm512_add_ps(
+                    _mm512_mul_ps(v, _mm512_set1_ps(m.scale[c])),
+                    _mm512_set1_ps(m.shift[c]),
+                );
+                if m.relu {
+                    _mm512_max_ps(y, _mm512_setzero_ps())
+                } else {
+                    y
+                }
+            },
+        }
+    }
 
     /// Rows of `dy` and of `x` per weight-gradient tile.
     const GRAD_ROWS: usize = 4;
@@ -179,12 +253,17 @@ mod avx512 {
                     };
                     let mut step = |at: usize, mask: __mmask16| {
                         // SAFETY: pixels at..at + 16 of each row, masked to the plane.
-                        let (dv, xv) = unsafe {
+                        let (dv, mut xv) = unsafe {
                             (
                                 dyp.map(|q| _mm512_maskz_loadu_ps(mask, q.add(at))),
                                 xp.map(|q| _mm512_maskz_loadu_ps(mask, q.add(at))),
                             )
                         };
+                        // Masked-off lanes map to a finite value that meets a zero gradient.
+                        for (j, v) in xv.iter_mut().enumerate() {
+                            // SAFETY: AVX-512F is enabled on this kernel.
+                            *v = unsafe { mapped(g.map, cols[j], *v) };
+                        }
                         for i in 0..GRAD_ROWS {
                             for j in 0..GRAD_COLS {
                                 acc[i][j] = _mm512_fmadd_ps(dv[i], xv[j], acc[i][j]);
@@ -304,6 +383,9 @@ mod avx512 {
             for j in 0..V {
                 // SAFETY: channel c of the vector's plane, masked to its pixels.
                 xv[j] = unsafe { _mm512_maskz_loadu_ps(masks[j], xs[j].add(c * g.p)) };
+                // Masked-off lanes are never stored.
+                // SAFETY: AVX-512F, as for the whole tile.
+                xv[j] = unsafe { mapped(g.map, c, xv[j]) };
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: c < K and row + r < M: inside the bounds-checked view of A.
@@ -342,7 +424,7 @@ mod tests {
             let value = |i: usize, md: usize| ((i * 7919 % md) as f32 / md as f32) - 0.5;
             let dy: Vec<f32> = (0..images * m * p).map(|i| value(i, 31)).collect();
             let x: Vec<f32> = (0..images * k * p).map(|i| value(i, 97)).collect();
-            let dw = weight_gradient(&dy, m, &x, k, p);
+            let dw = weight_gradient(&dy, m, &x, None, k, p);
             for r in 0..m {
                 for c in 0..k {
                     let want: f64 = (0..images)
