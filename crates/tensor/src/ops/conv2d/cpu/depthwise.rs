@@ -172,7 +172,8 @@ impl Geometry {
     ) {
         // No fill: `phases` starts zeroed (see [`scratch`]) and, with one geometry, every call
         // writes the same interior positions, so the padding stays zero from call to call
-        // (refilling it measured 6% of a 28x28 depthwise pass).
+        // (refilling it measured 6% of a 28x28 depthwise pass). A short last group zeroes the
+        // images it lacks (below), which later readers of the whole group take as zeros.
         let s = self.stride;
         let phase_len = self.phase_len();
         // Per phase column b: its first input column, its first phase column, its length.
@@ -189,7 +190,9 @@ impl Geometry {
             .collect();
         // A mapped row of a stride-2 layer goes through this buffer first.
         let mut mapped = [0.0f32; 64];
+        let mut count = 0;
         for (j, plane) in planes.enumerate() {
+            count = j + 1;
             // Row y goes to phase row a = (y + pad) % s, row (y + pad) / s, stepped along.
             let (mut a, mut r) = (self.pad % s, j * self.hq + self.pad / s);
             for y in 0..self.h {
@@ -235,6 +238,12 @@ impl Geometry {
                 }
             }
         }
+        // The images a short last group lacks: zeros, in every phase plane.
+        let image = self.hq * self.wq;
+        for phase in 0..s * s {
+            let start = phase * phase_len;
+            phases[start + count * image..start + self.group * image].fill(0.0);
+        }
     }
 
     /// The inverse of [`Geometry::split`] for image `j`: gathers its `H x W` plane out of the
@@ -273,8 +282,11 @@ impl Geometry {
     /// Lays output-shaped planes (`OH x OW`, `planes[j]` for image `j`) on the group's wide
     /// rows, zeros elsewhere.
     fn widen<'a>(&self, planes: impl Iterator<Item = &'a [f32]>, wide: &mut [f32]) {
-        // No fill, as in [`Geometry::split`]: the columns past OW stay zero.
+        // No fill, as in [`Geometry::split`]: the columns past OW stay zero; the images a short
+        // last group lacks are zeroed below.
+        let mut count = 0;
         for (j, plane) in planes.enumerate() {
+            count = j + 1;
             for oh in 0..self.oh {
                 copy_row(
                     &mut wide[(j * self.hq + oh) * self.wq..][..self.ow],
@@ -282,6 +294,8 @@ impl Geometry {
                 );
             }
         }
+        let end = wide.len();
+        wide[(count * self.hq * self.wq).min(end)..].fill(0.0);
     }
 
     /// Image `j`'s output plane out of the group's wide rows.
@@ -735,9 +749,13 @@ mod tests {
 
     #[test]
     fn groups_of_stacked_images_match_the_definition() {
-        // Planes large enough that a task holds two images, so the batch of 3 ends on a short
-        // group; every kernel, both strides.
+        // Every kernel, both strides, the general and the small-plane kernels; 17x17 and 18x18
+        // planes group several images per task (11, 8, 8) and the batch of 13 ends on a short
+        // group, whose missing images must read as zeros.
         for (size, k, stride) in [
+            (17, 3, 1),
+            (17, 5, 2),
+            (18, 5, 1),
             (40, 3, 1),
             (40, 5, 2),
             (23, 7, 1),
@@ -749,7 +767,7 @@ mod tests {
             (16, 3, 1),
             (13, 5, 2),
         ] {
-            let (batch, channels, pad) = (3, 2, k / 2);
+            let (batch, channels, pad) = (13, 2, k / 2);
             let out = conv_output_size(size, k, stride, pad).unwrap();
             let s = Conv2dShape {
                 batch,
