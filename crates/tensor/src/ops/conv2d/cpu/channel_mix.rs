@@ -1,22 +1,26 @@
 //! The 1x1 convolution's two products, register-tiled for AVX-512 straight over NCHW (no
 //! packing, no copies):
 //! - [`product`]: `out[n] (M x P) = A (M x K) * x[n] (K x P)` for every image (the forward
-//!   pass, and the input gradient with `A = W^T`);
+//!   pass; the input gradient with `A = W^T`; whole-batch products where the "image" is the
+//!   packed batch or, at 1x1 planes, `A` is an activation read in place);
 //! - [`weight_gradient`]: `dW (M x K) = sum over n of dy[n] (M x P) * x[n]^T (P x K)`.
+//!
+//! Both can apply a per-channel map to `x` as it is loaded ([`XMap`]: the previous layer's batch
+//! norm and ReLU, never written out).
 //!
 //! Why not the `gemm` crate here: a 1x1 convolution of this search space multiplies a small
 //! matrix (K = 8 to 480 input channels) by a wide one, image after image. `gemm` packs both
 //! operands on every call and, on stable Rust, runs AVX2 kernels; with K this small the packing
 //! and the per-call set-up cost as much as the product (measured 21-45 GFLOP/s on the 28x28
-//! layers of fmnist-ref, 2-3x their memory floor). Here the weight is transposed once per call
-//! (`K x M`, a few KiB), and each tile of 8 output channels x 3 pixel vectors (16 pixels
-//! each) keeps its 24 sums in registers across the whole K loop: per input channel, 3 loads of
-//! `x`, 8 broadcasts of the weight, 24 fused multiply-adds.
+//! layers of fmnist-ref, 2-3x their memory floor). Here `A` is read in place through its
+//! strides, and each tile of 8 output channels x 3 pixel vectors (16 pixels each) keeps its 24
+//! sums in registers across the whole K loop: per input channel, 3 loads of `x`, 8 broadcasts
+//! of `A`, 24 fused multiply-adds.
 //!
 //! The pixel vectors of a tile may belong to different images (a 4x4 plane is one vector), so
 //! small planes fill the tiles too; a plane's last vector is masked. Planes of fewer than 16
-//! pixels would waste most of each vector: [`usable`] says no, and the caller packs them for
-//! `gemm` instead.
+//! pixels would waste most of each vector: [`usable`] says no, and the caller packs the batch
+//! into one plane instead.
 
 use rayon::prelude::*;
 

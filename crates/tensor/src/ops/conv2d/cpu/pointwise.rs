@@ -1,13 +1,15 @@
 //! 1x1, stride-1 convolution as matrix products over NCHW (1x1 planes: the batch is the
 //! matrix, one product), otherwise cut one of three ways:
 //! - on AVX-512 with planes of 16+ pixels, `y[n] = W * x[n]` for every image by the
-//!   register-tiled kernel of [`channel_mix`] (forward and input gradient);
+//!   register-tiled kernels of [`channel_mix`] (forward, input gradient, and the weight gradient
+//!   from 7x7 planes up);
 //! - per image, `y[n] (Cout x HW) = W (Cout x Cin) * x[n] (Cin x HW)`, straight over NCHW with
-//!   no copies, images in parallel, when the planes are large;
+//!   no copies, images in parallel, when the planes are large (`gemm`, without AVX-512);
 //! - one product for the whole batch, `Y (Cout x N*HW) = W * X (Cin x N*HW)`, when the planes
-//!   are small (late layers, 7x7 down to 1x1): there a per-image product would have a handful
+//!   are small (late layers, 7x7 down to 2x2): there a per-image product would have a handful
 //!   of columns and run at a fraction of the machine's rate, so the operands are first packed
-//!   channel-major (one copy of each, small next to the product's work).
+//!   channel-major (one copy of each, small next to the product's work); the product itself is
+//!   [`channel_mix`]'s where it runs, else `gemm`.
 
 use rayon::prelude::*;
 
