@@ -8,7 +8,53 @@ mod pointwise;
 
 use super::Conv2dShape;
 
-pub(crate) use depthwise::ChannelMap;
+/// A per-channel map of a convolution's input, applied as the input is read:
+/// `max(x * scale[c] + shift[c], 0)` (no max without `relu`). The batch norm (and ReLU) of the
+/// layer before, never written out (see [`crate::Normalized`]).
+#[derive(Clone, Copy)]
+pub(crate) struct InputMap<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub relu: bool,
+}
+
+impl InputMap<'_> {
+    /// Channel `c`'s map.
+    #[inline(always)]
+    fn channel(&self, c: usize) -> ChannelMap {
+        ChannelMap {
+            scale: self.scale[c],
+            shift: self.shift[c],
+            relu: self.relu,
+        }
+    }
+}
+
+/// One channel of an [`InputMap`].
+#[derive(Clone, Copy)]
+struct ChannelMap {
+    scale: f32,
+    shift: f32,
+    relu: bool,
+}
+
+impl ChannelMap {
+    /// `out = max(x * scale + shift, 0)` (no max without ReLU): the very expression of batch
+    /// norm's own output pass, so the result is the same bit for bit.
+    #[inline(always)]
+    fn apply(self, x: &[f32], out: &mut [f32]) {
+        let (scale, shift) = (self.scale, self.shift);
+        if self.relu {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = (v * scale + shift).max(0.0);
+            }
+        } else {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = v * scale + shift;
+            }
+        }
+    }
+}
 
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     if s.is_depthwise() {
@@ -41,54 +87,35 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     }
 }
 
-/// A depthwise convolution of `maps[c](x)`, the input mapped as it is read.
-pub(super) fn depthwise_mapped(
-    x: &[f32],
-    maps: &[ChannelMap],
-    w: &[f32],
-    s: &Conv2dShape,
-) -> Vec<f32> {
-    depthwise::forward(x, Some(maps), w, s)
+/// Whether [`forward_mapped`] and [`backward_mapped`] apply the map as they read: depthwise
+/// convolutions, and 1x1 ones on AVX-512 with planes of 16+ pixels. Otherwise the caller writes
+/// the mapped input out first.
+pub(super) fn reads_mapped(s: &Conv2dShape) -> bool {
+    s.is_depthwise() || (s.is_pointwise() && pointwise::reads_mapped(s))
 }
 
-/// Both gradients of [`depthwise_mapped`]: dx of the mapped input, and dw.
-pub(super) fn depthwise_mapped_backward(
-    x: &[f32],
-    maps: &[ChannelMap],
-    w: &[f32],
-    dy: &[f32],
-    s: &Conv2dShape,
-) -> (Vec<f32>, Vec<f32>) {
-    depthwise::backward(x, Some(maps), w, dy, s)
+/// The convolution of `map(x)`, the map applied as the input is read ([`reads_mapped`]).
+pub(super) fn forward_mapped(x: &[f32], map: InputMap<'_>, w: &[f32], s: &Conv2dShape) -> Vec<f32> {
+    if s.is_depthwise() {
+        depthwise::forward(x, Some(map), w, s)
+    } else {
+        pointwise::forward_mapped(x, map, w, s)
+    }
 }
 
-/// Whether a 1x1 convolution of a mapped input reads the map as it loads (see
-/// [`pointwise_mapped`]); otherwise the caller writes the mapped input out.
-pub(super) fn pointwise_reads_mapped(s: &Conv2dShape) -> bool {
-    s.is_pointwise() && pointwise::reads_mapped(s)
-}
-
-/// A 1x1 convolution of `max(x * scale + shift, 0)` (no max without `relu`), per channel.
-pub(super) fn pointwise_mapped(
+/// Both gradients of [`forward_mapped`]: dx of the mapped input, and dw.
+pub(super) fn backward_mapped(
     x: &[f32],
-    (scale, shift, relu): (&[f32], &[f32], bool),
-    w: &[f32],
-    s: &Conv2dShape,
-) -> Vec<f32> {
-    let map = channel_mix::XMap { scale, shift, relu };
-    pointwise::forward_mapped(x, map, w, s)
-}
-
-/// Both gradients of [`pointwise_mapped`]: dx of the mapped input, and dw.
-pub(super) fn pointwise_mapped_backward(
-    x: &[f32],
-    (scale, shift, relu): (&[f32], &[f32], bool),
+    map: InputMap<'_>,
     w: &[f32],
     dy: &[f32],
     s: &Conv2dShape,
 ) -> (Vec<f32>, Vec<f32>) {
-    let map = channel_mix::XMap { scale, shift, relu };
-    pointwise::backward_mapped(x, map, w, dy, s)
+    if s.is_depthwise() {
+        depthwise::backward(x, Some(map), w, dy, s)
+    } else {
+        pointwise::backward_mapped(x, map, w, dy, s)
+    }
 }
 
 /// For a kernel offset `tap`, the output positions `lo..hi` whose input position

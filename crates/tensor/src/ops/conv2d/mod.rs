@@ -238,6 +238,15 @@ pub fn conv2d_backward_weight(
     }
 }
 
+/// The map of a host [`Normalized`], as the CPU kernels read it.
+fn host_map(input: &Normalized) -> Result<cpu::InputMap<'_>> {
+    Ok(cpu::InputMap {
+        scale: input.scale.cpu_data()?,
+        shift: input.shift.cpu_data()?,
+        relu: input.relu,
+    })
+}
+
 /// [`conv2d`] of a batch norm's output that was never written out: on the CPU a depthwise
 /// convolution applies the map as it reads its input (the MBConv block's depthwise layer reads
 /// its expansion's batch norm this way), and so does a 1x1 convolution on AVX-512 with planes of
@@ -253,14 +262,13 @@ pub fn conv2d_normalized(
 ) -> Result<Tensor> {
     let shape = Conv2dShape::new(&input.x, weight, params)?;
     match common_device("conv2d", &[&input.x, weight, &input.scale, &input.shift])? {
-        Device::Cpu if shape.is_depthwise() => {
-            let maps = cpu::ChannelMap::all(&input.host_affine()?, input.relu);
-            let y = cpu::depthwise_mapped(input.x.cpu_data()?, &maps, weight.cpu_data()?, &shape);
-            Tensor::from_vec(y, &shape.output_dims())
-        }
-        Device::Cpu if cpu::pointwise_reads_mapped(&shape) => {
-            let map = (input.scale.cpu_data()?, input.shift.cpu_data()?, input.relu);
-            let y = cpu::pointwise_mapped(input.x.cpu_data()?, map, weight.cpu_data()?, &shape);
+        Device::Cpu if cpu::reads_mapped(&shape) => {
+            let y = cpu::forward_mapped(
+                input.x.cpu_data()?,
+                host_map(input)?,
+                weight.cpu_data()?,
+                &shape,
+            );
             Tensor::from_vec(y, &shape.output_dims())
         }
         _ => conv2d(&input.materialize()?, weight, params),
@@ -284,25 +292,10 @@ pub fn conv2d_normalized_backward(
         "conv2d_backward",
         &[&input.x, weight, dy, &input.scale, &input.shift],
     )? {
-        Device::Cpu if shape.is_depthwise() => {
-            let maps = cpu::ChannelMap::all(&input.host_affine()?, input.relu);
-            let (dx, dw) = cpu::depthwise_mapped_backward(
+        Device::Cpu if cpu::reads_mapped(&shape) => {
+            let (dx, dw) = cpu::backward_mapped(
                 input.x.cpu_data()?,
-                &maps,
-                weight.cpu_data()?,
-                dy.cpu_data()?,
-                &shape,
-            );
-            Ok((
-                Tensor::from_vec(dx, &shape.input_dims())?,
-                Tensor::from_vec(dw, &shape.weight_dims())?,
-            ))
-        }
-        Device::Cpu if cpu::pointwise_reads_mapped(&shape) => {
-            let map = (input.scale.cpu_data()?, input.shift.cpu_data()?, input.relu);
-            let (dx, dw) = cpu::pointwise_mapped_backward(
-                input.x.cpu_data()?,
-                map,
+                host_map(input)?,
                 weight.cpu_data()?,
                 dy.cpu_data()?,
                 &shape,

@@ -5,7 +5,7 @@
 //!   packed batch or, at 1x1 planes, `A` is an activation read in place);
 //! - [`weight_gradient`]: `dW (M x K) = sum over n of dy[n] (M x P) * x[n]^T (P x K)`.
 //!
-//! Both can apply a per-channel map to `x` as it is loaded ([`XMap`]: the previous layer's batch
+//! Both can apply a per-channel map to `x` as it is loaded ([`InputMap`]: the previous layer's batch
 //! norm and ReLU, never written out).
 //!
 //! Why not the `gemm` crate here: a 1x1 convolution of this search space multiplies a small
@@ -24,6 +24,7 @@
 
 use rayon::prelude::*;
 
+use super::InputMap;
 use crate::cpu::gemm::Mat;
 use crate::cpu::ordered_sum;
 use crate::cpu::simd::{level, Level};
@@ -56,7 +57,7 @@ pub(super) fn product(a: Mat<'_>, x: &[f32], p: usize, out: &mut [f32]) {
 pub(super) fn product_mapped(
     a: Mat<'_>,
     x: &[f32],
-    map: Option<XMap<'_>>,
+    map: Option<InputMap<'_>>,
     p: usize,
     out: &mut [f32],
 ) {
@@ -125,7 +126,7 @@ pub(super) fn weight_gradient(
     dy: &[f32],
     m: usize,
     x: &[f32],
-    map: Option<XMap<'_>>,
+    map: Option<InputMap<'_>>,
     k: usize,
     p: usize,
 ) -> Vec<f32> {
@@ -161,28 +162,18 @@ struct SharedOut(*mut f32);
 // SAFETY: jobs write disjoint (image, pixel) columns of the output (see `product`).
 unsafe impl Sync for SharedOut {}
 
-/// A per-channel map of the `x` operand applied as it is loaded, channel `c` of its K:
-/// `max(x * scale[c] + shift[c], 0)` (no max without `relu`): the batch norm (and ReLU) of the
-/// layer before, never written out (see [`crate::Normalized`]).
-#[derive(Clone, Copy)]
-pub(super) struct XMap<'a> {
-    pub scale: &'a [f32],
-    pub shift: &'a [f32],
-    pub relu: bool,
-}
-
 struct GradientGeometry<'a> {
     m: usize,
     k: usize,
     p: usize,
-    map: Option<XMap<'a>>,
+    map: Option<InputMap<'a>>,
 }
 
 struct Geometry<'a> {
     m: usize,
     k: usize,
     p: usize,
-    map: Option<XMap<'a>>,
+    map: Option<InputMap<'a>>,
     /// Vectors per image plane.
     per_image: usize,
 }
@@ -200,7 +191,7 @@ mod avx512 {
     /// # Safety
     /// AVX-512F must be available (inlined into the kernels that enable it).
     #[inline(always)]
-    unsafe fn mapped(map: Option<super::XMap<'_>>, c: usize, v: __m512) -> __m512 {
+    unsafe fn mapped(map: Option<super::InputMap<'_>>, c: usize, v: __m512) -> __m512 {
         match map {
             None => v,
             // SAFETY: AVX-512F, by the caller's contract.

@@ -28,44 +28,11 @@ use crate::cpu::simd::{every_second, interleave, shifted_dots, weighted_shifts};
 use crate::cpu::{copy_row, items_per_job, Planes};
 use crate::ops::conv2d::Conv2dShape;
 
+use super::{ChannelMap, InputMap};
+
 /// Phase-buffer elements a task aims at: with its wide output plane, about 32 KiB, so that a
 /// group stays in the L1 and L2 caches while every tap sweeps it.
 const GROUP_ELEMENTS: usize = 4096;
-
-/// One channel's input map: the batch norm (and ReLU) of the layer before, applied as the
-/// input is read (see [`crate::Normalized`]).
-#[derive(Clone, Copy)]
-pub(crate) struct ChannelMap {
-    scale: f32,
-    shift: f32,
-    relu: bool,
-}
-
-impl ChannelMap {
-    /// Every channel's map from `(scale, shift)` pairs.
-    pub(crate) fn all(affine: &[(f32, f32)], relu: bool) -> Vec<ChannelMap> {
-        affine
-            .iter()
-            .map(|&(scale, shift)| ChannelMap { scale, shift, relu })
-            .collect()
-    }
-
-    /// `out = max(x * scale + shift, 0)` (no max without ReLU): the very expression of batch
-    /// norm's own output pass, so the result is the same bit for bit.
-    #[inline(always)]
-    fn apply(self, x: &[f32], out: &mut [f32]) {
-        let (scale, shift) = (self.scale, self.shift);
-        if self.relu {
-            for (o, v) in out.iter_mut().zip(x) {
-                *o = (v * scale + shift).max(0.0);
-            }
-        } else {
-            for (o, v) in out.iter_mut().zip(x) {
-                *o = v * scale + shift;
-            }
-        }
-    }
-}
 
 /// Whether the backward pass takes [`tiny`]: planes up to 16x16 (and a filter that fits its
 /// tap buffer). Measured, batch 128 (64 for MobileNet-V2's): 96 channels 14x14 k5 5.8 against
@@ -83,9 +50,9 @@ fn tiny_forward(s: &Conv2dShape) -> bool {
     tiny_planes(s) && (s.stride > 1 || s.in_height * s.in_width <= 64)
 }
 
-/// The map of `channel`, if the input has maps.
-fn channel_map(maps: Option<&[ChannelMap]>, channel: usize) -> Option<ChannelMap> {
-    maps.map(|m| m[channel])
+/// The map of `channel`, if the input has one.
+fn channel_map(map: Option<InputMap<'_>>, channel: usize) -> Option<ChannelMap> {
+    map.map(|m| m.channel(channel))
 }
 
 struct Geometry {
@@ -429,18 +396,18 @@ fn forward_group(
     }
 }
 
-/// The input is `x`, or `maps[c](x)` channel by channel when `maps` is given.
+/// The input is `x`, or `map(x)` channel by channel when `map` is given.
 ///
 /// # Shapes
 /// `x`: (N, C, H, W), `w`: (C, 1, KH, KW); returns (N, C, OH, OW)
 pub(super) fn forward(
     x: &[f32],
-    maps: Option<&[ChannelMap]>,
+    map: Option<InputMap<'_>>,
     w: &[f32],
     s: &Conv2dShape,
 ) -> Vec<f32> {
     if tiny_forward(s) {
-        return tiny::forward(x, maps, w, s);
+        return tiny::forward(x, map, w, s);
     }
     let g = Geometry::new(s);
     let mut y = pool::take(s.batch * s.out_channels * g.oh * g.ow);
@@ -448,7 +415,7 @@ pub(super) fn forward(
         &g,
         s,
         x,
-        maps,
+        map,
         &channel_taps(&g, w, false),
         &Planes::new(&mut y, g.oh * g.ow),
     );
@@ -460,7 +427,7 @@ fn forward_all(
     g: &Geometry,
     s: &Conv2dShape,
     input: &[f32],
-    maps: Option<&[ChannelMap]>,
+    map: Option<InputMap<'_>>,
     taps: &[Vec<(usize, f32)>],
     out: &Planes,
 ) {
@@ -470,7 +437,7 @@ fn forward_all(
         .for_each_init(
             || scratch(g),
             |(phases, wide), task| {
-                let map = channel_map(maps, task.0);
+                let map = channel_map(map, task.0);
                 forward_group(g, s, input, &taps[task.0], out, task, map, phases, wide);
             },
         );
@@ -545,27 +512,27 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
 /// flipped forward pass) is, shifted by one padding row and column, the very wide-row layout
 /// the weight gradient's dot products read. Otherwise the two passes run one after the other.
 ///
-/// With `maps`, the input was `maps[c](x)` (see [`forward`]) and dx is its gradient.
+/// With `map`, the input was `map(x)` (see [`forward`]) and dx is its gradient.
 ///
 /// # Shapes
 /// `x`: (N, C, H, W), `w`: (C, 1, KH, KW), `dy`: (N, C, OH, OW); returns (dx, dw) shaped as
 /// `x` and `w`
 pub(super) fn backward(
     x: &[f32],
-    maps: Option<&[ChannelMap]>,
+    map: Option<InputMap<'_>>,
     w: &[f32],
     dy: &[f32],
     s: &Conv2dShape,
 ) -> (Vec<f32>, Vec<f32>) {
     if tiny_planes(s) {
-        return tiny::backward(x, maps, w, dy, s);
+        return tiny::backward(x, map, w, dy, s);
     }
     let g = Geometry::new(s);
     let shared = g
         .transposed(s.batch)
         .filter(|t| t.pad == g.pad && t.hq == g.hq && t.wq == g.wq && t.group == g.group);
     let Some(t) = shared else {
-        return (backward_input(w, dy, s), backward_weight(x, maps, dy, s));
+        return (backward_input(w, dy, s), backward_weight(x, map, dy, s));
     };
     let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
     let flipped = channel_taps(&t, w, true);
@@ -596,7 +563,7 @@ pub(super) fn backward(
                 t.narrow(wide, j, plane);
             }
             let x_planes = images.map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
-            g.split(x_planes, channel_map(maps, channel), x_phases);
+            g.split(x_planes, channel_map(map, channel), x_phases);
             let dy_wide = &dy_phases[shift..shift + g.wide_len()];
             shifted_dots(sums, dy_wide, x_phases, &offsets);
         },
@@ -604,13 +571,13 @@ pub(super) fn backward(
     (dx, dw)
 }
 
-/// With `maps`, the input was `maps[c](x)` (see [`forward`]).
+/// With `map`, the input was `map(x)` (see [`forward`]).
 ///
 /// # Shapes
 /// `x`: (N, C, H, W), `dy`: (N, C, OH, OW); returns dw (C, 1, KH, KW)
 pub(super) fn backward_weight(
     x: &[f32],
-    maps: Option<&[ChannelMap]>,
+    map: Option<InputMap<'_>>,
     dy: &[f32],
     s: &Conv2dShape,
 ) -> Vec<f32> {
@@ -618,7 +585,7 @@ pub(super) fn backward_weight(
         // The weight gradient does not read the filter: a zero one stands in, and dw has the
         // bits of the two-gradient pass.
         let zeros = vec![0.0f32; s.in_channels * s.kernel_height * s.kernel_width];
-        return tiny::backward(x, maps, &zeros, dy, s).1;
+        return tiny::backward(x, map, &zeros, dy, s).1;
     }
     let g = Geometry::new(s);
     let (in_plane, out_plane, c) = (g.h * g.w, g.oh * g.ow, s.in_channels);
@@ -632,7 +599,7 @@ pub(super) fn backward_weight(
                 .clone()
                 .map(|n| &x[(n * c + channel) * in_plane..][..in_plane]);
             let dy_planes = images.map(|n| &dy[(n * c + channel) * out_plane..][..out_plane]);
-            g.split(x_planes, channel_map(maps, channel), phases);
+            g.split(x_planes, channel_map(map, channel), phases);
             g.widen(dy_planes, wide);
             shifted_dots(sums, wide, phases, &offsets);
         },
@@ -712,6 +679,41 @@ mod tests {
     use super::*;
     use crate::ops::conv2d::conv_output_size;
 
+    /// A depthwise case with "same" padding: its shape and deterministic `x`, `w` and `dy`.
+    fn case(
+        batch: usize,
+        channels: usize,
+        size: usize,
+        k: usize,
+        stride: usize,
+    ) -> (Conv2dShape, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let pad = k / 2;
+        let out = conv_output_size(size, k, stride, pad).unwrap();
+        let s = Conv2dShape {
+            batch,
+            in_channels: channels,
+            in_height: size,
+            in_width: size,
+            out_channels: channels,
+            out_height: out,
+            out_width: out,
+            kernel_height: k,
+            kernel_width: k,
+            stride,
+            padding: pad,
+            groups: channels,
+        };
+        let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32) - 0.5;
+        let x = (0..batch * channels * size * size)
+            .map(|i| value(i, 97))
+            .collect();
+        let w = (0..channels * k * k).map(|i| value(i, 13)).collect();
+        let dy = (0..batch * channels * out * out)
+            .map(|i| value(i, 89))
+            .collect();
+        (s, x, w, dy)
+    }
+
     /// The definition, one multiply-add at a time.
     fn reference(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> [Vec<f32>; 3] {
         let (h, wd, oh, ow, k) = (
@@ -767,30 +769,8 @@ mod tests {
             (16, 3, 1),
             (13, 5, 2),
         ] {
-            let (batch, channels, pad) = (13, 2, k / 2);
-            let out = conv_output_size(size, k, stride, pad).unwrap();
-            let s = Conv2dShape {
-                batch,
-                in_channels: channels,
-                in_height: size,
-                in_width: size,
-                out_channels: channels,
-                out_height: out,
-                out_width: out,
-                kernel_height: k,
-                kernel_width: k,
-                stride,
-                padding: pad,
-                groups: channels,
-            };
-            let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32) - 0.5;
-            let x: Vec<f32> = (0..batch * channels * size * size)
-                .map(|i| value(i, 97))
-                .collect();
-            let w: Vec<f32> = (0..channels * k * k).map(|i| value(i, 13)).collect();
-            let dy: Vec<f32> = (0..batch * channels * out * out)
-                .map(|i| value(i, 89))
-                .collect();
+            let channels = 2;
+            let (s, x, w, dy) = case(13, channels, size, k, stride);
             let [y, dx, dw] = reference(&x, &w, &dy, &s);
             let (dx_both, dw_both) = backward(&x, None, &w, &dy, &s);
             // The two paths of the general kernel give the same bits (tiny planes have their
@@ -818,49 +798,30 @@ mod tests {
     #[test]
     fn a_mapped_input_gives_the_bits_of_the_input_written_out() {
         for (size, k, stride) in [(12, 3, 1), (12, 5, 2), (2, 3, 1), (4, 3, 2)] {
-            let (batch, channels, pad) = (3, 4, k / 2);
-            let out = conv_output_size(size, k, stride, pad).unwrap();
-            let s = Conv2dShape {
-                batch,
-                in_channels: channels,
-                in_height: size,
-                in_width: size,
-                out_channels: channels,
-                out_height: out,
-                out_width: out,
-                kernel_height: k,
-                kernel_width: k,
-                stride,
-                padding: pad,
-                groups: channels,
-            };
-            let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32) - 0.5;
-            let x: Vec<f32> = (0..batch * channels * size * size)
-                .map(|i| value(i, 97))
-                .collect();
-            let w: Vec<f32> = (0..channels * k * k).map(|i| value(i, 13)).collect();
-            let dy: Vec<f32> = (0..batch * channels * out * out)
-                .map(|i| value(i, 89))
-                .collect();
-            let affine: Vec<(f32, f32)> = (0..channels)
-                .map(|c| (0.5 + c as f32, 0.1 - 0.05 * c as f32))
-                .collect();
+            let channels = 4;
+            let (s, x, w, dy) = case(3, channels, size, k, stride);
+            let scale: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32).collect();
+            let shift: Vec<f32> = (0..channels).map(|c| 0.1 - 0.05 * c as f32).collect();
             for relu in [false, true] {
-                let maps = ChannelMap::all(&affine, relu);
+                let map = InputMap {
+                    scale: &scale,
+                    shift: &shift,
+                    relu,
+                };
                 let plane = size * size;
                 let mut mapped = x.clone();
                 for (i, chunk) in mapped.chunks_exact_mut(plane).enumerate() {
                     let original = chunk.to_vec();
-                    maps[i % channels].apply(&original, chunk);
+                    map.channel(i % channels).apply(&original, chunk);
                 }
                 let what = format!("size {size} k{k} s{stride} relu {relu}");
                 assert_eq!(
-                    forward(&x, Some(&maps), &w, &s),
+                    forward(&x, Some(map), &w, &s),
                     forward(&mapped, None, &w, &s),
                     "{what}"
                 );
                 assert_eq!(
-                    backward(&x, Some(&maps), &w, &dy, &s),
+                    backward(&x, Some(map), &w, &dy, &s),
                     backward(&mapped, None, &w, &dy, &s),
                     "{what}"
                 );

@@ -18,7 +18,7 @@ use crate::cpu::pool::{self, HostBuffer};
 use crate::cpu::{copy_row, ordered_sum};
 use crate::ops::conv2d::Conv2dShape;
 
-use super::channel_mix;
+use super::{channel_mix, InputMap};
 
 /// Planes of fewer pixels than this take the whole-batch product.
 const PACK_BELOW: usize = 64;
@@ -131,12 +131,7 @@ pub(super) fn reads_mapped(s: &Conv2dShape) -> bool {
 ///
 /// # Shapes
 /// as [`forward`]
-pub(super) fn forward_mapped(
-    x: &[f32],
-    map: channel_mix::XMap<'_>,
-    w: &[f32],
-    s: &Conv2dShape,
-) -> Vec<f32> {
+pub(super) fn forward_mapped(x: &[f32], map: InputMap<'_>, w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (cin, cout) = (s.in_channels, s.out_channels);
     let mut out = pool::take(s.batch * cout * pixels(s));
     channel_mix::product_mapped(
@@ -155,7 +150,7 @@ pub(super) fn forward_mapped(
 /// as [`backward`]
 pub(super) fn backward_mapped(
     x: &[f32],
-    map: channel_mix::XMap<'_>,
+    map: InputMap<'_>,
     w: &[f32],
     dy: &[f32],
     s: &Conv2dShape,
@@ -174,14 +169,7 @@ pub(super) fn backward_mapped(
         .par_chunks_mut(p)
         .zip(x.par_chunks(p))
         .enumerate()
-        .for_each(|(plane, (out, x))| {
-            let c = plane % cin;
-            let (scale, shift) = (map.scale[c], map.shift[c]);
-            for (o, v) in out.iter_mut().zip(x) {
-                let y = v * scale + shift;
-                *o = if map.relu { y.max(0.0) } else { y };
-            }
-        });
+        .for_each(|(plane, (out, x))| map.channel(plane % cin).apply(x, out));
     (dx, backward_weight(&mapped, dy, s))
 }
 
@@ -308,25 +296,8 @@ mod tests {
             (3, 5, 18, 7),
             (2, 4, 3, 9),
         ] {
-            let s = Conv2dShape {
-                batch: n,
-                in_channels: cin,
-                in_height: size,
-                in_width: size,
-                out_channels: cout,
-                out_height: size,
-                out_width: size,
-                kernel_height: 1,
-                kernel_width: 1,
-                stride: 1,
-                padding: 0,
-                groups: 1,
-            };
+            let (s, x, w, dy) = case(n, cin, cout, size);
             let p = size * size;
-            let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32) - 0.5;
-            let x: Vec<f32> = (0..n * cin * p).map(|i| value(i, 97)).collect();
-            let w: Vec<f32> = (0..cout * cin).map(|i| value(i, 31)).collect();
-            let dy: Vec<f32> = (0..n * cout * p).map(|i| value(i, 89)).collect();
             let mut y = vec![0.0f32; n * cout * p];
             let mut dx = vec![0.0f32; n * cin * p];
             let mut dw = vec![0.0f32; cout * cin];
@@ -347,12 +318,8 @@ mod tests {
             for (name, got, want) in [
                 ("y", forward(&x, &w, &s), y),
                 ("dx", got_dx, dx),
-                ("dw", got_dw, dw),
-                (
-                    "dw only",
-                    backward_weight(&x, &dy, &s),
-                    dw_copy(&w, &x, &dy, &s),
-                ),
+                ("dw", got_dw, dw.clone()),
+                ("dw only", backward_weight(&x, &dy, &s), dw.clone()),
             ] {
                 assert_eq!(got.len(), want.len(), "{name} {what}");
                 for (a, b) in got.iter().zip(&want) {
@@ -365,20 +332,33 @@ mod tests {
         }
     }
 
-    /// The weight gradient by the definition (for the weight-only entry point).
-    fn dw_copy(w: &[f32], x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
-        let (n, cin, cout, p) = (s.batch, s.in_channels, s.out_channels, pixels(s));
-        let mut dw = vec![0.0f32; w.len()];
-        for i in 0..n {
-            for o in 0..cout {
-                for c in 0..cin {
-                    for q in 0..p {
-                        dw[o * cin + c] += dy[(i * cout + o) * p + q] * x[(i * cin + c) * p + q];
-                    }
-                }
-            }
-        }
-        dw
+    /// A 1x1 case: its shape and deterministic `x`, `w` and `dy`.
+    fn case(
+        n: usize,
+        cin: usize,
+        cout: usize,
+        size: usize,
+    ) -> (Conv2dShape, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let s = Conv2dShape {
+            batch: n,
+            in_channels: cin,
+            in_height: size,
+            in_width: size,
+            out_channels: cout,
+            out_height: size,
+            out_width: size,
+            kernel_height: 1,
+            kernel_width: 1,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+        };
+        let p = size * size;
+        let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32) - 0.5;
+        let x = (0..n * cin * p).map(|i| value(i, 97)).collect();
+        let w = (0..cout * cin).map(|i| value(i, 31)).collect();
+        let dy = (0..n * cout * p).map(|i| value(i, 89)).collect();
+        (s, x, w, dy)
     }
 
     #[test]
@@ -389,29 +369,12 @@ mod tests {
         }
         // 4x4 (weight gradient through the written-out input) and 7x7 (read through the map).
         for (n, cin, cout, size) in [(3, 5, 18, 4), (2, 7, 9, 7)] {
-            let s = Conv2dShape {
-                batch: n,
-                in_channels: cin,
-                in_height: size,
-                in_width: size,
-                out_channels: cout,
-                out_height: size,
-                out_width: size,
-                kernel_height: 1,
-                kernel_width: 1,
-                stride: 1,
-                padding: 0,
-                groups: 1,
-            };
+            let (s, x, w, dy) = case(n, cin, cout, size);
             let p = size * size;
-            let value = |i: usize, m: usize| ((i * 7919 % m) as f32 / m as f32) - 0.5;
-            let x: Vec<f32> = (0..n * cin * p).map(|i| value(i, 97)).collect();
-            let w: Vec<f32> = (0..cout * cin).map(|i| value(i, 31)).collect();
-            let dy: Vec<f32> = (0..n * cout * p).map(|i| value(i, 89)).collect();
             let scale: Vec<f32> = (0..cin).map(|c| 0.5 + c as f32 * 0.25).collect();
             let shift: Vec<f32> = (0..cin).map(|c| 0.1 - c as f32 * 0.05).collect();
             for relu in [false, true] {
-                let map = channel_mix::XMap {
+                let map = InputMap {
                     scale: &scale,
                     shift: &shift,
                     relu,

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use super::{channel_map, ChannelMap};
+use super::{channel_map, ChannelMap, InputMap};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::simd::{level, Level};
 use crate::cpu::{pool, Planes};
@@ -93,7 +93,7 @@ fn read_plane(x: &[f32], map: Option<ChannelMap>, at: usize, len: usize) -> [f32
 /// as [`super::forward`]
 pub(super) fn forward(
     x: &[f32],
-    maps: Option<&[ChannelMap]>,
+    map: Option<InputMap<'_>>,
     w: &[f32],
     s: &Conv2dShape,
 ) -> Vec<f32> {
@@ -107,7 +107,7 @@ pub(super) fn forward(
     let mut y = pool::take(s.batch * c * out_plane);
     #[cfg(target_arch = "x86_64")]
     if level() == Level::Avx512 {
-        let (scale, shift, relu) = map_vectors(maps, c);
+        let (scale, shift, relu) = map_vectors(map, c);
         let wt = transposed_filters(w, c, taps);
         let out = SharedOut(y.as_mut_ptr());
         (0..c.div_ceil(BLOCK)).into_par_iter().for_each(|block| {
@@ -132,7 +132,7 @@ pub(super) fn forward(
         let channels = block * BLOCK..((block + 1) * BLOCK).min(c);
         for n in 0..s.batch {
             for ch in channels.clone() {
-                let plane = read_plane(x, channel_map(maps, ch), (n * c + ch) * in_plane, in_plane);
+                let plane = read_plane(x, channel_map(map, ch), (n * c + ch) * in_plane, in_plane);
                 let filter = &w[ch * taps..][..taps];
                 let mut acc = [0.0f32; MAX_PIXELS];
                 for t in &list {
@@ -146,13 +146,13 @@ pub(super) fn forward(
     y
 }
 
-/// Both gradients, `(dx, dw)`; with `maps`, dx is the gradient of the mapped input.
+/// Both gradients, `(dx, dw)`; with `map`, dx is the gradient of the mapped input.
 ///
 /// # Shapes
 /// as [`super::backward`]
 pub(super) fn backward(
     x: &[f32],
-    maps: Option<&[ChannelMap]>,
+    map: Option<InputMap<'_>>,
     w: &[f32],
     dy: &[f32],
     s: &Conv2dShape,
@@ -167,7 +167,7 @@ pub(super) fn backward(
     let mut dx = pool::take(s.batch * c * in_plane);
     #[cfg(target_arch = "x86_64")]
     if level() == Level::Avx512 {
-        let (scale, shift, relu) = map_vectors(maps, c);
+        let (scale, shift, relu) = map_vectors(map, c);
         let wt = transposed_filters(w, c, taps);
         let runs = tap_runs(&list);
         let out = SharedOut(dx.as_mut_ptr());
@@ -213,7 +213,7 @@ pub(super) fn backward(
                 for (i, sums) in sums.chunks_exact_mut(taps).enumerate() {
                     let ch = first + i;
                     let plane =
-                        read_plane(x, channel_map(maps, ch), (n * c + ch) * in_plane, in_plane);
+                        read_plane(x, channel_map(map, ch), (n * c + ch) * in_plane, in_plane);
                     let g = &dy[(n * c + ch) * out_plane..][..out_plane];
                     let filter = &w[ch * taps..][..taps];
                     let (mut dplane, mut dtaps) = ([0.0f32; MAX_PIXELS], [0.0f32; 49]);
@@ -237,14 +237,13 @@ pub(super) fn backward(
 
 /// Every channel's map as three arrays (identity without maps), padded to whole blocks.
 #[cfg(target_arch = "x86_64")]
-fn map_vectors(maps: Option<&[ChannelMap]>, channels: usize) -> (Vec<f32>, Vec<f32>, Option<bool>) {
+fn map_vectors(map: Option<InputMap<'_>>, channels: usize) -> (Vec<f32>, Vec<f32>, Option<bool>) {
     let padded = channels.div_ceil(BLOCK) * BLOCK;
     let (mut scale, mut shift) = (vec![1.0f32; padded], vec![0.0f32; padded]);
-    let relu = maps.map(|m| {
-        for (c, map) in m.iter().enumerate() {
-            (scale[c], shift[c]) = (map.scale, map.shift);
-        }
-        m.first().is_some_and(|map| map.relu)
+    let relu = map.map(|m| {
+        scale[..channels].copy_from_slice(m.scale);
+        shift[..channels].copy_from_slice(m.shift);
+        m.relu
     });
     (scale, shift, relu)
 }
