@@ -2,9 +2,9 @@
 
 use eatnas_tensor::{
     batch_norm2d_backward, batch_norm2d_eval_act, batch_norm2d_eval_deferred,
-    batch_norm2d_train_act, batch_norm2d_train_deferred, conv2d, conv2d_backward,
-    conv2d_backward_weight, conv2d_normalized, conv2d_normalized_backward, BatchNormStats,
-    BnInference, Conv2dParams, Device, Normalized, Tensor,
+    batch_norm2d_train_deferred, conv2d, conv2d_backward, conv2d_backward_weight,
+    conv2d_normalized, conv2d_normalized_backward, BatchNormStats, BnInference, Conv2dParams,
+    Device, Normalized, Tensor,
 };
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
@@ -39,32 +39,8 @@ impl BatchNorm {
         })
     }
 
-    /// Normalises `x`, then applies a ReLU when `relu`, in one pass.
-    fn forward(&mut self, x: &Tensor, mode: Mode, relu: bool) -> Result<(Tensor, BatchNormStats)> {
-        Ok(match mode {
-            Mode::Train => batch_norm2d_train_act(
-                x,
-                &self.weight.value,
-                &self.bias.value,
-                &mut self.running_mean,
-                &mut self.running_var,
-                self.momentum,
-                self.eps,
-                relu,
-            )?,
-            Mode::Eval => batch_norm2d_eval_act(
-                x,
-                &self.weight.value,
-                &self.bias.value,
-                &self.running_mean,
-                &self.running_var,
-                self.eps,
-                relu,
-            )?,
-        })
-    }
-
-    /// [`BatchNorm::forward`] with the output left as a map for the next layer to apply.
+    /// Normalises `x` (then a ReLU when `relu`), the output left as a map for its reader to
+    /// apply or to write out ([`Normalized::materialize`]).
     fn forward_deferred(
         &mut self,
         x: &Tensor,
@@ -203,8 +179,9 @@ impl ConvBn {
     /// # Shapes
     /// `x`: (N, Cin, H, W); returns (N, Cout, H', W')
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let conv_out = conv2d(x, &self.weight.value, self.params)?;
-        self.normalize(Input::Plain(x.clone()), conv_out, mode)
+        self.forward_deferred(x, mode)?
+            .materialize()
+            .map_err(Into::into)
     }
 
     /// [`ConvBn::forward`] of the previous layer's output left as a map: the convolution
@@ -213,8 +190,9 @@ impl ConvBn {
     /// # Shapes
     /// as [`ConvBn::forward`], `x.x` as `x`
     pub fn forward_normalized(&mut self, x: &Normalized, mode: Mode) -> Result<Tensor> {
-        let conv_out = conv2d_normalized(x, &self.weight.value, self.params)?;
-        self.normalize(Input::Normalized(x.clone()), conv_out, mode)
+        self.forward_normalized_deferred(x, mode)?
+            .materialize()
+            .map_err(Into::into)
     }
 
     /// [`ConvBn::forward_normalized`] with its own output left as a map as well: the depthwise
@@ -227,14 +205,7 @@ impl ConvBn {
         x: &Normalized,
         mode: Mode,
     ) -> Result<Normalized> {
-        let conv_out = conv2d_normalized(x, &self.weight.value, self.params)?;
-        let (output, stats) = self.bn.forward_deferred(&conv_out, mode, self.relu)?;
-        self.saved = Some(Saved {
-            input: Input::Normalized(x.clone()),
-            conv_out,
-            stats,
-        });
-        Ok(output)
+        self.run(Input::Normalized(x.clone()), mode)
     }
 
     /// [`ConvBn::forward`] without writing its output: the batch norm's statistics, and the
@@ -244,19 +215,17 @@ impl ConvBn {
     /// # Shapes
     /// as [`ConvBn::forward`]
     pub fn forward_deferred(&mut self, x: &Tensor, mode: Mode) -> Result<Normalized> {
-        let conv_out = conv2d(x, &self.weight.value, self.params)?;
-        let (output, stats) = self.bn.forward_deferred(&conv_out, mode, self.relu)?;
-        self.saved = Some(Saved {
-            input: Input::Plain(x.clone()),
-            conv_out,
-            stats,
-        });
-        Ok(output)
+        self.run(Input::Plain(x.clone()), mode)
     }
 
-    /// The batch norm (and ReLU) of `conv_out`, keeping what the backward pass needs.
-    fn normalize(&mut self, input: Input, conv_out: Tensor, mode: Mode) -> Result<Tensor> {
-        let (output, stats) = self.bn.forward(&conv_out, mode, self.relu)?;
+    /// The convolution of `input`, then its batch norm's statistics, keeping what the backward
+    /// pass needs; the normalisation is returned as a map.
+    fn run(&mut self, input: Input, mode: Mode) -> Result<Normalized> {
+        let conv_out = match &input {
+            Input::Plain(x) => conv2d(x, &self.weight.value, self.params)?,
+            Input::Normalized(x) => conv2d_normalized(x, &self.weight.value, self.params)?,
+        };
+        let (output, stats) = self.bn.forward_deferred(&conv_out, mode, self.relu)?;
         self.saved = Some(Saved {
             input,
             conv_out,
