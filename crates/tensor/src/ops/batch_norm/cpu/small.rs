@@ -17,6 +17,22 @@ pub(super) fn expand(values: impl Iterator<Item = f32>, plane: usize) -> Vec<f32
     values.flat_map(|v| std::iter::repeat_n(v, plane)).collect()
 }
 
+/// Per channel, the float64 sums of two per-position sums over the batch: `run(at, u, v)` adds
+/// every image's positions `at..at + u.len()` to `u` and `v`, runs of [`CHUNK`] positions in
+/// parallel.
+fn position_totals(
+    image: usize,
+    plane: usize,
+    run: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> Vec<(f64, f64)> {
+    let (mut u, mut v) = (vec![0.0f32; image], vec![0.0f32; image]);
+    u.par_chunks_mut(CHUNK)
+        .zip(v.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(i, (u, v))| run(i * CHUNK, u, v));
+    fold(&u, &v, plane)
+}
+
 /// Per channel, the float64 sums of the per-position sums `u` and `v` (`C x P` each).
 fn fold(u: &[f32], v: &[f32], plane: usize) -> Vec<(f64, f64)> {
     u.chunks_exact(plane)
@@ -53,12 +69,7 @@ pub(super) fn shifted_totals(
     k: &[f32],
 ) -> Vec<(f64, f64)> {
     let image = channels * h * w;
-    let (mut u, mut v) = (vec![0.0f32; image], vec![0.0f32; image]);
-    u.par_chunks_mut(CHUNK)
-        .zip(v.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(i, (u, v))| shifted_run(x, image, i * CHUNK, k, u, v));
-    fold(&u, &v, h * w)
+    position_totals(image, h * w, |at, u, v| shifted_run(x, image, at, k, u, v))
 }
 
 /// The per-position constants of the backward pass, each `C x P` long.
@@ -103,12 +114,9 @@ pub(super) fn gated_totals(
     relu: bool,
 ) -> Vec<(f64, f64)> {
     let image = channels * h * w;
-    let (mut u, mut v) = (vec![0.0f32; image], vec![0.0f32; image]);
-    u.par_chunks_mut(CHUNK)
-        .zip(v.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(i, (u, v))| gated_run(x, dy, image, i * CHUNK, k, relu, u, v));
-    fold(&u, &v, h * w)
+    position_totals(image, h * w, |at, u, v| {
+        gated_run(x, dy, image, at, k, relu, u, v)
+    })
 }
 
 multiversion! {
