@@ -193,7 +193,8 @@ fn block_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
         Mode::Eval
     };
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-    let mut block = Block::new(&spec, &mut rng).map_err(|e| e.to_string())?;
+    let mut block =
+        Block::new(&spec, &eatnas_nn::Init::default(), &mut rng).map_err(|e| e.to_string())?;
     let names = load_params(f, device, &mut |v| block.visit("b", v), "b.")?;
     let x = f.tensor("x", device)?;
     if mode == Mode::Eval {

@@ -150,6 +150,8 @@ pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
         "conformance",
         "--test",
         "network",
+        "--test",
+        "trajectory",
     ];
     let (passed, text) = cargo_test(root, &lib_dir, &[], &tests)?;
     if !passed {

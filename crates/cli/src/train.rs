@@ -6,9 +6,9 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use eatnas_data::DataSpec;
-use eatnas_nn::Arch;
+use eatnas_nn::{Arch, InitScheme, Network};
 use eatnas_tensor::Device;
-use eatnas_train::{PreparedData, TrainConfig, Trainer};
+use eatnas_train::{checkpoint, PreparedData, TrainConfig, Trainer};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -69,6 +69,18 @@ pub struct Args {
     /// Also checkpoint every N steps (0: at epoch ends only).
     #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     checkpoint_every: usize,
+    /// Weight initialisation: pytorch, torchvision, depthwise-fan-in or fan-in
+    /// (docs/initialisation.md says what each draws and how they compare).
+    #[arg(long, default_value_t = TrainConfig::default().init)]
+    init: InitScheme,
+    /// Start the last batch norm of each residual MBConv layer at weight 0.
+    #[arg(long, conflicts_with = "initial_weights")]
+    zero_residual_bn: bool,
+    /// Start from these weights instead of drawing them: a safetensors file with every parameter
+    /// and BN buffer of the architecture under the names of ARCH.md (a checkpoint's
+    /// model.safetensors, or a PyTorch state_dict saved with safetensors).
+    #[arg(long, conflicts_with = "init")]
+    initial_weights: Option<PathBuf>,
     /// Print a JSON summary (with test_top1) as the last line.
     #[arg(long)]
     json: bool,
@@ -93,6 +105,8 @@ impl Args {
             seed: self.seed,
             workers: self.workers,
             checkpoint_every: self.checkpoint_every,
+            init: self.init,
+            zero_residual_bn: self.zero_residual_bn,
         }
     }
 }
@@ -133,7 +147,17 @@ pub fn run(args: &Args) -> Result<()> {
                 data.test.len(),
                 out.display()
             );
-            Trainer::new(config, &arch, data, Some(out))?
+            match &args.initial_weights {
+                None => Trainer::new(config, &arch, data, Some(out))?,
+                Some(path) => {
+                    let shape = data.train.shape();
+                    let mut net =
+                        Network::new(&arch, shape.channels, data.train.classes(), config.seed)?;
+                    let (tensors, _) = checkpoint::decode(path)?;
+                    checkpoint::load_exact(&mut net, &tensors, path)?;
+                    Trainer::with_network(config, net, data, Some(out))?
+                }
+            }
         }
     };
     if device != Device::Cpu {

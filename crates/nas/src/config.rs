@@ -1,6 +1,7 @@
 //! The search's configuration (TOML): every field has a default, and the defaults are the demo
 //! that a bare `eatnas-cli` runs on the embedded data in minutes on two cores.
 
+use eatnas_nn::InitScheme;
 use serde::{Deserialize, Serialize};
 
 use crate::evaluator::TaskConfig;
@@ -34,6 +35,9 @@ pub struct FinalConfig {
     pub warmup_epochs: f64,
     /// Fraction of the large task's training set held out for validation.
     pub val_fraction: f64,
+    /// How the winner's weights are drawn (see `docs/initialisation.md`).
+    pub init: InitScheme,
+    pub zero_residual_bn: bool,
 }
 
 impl Default for FinalConfig {
@@ -44,6 +48,8 @@ impl Default for FinalConfig {
             lr: 0.1,
             warmup_epochs: 0.0,
             val_fraction: 0.1,
+            init: InitScheme::default(),
+            zero_residual_bn: false,
         }
     }
 }
@@ -99,6 +105,8 @@ impl Default for SearchConfig {
                 warmup_epochs: 0.0,
                 inherit_weights: false,
                 inherited_epochs: 1,
+                init: InitScheme::default(),
+                zero_residual_bn: false,
                 macro_config: small_macro.clone(),
             },
             small_fitness: FitnessConfig::default(),
@@ -120,6 +128,8 @@ impl Default for SearchConfig {
                 warmup_epochs: 0.0,
                 inherit_weights: false,
                 inherited_epochs: 1,
+                init: InitScheme::default(),
+                zero_residual_bn: false,
                 macro_config: small_macro,
             },
             large_fitness: FitnessConfig::default(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use eatnas_data::DataSpec;
-use eatnas_nn::{Counts, Network};
+use eatnas_nn::{Counts, InitScheme, Network};
 use eatnas_tensor::{Device, Tensor};
 use eatnas_train::{PreparedData, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,10 @@ pub struct TaskConfig {
     /// in memory only: a resumed search trains the children of earlier parents from scratch.
     pub inherit_weights: bool,
     pub inherited_epochs: usize,
+    /// How each candidate's weights are drawn (see `docs/initialisation.md`).
+    pub init: InitScheme,
+    /// The last batch norm of each residual MBConv layer starts at weight 0.
+    pub zero_residual_bn: bool,
     #[serde(rename = "macro")]
     pub macro_config: MacroConfig,
 }
@@ -60,6 +64,8 @@ impl Default for TaskConfig {
             warmup_epochs: 0.0,
             inherit_weights: false,
             inherited_epochs: 1,
+            init: InitScheme::default(),
+            zero_residual_bn: false,
             macro_config: MacroConfig::default(),
         }
     }
@@ -78,6 +84,8 @@ impl TaskConfig {
             resolution: self.resolution,
             seed,
             workers,
+            init: self.init,
+            zero_residual_bn: self.zero_residual_bn,
             ..TrainConfig::default()
         }
     }
@@ -236,7 +244,13 @@ impl CandidateTrainer for ProxyEvaluator {
         let (arch, counts) = self.count(&candidate.genome)?;
         let shape = self.data.train.shape();
         let classes = self.data.train.classes();
-        let mut net = Network::new(&arch, shape.channels, classes, self.config.seed)?;
+        let mut net = Network::with_init(
+            &arch,
+            shape.channels,
+            classes,
+            &self.config.init(),
+            self.config.seed,
+        )?;
         let mut config = self.config.clone();
         if let Some(parent) = parent {
             let current = net.state();

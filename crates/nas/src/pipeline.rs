@@ -490,6 +490,8 @@ fn final_training(
             val_fraction: f.val_fraction,
             resolution: config.large.resolution,
             seed: config.seed,
+            init: f.init,
+            zero_residual_bn: f.zero_residual_bn,
             ..TrainConfig::default()
         };
         let spec: DataSpec = config.large.data.parse()?;

@@ -5,11 +5,13 @@
 pub mod arch;
 pub mod counting;
 mod error;
+pub mod init;
 pub mod layers;
 pub mod network;
 
 pub use arch::{Arch, Block, Head, LayerSpec, Op, Stem};
 pub use counting::{Counts, PartCount};
 pub use error::{Error, Result};
+pub use init::{Init, InitScheme};
 pub use layers::{Mode, Param, Slot};
 pub use network::Network;

@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::arch::Arch;
+use crate::init::Init;
 use crate::layers::{Block, ConvBn, Head, Mode, Slot};
 use crate::{Error, Result};
 
@@ -23,9 +24,20 @@ pub struct Network {
 }
 
 impl Network {
-    /// Builds and initialises the network of `arch` for `in_channels` inputs and `classes`
-    /// outputs; the same seed gives the same weights.
+    /// Builds the network of `arch` for `in_channels` inputs and `classes` outputs, initialised
+    /// with the default [`Init`]; the same seed gives the same weights.
     pub fn new(arch: &Arch, in_channels: usize, classes: usize, seed: u64) -> Result<Network> {
+        Self::with_init(arch, in_channels, classes, &Init::default(), seed)
+    }
+
+    /// [`Network::new`] with the weights drawn as `init` says.
+    pub fn with_init(
+        arch: &Arch,
+        in_channels: usize,
+        classes: usize,
+        init: &Init,
+        seed: u64,
+    ) -> Result<Network> {
         arch.validate().map_err(|message| Error::Arch {
             source_name: arch.name.clone(),
             message,
@@ -43,6 +55,7 @@ impl Network {
             arch.stem.stride,
             1,
             true,
+            init,
             &mut rng,
         )?;
         stem.input_grad = false;
@@ -52,11 +65,17 @@ impl Network {
             .map(|layers| {
                 layers
                     .iter()
-                    .map(|spec| Block::new(spec, &mut rng))
+                    .map(|spec| Block::new(spec, init, &mut rng))
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let head = Head::new(arch.last_channels(), arch.head.channels, classes, &mut rng)?;
+        let head = Head::new(
+            arch.last_channels(),
+            arch.head.channels,
+            classes,
+            init,
+            &mut rng,
+        )?;
         Ok(Network {
             arch: arch.clone(),
             in_channels,

@@ -1,5 +1,6 @@
 //! Training configuration: every field has a default, the PyTorch reference recipe's.
 
+use eatnas_nn::{Init, InitScheme};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -32,6 +33,10 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Checkpoint every this many steps as well as at every epoch's end (0: epoch ends only).
     pub checkpoint_every: usize,
+    /// How a fresh network's weights are drawn (see `docs/initialisation.md`).
+    pub init: InitScheme,
+    /// The last batch norm of each residual MBConv layer starts at weight 0.
+    pub zero_residual_bn: bool,
 }
 
 impl Default for TrainConfig {
@@ -53,6 +58,8 @@ impl Default for TrainConfig {
             seed: 0,
             workers: 2,
             checkpoint_every: 0,
+            init: InitScheme::default(),
+            zero_residual_bn: false,
         }
     }
 }
@@ -113,6 +120,14 @@ impl TrainConfig {
             return fail("resolution: expected a positive size".into());
         }
         Ok(())
+    }
+
+    /// The initialisation a fresh run draws its weights with.
+    pub fn init(&self) -> Init {
+        Init {
+            scheme: self.init,
+            zero_residual_bn: self.zero_residual_bn,
+        }
     }
 
     pub fn crop_padding_for(&self, resolution: usize) -> usize {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use eatnas_nn::{Network, Slot};
 use eatnas_tensor::{sgd_step, SgdStep, Tensor};
 
-use crate::{Error, Result};
+use crate::{Error, Result, TrainConfig};
 
 #[derive(Clone, Debug)]
 pub struct Sgd {
@@ -30,6 +30,11 @@ impl Sgd {
             nesterov,
             buffers: BTreeMap::new(),
         }
+    }
+
+    /// The optimizer of `config`'s recipe (momentum, Nesterov, weight decay), no buffers yet.
+    pub fn for_config(config: &TrainConfig) -> Sgd {
+        Sgd::new(config.momentum, config.weight_decay, config.nesterov)
     }
 
     /// Updates every parameter of `net` from the gradients of its last backward pass, and

@@ -1,5 +1,7 @@
 //! Learning-rate schedule: linear warm-up, then cosine decay to zero, per step.
 
+use crate::TrainConfig;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CosineSchedule {
     pub base_lr: f32,
@@ -8,6 +10,16 @@ pub struct CosineSchedule {
 }
 
 impl CosineSchedule {
+    /// The schedule of a run of `config` with `steps_per_epoch` batches an epoch: its peak
+    /// learning rate, its warm-up (rounded to whole steps) and its length.
+    pub fn for_run(config: &TrainConfig, steps_per_epoch: usize) -> CosineSchedule {
+        CosineSchedule {
+            base_lr: config.lr,
+            warmup_steps: (config.warmup_epochs as f64 * steps_per_epoch as f64).round() as usize,
+            total_steps: config.epochs * steps_per_epoch,
+        }
+    }
+
     /// The learning rate of step `step` (counting from 0).
     pub fn lr(&self, step: usize) -> f32 {
         if step < self.warmup_steps {

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use eatnas_data::{split_validation, Augment, DataSpec, Dataset, Loader, Normalize, Subset};
 use eatnas_nn::{Arch, Network};
+use eatnas_tensor::{CrossEntropy, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +113,45 @@ struct StateRecord {
 const STATE_FORMAT: &str = "eatnas-train-state/1";
 const STATE_KEY: &str = "eatnas_state";
 
+/// Why a training step did not update the weights.
+#[derive(Debug)]
+pub enum StepError {
+    /// The loss was not finite (the weights are left as they were).
+    Diverged(CrossEntropy),
+    Failed(Error),
+}
+
+impl From<Error> for StepError {
+    fn from(e: Error) -> StepError {
+        StepError::Failed(e)
+    }
+}
+
+/// One step of training: forward in training mode (batch statistics; the running statistics
+/// move), mean softmax cross-entropy with `label_smoothing`, backward, then the SGD update at
+/// `lr`. The trainer's loop is made of these; the trajectory conformance test drives it directly
+/// with PyTorch's batches.
+///
+/// # Shapes
+/// `images`: (N, C, H, W) on the host or the network's device; `labels`: N class indices
+pub fn train_step(
+    net: &mut Network,
+    sgd: &mut Sgd,
+    images: &Tensor,
+    labels: &[usize],
+    label_smoothing: f32,
+    lr: f32,
+) -> std::result::Result<CrossEntropy, StepError> {
+    let ce = net
+        .loss_and_backward(images, labels, label_smoothing)
+        .map_err(Error::from)?;
+    if !ce.loss.is_finite() {
+        return Err(StepError::Diverged(ce));
+    }
+    sgd.step(net, lr)?;
+    Ok(ce)
+}
+
 pub struct Trainer {
     config: TrainConfig,
     data: PreparedData,
@@ -140,7 +180,13 @@ impl Trainer {
     ) -> Result<Trainer> {
         config.validate()?;
         let shape = data.train.shape();
-        let net = Network::new(arch, shape.channels, data.train.classes(), config.seed)?;
+        let net = Network::with_init(
+            arch,
+            shape.channels,
+            data.train.classes(),
+            &config.init(),
+            config.seed,
+        )?;
         Self::with_network(config, net, data, out)
     }
 
@@ -182,7 +228,7 @@ impl Trainer {
             resolution: shape.size,
             normalize: data.normalize.clone(),
         };
-        let sgd = Sgd::new(config.momentum, config.weight_decay, config.nesterov);
+        let sgd = Sgd::for_config(&config);
         Ok(Trainer {
             config,
             data,
@@ -241,11 +287,7 @@ impl Trainer {
         };
         checkpoint::load_exact(&mut net, &strip("model."), &path)?;
         let resumed_step = state.position.global_step;
-        let mut sgd = Sgd::new(
-            state.config.momentum,
-            state.config.weight_decay,
-            state.config.nesterov,
-        );
+        let mut sgd = Sgd::for_config(&state.config);
         sgd.buffers = strip("momentum.");
         Ok(Trainer {
             config: state.config,
@@ -348,11 +390,7 @@ impl Trainer {
     pub fn train(&mut self, on_epoch: &mut dyn FnMut(&EpochRecord)) -> Result<()> {
         let loader = self.train_loader()?;
         let steps = loader.batches_per_epoch();
-        let schedule = CosineSchedule {
-            base_lr: self.config.lr,
-            warmup_steps: (self.config.warmup_epochs as f64 * steps as f64).round() as usize,
-            total_steps: self.config.epochs * steps,
-        };
+        let schedule = CosineSchedule::for_run(&self.config, steps);
         while self.position.epoch < self.config.epochs {
             let epoch = self.position.epoch;
             let epoch_started = Instant::now();
@@ -362,15 +400,18 @@ impl Trainer {
             for batch in loader.epoch(epoch, self.position.batch) {
                 let batch = batch?;
                 lr = schedule.lr(self.position.global_step);
-                let ce = self.net.loss_and_backward(
+                let ce = train_step(
+                    &mut self.net,
+                    &mut self.sgd,
                     &batch.images,
                     &batch.labels,
                     self.config.label_smoothing,
-                )?;
-                if !ce.loss.is_finite() {
-                    return Err(self.diverged(ce.loss));
-                }
-                self.sgd.step(&mut self.net, lr)?;
+                    lr,
+                )
+                .map_err(|e| match e {
+                    StepError::Diverged(ce) => self.diverged(ce.loss),
+                    StepError::Failed(e) => e,
+                })?;
                 let p = &mut self.position;
                 p.loss_sum += ce.loss as f64 * batch.labels.len() as f64;
                 p.correct += ce.correct;

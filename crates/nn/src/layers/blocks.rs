@@ -1,11 +1,12 @@
 //! The two layer types of the search space: MBConv and the separable convolution.
 
-use eatnas_tensor::{add, mbconv_inference, MbconvWeights, Tensor};
+use eatnas_tensor::{add, mbconv_inference, Device, MbconvWeights, Tensor};
 use rand::Rng;
 
 use super::conv_bn::{input_grad, ConvBn};
 use super::{Mode, Visitor};
 use crate::arch::{LayerSpec, Op};
+use crate::init::Init;
 use crate::Result;
 
 /// MBConv with expansion t: 1x1 (cin -> cin*t) -> BN -> ReLU -> depthwise kxk -> BN -> ReLU ->
@@ -34,7 +35,7 @@ pub enum Block {
 }
 
 impl Block {
-    pub fn new(spec: &LayerSpec, rng: &mut impl Rng) -> Result<Block> {
+    pub fn new(spec: &LayerSpec, init: &Init, rng: &mut impl Rng) -> Result<Block> {
         let LayerSpec {
             op,
             kernel,
@@ -46,18 +47,25 @@ impl Block {
         Ok(match op.expansion() {
             Some(t) => {
                 let hidden = cin * t;
+                let expand = ConvBn::new(cin, hidden, 1, 1, 1, true, init, rng)?;
+                let depthwise =
+                    ConvBn::new(hidden, hidden, kernel, stride, hidden, true, init, rng)?;
+                let mut project = ConvBn::new(hidden, cout, 1, 1, 1, false, init, rng)?;
+                if residual && init.zero_residual_bn {
+                    project.bn.weight.value = Tensor::zeros(&[cout], Device::Cpu)?;
+                }
                 Block::MbConv(MbConv {
-                    expand: ConvBn::new(cin, hidden, 1, 1, 1, true, rng)?,
-                    depthwise: ConvBn::new(hidden, hidden, kernel, stride, hidden, true, rng)?,
-                    project: ConvBn::new(hidden, cout, 1, 1, 1, false, rng)?,
+                    expand,
+                    depthwise,
+                    project,
                     residual,
                 })
             }
             None => {
                 debug_assert_eq!(op, Op::Sep);
                 Block::Sep(SepConv {
-                    depthwise: ConvBn::new(cin, cin, kernel, stride, cin, true, rng)?,
-                    pointwise: ConvBn::new(cin, cout, 1, 1, 1, true, rng)?,
+                    depthwise: ConvBn::new(cin, cin, kernel, stride, cin, true, init, rng)?,
+                    pointwise: ConvBn::new(cin, cout, 1, 1, 1, true, init, rng)?,
                     residual,
                 })
             }

@@ -7,9 +7,9 @@ use eatnas_tensor::{
     Device, Normalized, Tensor,
 };
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
 use super::{Mode, Param, Slot, Visitor};
+use crate::init::Init;
 use crate::{Error, Result};
 
 /// BatchNorm2d with eps 1e-5 and momentum 0.1, as PyTorch's defaults.
@@ -115,7 +115,8 @@ pub struct ConvBn {
 
 impl ConvBn {
     /// A `kernel x kernel` convolution from `cin` to `cout` channels in `groups` groups, its
-    /// weight drawn from Kaiming's normal with fan-out (torchvision's MobileNet-V2 init).
+    /// weight drawn as `init` says.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cin: usize,
         cout: usize,
@@ -123,15 +124,11 @@ impl ConvBn {
         stride: usize,
         groups: usize,
         relu: bool,
+        init: &Init,
         rng: &mut impl Rng,
     ) -> Result<ConvBn> {
-        let fan_out = (cout * kernel * kernel) as f64;
-        let normal =
-            Normal::new(0.0, (2.0 / fan_out).sqrt()).map_err(|e| Error::Network(e.to_string()))?;
         let shape = [cout, cin / groups, kernel, kernel];
-        let values = (0..shape.iter().product())
-            .map(|_| normal.sample(rng) as f32)
-            .collect();
+        let values = init.conv_weight(shape, groups, rng);
         Ok(ConvBn {
             weight: Param::new(Tensor::from_vec(values, &shape)?),
             params: Conv2dParams {

@@ -2,10 +2,10 @@
 
 use eatnas_tensor::{global_avg_pool, global_avg_pool_backward, linear, linear_backward, Tensor};
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
 use super::conv_bn::{input_grad, ConvBn};
 use super::{Mode, Param, Slot, Visitor};
+use crate::init::Init;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -17,16 +17,20 @@ pub struct Head {
 }
 
 impl Head {
-    /// The classifier's weight is drawn from N(0, 0.01), its bias zero (torchvision's init).
-    pub fn new(cin: usize, channels: usize, classes: usize, rng: &mut impl Rng) -> Result<Head> {
-        let normal = Normal::new(0.0f32, 0.01).map_err(|e| Error::Network(e.to_string()))?;
-        let weight = (0..classes * channels)
-            .map(|_| normal.sample(rng))
-            .collect();
+    /// The 1x1 convolution and the classifier drawn as `init` says.
+    pub fn new(
+        cin: usize,
+        channels: usize,
+        classes: usize,
+        init: &Init,
+        rng: &mut impl Rng,
+    ) -> Result<Head> {
+        let conv = ConvBn::new(cin, channels, 1, 1, 1, true, init, rng)?;
+        let (weight, bias) = init.classifier(classes, channels, rng);
         Ok(Head {
-            conv: ConvBn::new(cin, channels, 1, 1, 1, true, rng)?,
+            conv,
             classifier_weight: Param::new(Tensor::from_vec(weight, &[classes, channels])?),
-            classifier_bias: Param::new(Tensor::from_vec(vec![0.0; classes], &[classes])?),
+            classifier_bias: Param::new(Tensor::from_vec(bias, &[classes])?),
             saved: None,
         })
     }
