@@ -7,7 +7,9 @@
 #      prediction: top-1 at most 15% on 10 classes);
 #   3. fmnist-ref trained 3 epochs on the full Fashion-MNIST (Debian's dataset-fashion-mnist),
 #      when it is installed; the embedded 10,000-image demo otherwise.
-# Usage: scripts/init-study.sh [OUT] (default runs/init-study); SCHEMES, SEEDS, PAIRS override.
+# Usage: scripts/init-study.sh [OUT] (default runs/init-study). Overrides: SCHEMES, SEEDS, PAIRS
+# (part 1), SEARCH_SEED (part 2: which 20 architectures; default 0, the demo's), FULL_SCHEMES
+# (part 3; "none" skips it).
 # Writes OUT/results.md and OUT/results.jsonl. Takes about 15 minutes on 2 cores (part 3 most).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +18,10 @@ schemes=${SCHEMES:-"pytorch pytorch+zero-residual-bn torchvision depthwise-fan-i
 seeds=${SEEDS:-"0 1 2 3 4"}
 pairs=${PAIRS:-"0,1 5,7 2,4"}
 cargo build --release -q -p eatnas-cli
-cli=target/release/eatnas-cli
 mkdir -p "$out"
+# A copy: a rebuild while the study runs must not change the binary under it.
+cp target/release/eatnas-cli "$out/eatnas-cli"
+cli=$out/eatnas-cli
 results="$out/results.jsonl"
 : > "$results"
 
@@ -54,7 +58,7 @@ for scheme in $schemes; do
   sed -e "s/^inherited_epochs = 1$/inherited_epochs = 1\ninit = \"$base\"\nzero_residual_bn = $zero/" \
       -e 's/^population = 8$/population = 20/' -e 's/^budget = 16$/budget = 20/' configs/demo.toml > "$config"
   rm -rf "$out/proxies/$scheme"
-  $cli search --config "$config" --out "$out/proxies/$scheme" --json > /dev/null 2>&1
+  $cli search --config "$config" --seed "${SEARCH_SEED:-0}" --out "$out/proxies/$scheme" --json > /dev/null 2>&1
   python3 - "$out/proxies/$scheme/stage1/history.jsonl" "$scheme" >> "$results" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
@@ -66,7 +70,9 @@ done
 
 data=fashion-mnist
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && data=idx:/usr/share/datasets/fashion-mnist
-for scheme in ${FULL_SCHEMES:-$schemes}; do
+full=${FULL_SCHEMES:-$schemes}
+[ "$full" = none ] && full=""
+for scheme in $full; do
   run="$out/fmnist-ref/$scheme"
   rm -rf "$run"
   # shellcheck disable=SC2046

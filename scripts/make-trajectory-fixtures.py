@@ -153,8 +153,7 @@ def train(model, x, labels, order, recipe, dtype, bn_momentum=BN_MOMENTUM, decay
 
 
 def state_of(model):
-    # eatnas keeps no batch counter (the module drops the buffer, but PyTorch may bring it back).
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def one_step(model, state, momentum, x, labels, lr, recipe, dtype, bn_momentum=BN_MOMENTUM, decay_all=False):
@@ -162,9 +161,7 @@ def one_step(model, state, momentum, x, labels, lr, recipe, dtype, bn_momentum=B
     step in `dtype`; returns (loss, state after, momenta after)."""
     model = copy.deepcopy(model).to(dtype).train()
     set_bn_momentum(model, bn_momentum)
-    loaded = model.load_state_dict({k: v.float().to(dtype) for k, v in state.items()}, strict=False)
-    missing = [k for k in loaded.missing_keys if not k.endswith("num_batches_tracked")]
-    assert not missing and not loaded.unexpected_keys, (missing, loaded.unexpected_keys)
+    model.load_state_dict({k: v.float().to(dtype) for k, v in state.items()})
     sgd = make_sgd(model, recipe, decay_all)
     for name, p in model.named_parameters():
         sgd.state[p]["momentum_buffer"] = momentum[name].float().to(dtype).clone()
