@@ -217,3 +217,70 @@ fn training_and_prediction_agree_on_every_device() {
         );
     }
 }
+
+/// Each scheme draws its own weights from the same seed; zero residual BN zeroes exactly the last
+/// batch norm weight of each residual MBConv layer (SepConv layers and non-residual layers keep 1).
+#[test]
+fn initialisation_schemes_and_zero_residual_bn() {
+    use eatnas_nn::{Init, InitScheme};
+    let arch = fmnist_ref();
+    let state = |init: Init| Network::with_init(&arch, 1, 10, &init, 5).unwrap().state();
+    let plain = |scheme| Init {
+        scheme,
+        zero_residual_bn: false,
+    };
+    let pytorch = state(plain(InitScheme::Pytorch));
+    assert_eq!(
+        Network::new(&arch, 1, 10, 5).unwrap().state()["stem.conv.weight"]
+            .to_vec()
+            .unwrap(),
+        pytorch["stem.conv.weight"].to_vec().unwrap(),
+        "Network::new draws the default scheme"
+    );
+    for scheme in [
+        InitScheme::Torchvision,
+        InitScheme::DepthwiseFanIn,
+        InitScheme::FanIn,
+    ] {
+        let other = state(plain(scheme));
+        assert_ne!(
+            other["blocks.1.0.depthwise.conv.weight"].to_vec().unwrap(),
+            pytorch["blocks.1.0.depthwise.conv.weight"]
+                .to_vec()
+                .unwrap(),
+            "{scheme} drew pytorch's weights"
+        );
+    }
+    let zeroed = state(Init {
+        scheme: InitScheme::Pytorch,
+        zero_residual_bn: true,
+    });
+    let layers = arch.layers();
+    let mut zeroed_count = 0;
+    for (b, block) in layers.iter().enumerate() {
+        for (l, spec) in block.iter().enumerate() {
+            let last = if spec.op.expansion().is_some() {
+                "project"
+            } else {
+                "pointwise"
+            };
+            let weight = zeroed[&format!("blocks.{b}.{l}.{last}.bn.weight")]
+                .to_vec()
+                .unwrap();
+            let expect_zero = spec.residual && spec.op.expansion().is_some();
+            zeroed_count += expect_zero as usize;
+            let want = if expect_zero { 0.0 } else { 1.0 };
+            assert!(
+                weight.iter().all(|&w| w == want),
+                "blocks.{b}.{l}.{last}.bn.weight: expected {want} (residual {})",
+                spec.residual
+            );
+        }
+    }
+    assert!(zeroed_count >= 3, "fmnist-ref has residual MBConv layers");
+    assert_eq!(
+        zeroed["blocks.1.0.expand.conv.weight"].to_vec().unwrap(),
+        pytorch["blocks.1.0.expand.conv.weight"].to_vec().unwrap(),
+        "zero residual BN changes batch norm weights only"
+    );
+}

@@ -305,3 +305,76 @@ fn an_image_folder_trains_the_same_way() {
     assert!(summary["test_top1"].as_f64().unwrap() > 0.2, "{summary}");
     assert!(out.join("model.safetensors").exists());
 }
+
+/// `--init` picks the scheme (another scheme gives other initial weights and so another run),
+/// `--initial-weights` starts from a given file (a run's own final weights trained one more
+/// epoch at a tiny learning rate stay next to them), and bad values of either are clear errors.
+#[test]
+fn initialisation_is_chosen_or_given() {
+    let dir = temp_dir("init");
+    let arch = tiny_arch(&dir);
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = train_args(&arch, &out, &["--epochs", "1"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        (last_json(&succeed(&args)), out)
+    };
+    let (default, default_out) = run("default", &[]);
+    let (pytorch, _) = run("pytorch", &["--init", "pytorch"]);
+    let (torchvision, _) = run("torchvision", &["--init", "torchvision"]);
+    assert_eq!(
+        default["final_train_loss"], pytorch["final_train_loss"],
+        "the default is pytorch"
+    );
+    assert_ne!(
+        pytorch["final_train_loss"], torchvision["final_train_loss"],
+        "two schemes gave the same run"
+    );
+
+    let weights = default_out.join("model.safetensors");
+    let (again, again_out) = run(
+        "again",
+        &[
+            "--initial-weights",
+            weights.to_str().unwrap(),
+            "--lr",
+            "1e-6",
+        ],
+    );
+    assert!(again_out.join("model.safetensors").exists());
+    let first = default["test_top1"].as_f64().unwrap();
+    let second = again["test_top1"].as_f64().unwrap();
+    assert!(
+        (first - second).abs() < 0.05,
+        "from the trained weights at lr 1e-6: test top-1 {second}, the weights gave {first}"
+    );
+
+    let out = dir.join("bad");
+    let e = fail(&train_args(&arch, &out, &["--init", "kaiming"]));
+    assert!(e.contains("kaiming") && e.contains("torchvision"), "{e}");
+    let e = fail(&train_args(
+        &arch,
+        &out,
+        &["--initial-weights", "/no/such/file.safetensors"],
+    ));
+    assert!(e.contains("/no/such/file.safetensors"), "{e}");
+    let other = dir.join("other.json");
+    std::fs::write(&other, TINY.replace("\"channels\":8", "\"channels\":4")).unwrap();
+    let e = fail(&train_args(
+        &other,
+        &out,
+        &["--initial-weights", weights.to_str().unwrap()],
+    ));
+    assert!(e.contains("does not fit"), "a file of another architecture: {e}");
+    let e = fail(&train_args(
+        &arch,
+        &out,
+        &[
+            "--initial-weights",
+            weights.to_str().unwrap(),
+            "--init",
+            "torchvision",
+        ],
+    ));
+    assert!(e.contains("cannot be used with"), "{e}");
+}

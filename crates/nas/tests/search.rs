@@ -253,6 +253,21 @@ fn bad_configurations_are_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown field `populaton`"), "{e}");
+    let e = SearchConfig::from_toml("[small]\ninit = \"kaiming\"\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("kaiming") && e.contains("torchvision") && e.contains("init"),
+        "{e}"
+    );
+    let chosen = SearchConfig::from_toml(
+        "[large]\ninit = \"torchvision\"\nzero_residual_bn = true\n",
+        "c.toml",
+    )
+    .unwrap();
+    let proxy = chosen.large.train_config(0, 1);
+    assert_eq!(proxy.init, eatnas_nn::InitScheme::Torchvision);
+    assert!(proxy.zero_residual_bn);
     let e = SearchConfig::from_toml("[space]\nkernels = []\n", "c.toml")
         .unwrap_err()
         .to_string();
