@@ -15,31 +15,14 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.join(HERE, "..", "..")
-SHARED = os.environ.get("EATNAS_SHARED", os.path.join(ROOT, "..", "shared"))
-TEMPLATE = os.path.join(ROOT, "crates", "train", "src", "pytorch_module.py.in")
-
-
-def exported_module(arch, in_channels, classes, resolution):
-    """The module `eatnas-cli export` would write for `arch`, as a Python namespace."""
-    source = open(TEMPLATE).read()
-    for key, value in {
-        "@ARCH@": json.dumps(arch),
-        "@NORMALIZE@": json.dumps({"mean": [0.0] * in_channels, "std": [1.0] * in_channels}),
-        "@IN_CHANNELS@": str(in_channels),
-        "@CLASSES@": str(classes),
-        "@RESOLUTION@": str(resolution),
-    }.items():
-        source = source.replace(key, value)
-    namespace = {"__name__": "exported"}
-    exec(compile(source, TEMPLATE, "exec"), namespace)
-    return namespace
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from eatnas_torch import SHARED, exported_module  # noqa: E402  (the module `eatnas-cli export` writes)
 
 
 def uniform(*shape, requires_grad=False, device="cpu"):
