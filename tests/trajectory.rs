@@ -148,6 +148,32 @@ impl Case {
         Ok(net)
     }
 
+    /// The trainer's step `step` on this case's batch for it; returns the loss.
+    fn train_step(
+        &self,
+        net: &mut Network,
+        sgd: &mut Sgd,
+        recipe: &TrainConfig,
+        schedule: &CosineSchedule,
+        step: usize,
+    ) -> Result<f64, String> {
+        let (images, labels) = self.batch(step);
+        let lr = schedule.lr(step);
+        train_step(net, sgd, &images, &labels, recipe.label_smoothing, lr)
+            .map(|ce| ce.loss as f64)
+            .map_err(|e| format!("step {step}: {e:?}"))
+    }
+
+    /// Learnable parameters of the network (BN running statistics left out).
+    fn parameter_count(&self) -> usize {
+        self.fixture
+            .floats
+            .iter()
+            .filter(|(name, _)| name.starts_with("init.") && !name.contains(".running_"))
+            .map(|(_, (shape, _))| shape.iter().product::<usize>())
+            .sum()
+    }
+
     /// The images and labels of step `step`, in the fixture's order.
     fn batch(&self, step: usize) -> (Tensor, Vec<usize>) {
         let (shape, x) = &self.fixture.floats["x"];
@@ -238,13 +264,7 @@ const EMULATOR_WHOLE_RUN_PARAMS: usize = 100_000;
 
 fn scope(case: &Case, device: Device) -> Scope {
     let emulated = device != Device::Cpu && device.name().contains("emulator");
-    let params: usize = case
-        .tensors("init.")
-        .iter()
-        .filter(|(name, _)| !name.contains("running_"))
-        .map(|(_, t)| t.elem_count())
-        .sum();
-    if emulated && params > EMULATOR_WHOLE_RUN_PARAMS {
+    if emulated && case.parameter_count() > EMULATOR_WHOLE_RUN_PARAMS {
         Scope::StepsAlone
     } else {
         Scope::WholeRun
@@ -258,7 +278,6 @@ fn run(case: &Case, recipe: &TrainConfig, device: Device, scope: Scope) -> Resul
     let schedule = CosineSchedule::for_run(recipe, case.steps_per_epoch);
     let (want_loss, want_lr) = (case.numbers("loss")?, case.numbers("lr")?);
     let drift = case.numbers("loss_drift")?;
-    let step_error = |e: eatnas_train::StepError| format!("{e:?}");
 
     // The whole run.
     if scope == Scope::WholeRun {
@@ -272,19 +291,10 @@ fn run(case: &Case, recipe: &TrainConfig, device: Device, scope: Scope) -> Resul
                 (got_lr - lr).abs(),
                 1e-6 * lr.max(1e-6),
             );
-            let (images, labels) = case.batch(step);
-            let ce = train_step(
-                &mut net,
-                &mut sgd,
-                &images,
-                &labels,
-                recipe.label_smoothing,
-                schedule.lr(step),
-            )
-            .map_err(step_error)?;
+            let loss = case.train_step(&mut net, &mut sgd, recipe, &schedule, step)?;
             running_drift = running_drift.max(drift[step]);
             let bound = case.factor * running_drift + 1e-5 * want.abs();
-            let difference = (ce.loss as f64 - want).abs();
+            let difference = (loss - want).abs();
             report.loss_differences.push(difference);
             report.check(format!("loss of step {step}"), difference, bound);
         }
@@ -321,19 +331,10 @@ fn run(case: &Case, recipe: &TrainConfig, device: Device, scope: Scope) -> Resul
         let mut net = case.network(&before, device)?;
         let mut sgd = Sgd::for_config(recipe);
         sgd.buffers = case.tensors(&format!("step{s}.momentum."));
-        let (images, labels) = case.batch(s);
-        let ce = train_step(
-            &mut net,
-            &mut sgd,
-            &images,
-            &labels,
-            recipe.label_smoothing,
-            schedule.lr(s),
-        )
-        .map_err(step_error)?;
+        let loss = case.train_step(&mut net, &mut sgd, recipe, &schedule, s)?;
         let want = reference["loss"].as_f64().unwrap_or(f64::NAN);
         let drift = reference["loss_drift"].as_f64().unwrap_or(f64::NAN);
-        let difference = (ce.loss as f64 - want).abs();
+        let difference = (loss - want).abs();
         report.alone_differences.push((s, difference));
         report.check(
             format!("step {s} alone: loss"),

@@ -365,7 +365,10 @@ fn initialisation_is_chosen_or_given() {
         &out,
         &["--initial-weights", weights.to_str().unwrap()],
     ));
-    assert!(e.contains("does not fit"), "a file of another architecture: {e}");
+    assert!(
+        e.contains("does not fit"),
+        "a file of another architecture: {e}"
+    );
     let e = fail(&train_args(
         &arch,
         &out,
