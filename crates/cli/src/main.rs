@@ -2,6 +2,7 @@
 //! `--json`, the last line of stdout is one JSON object that a script can read.
 
 mod eval;
+mod evaluate;
 mod export;
 mod inspect;
 mod search;
@@ -45,6 +46,8 @@ enum Command {
     Train(train::Args),
     /// Evaluate a checkpoint on a dataset's test set.
     Eval(eval::Args),
+    /// Run one candidate evaluation of a search from its job folder (what each Slurm job runs).
+    Evaluate(evaluate::Args),
     /// Write a checkpoint's network as a standalone PyTorch module.
     Export(export::Args),
 }
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
         Command::Export(args) => export::run(&args),
     };
     match outcome {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use eatnas_nas::{pipeline::Event, Command, SearchConfig};
+use eatnas_nas::{pipeline::Event, Command, ExecutorKind, SearchConfig, Session, Summary};
 use eatnas_nn::Arch;
 use eatnas_tensor::Device;
 
@@ -25,9 +25,24 @@ pub struct Common {
     /// (every GPU if there is one, else the CPU).
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    coordinator: CoordinatorArgs,
     /// Print the summary as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+}
+
+/// Where evaluations run, and what Ctrl-C does to them.
+#[derive(clap::Args, Default)]
+pub struct CoordinatorArgs {
+    /// Where evaluations run: local (worker threads here) or slurm (one sbatch job each, set up
+    /// by [executor.slurm] of the configuration). Default: the configuration's [executor] kind.
+    #[arg(long)]
+    executor: Option<ExecutorKind>,
+    /// On Ctrl-C or SIGTERM leave the Slurm jobs in flight running (`resume` re-attaches to
+    /// them) instead of cancelling them.
+    #[arg(long)]
+    detach: bool,
 }
 
 impl Default for Common {
@@ -39,6 +54,7 @@ impl Default for Common {
             seed: None,
             workers: None,
             device: "cpu".into(),
+            coordinator: CoordinatorArgs::default(),
             json: false,
         }
     }
@@ -63,6 +79,8 @@ pub struct ResumeArgs {
     /// Compute device, as for `search`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    coordinator: CoordinatorArgs,
     #[arg(long)]
     json: bool,
 }
@@ -112,6 +130,9 @@ fn load_config(common: &Common) -> Result<SearchConfig> {
     if let Some(workers) = common.workers {
         config.workers = workers;
     }
+    if let Some(kind) = common.coordinator.executor {
+        config.executor.kind = kind;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -141,30 +162,64 @@ fn report(event: Event) {
             record.quality.top_k_mean,
             record.quality.best,
         ),
+        Event::Retrying { stage, candidate, attempt, reason } => {
+            eprintln!("[{stage}] candidate {candidate}: attempt {attempt} failed, retrying: {reason}")
+        }
+        Event::Waiting { stage, status } => eprintln!("[{stage}] {status}"),
         Event::FinalEpoch { epoch, epochs, val_top1 } => {
             eprintln!("[final training] epoch {epoch}/{epochs} val top-1 {}", val_top1.map_or("-".into(), |v| format!("{v:.4}")))
         }
     }
 }
 
-fn print_summary(dir: &Path, summary: &serde_json::Value, json: bool) {
+fn print_summary(dir: &Path, summary: &Summary, json: bool) -> Result<()> {
     eprintln!("search folder: {}", dir.display());
-    if let Some(t) = summary.get("transfer_vs_scratch") {
-        eprintln!(
-            "transfer vs scratch ({}): {}",
-            t["metric"].as_str().unwrap_or(""),
-            t["at"]
-        );
+    for (name, stage) in [
+        ("stage1", &summary.stage1),
+        ("transfer", &summary.transfer),
+        ("scratch", &summary.scratch),
+    ] {
+        if let Some(stage) = stage.as_ref().filter(|s| s.failed > 0) {
+            eprintln!(
+                "{name}: {} of {} evaluations failed (see {name}/history.jsonl)",
+                stage.failed, stage.evaluations
+            );
+        }
     }
-    if let Some(f) = summary.get("final") {
+    if let Some(t) = &summary.transfer_vs_scratch {
+        let at: Vec<String> =
+            t.at.iter()
+                .map(|p| {
+                    let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+                    format!("{}: {} vs {}", p.evaluations, f(p.transfer), f(p.scratch))
+                })
+                .collect();
+        eprintln!("transfer vs scratch ({}): {}", t.metric, at.join(", "));
+    }
+    if let Some(f) = &summary.final_training {
         eprintln!(
-            "final network: test top-1 {} ({} MAdds, {} params)",
-            f["test_top1"], f["madds"], f["params"]
+            "final network: test top-1 {:.4} ({} MAdds, {} params)",
+            f.test_top1, f.madds, f.params
         );
     }
     if json {
-        println!("{summary}");
+        println!("{}", serde_json::to_string(summary)?);
     }
+    Ok(())
+}
+
+/// The session of a coordinator: Ctrl-C and SIGTERM ask the search to stop and save.
+fn session(devices: Option<Vec<Device>>, coordinator: &CoordinatorArgs) -> Result<Session> {
+    let session = Session {
+        devices,
+        executor: coordinator.executor,
+        detach: coordinator.detach,
+        ..Session::default()
+    };
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, session.stop.clone())?;
+    }
+    Ok(session)
 }
 
 pub fn run(common: &Common) -> Result<()> {
@@ -176,17 +231,17 @@ pub fn run(common: &Common) -> Result<()> {
         config.large.data,
         dir.display()
     );
-    let summary = eatnas_nas::start(config, Command::Run, &dir, &mut report)?;
-    print_summary(&dir, &summary, common.json);
-    Ok(())
+    let session = session(None, &common.coordinator)?;
+    let summary = eatnas_nas::start(config, Command::Run, &dir, &session, &mut report)?;
+    print_summary(&dir, &summary, common.json)
 }
 
 pub fn search(common: &Common) -> Result<()> {
     let config = load_config(common)?;
     let dir = out_dir(common, "search");
-    let summary = eatnas_nas::start(config, Command::Search, &dir, &mut report)?;
-    print_summary(&dir, &summary, common.json);
-    Ok(())
+    let session = session(None, &common.coordinator)?;
+    let summary = eatnas_nas::start(config, Command::Search, &dir, &session, &mut report)?;
+    print_summary(&dir, &summary, common.json)
 }
 
 pub fn transfer(args: &TransferArgs) -> Result<()> {
@@ -197,16 +252,16 @@ pub fn transfer(args: &TransferArgs) -> Result<()> {
         seed_arch,
         from_scratch: args.from_scratch,
     };
-    let summary = eatnas_nas::start(config, command, &dir, &mut report)?;
-    print_summary(&dir, &summary, args.common.json);
-    Ok(())
+    let session = session(None, &args.common.coordinator)?;
+    let summary = eatnas_nas::start(config, command, &dir, &session, &mut report)?;
+    print_summary(&dir, &summary, args.common.json)
 }
 
 pub fn resume(args: &ResumeArgs) -> Result<()> {
     let devices = search_devices(&args.device)?;
-    let summary = eatnas_nas::resume(&args.dir, &devices, &mut report)?;
-    print_summary(&args.dir, &summary, args.json);
-    Ok(())
+    let session = session(Some(devices), &args.coordinator)?;
+    let summary = eatnas_nas::resume(&args.dir, &session, &mut report)?;
+    print_summary(&args.dir, &summary, args.json)
 }
 
 pub fn print_config(common: &Common) -> Result<()> {

@@ -4,10 +4,11 @@
 use eatnas_nn::InitScheme;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluator::TaskConfig;
 use crate::evolution::EvolutionConfig;
+use crate::executor::ExecutorConfig;
 use crate::fitness::FitnessConfig;
 use crate::space::{MacroConfig, SpaceConfig};
+use crate::task::TaskConfig;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,8 +60,11 @@ impl Default for FinalConfig {
 pub struct SearchConfig {
     /// Seeds every random draw: the searches, the transfer, the networks' weights, the data order.
     pub seed: u64,
-    /// Candidates trained at once (threads; one GPU each on a GPU machine).
+    /// Candidates evaluated at once (local threads, one GPU each on a GPU machine; or Slurm jobs
+    /// in flight).
     pub workers: usize,
+    /// Where evaluations run: `local` threads or `slurm` jobs.
+    pub executor: ExecutorConfig,
     pub space: SpaceConfig,
     /// The task searched first (a small dataset, or a low-resolution proxy).
     pub small: TaskConfig,
@@ -93,6 +97,7 @@ impl Default for SearchConfig {
         SearchConfig {
             seed: 0,
             workers: 1,
+            executor: ExecutorConfig::default(),
             space: SpaceConfig::default(),
             small: TaskConfig {
                 data: "fashion-mnist".into(),
@@ -151,16 +156,19 @@ impl SearchConfig {
     /// Parses TOML; an unknown key, a value of the wrong type or out of range is an error that
     /// names it.
     pub fn from_toml(text: &str, source: &str) -> Result<SearchConfig> {
-        let config: SearchConfig =
-            toml::from_str(text).map_err(|e| Error::Config(format!("{source}: {e}")))?;
-        config
-            .validate()
-            .map_err(|e| Error::Config(format!("{source}: {e}")))?;
+        let config: SearchConfig = toml::from_str(text).map_err(|e| Error::Toml {
+            file: source.into(),
+            source: e,
+        })?;
+        config.validate().map_err(|e| Error::InFile {
+            file: source.into(),
+            source: Box::new(e),
+        })?;
         Ok(config)
     }
 
     pub fn load(path: &std::path::Path) -> Result<SearchConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         SearchConfig::from_toml(&text, &path.display().to_string())
     }
 
@@ -175,31 +183,43 @@ impl SearchConfig {
         self.stage1.validate("stage1")?;
         self.stage2.validate("stage2")?;
         if self.small.macro_config.blocks() != self.large.macro_config.blocks() {
-            return Err(Error::Config(format!(
-                "small.macro has {} blocks and large.macro {}; a transfer needs the same block count",
-                self.small.macro_config.blocks(),
-                self.large.macro_config.blocks()
-            )));
+            return Err(Error::invalid(
+                "large.macro",
+                format!(
+                    "{} blocks, and small.macro {}; a transfer needs the same block count",
+                    self.large.macro_config.blocks(),
+                    self.small.macro_config.blocks()
+                ),
+            ));
         }
         if !(0.0..=1.0).contains(&self.transfer.p) || !(0.0..=1.0).contains(&self.transfer.q) {
-            return Err(Error::Config(format!(
-                "transfer: p {} and q {} must lie in [0, 1]",
-                self.transfer.p, self.transfer.q
-            )));
+            return Err(Error::invalid(
+                "transfer",
+                format!(
+                    "p {} and q {} must lie in [0, 1]",
+                    self.transfer.p, self.transfer.q
+                ),
+            ));
         }
         if self.workers == 0 {
-            return Err(Error::Config("workers: expected at least 1".into()));
+            return Err(Error::invalid("workers", "expected at least 1"));
         }
         if self.final_training.epochs == 0 {
-            return Err(Error::Config("final.epochs: expected at least 1".into()));
+            return Err(Error::invalid("final.epochs", "expected at least 1"));
         }
+        self.executor.slurm.validate()?;
         Ok(())
     }
 
-    /// A stable fingerprint of the configuration (FNV-1a of its TOML), stored with every state.
+    /// A stable fingerprint of the search's identity (FNV-1a of its TOML, the executor left
+    /// out: where evaluations run does not change what they give), stored with every state.
     pub fn fingerprint(&self) -> String {
+        let identity = SearchConfig {
+            executor: ExecutorConfig::default(),
+            ..self.clone()
+        };
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in self.to_toml().bytes() {
+        for byte in identity.to_toml().bytes() {
             hash ^= byte as u64;
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }

@@ -39,27 +39,32 @@ impl Default for EvolutionConfig {
 
 impl EvolutionConfig {
     pub fn validate(&self, name: &str) -> Result<()> {
-        let fail = |m: String| Err(Error::Config(format!("{name}: {m}")));
+        let fail =
+            |field: &str, message: String| Err(Error::invalid(format!("{name}.{field}"), message));
         if self.population < 2 {
-            return fail(format!(
-                "population: expected at least 2, got {}",
-                self.population
-            ));
+            return fail(
+                "population",
+                format!("expected at least 2, got {}", self.population),
+            );
         }
         if self.sample == 0 || self.sample > self.population {
-            return fail(format!(
-                "sample: expected 1 to the population ({}), got {}",
-                self.population, self.sample
-            ));
+            return fail(
+                "sample",
+                format!(
+                    "expected 1 to the population ({}), got {}",
+                    self.population, self.sample
+                ),
+            );
         }
         if self.budget < self.population {
-            return fail(format!(
-                "budget: {} evaluations cannot fill a population of {}; expected a budget of at least the population",
+            return fail(
+                "budget",
+                format!("{} evaluations cannot fill a population of {}; expected a budget of at least the population",
                 self.budget, self.population
             ));
         }
         if self.top_k == 0 {
-            return fail("top_k: expected at least 1".into());
+            return fail("top_k", "expected at least 1".into());
         }
         Ok(())
     }
@@ -140,10 +145,37 @@ pub struct Record {
     pub madds: u64,
     pub params: u64,
     pub seconds: f64,
+    /// The worker slot it ran in (0..workers).
     pub worker: usize,
     pub cached: bool,
     pub error: Option<String>,
     pub quality: Quality,
+    /// The evaluation produced no result after every retry (its fitness is 0; `error` says why).
+    #[serde(default)]
+    pub failed: bool,
+    /// Attempts after the first that it took.
+    #[serde(default)]
+    pub retries: usize,
+    /// Where and when it ran (absent for a cached outcome).
+    #[serde(default)]
+    pub ran: Option<Ran>,
+}
+
+/// Where and when an evaluation ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ran {
+    /// `local` or `slurm`.
+    pub executor: String,
+    /// The executor's ticket: the Slurm job id, or `local-PID-N`.
+    pub job: String,
+    pub host: String,
+    pub device: String,
+    /// Unix seconds: submitted by the coordinator, started and finished by the worker, its
+    /// result read by the coordinator.
+    pub submitted_at: f64,
+    pub started_at: f64,
+    pub finished_at: f64,
+    pub collected_at: f64,
 }
 
 /// Everything a search needs to continue: saved after every evaluation.
@@ -182,15 +214,19 @@ impl EvolutionState {
         space.validate()?;
         if let Initializer::Transfer { p, q, basic } = &initializer {
             if !(0.0..=1.0).contains(p) || !(0.0..=1.0).contains(q) {
-                return Err(Error::Config(format!(
-                    "transfer: probabilities p {p} and q {q} must lie in [0, 1]"
-                )));
+                return Err(Error::invalid(
+                    "transfer",
+                    format!("probabilities p {p} and q {q} must lie in [0, 1]"),
+                ));
             }
             if basic.blocks.len() != blocks {
-                return Err(Error::Config(format!(
-                    "transfer: basic architecture of {} blocks for {blocks}",
-                    basic.blocks.len()
-                )));
+                return Err(Error::invalid(
+                    "transfer",
+                    format!(
+                        "basic architecture of {} blocks for {blocks}",
+                        basic.blocks.len()
+                    ),
+                ));
             }
         }
         Ok(EvolutionState {
@@ -303,14 +339,14 @@ impl EvolutionState {
         cached: bool,
     ) -> Record {
         self.pending.retain(|c| c.id != candidate.id);
-        let accuracy = if outcome.error.is_some() {
-            0.0
+        let (accuracy, fitness) = if outcome.error.is_some() {
+            (0.0, 0.0)
         } else {
-            outcome.accuracy
+            let fitness = self
+                .fitness
+                .fitness(outcome.accuracy, outcome.madds, outcome.params);
+            (outcome.accuracy, fitness)
         };
-        let fitness = self
-            .fitness
-            .fitness(accuracy, outcome.madds, outcome.params);
         let member = Member {
             id: candidate.id,
             genome: candidate.genome.clone(),
@@ -342,7 +378,30 @@ impl EvolutionState {
             cached,
             error: outcome.error,
             quality: Quality::of(&fitness_values, self.config.top_k),
+            failed: false,
+            retries: 0,
+            ran: None,
         }
+    }
+
+    /// Records a candidate whose evaluation produced no result after every retry: fitness 0 in
+    /// the population, and not cached (a later proposal of its genome is tried again).
+    pub fn fail(&mut self, candidate: &Candidate, reason: String, worker: usize) -> Record {
+        let outcome = Outcome {
+            accuracy: 0.0,
+            madds: 0,
+            params: 0,
+            seconds: 0.0,
+            error: Some(reason),
+        };
+        let key = candidate.genome.key();
+        let cached_before = self.cache.contains_key(&key);
+        let mut record = self.complete(candidate, outcome, worker, false);
+        if !cached_before {
+            self.cache.remove(&key);
+        }
+        record.failed = true;
+        record
     }
 
     /// The best member ever evaluated (fitness, then fewer MAdds).

@@ -1,24 +1,35 @@
 //! The whole of EAT-NAS: stage 1 on the small task, the basic architecture, elastic transfer,
 //! stage 2 on the large task (and the baseline from scratch with the same budget and seed),
-//! final training of the winner, and the output folder. Every part resumes where it stood.
+//! final training of the winner, and the output folder. Every part resumes where it stood; one
+//! coordinator at a time holds the folder.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use eatnas_data::DataSpec;
 use eatnas_nn::{Arch, Counts};
+use eatnas_tensor::Device;
 use eatnas_train::fs::write_atomic;
 use eatnas_train::{PreparedData, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SearchConfig;
-use crate::evaluator::{CandidateTrainer, ProxyEvaluator, StageEvaluator, TaskConfig, Weights};
-use crate::evolution::{
-    Candidate, EvolutionConfig, EvolutionState, Initializer, Member, Outcome, Record,
-};
+use crate::evolution::{EvolutionConfig, EvolutionState, Initializer, Record};
+use crate::executor::local::LocalExecutor;
+use crate::executor::slurm::SlurmExecutor;
+use crate::executor::{Executor, ExecutorKind};
 use crate::fitness::FitnessConfig;
+use crate::job::ProxyTraining;
+use crate::lock::Lock;
 use crate::plots::{pareto_chart, quality_chart};
-use crate::runner::{load_stage, run_stage, HISTORY_FILE};
+use crate::runner::{run_stage, Control, Progress, SavedStage, StageRun, HISTORY_FILE};
 use crate::space::Genome;
+use crate::summary::{
+    process_cpu_seconds, BestMember, Comparison, ComparisonPoint, FinalSummary, StageSummary,
+    Summary,
+};
+use crate::task::TaskConfig;
 use crate::{Error, Result, VERSION};
 
 /// What a search folder was started to do.
@@ -57,6 +68,14 @@ pub enum Event<'a> {
         budget: usize,
         record: &'a Record,
     },
+    Retrying {
+        stage: &'a str,
+        candidate: usize,
+        attempt: usize,
+        reason: &'a str,
+    },
+    /// What the executor's jobs are doing, when it changes.
+    Waiting { stage: &'a str, status: &'a str },
     FinalEpoch {
         epoch: usize,
         epochs: usize,
@@ -64,22 +83,41 @@ pub enum Event<'a> {
     },
 }
 
+/// The run-time choices of one coordinator session (not part of the search's identity).
+#[derive(Clone, Default)]
+pub struct Session {
+    /// Where local workers train (see [`SearchConfig::devices`]); `None`: the configuration's.
+    pub devices: Option<Vec<Device>>,
+    /// Overrides the configuration's `[executor] kind`.
+    pub executor: Option<ExecutorKind>,
+    /// Set (by a signal handler) to stop: jobs are cancelled, or left running with `detach`.
+    pub stop: Arc<AtomicBool>,
+    pub detach: bool,
+}
+
 /// Starts a new search in `dir` (which must not hold one).
 pub fn start(
-    config: SearchConfig,
+    mut config: SearchConfig,
     command: Command,
     dir: &Path,
+    session: &Session,
     on_event: &mut dyn FnMut(Event),
-) -> Result<serde_json::Value> {
+) -> Result<Summary> {
     config.validate()?;
     if dir.join(CONFIG_FILE).exists() {
-        return Err(Error::Config(format!(
-            "{} already holds a search; continue it with `eatnas-cli resume {}` or choose another --out",
-            dir.display(),
-            dir.display()
-        )));
+        return Err(Error::refused(
+            dir,
+            format!(
+                "already holds a search; continue it with `eatnas-cli resume {}` or choose another --out",
+                dir.display()
+            ),
+        ));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let _lock = Lock::acquire(dir)?;
+    if let Some(kind) = session.executor {
+        config.executor.kind = kind;
+    }
     write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     let command_file = CommandFile {
         version: VERSION.into(),
@@ -91,28 +129,27 @@ pub fn start(
             .expect("serialises")
             .as_bytes(),
     )?;
-    execute(&config, &command, dir, on_event)
+    if let Some(devices) = &session.devices {
+        config.devices = devices.clone();
+    }
+    Pipeline::new(&config, dir, session).execute(&command, on_event)
 }
 
-/// Continues the search in `dir` from its saved states.
-/// Resumes the search in `dir`, training on `devices` (see [`SearchConfig::devices`]).
-pub fn resume(
-    dir: &Path,
-    devices: &[eatnas_tensor::Device],
-    on_event: &mut dyn FnMut(Event),
-) -> Result<serde_json::Value> {
+/// Resumes the search in `dir` from its saved states.
+pub fn resume(dir: &Path, session: &Session, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
     let command_path = dir.join(COMMAND_FILE);
     if !command_path.exists() {
-        return Err(Error::file(
+        return Err(Error::refused(
             dir,
             "no search to resume here (no command.json)",
         ));
     }
-    let text = std::fs::read_to_string(&command_path).map_err(|e| Error::file(&command_path, e))?;
+    let _lock = Lock::acquire(dir)?;
+    let text = std::fs::read_to_string(&command_path).map_err(|e| Error::io(&command_path, e))?;
     let command_file: CommandFile = serde_json::from_str(&text)
-        .map_err(|e| Error::file(&command_path, format!("unreadable: {e}")))?;
+        .map_err(|e| Error::corrupt(&command_path, format!("unreadable: {e}")))?;
     if command_file.version != VERSION {
-        return Err(Error::file(
+        return Err(Error::refused(
             &command_path,
             format!(
                 "written by eatnas {}; this is {}: start a new search",
@@ -121,101 +158,415 @@ pub fn resume(
         ));
     }
     let mut config = SearchConfig::load(&dir.join(CONFIG_FILE))?;
-    config.devices = devices.to_vec();
-    execute(&config, &command_file.command, dir, on_event)
+    if let Some(kind) = session.executor {
+        config.executor.kind = kind;
+    }
+    config.devices = session.devices.clone().unwrap_or_default();
+    Pipeline::new(&config, dir, session).execute(&command_file.command, on_event)
 }
 
-/// One evolution stage in `dir/name`, resumed if it has a state there.
-fn stage(
-    config: &SearchConfig,
-    name: &str,
-    dir: &Path,
-    evolution: &EvolutionConfig,
-    fitness: &FitnessConfig,
-    blocks: usize,
-    initializer: Initializer,
-    trainer: &dyn CandidateTrainer,
-    on_event: &mut dyn FnMut(Event),
-) -> Result<EvolutionState> {
-    // Each stage has its own inheritance store: ids restart with every stage.
-    let evaluator = StageEvaluator::new(trainer);
-    let stage_dir = dir.join(name);
-    let fingerprint = config.fingerprint();
-    let mut state = match load_stage(&stage_dir, &fingerprint)? {
-        Some(state) => state,
-        None => EvolutionState::new(
-            evolution.clone(),
-            config.space.clone(),
-            fitness.clone(),
-            blocks,
-            initializer,
-            config.seed,
-        )?,
-    };
-    on_event(Event::StageStarted {
-        stage: name,
-        done: state.evaluated.len(),
-        budget: evolution.budget,
-    });
-    run_stage(
-        &mut state,
-        &evaluator,
-        config.workers,
-        &stage_dir,
-        &fingerprint,
-        &mut |record| {
-            on_event(Event::Evaluated {
-                stage: name,
-                budget: evolution.budget,
-                record,
-            })
-        },
-    )?;
-    Ok(state)
-}
-
-/// An evaluator opened only when a stage needs one (opening reads and resizes the dataset).
-struct LazyEvaluator<'a> {
+/// One stage of the pipeline.
+struct StagePlan<'a> {
+    name: &'static str,
     task: &'a TaskConfig,
-    seed: u64,
-    devices: &'a [eatnas_tensor::Device],
-    opened: std::sync::OnceLock<std::result::Result<ProxyEvaluator, String>>,
+    evolution: &'a EvolutionConfig,
+    fitness: &'a FitnessConfig,
+    initializer: Initializer,
 }
 
-impl<'a> LazyEvaluator<'a> {
-    fn new(task: &'a TaskConfig, seed: u64, devices: &'a [eatnas_tensor::Device]) -> Self {
-        LazyEvaluator {
-            task,
-            seed,
-            devices,
-            opened: std::sync::OnceLock::new(),
+struct Pipeline<'a> {
+    config: &'a SearchConfig,
+    dir: &'a Path,
+    session: &'a Session,
+    /// Names this search's jobs: the folder's name and a hash of its full path.
+    search: String,
+    /// Opens each task's data once for the local executor's workers.
+    training: Arc<ProxyTraining>,
+    /// Made when the first stage with work left starts (the Slurm probe runs then).
+    executor: Option<Box<dyn Executor>>,
+}
+
+fn search_name(dir: &Path) -> String {
+    let full = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in full.to_string_lossy().bytes() {
+        hash ^= byte as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    let name: String = full
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{name}-{:06x}", hash & 0xff_ffff)
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(config: &'a SearchConfig, dir: &'a Path, session: &'a Session) -> Pipeline<'a> {
+        Pipeline {
+            config,
+            dir,
+            session,
+            search: search_name(dir),
+            training: Arc::new(ProxyTraining::new()),
+            executor: None,
         }
     }
 
-    fn get(&self) -> Result<&ProxyEvaluator> {
-        self.opened
-            .get_or_init(|| {
-                ProxyEvaluator::new(self.task, self.seed)
-                    .map(|e| e.with_devices(self.devices))
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|e| Error::Config(format!("opening task data {}: {e}", self.task.data)))
+    fn executor(&mut self) -> Result<&mut dyn Executor> {
+        if self.executor.is_none() {
+            let made: Box<dyn Executor> = match self.config.executor.kind {
+                ExecutorKind::Local => Box::new(LocalExecutor::new(
+                    self.training.clone(),
+                    self.config.workers,
+                    &self.config.devices,
+                )),
+                ExecutorKind::Slurm => {
+                    Box::new(SlurmExecutor::new(&self.config.executor.slurm, self.dir)?)
+                }
+            };
+            self.executor = Some(made);
+        }
+        Ok(self.executor.as_deref_mut().expect("just made"))
+    }
+
+    /// Runs (or resumes) one stage to its budget in `dir/plan.name`.
+    fn stage(
+        &mut self,
+        plan: StagePlan,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<EvolutionState> {
+        let stage_dir = self.dir.join(plan.name);
+        let fingerprint = self.config.fingerprint();
+        let mut saved = match SavedStage::load(&stage_dir, &fingerprint)? {
+            Some(saved) => saved,
+            None => SavedStage::new(
+                EvolutionState::new(
+                    plan.evolution.clone(),
+                    self.config.space.clone(),
+                    plan.fitness.clone(),
+                    self.config.small.macro_config.blocks(),
+                    plan.initializer,
+                    self.config.seed,
+                )?,
+                &fingerprint,
+            ),
+        };
+        let (name, budget) = (plan.name, plan.evolution.budget);
+        on_event(Event::StageStarted {
+            stage: name,
+            done: saved.state.evaluated.len(),
+            budget,
+        });
+        if !saved.state.done() && self.config.executor.kind == ExecutorKind::Local {
+            // A missing or unreadable dataset stops the search here, not in every candidate.
+            self.training.data(plan.task, self.config.seed)?;
+        }
+        let run = StageRun {
+            dir: &stage_dir,
+            search: &self.search.clone(),
+            stage: name,
+            task: plan.task,
+            seed: self.config.seed,
+            workers: self.config.workers,
+            max_retries: self.config.executor.max_retries,
+        };
+        let session = self.session;
+        let control = Control {
+            stop: &session.stop,
+            detach: session.detach,
+        };
+        let executor = if saved.state.done() {
+            None
+        } else {
+            Some(self.executor()?)
+        };
+        if let Some(executor) = executor {
+            run_stage(
+                &mut saved,
+                executor,
+                &run,
+                &control,
+                &mut |progress| match progress {
+                    Progress::Evaluated(record) => on_event(Event::Evaluated {
+                        stage: name,
+                        budget,
+                        record,
+                    }),
+                    Progress::Retrying {
+                        candidate,
+                        attempt,
+                        reason,
+                    } => on_event(Event::Retrying {
+                        stage: name,
+                        candidate,
+                        attempt,
+                        reason,
+                    }),
+                    Progress::Waiting(status) => on_event(Event::Waiting {
+                        stage: name,
+                        status: &status,
+                    }),
+                },
+            )?;
+        }
+        Ok(saved.state)
+    }
+
+    fn execute(mut self, command: &Command, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
+        let started = std::time::Instant::now();
+        let config = self.config;
+        let blocks = config.small.macro_config.blocks();
+        let mut summary = Summary {
+            version: VERSION.into(),
+            seed: config.seed,
+            command: command.clone(),
+            stage1: None,
+            transfer: None,
+            scratch: None,
+            transfer_vs_scratch: None,
+            final_training: None,
+            outputs: Vec::new(),
+            seconds_this_session: 0.0,
+            coordinator_cpu_seconds: 0.0,
+            fingerprint: config.fingerprint(),
+        };
+
+        // Stage 1 and the basic architecture.
+        let basic: Option<Genome> = match command {
+            Command::Transfer {
+                seed_arch: Some(arch),
+                ..
+            } => Some(Genome::from_arch(arch, &config.space, blocks)?),
+            Command::Transfer {
+                seed_arch: None,
+                from_scratch: true,
+            } => None,
+            Command::Transfer { .. } => {
+                return Err(Error::invalid(
+                    "transfer",
+                    "give a seed architecture, or ask for the search from scratch",
+                ))
+            }
+            Command::Search | Command::Run => {
+                let plan = StagePlan {
+                    name: "stage1",
+                    task: &config.small,
+                    evolution: &config.stage1,
+                    fitness: &config.small_fitness,
+                    initializer: Initializer::Random,
+                };
+                let state = self.stage(plan, on_event)?;
+                let best = state.best().expect("a finished stage has evaluations");
+                let arch = best.genome.to_arch(&config.small.macro_config, "basic")?;
+                write_arch(&self.dir.join("basic_arch.json"), &arch)?;
+                summary.outputs.push(self.dir.join("basic_arch.json"));
+                summary.stage1 = Some(self.stage_summary(&state, "stage1", &config.small)?);
+                Some(best.genome.clone())
+            }
+        };
+        if *command == Command::Search {
+            self.write_top("stage1", &config.small, &mut summary.outputs)?;
+            return self.finish(summary, started);
+        }
+
+        // Stage 2: transfer, and the baseline from scratch, with one budget and seed.
+        let mut plans = Vec::new();
+        if let Some(basic) = basic {
+            plans.push(StagePlan {
+                name: "transfer",
+                task: &config.large,
+                evolution: &config.stage2,
+                fitness: &config.large_fitness,
+                initializer: Initializer::Transfer {
+                    basic,
+                    p: config.transfer.p,
+                    q: config.transfer.q,
+                },
+            });
+        }
+        let scratch = match command {
+            Command::Transfer { from_scratch, .. } => *from_scratch,
+            _ => config.scratch_baseline,
+        };
+        if scratch {
+            plans.push(StagePlan {
+                name: "scratch",
+                task: &config.large,
+                evolution: &config.stage2,
+                fitness: &config.large_fitness,
+                initializer: Initializer::Random,
+            });
+        }
+        let winner_stage = plans[0].name;
+        let mut curves: Vec<(String, Vec<f64>)> = Vec::new();
+        let mut points: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
+        for plan in plans {
+            let name = plan.name;
+            let state = self.stage(plan, on_event)?;
+            let stage_summary = self.stage_summary(&state, name, &config.large)?;
+            let label = if name == "scratch" {
+                "from scratch"
+            } else {
+                name
+            };
+            curves.push((label.into(), stage_summary.quality_curve.clone()));
+            points.push((
+                label.into(),
+                state
+                    .evaluated
+                    .iter()
+                    .map(|m| (m.madds, m.accuracy))
+                    .collect(),
+            ));
+            match name {
+                "transfer" => summary.transfer = Some(stage_summary),
+                _ => summary.scratch = Some(stage_summary),
+            }
+        }
+        if let (Some(t), Some(s)) = (&summary.transfer, &summary.scratch) {
+            summary.transfer_vs_scratch =
+                Some(compare(&t.quality_curve, &s.quality_curve, &config.stage2));
+        }
+        let quality_path = self.dir.join("quality.svg");
+        quality_chart(
+            &quality_path,
+            "Population quality on the large task",
+            &format!("mean fitness of top {}", config.stage2.top_k),
+            &curves,
+        )?;
+        let pareto_path = self.dir.join("pareto.svg");
+        pareto_chart(
+            &pareto_path,
+            "Every evaluated network on the large task",
+            &points,
+        )?;
+        summary.outputs.extend([quality_path, pareto_path]);
+        self.write_top(winner_stage, &config.large, &mut summary.outputs)?;
+
+        // The winner, trained in full.
+        let state = self.load(winner_stage)?;
+        let winner = state.best().expect("a finished stage has evaluations");
+        let final_arch = winner.genome.to_arch(&config.large.macro_config, "final")?;
+        write_arch(&self.dir.join("final_arch.json"), &final_arch)?;
+        summary.outputs.push(self.dir.join("final_arch.json"));
+        if *command == Command::Run {
+            summary.final_training = Some(final_training(config, &final_arch, self.dir, on_event)?);
+            summary
+                .outputs
+                .push(self.dir.join("final").join("model.safetensors"));
+        }
+        self.finish(summary, started)
+    }
+
+    fn load(&self, stage: &str) -> Result<EvolutionState> {
+        let dir = self.dir.join(stage);
+        SavedStage::load(&dir, &self.config.fingerprint())?
+            .map(|saved| saved.state)
+            .ok_or_else(|| Error::corrupt(&dir, "the stage's state.json is missing"))
+    }
+
+    fn stage_summary(
+        &self,
+        state: &EvolutionState,
+        name: &str,
+        task: &TaskConfig,
+    ) -> Result<StageSummary> {
+        let records = read_history(&self.dir.join(name))?;
+        let best = state
+            .best()
+            .ok_or_else(|| Error::corrupt(&self.dir.join(name), "the stage has no evaluation"))?;
+        let arch = best.genome.to_arch(&task.macro_config, name)?;
+        let curve: Vec<f64> = records.iter().map(|r| r.quality.top_k_mean).collect();
+        Ok(StageSummary {
+            evaluations: state.evaluated.len(),
+            failed: records.iter().filter(|r| r.failed).count(),
+            best: BestMember {
+                id: best.id,
+                genome: best.genome.key(),
+                accuracy: best.accuracy,
+                fitness: best.fitness,
+                madds: best.madds,
+                params: best.params,
+                arch,
+            },
+            final_population_top_k_mean: curve.last().copied(),
+            quality_curve: curve,
+        })
+    }
+
+    /// Writes the best `top_k` distinct architectures of a stage as `top/NN.json`.
+    fn write_top(&self, stage: &str, task: &TaskConfig, outputs: &mut Vec<PathBuf>) -> Result<()> {
+        let state = self.load(stage)?;
+        let top_dir = self.dir.join("top");
+        std::fs::create_dir_all(&top_dir).map_err(|e| Error::io(&top_dir, e))?;
+        for (rank, member) in state.top(self.config.top_k).into_iter().enumerate() {
+            let arch = member
+                .genome
+                .to_arch(&task.macro_config, &format!("{stage}-top{}", rank + 1))?;
+            let path = top_dir.join(format!("{:02}.json", rank + 1));
+            write_arch(&path, &arch)?;
+            outputs.push(path);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, mut summary: Summary, started: std::time::Instant) -> Result<Summary> {
+        summary.seconds_this_session = started.elapsed().as_secs_f64();
+        summary.coordinator_cpu_seconds = process_cpu_seconds();
+        write_atomic(
+            &self.dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)
+                .expect("serialises")
+                .as_bytes(),
+        )?;
+        Ok(summary)
     }
 }
 
-impl CandidateTrainer for LazyEvaluator<'_> {
-    fn inherits(&self) -> Result<bool> {
-        Ok(self.task.inherit_weights)
-    }
+/// Every line of a stage's `history.jsonl`.
+pub fn read_history(stage_dir: &Path) -> Result<Vec<Record>> {
+    let path = stage_dir.join(HISTORY_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str::<Record>(l)
+                .map_err(|e| Error::corrupt(&path, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
 
-    fn train_candidate(
-        &self,
-        candidate: &Candidate,
-        parent: Option<&Weights>,
-        worker: usize,
-    ) -> Result<(Outcome, Option<Weights>)> {
-        self.get()?.train_candidate(candidate, parent, worker)
+/// The transfer's quality curve against the one from scratch at the population, half way and the
+/// budget.
+fn compare(transfer: &[f64], scratch: &[f64], stage2: &EvolutionConfig) -> Comparison {
+    let at = |v: &[f64], n: usize| v.get(n.saturating_sub(1)).copied();
+    let area = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Comparison {
+        metric: format!("mean fitness of the population's top {}", stage2.top_k),
+        at: [
+            stage2.population,
+            (stage2.population + stage2.budget) / 2,
+            stage2.budget,
+        ]
+        .into_iter()
+        .map(|n| ComparisonPoint {
+            evaluations: n,
+            transfer: at(transfer, n),
+            scratch: at(scratch, n),
+        })
+        .collect(),
+        area_transfer: area(transfer),
+        area_scratch: area(scratch),
     }
 }
 
@@ -223,260 +574,12 @@ fn write_arch(path: &Path, arch: &Arch) -> Result<()> {
     Ok(write_atomic(path, arch.to_json_pretty().as_bytes())?)
 }
 
-fn member_json(member: &Member, arch: &Arch) -> serde_json::Value {
-    serde_json::json!({
-        "id": member.id,
-        "genome": member.genome.key(),
-        "accuracy": member.accuracy,
-        "fitness": member.fitness,
-        "madds": member.madds,
-        "params": member.params,
-        "arch": arch,
-    })
-}
-
-/// The per-evaluation quality curve (mean fitness of the population's top k) of a stage.
-fn quality_curve(stage_dir: &Path) -> Result<Vec<f64>> {
-    let path = stage_dir.join(HISTORY_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
-    text.lines()
-        .map(|l| {
-            serde_json::from_str::<Record>(l)
-                .map(|r| r.quality.top_k_mean)
-                .map_err(|e| Error::file(&path, format!("bad line: {e}")))
-        })
-        .collect()
-}
-
-fn stage_json(
-    state: &EvolutionState,
-    curve: &[f64],
-    task: &TaskConfig,
-    name: &str,
-) -> Result<serde_json::Value> {
-    let best = state
-        .best()
-        .ok_or_else(|| Error::Config(format!("{name}: no evaluation")))?;
-    let arch = best.genome.to_arch(&task.macro_config, name)?;
-    Ok(serde_json::json!({
-        "evaluations": state.evaluated.len(),
-        "best": member_json(best, &arch),
-        "final_population_top_k_mean": curve.last(),
-        "quality_curve": curve,
-    }))
-}
-
-fn execute(
-    config: &SearchConfig,
-    command: &Command,
-    dir: &Path,
-    on_event: &mut dyn FnMut(Event),
-) -> Result<serde_json::Value> {
-    let started = std::time::Instant::now();
-    let blocks = config.small.macro_config.blocks();
-    let small = LazyEvaluator::new(&config.small, config.seed, &config.devices);
-    let large = LazyEvaluator::new(&config.large, config.seed, &config.devices);
-    let mut summary =
-        serde_json::json!({ "version": VERSION, "seed": config.seed, "command": command });
-    let mut outputs: Vec<PathBuf> = Vec::new();
-
-    // Stage 1 and the basic architecture.
-    let basic: Option<Genome> = match command {
-        Command::Transfer {
-            seed_arch,
-            from_scratch,
-        } => match seed_arch {
-            Some(arch) => Some(Genome::from_arch(arch, &config.space, blocks)?),
-            None if *from_scratch => None,
-            None => {
-                return Err(Error::Config(
-                    "transfer: give a seed architecture, or ask for the search from scratch".into(),
-                ))
-            }
-        },
-        Command::Search | Command::Run => {
-            let state = stage(
-                config,
-                "stage1",
-                dir,
-                &config.stage1,
-                &config.small_fitness,
-                blocks,
-                Initializer::Random,
-                &small,
-                on_event,
-            )?;
-            let best = state.best().expect("a finished stage has evaluations");
-            let arch = best.genome.to_arch(&config.small.macro_config, "basic")?;
-            write_arch(&dir.join("basic_arch.json"), &arch)?;
-            outputs.push(dir.join("basic_arch.json"));
-            summary["stage1"] = stage_json(
-                &state,
-                &quality_curve(&dir.join("stage1"))?,
-                &config.small,
-                "stage1",
-            )?;
-            Some(best.genome.clone())
-        }
-    };
-    if *command == Command::Search {
-        write_top(config, dir, "stage1", &config.small, &mut outputs)?;
-        return finish(config, dir, summary, outputs, started);
-    }
-
-    // Stage 2: transfer, and the baseline from scratch.
-    let from_scratch_only = matches!(
-        command,
-        Command::Transfer {
-            from_scratch: true,
-            seed_arch: None
-        }
-    );
-    let mut curves: Vec<(String, Vec<f64>)> = Vec::new();
-    let mut points: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
-    let mut winner_stage = "transfer";
-    if !from_scratch_only {
-        let basic = basic.expect("stage 1 or the seed gives a basic architecture");
-        let init = Initializer::Transfer {
-            basic,
-            p: config.transfer.p,
-            q: config.transfer.q,
-        };
-        let state = stage(
-            config,
-            "transfer",
-            dir,
-            &config.stage2,
-            &config.large_fitness,
-            blocks,
-            init,
-            &large,
-            on_event,
-        )?;
-        let curve = quality_curve(&dir.join("transfer"))?;
-        summary["transfer"] = stage_json(&state, &curve, &config.large, "transfer")?;
-        curves.push(("transfer".into(), curve));
-        points.push((
-            "transfer".into(),
-            state
-                .evaluated
-                .iter()
-                .map(|m| (m.madds, m.accuracy))
-                .collect(),
-        ));
-    }
-    let scratch = matches!(
-        command,
-        Command::Transfer {
-            from_scratch: true,
-            ..
-        }
-    ) || (*command == Command::Run && config.scratch_baseline);
-    if scratch {
-        let state = stage(
-            config,
-            "scratch",
-            dir,
-            &config.stage2,
-            &config.large_fitness,
-            blocks,
-            Initializer::Random,
-            &large,
-            on_event,
-        )?;
-        let curve = quality_curve(&dir.join("scratch"))?;
-        summary["scratch"] = stage_json(&state, &curve, &config.large, "scratch")?;
-        curves.push(("from scratch".into(), curve));
-        points.push((
-            "from scratch".into(),
-            state
-                .evaluated
-                .iter()
-                .map(|m| (m.madds, m.accuracy))
-                .collect(),
-        ));
-        if from_scratch_only {
-            winner_stage = "scratch";
-        }
-    }
-    if curves.len() == 2 {
-        let (t, s) = (&curves[0].1, &curves[1].1);
-        let at = |v: &Vec<f64>, n: usize| v.get(n.saturating_sub(1)).copied();
-        let checkpoints: Vec<serde_json::Value> = [
-            config.stage2.population,
-            (config.stage2.population + config.stage2.budget) / 2,
-            config.stage2.budget,
-        ]
-        .iter()
-        .map(
-            |&n| serde_json::json!({ "evaluations": n, "transfer": at(t, n), "scratch": at(s, n) }),
-        )
-        .collect();
-        summary["transfer_vs_scratch"] = serde_json::json!({
-            "metric": format!("mean fitness of the population's top {}", config.stage2.top_k),
-            "at": checkpoints,
-            "area_transfer": t.iter().sum::<f64>() / t.len().max(1) as f64,
-            "area_scratch": s.iter().sum::<f64>() / s.len().max(1) as f64,
-        });
-    }
-    let quality_path = dir.join("quality.svg");
-    quality_chart(
-        &quality_path,
-        "Population quality on the large task",
-        &format!("mean fitness of top {}", config.stage2.top_k),
-        &curves,
-    )?;
-    let pareto_path = dir.join("pareto.svg");
-    pareto_chart(
-        &pareto_path,
-        "Every evaluated network on the large task",
-        &points,
-    )?;
-    outputs.extend([quality_path, pareto_path]);
-    write_top(config, dir, winner_stage, &config.large, &mut outputs)?;
-
-    // The winner, trained in full.
-    let state =
-        load_stage(&dir.join(winner_stage), &config.fingerprint())?.expect("the stage just ran");
-    let winner = state.best().expect("a finished stage has evaluations");
-    let final_arch = winner.genome.to_arch(&config.large.macro_config, "final")?;
-    write_arch(&dir.join("final_arch.json"), &final_arch)?;
-    outputs.push(dir.join("final_arch.json"));
-    if *command == Command::Run {
-        summary["final"] = final_training(config, &final_arch, dir, on_event)?;
-        outputs.push(dir.join("final").join("model.safetensors"));
-    }
-    finish(config, dir, summary, outputs, started)
-}
-
-/// Writes the best `top_k` distinct architectures of a stage as `top/NN.json`.
-fn write_top(
-    config: &SearchConfig,
-    dir: &Path,
-    stage_name: &str,
-    task: &TaskConfig,
-    outputs: &mut Vec<PathBuf>,
-) -> Result<()> {
-    let state = load_stage(&dir.join(stage_name), &config.fingerprint())?.expect("the stage ran");
-    let top_dir = dir.join("top");
-    std::fs::create_dir_all(&top_dir).map_err(|e| Error::file(&top_dir, e))?;
-    for (rank, member) in state.top(config.top_k).into_iter().enumerate() {
-        let arch = member
-            .genome
-            .to_arch(&task.macro_config, &format!("{stage_name}-top{}", rank + 1))?;
-        let path = top_dir.join(format!("{:02}.json", rank + 1));
-        write_arch(&path, &arch)?;
-        outputs.push(path);
-    }
-    Ok(())
-}
-
 fn final_training(
     config: &SearchConfig,
     arch: &Arch,
     dir: &Path,
     on_event: &mut dyn FnMut(Event),
-) -> Result<serde_json::Value> {
+) -> Result<FinalSummary> {
     let out = dir.join("final");
     let mut trainer = if out.join(eatnas_train::checkpoint::STATE_FILE).exists() {
         Trainer::resume(&out)?
@@ -498,11 +601,7 @@ fn final_training(
         let data = PreparedData::open(&spec, &train_config)?;
         Trainer::new(train_config, arch, data, Some(out.clone()))?
     };
-    let device = config
-        .devices
-        .first()
-        .copied()
-        .unwrap_or(eatnas_tensor::Device::Cpu);
+    let device = config.devices.first().copied().unwrap_or(Device::Cpu);
     trainer.to_device(device)?;
     let epochs = trainer.config().epochs;
     let result = trainer.run(&mut |r| {
@@ -519,32 +618,13 @@ fn final_training(
         shape.size,
         trainer.data().train.classes(),
     )?;
-    Ok(serde_json::json!({
-        "test_top1": result.test_top1,
-        "test_top5": result.test_top5,
-        "val_top1": result.val_top1,
-        "madds": counts.madds,
-        "params": counts.params,
-        "epochs": result.epochs,
-        "checkpoint": result.checkpoint,
-    }))
-}
-
-fn finish(
-    config: &SearchConfig,
-    dir: &Path,
-    mut summary: serde_json::Value,
-    outputs: Vec<PathBuf>,
-    started: std::time::Instant,
-) -> Result<serde_json::Value> {
-    summary["outputs"] = serde_json::json!(outputs);
-    summary["seconds_this_session"] = serde_json::json!(started.elapsed().as_secs_f64());
-    summary["fingerprint"] = serde_json::json!(config.fingerprint());
-    write_atomic(
-        &dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)
-            .expect("serialises")
-            .as_bytes(),
-    )?;
-    Ok(summary)
+    Ok(FinalSummary {
+        test_top1: result.test_top1,
+        test_top5: result.test_top5,
+        val_top1: result.val_top1,
+        madds: counts.madds,
+        params: counts.params,
+        epochs: result.epochs,
+        checkpoint: result.checkpoint,
+    })
 }

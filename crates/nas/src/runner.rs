@@ -1,74 +1,140 @@
-//! Runs one evolution stage with N workers, steady-state and asynchronous: whenever a worker is
-//! free it gets a new child of the current population; nobody waits for a generation. After
-//! every evaluation the history line is appended and the whole state saved atomically, so a
-//! stage killed with kill -9 resumes losing at most the evaluations in flight.
+//! Runs one evolution stage on an executor, steady-state and asynchronous: whenever a worker slot
+//! is free it gets a new child of the current population; nobody waits for a generation.
+//!
+//! Write-ahead: a proposed candidate, its job folder and its slot are saved before the job is
+//! submitted, and its ticket is saved before the runner goes on. After every evaluation the
+//! history line is appended and the whole state saved atomically. So a coordinator killed with
+//! kill -9 at any moment resumes: it collects the results written while it was down, re-attaches
+//! to its jobs still queued or running (or finds, by name, the one it submitted just before it
+//! died), and submits nothing twice.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::Path;
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use eatnas_train::fs::write_atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluator::Evaluator;
-use crate::evolution::{Candidate, EvolutionState, Record};
+use crate::evolution::{Candidate, EvolutionState, Origin, Ran, Record};
+use crate::executor::{Ended, Executor, JobRef};
+use crate::job::{
+    clear_attempt, read_failure, read_result, unix_now, Job, JobResult, WEIGHTS_FILE,
+};
+use crate::task::TaskConfig;
 use crate::{Error, Result};
 
 pub const STATE_FILE: &str = "state.json";
 pub const HISTORY_FILE: &str = "history.jsonl";
+pub const JOBS_DIR: &str = "jobs";
 
-/// What `state.json` holds: the evolution and who wrote it.
-#[derive(Serialize, Deserialize)]
+/// A job status unchanged this long is shown, and shown again this often.
+const STATUS_AFTER: Duration = Duration::from_secs(20);
+const STATUS_EVERY: Duration = Duration::from_secs(120);
+
+/// A job in flight, as saved with the state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobEntry {
+    /// The executor that holds the ticket.
+    pub executor: String,
+    /// `None` until the executor has accepted the job (or after this coordinator cancelled it).
+    pub ticket: Option<String>,
+    pub slot: usize,
+    /// Failed attempts so far, and why.
+    pub failures: Vec<String>,
+    pub submitted_at: f64,
+}
+
+/// What `state.json` holds: the evolution, its jobs in flight, and who wrote it.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct SavedStage {
     /// The eatnas version that wrote it; another version's state is refused.
     pub version: String,
     /// A fingerprint of the configuration; another configuration's state is refused.
     pub config_fingerprint: String,
     pub state: EvolutionState,
+    /// By candidate id.
+    #[serde(default)]
+    pub jobs: BTreeMap<usize, JobEntry>,
 }
 
-pub fn save_stage(dir: &Path, state: &EvolutionState, fingerprint: &str) -> Result<()> {
-    let saved = SavedStage {
-        version: crate::VERSION.into(),
-        config_fingerprint: fingerprint.into(),
-        state: state.clone(),
-    };
-    write_atomic(
-        &dir.join(STATE_FILE),
-        serde_json::to_string(&saved)
-            .expect("state serialises")
-            .as_bytes(),
-    )?;
-    Ok(())
+impl SavedStage {
+    pub fn new(state: EvolutionState, fingerprint: &str) -> SavedStage {
+        SavedStage {
+            version: crate::VERSION.into(),
+            config_fingerprint: fingerprint.into(),
+            state,
+            jobs: BTreeMap::new(),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string(self).expect("state serialises");
+        Ok(write_atomic(&dir.join(STATE_FILE), text.as_bytes())?)
+    }
+
+    /// The stage saved in `dir`, refusing one from another version or configuration.
+    pub fn load(dir: &Path, fingerprint: &str) -> Result<Option<SavedStage>> {
+        let path = dir.join(STATE_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let saved: SavedStage = serde_json::from_str(&text)
+            .map_err(|e| Error::corrupt(&path, format!("unreadable search state: {e}")))?;
+        if saved.version != crate::VERSION {
+            return Err(Error::refused(
+                &path,
+                format!(
+                    "written by eatnas {}; this is {}: start a new search",
+                    saved.version,
+                    crate::VERSION
+                ),
+            ));
+        }
+        if saved.config_fingerprint != fingerprint {
+            return Err(Error::refused(
+                &path,
+                "written with another configuration than this folder's config.toml; start a new search",
+            ));
+        }
+        Ok(Some(saved))
+    }
 }
 
-/// Loads a stage's saved state, refusing one from another version or configuration.
-pub fn load_stage(dir: &Path, fingerprint: &str) -> Result<Option<EvolutionState>> {
-    let path = dir.join(STATE_FILE);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, e))?;
-    let saved: SavedStage = serde_json::from_str(&text)
-        .map_err(|e| Error::file(&path, format!("unreadable search state: {e}")))?;
-    if saved.version != crate::VERSION {
-        return Err(Error::file(
-            &path,
-            format!(
-                "written by eatnas {}; this is {}: start a new search",
-                saved.version,
-                crate::VERSION
-            ),
-        ));
-    }
-    if saved.config_fingerprint != fingerprint {
-        return Err(Error::file(
-            &path,
-            "written with another configuration than this folder's config.toml; start a new search",
-        ));
-    }
-    Ok(Some(saved.state))
+/// What one stage evaluates, and where its files go.
+pub struct StageRun<'a> {
+    /// The stage's folder (`state.json`, `history.jsonl`, `jobs/`).
+    pub dir: &'a Path,
+    /// Names the jobs: unique to this search folder.
+    pub search: &'a str,
+    pub stage: &'a str,
+    pub task: &'a TaskConfig,
+    pub seed: u64,
+    /// Jobs in flight at once.
+    pub workers: usize,
+    /// Attempts after the first for a job that ended without a result.
+    pub max_retries: usize,
+}
+
+/// Asks the runner to stop (Ctrl-C, SIGTERM): with `detach`, jobs in flight are left running
+/// and re-attached by `resume`; without, they are cancelled.
+pub struct Control<'a> {
+    pub stop: &'a AtomicBool,
+    pub detach: bool,
+}
+
+/// What a stage reports as it goes.
+pub enum Progress<'a> {
+    Evaluated(&'a Record),
+    Retrying {
+        candidate: usize,
+        attempt: usize,
+        reason: &'a str,
+    },
+    /// What the jobs in flight are doing, when it changes.
+    Waiting(String),
 }
 
 /// Keeps the first `keep` lines of the history (a kill between the history append and the state
@@ -77,7 +143,7 @@ fn truncate_history(path: &Path, keep: usize) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let lines: Vec<&str> = text.lines().collect();
     if lines.len() > keep {
         let kept: String = lines[..keep].iter().map(|l| format!("{l}\n")).collect();
@@ -86,99 +152,358 @@ fn truncate_history(path: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs `state` to its budget in `dir`, evaluating on `workers` threads, calling `on_record`
-/// after each evaluation.
+struct Stage<'r, 'a> {
+    run: &'r StageRun<'a>,
+    saved: &'r mut SavedStage,
+    executor: &'r mut dyn Executor,
+    history: std::fs::File,
+    /// Ticket -> candidate id.
+    in_flight: BTreeMap<String, usize>,
+    /// Candidates whose trained weights are on disk.
+    weights_kept: BTreeSet<usize>,
+    on_progress: &'r mut dyn FnMut(Progress),
+}
+
+/// Runs the stage in `saved` to its budget on `executor`.
 pub fn run_stage(
-    state: &mut EvolutionState,
-    evaluator: &dyn Evaluator,
-    workers: usize,
-    dir: &Path,
-    fingerprint: &str,
-    on_record: &mut dyn FnMut(&Record),
+    saved: &mut SavedStage,
+    executor: &mut dyn Executor,
+    run: &StageRun,
+    control: &Control,
+    on_progress: &mut dyn FnMut(Progress),
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    let dir = run.dir;
+    std::fs::create_dir_all(dir.join(JOBS_DIR)).map_err(|e| Error::io(dir, e))?;
     let history_path = dir.join(HISTORY_FILE);
-    truncate_history(&history_path, state.evaluated.len())?;
-    let mut history = std::fs::OpenOptions::new()
+    truncate_history(&history_path, saved.state.evaluated.len())?;
+    let history = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&history_path)
-        .map_err(|e| Error::file(&history_path, e))?;
-    save_stage(dir, state, fingerprint)?;
-    if state.done() {
+        .map_err(|e| Error::io(&history_path, e))?;
+    saved.save(dir)?;
+    if saved.state.done() {
         return Ok(());
     }
-    let workers = workers.max(1);
-    let (job_sender, job_receiver) = channel::<Candidate>();
-    let job_receiver = Arc::new(Mutex::new(job_receiver));
-    let (result_sender, result_receiver) =
-        channel::<(usize, Candidate, Result<crate::evolution::Outcome>)>();
-
-    std::thread::scope(|scope| -> Result<()> {
-        for worker in 0..workers {
-            let (jobs, results): (Arc<Mutex<Receiver<Candidate>>>, _) =
-                (job_receiver.clone(), result_sender.clone());
-            scope.spawn(move || loop {
-                let job = jobs.lock().expect("job queue").recv();
-                let Ok(candidate) = job else { return };
-                let outcome = evaluator.evaluate(&candidate, worker);
-                if results.send((worker, candidate, outcome)).is_err() {
-                    return;
-                }
-            });
+    let mut stage = Stage {
+        run,
+        saved,
+        executor,
+        history,
+        in_flight: BTreeMap::new(),
+        weights_kept: BTreeSet::new(),
+        on_progress,
+    };
+    stage.find_kept_weights();
+    stage.resume_in_flight()?;
+    // What the jobs are doing is shown when it has not changed for a while (a queue that does
+    // not move), not at every state change of every job.
+    let mut shown: Option<(String, std::time::Instant)> = None;
+    let mut status_since: Option<(String, std::time::Instant)> = None;
+    loop {
+        if control.stop.load(Ordering::SeqCst) {
+            return stage.stop(control.detach);
         }
-        drop(result_sender);
-        // Candidates in flight when the state was saved go first, then fresh proposals.
-        let mut queue: Vec<Candidate> = state.pending.clone();
-        queue.reverse();
-        let mut in_flight = 0usize;
-        let outcome = (|| -> Result<()> {
-            loop {
-                while in_flight < workers {
-                    let candidate = match queue.pop() {
-                        Some(c) => c,
-                        None if state.can_propose() => state.propose(),
-                        None => break,
-                    };
-                    if let Some(outcome) = state.cached(&candidate) {
-                        // Seen before: no second training.
-                        let record = state.complete(&candidate, outcome, 0, true);
-                        persist(state, &record, &mut history, dir, fingerprint)?;
-                        on_record(&record);
-                        continue;
-                    }
-                    job_sender
-                        .send(candidate)
-                        .expect("workers are alive while jobs remain");
-                    in_flight += 1;
-                }
-                if in_flight == 0 {
-                    return Ok(());
-                }
-                let (worker, candidate, outcome) =
-                    result_receiver.recv().expect("a worker answers every job");
-                in_flight -= 1;
-                let record = state.complete(&candidate, outcome?, worker, false);
-                persist(state, &record, &mut history, dir, fingerprint)?;
-                on_record(&record);
+        while stage.in_flight.len() < run.workers.max(1) && stage.saved.state.can_propose() {
+            let candidate = stage.saved.state.propose();
+            if let Some(outcome) = stage.saved.state.cached(&candidate) {
+                // Seen before: no second training.
+                let record = stage.saved.state.complete(&candidate, outcome, 0, true);
+                stage.persist(record)?;
+                continue;
             }
-        })();
-        drop(job_sender); // lets the workers finish
-        outcome
-    })
+            stage.start(&candidate)?;
+        }
+        if stage.in_flight.is_empty() {
+            return Ok(());
+        }
+        for (ticket, ended) in stage.executor.wait(Duration::from_millis(500))? {
+            if let Some(id) = stage.in_flight.remove(&ticket) {
+                stage.ended(id, &ticket, ended)?;
+            }
+        }
+        let now = std::time::Instant::now();
+        match stage.executor.status_line() {
+            Some(status) => {
+                if status_since.as_ref().map(|(s, _)| s) != Some(&status) {
+                    status_since = Some((status.clone(), now));
+                }
+                let steady = status_since
+                    .as_ref()
+                    .is_some_and(|(_, t)| now - *t >= STATUS_AFTER);
+                let due = shown
+                    .as_ref()
+                    .is_none_or(|(s, t)| *s != status || now - *t >= STATUS_EVERY);
+                if steady && due {
+                    (stage.on_progress)(Progress::Waiting(status.clone()));
+                    shown = Some((status, now));
+                }
+            }
+            None => status_since = None,
+        }
+    }
 }
 
-fn persist(
-    state: &EvolutionState,
-    record: &Record,
-    history: &mut std::fs::File,
-    dir: &Path,
-    fingerprint: &str,
-) -> Result<()> {
-    let line = serde_json::to_string(record).expect("a record serialises") + "\n";
-    history
-        .write_all(line.as_bytes())
-        .and_then(|_| history.flush())
-        .map_err(|e| Error::file(&dir.join(HISTORY_FILE), e))?;
-    save_stage(dir, state, fingerprint)
+impl Stage<'_, '_> {
+    fn job_dir(&self, id: usize) -> PathBuf {
+        self.run.dir.join(JOBS_DIR).join(format!("{id:05}"))
+    }
+
+    fn job_ref(&self, id: usize, slot: usize) -> JobRef {
+        JobRef {
+            dir: self.job_dir(id),
+            name: format!("eatnas-{}-{}-{id}", self.run.search, self.run.stage),
+            candidate: id,
+            slot,
+        }
+    }
+
+    fn free_slot(&self) -> usize {
+        let used: BTreeSet<usize> = self.saved.jobs.values().map(|j| j.slot).collect();
+        (0..).find(|s| !used.contains(s)).expect("a free slot")
+    }
+
+    /// The job spec of `candidate`: it inherits its parent's weights when the task says so and
+    /// the parent left them.
+    fn job(&self, candidate: &Candidate) -> Job {
+        let inherit = self.run.task.inherit_weights;
+        let parent_weights = match candidate.origin {
+            Origin::Mutation { parent } if inherit => {
+                Some(self.job_dir(parent).join(WEIGHTS_FILE)).filter(|p| p.is_file())
+            }
+            _ => None,
+        };
+        Job {
+            version: crate::VERSION.into(),
+            search: self.run.search.into(),
+            stage: self.run.stage.into(),
+            candidate: candidate.clone(),
+            task: self.run.task.clone(),
+            seed: self.run.seed,
+            parent_weights,
+            save_weights: inherit,
+        }
+    }
+
+    /// Writes the job, saves it as in flight, then submits it and saves its ticket.
+    fn start(&mut self, candidate: &Candidate) -> Result<()> {
+        let slot = self.free_slot();
+        let job = self.job_ref(candidate.id, slot);
+        self.job(candidate).write(&job.dir)?;
+        self.saved.jobs.insert(
+            candidate.id,
+            JobEntry {
+                executor: self.executor.name().into(),
+                ticket: None,
+                slot,
+                failures: Vec::new(),
+                submitted_at: unix_now(),
+            },
+        );
+        self.saved.save(self.run.dir)?;
+        self.submit(candidate.id)
+    }
+
+    fn submit(&mut self, id: usize) -> Result<()> {
+        let slot = self.saved.jobs[&id].slot;
+        let job = self.job_ref(id, slot);
+        let ticket = self.executor.submit(&job)?;
+        let entry = self.saved.jobs.get_mut(&id).expect("an entry");
+        entry.ticket = Some(ticket.clone());
+        entry.executor = self.executor.name().into();
+        entry.submitted_at = unix_now();
+        self.in_flight.insert(ticket, id);
+        self.saved.save(self.run.dir)
+    }
+
+    /// Candidates that were in flight when the state was saved: collected if their result is on
+    /// disk, re-attached if their job still runs, submitted again otherwise.
+    fn resume_in_flight(&mut self) -> Result<()> {
+        for candidate in self.saved.state.pending.clone() {
+            let id = candidate.id;
+            if !self.saved.jobs.contains_key(&id) {
+                let slot = self.free_slot();
+                self.saved.jobs.insert(
+                    id,
+                    JobEntry {
+                        executor: self.executor.name().into(),
+                        ticket: None,
+                        slot,
+                        failures: Vec::new(),
+                        submitted_at: unix_now(),
+                    },
+                );
+            }
+            let entry = self.saved.jobs[&id].clone();
+            let job = self.job_ref(id, entry.slot);
+            if !job.dir.join(crate::job::JOB_FILE).is_file() {
+                self.job(&candidate).write(&job.dir)?;
+            }
+            if let Ok(Some(result)) = read_result(&job.dir, id) {
+                let ticket = entry.ticket.clone().unwrap_or_default();
+                self.ended(id, &ticket, Ended::Completed(result))?;
+                continue;
+            }
+            let ticket = match entry.ticket {
+                Some(t)
+                    if entry.executor == self.executor.name()
+                        && self.executor.reattach(&t, &job)? =>
+                {
+                    Some(t)
+                }
+                _ => match self.executor.find(&job)? {
+                    Some(t) => self.executor.reattach(&t, &job)?.then_some(t),
+                    None => None,
+                },
+            };
+            match ticket {
+                Some(ticket) => {
+                    let entry = self.saved.jobs.get_mut(&id).expect("an entry");
+                    entry.ticket = Some(ticket.clone());
+                    entry.executor = self.executor.name().into();
+                    self.in_flight.insert(ticket, id);
+                    self.saved.save(self.run.dir)?;
+                }
+                None => self.submit(id)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn ended(&mut self, id: usize, ticket: &str, ended: Ended) -> Result<()> {
+        let candidate = self
+            .saved
+            .state
+            .pending
+            .iter()
+            .find(|c| c.id == id)
+            .cloned()
+            .expect("a job in flight is a pending candidate");
+        let entry = self.saved.jobs.get(&id).cloned().expect("an entry");
+        let record = match ended {
+            Ended::Completed(result) => {
+                let JobResult { outcome, ran, .. } = result;
+                let mut record = self
+                    .saved
+                    .state
+                    .complete(&candidate, outcome, entry.slot, false);
+                record.retries = entry.failures.len();
+                record.ran = Some(Ran {
+                    executor: entry.executor.clone(),
+                    job: ran
+                        .slurm_job_id
+                        .clone()
+                        .unwrap_or_else(|| ticket.to_string()),
+                    host: ran.host,
+                    device: ran.device,
+                    submitted_at: entry.submitted_at,
+                    started_at: ran.started_at,
+                    finished_at: ran.finished_at,
+                    collected_at: unix_now(),
+                });
+                if self.job_dir(id).join(WEIGHTS_FILE).is_file() {
+                    self.weights_kept.insert(id);
+                }
+                record
+            }
+            Ended::Failed(reason) => {
+                let attempt = entry.failures.len() + 1;
+                let entry = self.saved.jobs.get_mut(&id).expect("an entry");
+                entry.failures.push(reason.clone());
+                if attempt <= self.run.max_retries {
+                    (self.on_progress)(Progress::Retrying {
+                        candidate: id,
+                        attempt,
+                        reason: &reason,
+                    });
+                    clear_attempt(&self.job_dir(id));
+                    return self.submit(id);
+                }
+                let reason = format!("no result after {attempt} attempts; last: {reason}",);
+                let slot = entry.slot;
+                let mut record = self.saved.state.fail(&candidate, reason, slot);
+                record.retries = attempt - 1;
+                let entry = &self.saved.jobs[&id];
+                record.ran = read_failure(&self.job_dir(id)).map(|f| Ran {
+                    executor: entry.executor.clone(),
+                    job: f.ran.slurm_job_id.unwrap_or_else(|| ticket.to_string()),
+                    host: f.ran.host,
+                    device: f.ran.device,
+                    submitted_at: entry.submitted_at,
+                    started_at: f.ran.started_at,
+                    finished_at: f.ran.finished_at,
+                    collected_at: unix_now(),
+                });
+                record
+            }
+        };
+        self.saved.jobs.remove(&id);
+        self.persist(record)?;
+        self.prune_weights();
+        Ok(())
+    }
+
+    fn persist(&mut self, record: Record) -> Result<()> {
+        let line = serde_json::to_string(&record).expect("a record serialises") + "\n";
+        self.history
+            .write_all(line.as_bytes())
+            .and_then(|_| self.history.flush())
+            .map_err(|e| Error::io(&self.run.dir.join(HISTORY_FILE), e))?;
+        self.saved.save(self.run.dir)?;
+        (self.on_progress)(Progress::Evaluated(&record));
+        Ok(())
+    }
+
+    fn find_kept_weights(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.run.dir.join(JOBS_DIR)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().parse::<usize>();
+            if let (Ok(id), true) = (id, entry.path().join(WEIGHTS_FILE).is_file()) {
+                self.weights_kept.insert(id);
+            }
+        }
+    }
+
+    /// Deletes the weights of members that can no longer be a parent: retired from the
+    /// population and parent of no candidate in flight.
+    fn prune_weights(&mut self) {
+        let state = &self.saved.state;
+        let live: BTreeSet<usize> = state
+            .population
+            .iter()
+            .map(|m| m.id)
+            .chain(state.pending.iter().filter_map(|c| match c.origin {
+                Origin::Mutation { parent } => Some(parent),
+                _ => None,
+            }))
+            .collect();
+        let retired: Vec<usize> = self.weights_kept.difference(&live).copied().collect();
+        for id in retired {
+            let _ = std::fs::remove_file(self.job_dir(id).join(WEIGHTS_FILE));
+            self.weights_kept.remove(&id);
+        }
+    }
+
+    /// Ctrl-C or SIGTERM: cancels the jobs in flight (or leaves them running with `detach`),
+    /// saves, and reports the interruption.
+    fn stop(&mut self, detach: bool) -> Result<()> {
+        let n = self.in_flight.len();
+        let what = if detach {
+            format!("{n} job(s) left running; resume re-attaches to them")
+        } else {
+            self.executor.cancel_all()?;
+            // Cancelled by this coordinator: submitted afresh on resume, not counted as failures.
+            for entry in self.saved.jobs.values_mut() {
+                entry.ticket = None;
+            }
+            format!("{n} job(s) in flight cancelled")
+        };
+        self.saved.save(self.run.dir)?;
+        Err(Error::Interrupted {
+            dir: self.run.dir.parent().unwrap_or(self.run.dir).to_path_buf(),
+            what,
+        })
+    }
 }

@@ -35,9 +35,10 @@ impl Default for SpaceConfig {
 impl SpaceConfig {
     pub fn validate(&self) -> Result<()> {
         let empty = |field: &str| {
-            Err(Error::Config(format!(
-                "space.{field}: the list of allowed values is empty"
-            )))
+            Err(Error::invalid(
+                format!("space.{field}"),
+                "the list of allowed values is empty",
+            ))
         };
         if self.ops.is_empty() {
             return empty("ops");
@@ -59,22 +60,25 @@ impl SpaceConfig {
             .iter()
             .find(|k| !eatnas_nn::arch::KERNELS.contains(k))
         {
-            return Err(Error::Config(format!(
-                "space.kernels: {k} is not allowed; expected values among 3, 5, 7"
-            )));
+            return Err(Error::invalid(
+                "space.kernels",
+                format!("{k} is not allowed; expected values among 3, 5, 7"),
+            ));
         }
         if let Some(w) = self
             .widths
             .iter()
             .find(|w| !eatnas_nn::arch::WIDTHS.contains(w))
         {
-            return Err(Error::Config(format!(
-                "space.widths: {w} is not allowed; expected values among 0.5, 1.0, 1.5, 2.0"
-            )));
+            return Err(Error::invalid(
+                "space.widths",
+                format!("{w} is not allowed; expected values among 0.5, 1.0, 1.5, 2.0"),
+            ));
         }
         if self.layers.contains(&0) {
-            return Err(Error::Config(
-                "space.layers: 0 is not allowed; expected counts of at least 1".into(),
+            return Err(Error::invalid(
+                "space.layers",
+                "0 is not allowed; expected counts of at least 1",
             ));
         }
         Ok(())
@@ -142,16 +146,21 @@ impl MacroConfig {
     }
 
     pub fn validate(&self, name: &str) -> Result<()> {
-        let fail = |m: String| Err(Error::Config(format!("{name}.macro.{m}")));
+        let fail = |field: &str, message: String| {
+            Err(Error::invalid(format!("{name}.macro.{field}"), message))
+        };
         if self.base_channels.is_empty() {
-            return fail("base_channels: expected at least one block".into());
+            return fail("base_channels", "expected at least one block".into());
         }
         if self.strides.len() != self.base_channels.len() {
-            return fail(format!(
-                "strides: {} entries for {} blocks; expected one stride per block",
-                self.strides.len(),
-                self.base_channels.len()
-            ));
+            return fail(
+                "strides",
+                format!(
+                    "{} entries for {} blocks; expected one stride per block",
+                    self.strides.len(),
+                    self.base_channels.len()
+                ),
+            );
         }
         if let Some(s) = self
             .strides
@@ -159,19 +168,19 @@ impl MacroConfig {
             .chain([&self.stem_stride])
             .find(|s| !matches!(s, 1 | 2))
         {
-            return fail(format!("strides: {s} is not allowed; expected 1 or 2"));
+            return fail("strides", format!("{s} is not allowed; expected 1 or 2"));
         }
         if self.stem_kernel % 2 == 0 {
-            return fail(format!(
-                "stem_kernel: expected an odd size, got {}",
-                self.stem_kernel
-            ));
+            return fail(
+                "stem_kernel",
+                format!("expected an odd size, got {}", self.stem_kernel),
+            );
         }
         if !(self.width_multiplier > 0.0 && self.width_multiplier.is_finite()) {
-            return fail(format!(
-                "width_multiplier: expected a positive number, got {}",
-                self.width_multiplier
-            ));
+            return fail(
+                "width_multiplier",
+                format!("expected a positive number, got {}", self.width_multiplier),
+            );
         }
         Ok(())
     }
@@ -313,11 +322,14 @@ impl Genome {
     /// The architecture of this genome under `macro_config`.
     pub fn to_arch(&self, macro_config: &MacroConfig, name: &str) -> Result<Arch> {
         if self.blocks.len() != macro_config.blocks() {
-            return Err(Error::Config(format!(
-                "a genome of {} blocks under a macro of {} blocks",
-                self.blocks.len(),
-                macro_config.blocks()
-            )));
+            return Err(Error::Genome {
+                genome: self.key(),
+                message: format!(
+                    "{} blocks under a macro of {} blocks",
+                    self.blocks.len(),
+                    macro_config.blocks()
+                ),
+            });
         }
         let arch = Arch {
             format: eatnas_nn::arch::FORMAT.into(),
@@ -345,8 +357,10 @@ impl Genome {
                 channels: macro_config.scaled(macro_config.head_channels),
             },
         };
-        arch.validate()
-            .map_err(|m| Error::Config(format!("genome {}: {m}", self.key())))?;
+        arch.validate().map_err(|message| Error::Genome {
+            genome: self.key(),
+            message: message.to_string(),
+        })?;
         Ok(arch)
     }
 
@@ -354,19 +368,23 @@ impl Genome {
     /// block of the macro (base channels and strides come from the task's macro, not the file).
     pub fn from_arch(arch: &Arch, space: &SpaceConfig, blocks: usize) -> Result<Genome> {
         if arch.blocks.len() != blocks {
-            return Err(Error::Config(format!(
-                "seed architecture `{}` has {} blocks; the search space has {blocks}",
-                arch.name,
-                arch.blocks.len()
-            )));
+            return Err(Error::SeedArchitecture {
+                name: arch.name.clone(),
+                message: format!(
+                    "has {} blocks; the search space has {blocks}",
+                    arch.blocks.len()
+                ),
+            });
         }
         let mut genes = Vec::new();
         for (i, b) in arch.blocks.iter().enumerate() {
             let outside = |field: &str, value: String, allowed: String| {
-                Err(Error::Config(format!(
-                    "seed architecture `{}`: blocks[{i}].{field} {value} is not in the search space (allowed: {allowed})",
-                    arch.name
-                )))
+                Err(Error::SeedArchitecture {
+                    name: arch.name.clone(),
+                    message: format!(
+                        "blocks[{i}].{field} {value} is not in the search space (allowed: {allowed})"
+                    ),
+                })
             };
             let list = |v: Vec<String>| v.join(", ");
             if !space.ops.contains(&b.op) {

@@ -1,12 +1,16 @@
-//! The search with a cheap deterministic evaluator: budget, population, cache, transfer, resume
-//! after a kill, and bad configurations.
+//! The search with a cheap deterministic job runner on the local executor: budget, population,
+//! cache, transfer, resume after a stop, retries and failures, inheritance through job folders,
+//! and bad configurations.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use eatnas_nas::runner::{load_stage, run_stage};
+use eatnas_nas::executor::local::LocalExecutor;
+use eatnas_nas::runner::{run_stage, Control, SavedStage, StageRun};
 use eatnas_nas::*;
 use eatnas_nn::Counts;
+use eatnas_tensor::Device;
 use rand::SeedableRng;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -21,28 +25,61 @@ fn temp_dir(name: &str) -> PathBuf {
 struct Synthetic {
     macro_config: MacroConfig,
     calls: AtomicUsize,
-    /// Fails (as a killed process stops) once this many evaluations have run.
-    fail_after: Option<usize>,
+    /// Asks the coordinator to stop (as Ctrl-C does) once this many evaluations have run.
+    stop_after: Option<(usize, Arc<AtomicBool>)>,
+    /// Candidates whose every attempt fails, and candidates whose first attempt fails.
+    always_fails: Vec<usize>,
+    fails_once: Vec<usize>,
+    failed_once: std::sync::Mutex<Vec<usize>>,
 }
 
 impl Synthetic {
-    fn new(fail_after: Option<usize>) -> Self {
+    fn new() -> Self {
         Synthetic {
             macro_config: MacroConfig {
                 width_multiplier: 0.25,
                 ..MacroConfig::default()
             },
             calls: AtomicUsize::new(0),
-            fail_after,
+            stop_after: None,
+            always_fails: Vec::new(),
+            fails_once: Vec::new(),
+            failed_once: Default::default(),
+        }
+    }
+
+    fn stopping_after(n: usize, stop: &Arc<AtomicBool>) -> Self {
+        Synthetic {
+            stop_after: Some((n, stop.clone())),
+            ..Synthetic::new()
         }
     }
 }
 
-impl Evaluator for Synthetic {
-    fn evaluate(&self, candidate: &Candidate, _worker: usize) -> eatnas_nas::Result<Outcome> {
+impl JobRunner for Synthetic {
+    fn run(&self, job: &Job, _device: Device) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
+        let candidate = &job.candidate;
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.fail_after.is_some_and(|limit| n >= limit) {
-            return Err(Error::Config("killed".into()));
+        if let Some((limit, stop)) = &self.stop_after {
+            if n + 1 >= *limit {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+        if self.always_fails.contains(&candidate.id) {
+            return Err(Error::Invalid {
+                key: "test".into(),
+                message: format!("candidate {} always fails", candidate.id),
+            });
+        }
+        if self.fails_once.contains(&candidate.id) {
+            let mut failed = self.failed_once.lock().unwrap();
+            if !failed.contains(&candidate.id) {
+                failed.push(candidate.id);
+                return Err(Error::Invalid {
+                    key: "test".into(),
+                    message: "a flaky node".into(),
+                });
+            }
         }
         let arch = candidate.genome.to_arch(&self.macro_config, "synthetic")?;
         let counts = Counts::new(&arch, 1, 16, 10)?;
@@ -67,13 +104,14 @@ impl Evaluator for Synthetic {
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
             % 100;
-        Ok(Outcome {
+        let outcome = Outcome {
             accuracy: (score / 3.0 + wobble as f64 * 1e-3).min(1.0),
             madds: counts.madds,
             params: counts.params,
             seconds: 0.0,
             error: None,
-        })
+        };
+        Ok((outcome, None))
     }
 }
 
@@ -95,13 +133,60 @@ fn state(initializer: Initializer, seed: u64) -> EvolutionState {
     .unwrap()
 }
 
+/// Runs the stage saved in `saved` (or a fresh one) in `dir` on `workers` local threads.
+fn run_with(
+    dir: &Path,
+    saved: &mut SavedStage,
+    runner: Arc<dyn JobRunner>,
+    workers: usize,
+    stop: &AtomicBool,
+) -> eatnas_nas::Result<()> {
+    let task = TaskConfig::default();
+    let run = StageRun {
+        dir,
+        search: "test",
+        stage: "stage",
+        task: &task,
+        seed: 0,
+        workers,
+        max_retries: 2,
+    };
+    let mut executor = LocalExecutor::new(runner, workers, &[]);
+    let control = Control {
+        stop,
+        detach: false,
+    };
+    run_stage(saved, &mut executor, &run, &control, &mut |_| {})
+}
+
 fn run(
     dir: &Path,
     state: &mut EvolutionState,
-    evaluator: &Synthetic,
+    runner: Synthetic,
     workers: usize,
 ) -> eatnas_nas::Result<()> {
-    run_stage(state, evaluator, workers, dir, "test", &mut |_| {})
+    let stop = runner
+        .stop_after
+        .as_ref()
+        .map_or_else(|| Arc::new(AtomicBool::new(false)), |(_, s)| s.clone());
+    let mut saved = SavedStage::new(state.clone(), "test");
+    let outcome = run_with(dir, &mut saved, Arc::new(runner), workers, &stop);
+    *state = saved.state;
+    outcome
+}
+
+fn load(dir: &Path) -> SavedStage {
+    SavedStage::load(dir, "test")
+        .unwrap()
+        .expect("a saved state")
+}
+
+fn records(dir: &Path) -> Vec<Record> {
+    std::fs::read_to_string(dir.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn population(state: &EvolutionState) -> Vec<(usize, String, f64)> {
@@ -116,7 +201,7 @@ fn population(state: &EvolutionState) -> Vec<(usize, String, f64)> {
 fn evolution_keeps_its_budget_population_and_cache() {
     let dir = temp_dir("budget");
     let mut s = state(Initializer::Random, 1);
-    run(&dir, &mut s, &Synthetic::new(None), 1).unwrap();
+    run(&dir, &mut s, Synthetic::new(), 1).unwrap();
     assert!(s.done());
     assert_eq!(s.evaluated.len(), 30);
     assert_eq!(s.population.len(), 6);
@@ -159,18 +244,37 @@ fn evolution_keeps_its_budget_population_and_cache() {
 fn a_search_killed_mid_way_resumes_to_the_same_final_population() {
     let (whole, killed) = (temp_dir("whole"), temp_dir("killed"));
     let mut uninterrupted = state(Initializer::Random, 5);
-    run(&whole, &mut uninterrupted, &Synthetic::new(None), 1).unwrap();
+    run(&whole, &mut uninterrupted, Synthetic::new(), 1).unwrap();
 
     let mut interrupted = state(Initializer::Random, 5);
-    assert!(run(&killed, &mut interrupted, &Synthetic::new(Some(13)), 1).is_err());
-    let mut resumed = load_stage(&killed, "test").unwrap().expect("a saved state");
-    assert_eq!(resumed.evaluated.len(), 13);
-    run(&killed, &mut resumed, &Synthetic::new(None), 1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let e = run(
+        &killed,
+        &mut interrupted,
+        Synthetic::stopping_after(13, &stop),
+        1,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Interrupted { .. }), "{e}");
+    let mut resumed = load(&killed);
+    assert_eq!(resumed.state.evaluated.len(), 13);
+    let no_stop = AtomicBool::new(false);
+    run_with(
+        &killed,
+        &mut resumed,
+        Arc::new(Synthetic::new()),
+        1,
+        &no_stop,
+    )
+    .unwrap();
 
-    assert_eq!(population(&resumed), population(&uninterrupted));
+    assert_eq!(population(&resumed.state), population(&uninterrupted));
+    // The same evaluations in the same order (where and when they ran aside).
+    let key = |r: &Record| (r.id, r.genome.clone(), r.fitness, r.cached);
+    let (a, b) = (records(&whole), records(&killed));
     assert_eq!(
-        std::fs::read_to_string(whole.join("history.jsonl")).unwrap(),
-        std::fs::read_to_string(killed.join("history.jsonl")).unwrap()
+        a.iter().map(key).collect::<Vec<_>>(),
+        b.iter().map(key).collect::<Vec<_>>()
     );
 }
 
@@ -178,14 +282,16 @@ fn a_search_killed_mid_way_resumes_to_the_same_final_population() {
 fn several_workers_finish_the_budget_and_resume_their_work_in_flight() {
     let dir = temp_dir("workers");
     let mut s = state(Initializer::Random, 2);
-    assert!(run(&dir, &mut s, &Synthetic::new(Some(10)), 3).is_err());
-    let mut resumed = load_stage(&dir, "test").unwrap().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    assert!(run(&dir, &mut s, Synthetic::stopping_after(10, &stop), 3).is_err());
+    let mut resumed = load(&dir);
     assert!(
-        resumed.evaluated.len() >= 8,
+        resumed.state.evaluated.len() >= 8,
         "at most the evaluations in flight are lost"
     );
-    run(&dir, &mut resumed, &Synthetic::new(None), 3).unwrap();
-    assert_eq!(resumed.evaluated.len(), 30);
+    let no_stop = AtomicBool::new(false);
+    run_with(&dir, &mut resumed, Arc::new(Synthetic::new()), 3, &no_stop).unwrap();
+    assert_eq!(resumed.state.evaluated.len(), 30);
     assert_eq!(
         std::fs::read_to_string(dir.join("history.jsonl"))
             .unwrap()
@@ -279,7 +385,7 @@ fn bad_configurations_are_named() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("stage2: budget: 5 evaluations cannot fill a population of 10"),
+        e.contains("stage2.budget: 5 evaluations cannot fill a population of 10"),
         "{e}"
     );
     let e = SearchConfig::from_toml("[space]\nkernels = [4]\n", "c.toml")
@@ -328,8 +434,9 @@ fn bad_configurations_are_named() {
 fn a_state_from_another_configuration_is_refused() {
     let dir = temp_dir("fingerprint");
     let mut s = state(Initializer::Random, 1);
-    run(&dir, &mut s, &Synthetic::new(Some(3)), 1).unwrap_err();
-    let e = load_stage(&dir, "other").err().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    run(&dir, &mut s, Synthetic::stopping_after(3, &stop), 1).unwrap_err();
+    let e = SavedStage::load(&dir, "other").err().unwrap().to_string();
     assert!(e.contains("another configuration"), "{e}");
     let text = std::fs::read_to_string(dir.join("state.json"))
         .unwrap()
@@ -338,7 +445,7 @@ fn a_state_from_another_configuration_is_refused() {
             "\"version\":\"0.0.1\"",
         );
     std::fs::write(dir.join("state.json"), text).unwrap();
-    let e = load_stage(&dir, "test").err().unwrap().to_string();
+    let e = SavedStage::load(&dir, "test").err().unwrap().to_string();
     assert!(e.contains("written by eatnas 0.0.1"), "{e}");
 }
 
@@ -365,23 +472,67 @@ fn every_example_configuration_parses() {
     );
 }
 
+#[test]
+fn a_failing_evaluation_is_retried_and_one_that_always_fails_is_recorded_as_failed() {
+    let dir = temp_dir("failures");
+    let mut s = state(Initializer::Random, 7);
+    let runner = Synthetic {
+        always_fails: vec![2],
+        fails_once: vec![4],
+        ..Synthetic::new()
+    };
+    run(&dir, &mut s, runner, 2).unwrap();
+    assert!(s.done(), "the search goes on past a failed candidate");
+    let records = records(&dir);
+    assert_eq!(records.len(), 30);
+    let failed = records
+        .iter()
+        .find(|r| r.id == 2)
+        .expect("candidate 2 recorded");
+    assert!(failed.failed && failed.fitness == 0.0, "{failed:?}");
+    assert_eq!(failed.retries, 2, "max_retries attempts after the first");
+    let error = failed.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("no result after 3 attempts") && error.contains("always fails"),
+        "{error}"
+    );
+    let flaky = records
+        .iter()
+        .find(|r| r.id == 4)
+        .expect("candidate 4 recorded");
+    assert!(
+        !flaky.failed && flaky.retries == 1 && flaky.fitness > 0.0,
+        "{flaky:?}"
+    );
+    assert_eq!(records.iter().filter(|r| r.failed).count(), 1);
+    // Every evaluation says where it ran.
+    for r in records.iter().filter(|r| !r.cached) {
+        // A failed one too: its worker's error.json says where.
+        let ran = r
+            .ran
+            .as_ref()
+            .unwrap_or_else(|| panic!("record {} has no placement", r.id));
+        assert_eq!(
+            (ran.executor.as_str(), ran.device.as_str()),
+            ("local", "cpu")
+        );
+        assert!(r.worker < 2 && ran.collected_at >= ran.finished_at);
+    }
+}
+
 /// Trains nothing: hands each candidate a one-tensor "weights" map holding its id, and records
-/// which parent id each candidate inherited from.
+/// which parent id each candidate inherited from (read from the weights file its job names).
 struct Recorder {
     inherited: std::sync::Mutex<Vec<(usize, Option<f32>)>>,
 }
 
-impl CandidateTrainer for Recorder {
-    fn inherits(&self) -> eatnas_nas::Result<bool> {
-        Ok(true)
-    }
-
-    fn train_candidate(
-        &self,
-        candidate: &Candidate,
-        parent: Option<&Weights>,
-        _worker: usize,
-    ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
+impl JobRunner for Recorder {
+    fn run(&self, job: &Job, _device: Device) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
+        let candidate = &job.candidate;
+        let parent = job
+            .parent_weights
+            .as_ref()
+            .map(|path| eatnas_train::checkpoint::decode(path).unwrap().0);
         let from = parent.map(|w| w["id"].to_vec().unwrap()[0]);
         self.inherited.lock().unwrap().push((candidate.id, from));
         let mine = eatnas_tensor::Tensor::from_vec(vec![candidate.id as f32], &[1]).unwrap();
@@ -398,20 +549,31 @@ impl CandidateTrainer for Recorder {
 
 #[test]
 fn mutated_children_inherit_their_parents_weights() {
-    let recorder = Recorder {
+    let recorder = Arc::new(Recorder {
         inherited: std::sync::Mutex::new(Vec::new()),
-    };
+    });
     let dir = temp_dir("inherit");
-    let mut s = state(Initializer::Random, 11);
-    run_stage(
-        &mut s,
-        &StageEvaluator::new(&recorder),
-        1,
-        &dir,
-        "test",
-        &mut |_| {},
-    )
-    .unwrap();
+    let task = TaskConfig {
+        inherit_weights: true,
+        ..TaskConfig::default()
+    };
+    let run = StageRun {
+        dir: &dir,
+        search: "test",
+        stage: "stage",
+        task: &task,
+        seed: 0,
+        workers: 1,
+        max_retries: 0,
+    };
+    let mut saved = SavedStage::new(state(Initializer::Random, 11), "test");
+    let mut executor = LocalExecutor::new(recorder.clone(), 1, &[]);
+    let stop = AtomicBool::new(false);
+    let control = Control {
+        stop: &stop,
+        detach: false,
+    };
+    run_stage(&mut saved, &mut executor, &run, &control, &mut |_| {}).unwrap();
     let records: Vec<Record> = std::fs::read_to_string(dir.join("history.jsonl"))
         .unwrap()
         .lines()
@@ -427,4 +589,16 @@ fn mutated_children_inherit_their_parents_weights() {
             _ => assert_eq!(*from, None, "initial candidate {id} inherits nothing"),
         }
     }
+    // Only members that can still be parents keep their weights on disk.
+    let kept: Vec<usize> = (0..30)
+        .filter(|id| {
+            dir.join(format!("jobs/{id:05}/weights.safetensors"))
+                .exists()
+        })
+        .collect();
+    let population: Vec<usize> = saved.state.population.iter().map(|m| m.id).collect();
+    assert!(
+        kept.iter().all(|id| population.contains(id)),
+        "kept {kept:?}, population {population:?}"
+    );
 }

@@ -1,0 +1,122 @@
+//! The local executor: `workers` threads of this process, worker slot i training on
+//! `devices[i % len]`. Each thread runs a job folder exactly as `eatnas-cli evaluate` does
+//! ([`crate::job::run_folder`]), so its results are on disk like a Slurm job's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eatnas_tensor::Device;
+
+use super::{Ended, Executor, JobRef};
+use crate::job::{run_folder, JobRunner};
+use crate::Result;
+
+type Message = (String, Ended);
+
+pub struct LocalExecutor {
+    jobs: Option<Sender<(String, JobRef)>>,
+    ended: Receiver<Message>,
+    submitted: usize,
+    /// Set by `cancel_all`: queued jobs are dropped (a training in progress cannot be stopped).
+    cancelled: Arc<AtomicBool>,
+}
+
+impl LocalExecutor {
+    /// Starts `workers` threads that run jobs with `runner`; slot i trains on
+    /// `devices[i % len]` (the CPU when `devices` is empty).
+    pub fn new(runner: Arc<dyn JobRunner>, workers: usize, devices: &[Device]) -> LocalExecutor {
+        let devices: Vec<Device> = if devices.is_empty() {
+            vec![Device::Cpu]
+        } else {
+            devices.to_vec()
+        };
+        let (job_sender, job_receiver) = channel::<(String, JobRef)>();
+        let job_receiver = Arc::new(Mutex::new(job_receiver));
+        let (ended_sender, ended) = channel::<Message>();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        for _ in 0..workers.max(1) {
+            let (jobs, ended, runner, devices, cancelled) = (
+                job_receiver.clone(),
+                ended_sender.clone(),
+                runner.clone(),
+                devices.clone(),
+                cancelled.clone(),
+            );
+            // Detached: a coordinator that stops does not wait for a training in progress.
+            std::thread::spawn(move || loop {
+                let next = jobs.lock().map(|queue| queue.recv());
+                let Ok(Ok((ticket, job))) = next else { return };
+                if cancelled.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let device = devices[job.slot % devices.len()];
+                let outcome = match run_folder(&job.dir, runner.as_ref(), device) {
+                    Ok(result) => Ended::Completed(result),
+                    Err(failure) => Ended::Failed(failure.reason),
+                };
+                if ended.send((ticket, outcome)).is_err() {
+                    return;
+                }
+            });
+        }
+        LocalExecutor {
+            jobs: Some(job_sender),
+            ended,
+            submitted: 0,
+            cancelled,
+        }
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn submit(&mut self, job: &JobRef) -> Result<String> {
+        self.submitted += 1;
+        let ticket = format!("local-{}-{}", std::process::id(), self.submitted);
+        self.jobs
+            .as_ref()
+            .expect("jobs are only submitted before the executor is dropped")
+            .send((ticket.clone(), job.clone()))
+            .expect("the worker threads outlive the executor's sender");
+        Ok(ticket)
+    }
+
+    fn reattach(&mut self, ticket: &str, _job: &JobRef) -> Result<bool> {
+        // A thread of another process is gone with it; a ticket of this process is in flight.
+        Ok(ticket.starts_with(&format!("local-{}-", std::process::id())))
+    }
+
+    fn find(&mut self, _job: &JobRef) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<(String, Ended)>> {
+        let mut ended = Vec::new();
+        match self.ended.recv_timeout(timeout) {
+            Ok(message) => ended.push(message),
+            Err(RecvTimeoutError::Timeout) => return Ok(ended),
+            Err(RecvTimeoutError::Disconnected) => {
+                unreachable!("the executor holds the workers' job queue open")
+            }
+        }
+        ended.extend(self.ended.try_iter());
+        Ok(ended)
+    }
+
+    fn cancel_all(&mut self) -> Result<()> {
+        self.cancelled.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Drop for LocalExecutor {
+    fn drop(&mut self) {
+        // Closing the queue lets idle threads end.
+        self.jobs.take();
+    }
+}

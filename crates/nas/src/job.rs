@@ -1,0 +1,346 @@
+//! One candidate evaluation as a self-contained job folder, the unit every executor runs.
+//!
+//! The coordinator writes `job.json` (a [`Job`]: the architecture, the task and its data, the
+//! proxy training, the seed, the parent's weights file). Whoever runs it (a local worker thread,
+//! or `eatnas-cli evaluate DIR` in a Slurm job) calls [`run_folder`], which trains and writes, each
+//! atomically, the trained weights when asked, then `result.json` (a [`JobResult`]); a failure
+//! writes `error.json` (a [`JobFailure`]) instead. A folder whose `result.json` reads back is
+//! done: it is collected, never run again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use eatnas_data::DataSpec;
+use eatnas_nn::{Counts, Network};
+use eatnas_tensor::{Device, Tensor};
+use eatnas_train::fs::write_atomic;
+use eatnas_train::{PreparedData, Trainer};
+use serde::{Deserialize, Serialize};
+
+use crate::evolution::{Candidate, Outcome};
+use crate::task::TaskConfig;
+use crate::{Error, Result};
+
+pub const JOB_FILE: &str = "job.json";
+pub const RESULT_FILE: &str = "result.json";
+pub const ERROR_FILE: &str = "error.json";
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+
+/// Trained weights by parameter name.
+pub type Weights = BTreeMap<String, Tensor>;
+
+/// Everything a worker needs to evaluate one candidate, with no access to the coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// The eatnas version of the coordinator; a worker of another version refuses the job.
+    pub version: String,
+    /// The search folder's name, and the stage, for the worker's messages and Slurm's job name.
+    pub search: String,
+    pub stage: String,
+    pub candidate: Candidate,
+    pub task: TaskConfig,
+    /// Seeds the network's weights, the data split and the data order.
+    pub seed: u64,
+    /// The parent's trained weights: tensors whose name and shape match are loaded, and the
+    /// child trains `task.inherited_epochs`.
+    pub parent_weights: Option<PathBuf>,
+    /// Write the trained weights to `weights.safetensors` (children may inherit them).
+    pub save_weights: bool,
+}
+
+/// Where and when a job ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    pub host: String,
+    pub device: String,
+    /// `SLURM_JOB_ID` when it ran in a Slurm job.
+    pub slurm_job_id: Option<String>,
+    /// Unix seconds.
+    pub started_at: f64,
+    pub finished_at: f64,
+}
+
+/// `result.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub candidate: usize,
+    pub genome: String,
+    pub outcome: Outcome,
+    pub ran: Placement,
+}
+
+/// `error.json`: why a job produced no result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobFailure {
+    pub reason: String,
+    pub ran: Placement,
+}
+
+/// Trains what a job asks for, in this process.
+pub trait JobRunner: Send + Sync {
+    /// Trains `job`'s candidate on `device`; returns its outcome, and its trained weights when
+    /// `job.save_weights`. A diverging loss is an outcome (with its error), not an `Err`.
+    fn run(&self, job: &Job, device: Device) -> Result<(Outcome, Option<Weights>)>;
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+impl Job {
+    /// Writes `dir/job.json` atomically, creating `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let text = serde_json::to_string_pretty(self).expect("a job serialises");
+        Ok(write_atomic(&dir.join(JOB_FILE), text.as_bytes())?)
+    }
+
+    pub fn read(dir: &Path) -> Result<Job> {
+        let path = dir.join(JOB_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let job: Job = serde_json::from_str(&text)
+            .map_err(|e| Error::corrupt(&path, format!("not an eatnas job ({e})")))?;
+        if job.version != crate::VERSION {
+            return Err(Error::refused(
+                &path,
+                format!(
+                    "written by eatnas {}; this worker is {}: run the coordinator and the workers from one build",
+                    job.version,
+                    crate::VERSION
+                ),
+            ));
+        }
+        Ok(job)
+    }
+}
+
+/// The result in `dir`, `None` when there is none yet; a `result.json` that does not parse (or
+/// belongs to another candidate) is an error that names it.
+pub fn read_result(dir: &Path, candidate: usize) -> Result<Option<JobResult>> {
+    let path = dir.join(RESULT_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let result: JobResult = serde_json::from_str(&text)
+        .map_err(|e| Error::corrupt(&path, format!("malformed result ({e})")))?;
+    if result.candidate != candidate {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "the result of candidate {}; expected candidate {candidate}",
+                result.candidate
+            ),
+        ));
+    }
+    Ok(Some(result))
+}
+
+/// The failure in `dir`, if its worker wrote one.
+pub fn read_failure(dir: &Path) -> Option<JobFailure> {
+    let text = std::fs::read_to_string(dir.join(ERROR_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Clears what an earlier attempt left (its failure, a malformed result) before a retry.
+pub fn clear_attempt(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(ERROR_FILE));
+    let result = dir.join(RESULT_FILE);
+    if result.exists() {
+        let _ = std::fs::rename(&result, dir.join(format!("{RESULT_FILE}.rejected")));
+    }
+}
+
+fn placement(device: &str, started_at: f64) -> Placement {
+    Placement {
+        host: host_name(),
+        device: device.into(),
+        slurm_job_id: std::env::var("SLURM_JOB_ID").ok(),
+        started_at,
+        finished_at: unix_now(),
+    }
+}
+
+/// Writes `error.json` in `dir` (best effort: a folder that cannot be written to is reported by
+/// the worker's exit status) and returns what it wrote.
+pub fn record_failure(dir: &Path, reason: String, device: &str, started_at: f64) -> JobFailure {
+    let failure = JobFailure {
+        reason,
+        ran: placement(device, started_at),
+    };
+    let text = serde_json::to_string_pretty(&failure).expect("a failure serialises");
+    let _ = write_atomic(&dir.join(ERROR_FILE), text.as_bytes());
+    failure
+}
+
+/// Runs the job in `dir` with `runner` on `device` and writes its weights (when asked), then
+/// `result.json`; on failure writes `error.json`. Returns what it wrote.
+pub fn run_folder(
+    dir: &Path,
+    runner: &dyn JobRunner,
+    device: Device,
+) -> std::result::Result<JobResult, JobFailure> {
+    let started_at = unix_now();
+    let device_name = device.to_string();
+    let _ = std::fs::remove_file(dir.join(ERROR_FILE));
+    let attempt = (|| -> Result<JobResult> {
+        let job = Job::read(dir)?;
+        let (outcome, weights) = runner.run(&job, device)?;
+        if let (true, Some(weights)) = (job.save_weights, weights) {
+            let bytes = eatnas_train::checkpoint::encode(&weights, Default::default())?;
+            write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
+        }
+        let result = JobResult {
+            candidate: job.candidate.id,
+            genome: job.candidate.genome.key(),
+            outcome,
+            ran: placement(&device_name, started_at),
+        };
+        let text = serde_json::to_string_pretty(&result).expect("a result serialises");
+        write_atomic(&dir.join(RESULT_FILE), text.as_bytes())?;
+        Ok(result)
+    })();
+    attempt.map_err(|e| {
+        let failure = JobFailure {
+            reason: e.to_string(),
+            ran: placement(&device_name, started_at),
+        };
+        let text = serde_json::to_string_pretty(&failure).expect("a failure serialises");
+        // Best effort: a folder that cannot be written to is reported by the exit status.
+        let _ = write_atomic(&dir.join(ERROR_FILE), text.as_bytes());
+        failure
+    })
+}
+
+/// The real runner: trains the candidate on its task's proxy and reports validation top-1. Each
+/// task's data is opened (read, resized, split) once per process and shared by every job.
+#[derive(Default)]
+pub struct ProxyTraining {
+    opened: Mutex<BTreeMap<String, Arc<OnceLock<std::result::Result<PreparedData, String>>>>>,
+}
+
+impl ProxyTraining {
+    pub fn new() -> ProxyTraining {
+        ProxyTraining::default()
+    }
+
+    /// The task's prepared data (opened on first use).
+    pub fn data(&self, task: &TaskConfig, seed: u64) -> Result<PreparedData> {
+        let config = task.train_config(seed, 1);
+        let key = serde_json::to_string(&(
+            &task.data,
+            config.resolution,
+            config.data_fraction,
+            config.val_fraction,
+            seed,
+        ))
+        .expect("a key serialises");
+        let cell = self
+            .opened
+            .lock()
+            .expect("data cache")
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_init(|| {
+            let spec: DataSpec = task
+                .data
+                .parse()
+                .map_err(|e: eatnas_data::Error| e.to_string())?;
+            PreparedData::open(&spec, &config).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|message| Error::Invalid {
+            key: "task data".into(),
+            message: format!("opening {}: {message}", task.data),
+        })
+    }
+}
+
+/// MAdds and parameters of a job's candidate on its data.
+fn count(job: &Job, data: &PreparedData) -> Result<(eatnas_nn::Arch, Counts)> {
+    let arch = job
+        .candidate
+        .genome
+        .to_arch(&job.task.macro_config, "candidate")?;
+    let shape = data.train.shape();
+    let counts = Counts::new(&arch, shape.channels, shape.size, data.train.classes())?;
+    Ok((arch, counts))
+}
+
+impl JobRunner for ProxyTraining {
+    fn run(&self, job: &Job, device: Device) -> Result<(Outcome, Option<Weights>)> {
+        let started = Instant::now();
+        let data = self.data(&job.task, job.seed)?;
+        let (arch, counts) = count(job, &data)?;
+        let mut config = job.task.train_config(job.seed, 1);
+        let shape = data.train.shape();
+        let mut net = Network::with_init(
+            &arch,
+            shape.channels,
+            data.train.classes(),
+            &config.init(),
+            config.seed,
+        )?;
+        if let Some(path) = &job.parent_weights {
+            let (parent, _) = eatnas_train::checkpoint::decode(path)?;
+            let current = net.state();
+            let matching: Weights = parent
+                .into_iter()
+                .filter(|(name, t)| current.get(name).is_some_and(|c| c.shape() == t.shape()))
+                .collect();
+            net.load(&matching)?;
+            config.epochs = job.task.inherited_epochs;
+        }
+        let mut trainer = Trainer::with_network(config, net, data, None)?;
+        trainer.to_device(device)?;
+        let outcome = |accuracy, error| Outcome {
+            accuracy,
+            madds: counts.madds,
+            params: counts.params,
+            seconds: started.elapsed().as_secs_f64(),
+            error,
+        };
+        let result = match trainer.train(&mut |_| {}) {
+            Ok(()) => trainer.evaluate_val().map_err(Into::into).and_then(|val| {
+                let val = val.expect("tasks always hold out a validation split");
+                let weights = job
+                    .save_weights
+                    .then(|| host_copy(trainer.network().state()))
+                    .transpose()?;
+                Ok((outcome(val.top1, None), weights))
+            }),
+            // A network whose loss diverges is a bad candidate, not a broken search.
+            Err(e @ eatnas_train::Error::Diverged { .. }) => {
+                Ok((outcome(0.0, Some(e.to_string())), None))
+            }
+            Err(e) => Err(e.into()),
+        };
+        // The next candidate has other activation sizes: hand this one's pooled buffers back
+        // (workers training at the same time pay one step of fresh allocations for it), on
+        // every path out.
+        eatnas_tensor::release_workspace();
+        result
+    }
+}
+
+fn host_copy(weights: Weights) -> Result<Weights> {
+    weights
+        .into_iter()
+        .map(|(name, t)| Ok((name, t.to_device(Device::Cpu)?)))
+        .collect()
+}

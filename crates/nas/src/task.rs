@@ -1,0 +1,91 @@
+//! A task: a dataset at a resolution, its macro, and the proxy training that ranks candidates.
+
+use eatnas_nn::InitScheme;
+use eatnas_train::TrainConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::space::MacroConfig;
+use crate::{Error, Result};
+
+/// A task: a dataset at a resolution, its macro, and the proxy training that ranks candidates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Dataset (see `eatnas-cli train --help`): fashion-mnist, idx:DIR, cifar10:DIR, folder:DIR...
+    pub data: String,
+    /// Input resolution (default: the dataset's own); a small task can be a low-resolution proxy.
+    pub resolution: Option<usize>,
+    /// Fraction of the training set the proxy trains on.
+    pub data_fraction: f64,
+    /// Fraction of that held out for validation: the ranking set, never the test set.
+    pub val_fraction: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_epochs: f64,
+    /// A mutated child starts from its parent's trained weights wherever a tensor's name and
+    /// shape match, and trains `inherited_epochs` instead of `epochs`. A parent's weights are kept
+    /// in its job folder while it is in the population or a child of it is in flight.
+    pub inherit_weights: bool,
+    pub inherited_epochs: usize,
+    /// How each candidate's weights are drawn (see `docs/initialisation.md`).
+    pub init: InitScheme,
+    /// The last batch norm of each residual MBConv layer starts at weight 0.
+    pub zero_residual_bn: bool,
+    #[serde(rename = "macro")]
+    pub macro_config: MacroConfig,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig {
+            data: "fashion-mnist".into(),
+            resolution: None,
+            data_fraction: 1.0,
+            val_fraction: 0.1,
+            epochs: 1,
+            batch_size: 64,
+            lr: 0.1,
+            warmup_epochs: 0.0,
+            inherit_weights: false,
+            inherited_epochs: 1,
+            init: InitScheme::default(),
+            zero_residual_bn: false,
+            macro_config: MacroConfig::default(),
+        }
+    }
+}
+
+impl TaskConfig {
+    /// The proxy training recipe (everything else at the trainer's defaults).
+    pub fn train_config(&self, seed: u64, workers: usize) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr as f32,
+            warmup_epochs: self.warmup_epochs as f32,
+            val_fraction: self.val_fraction,
+            data_fraction: self.data_fraction,
+            resolution: self.resolution,
+            seed,
+            workers,
+            init: self.init,
+            zero_residual_bn: self.zero_residual_bn,
+            ..TrainConfig::default()
+        }
+    }
+
+    pub fn validate(&self, name: &str) -> Result<()> {
+        self.macro_config.validate(name)?;
+        if self.val_fraction <= 0.0 {
+            return Err(Error::invalid(
+                format!("{name}.val_fraction"),
+                "the search ranks on a validation split; expected a value in (0, 1)",
+            ));
+        }
+        self.train_config(0, 1)
+            .validate()
+            .map_err(|e| Error::invalid(name, e.to_string()))?;
+        Ok(())
+    }
+}
