@@ -105,7 +105,7 @@ fn mbconv_row(n: usize, c: usize, size: usize, kernel: usize) -> Row {
         trains: true,
         build: Box::new(move || {
             let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let mut block = Block::new(&spec, &mut rng).unwrap();
+            let mut block = Block::new(&spec, &eatnas_nn::Init::default(), &mut rng).unwrap();
             let x = random(&[n, c, size, size], &mut rng);
             let dy = random(&[n, c, size, size], &mut rng);
             Box::new(move || {
