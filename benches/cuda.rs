@@ -142,7 +142,8 @@ fn mbconv_train_row(n: usize, c: usize, size: usize, kernel: usize) -> Row {
         bytes: 4.0 * 5.0 * activations,
         build: Box::new(move |device| {
             let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let mut block = Block::new(&mb6(c, kernel), &eatnas_nn::Init::default(), &mut rng).unwrap();
+            let mut block =
+                Block::new(&mb6(c, kernel), &eatnas_nn::Init::default(), &mut rng).unwrap();
             block.visit("b", &mut |_, slot| {
                 let t = match slot {
                     eatnas_nn::Slot::Param(p) => &mut p.value,

@@ -41,7 +41,8 @@ pub struct SlurmConfig {
     /// The eatnas-cli the nodes run (default: the coordinator's own executable, which must then
     /// be on the shared filesystem).
     pub worker: Option<PathBuf>,
-    /// Shell lines each job runs before the worker (`module load cuda`, `source venv/bin/activate`).
+    /// Shell lines each job runs before the worker (`module load cuda`, `source venv/bin/activate`);
+    /// `$EATNAS_JOB_DIR` is the job's folder.
     pub setup: Vec<String>,
     /// Seconds between two `squeue` polls.
     pub poll_seconds: f64,
@@ -259,8 +260,14 @@ impl SlurmExecutor {
         args
     }
 
-    fn script(&self, body: &str) -> String {
+    /// The batch script: the setup lines, then `body`. `EATNAS_JOB_DIR` names the job folder
+    /// for the setup lines.
+    fn script(&self, job_dir: &Path, body: &str) -> String {
         let mut script = String::from("#!/bin/bash\n");
+        script.push_str(&format!(
+            "export EATNAS_JOB_DIR={}\n",
+            quote(&job_dir.display().to_string())
+        ));
         // The worker's threads follow the CPUs Slurm gave the job.
         script.push_str("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n");
         for line in &self.config.setup {
@@ -433,7 +440,8 @@ impl SlurmExecutor {
             mark = quote(&mark.display().to_string()),
         );
         let script = dir.join("probe.sh");
-        std::fs::write(&script, self.script(&body)).map_err(|e| crate::Error::io(&script, e))?;
+        std::fs::write(&script, self.script(&dir, &body))
+            .map_err(|e| crate::Error::io(&script, e))?;
         let log = dir.join("slurm-%j.out");
         let id = self.sbatch(&format!("eatnas-probe-{token}"), &log, &script)?;
         let started = Instant::now();
@@ -501,7 +509,7 @@ impl Executor for SlurmExecutor {
             quote(&self.config.device)
         );
         let script = job.dir.join("job.sh");
-        eatnas_train::fs::write_atomic(&script, self.script(&body).as_bytes())?;
+        eatnas_train::fs::write_atomic(&script, self.script(&job.dir, &body).as_bytes())?;
         let id = self.sbatch(&job.name, &job.dir.join("slurm-%j.out"), &script)?;
         self.reattach(&id, job)?;
         Ok(id)

@@ -1,0 +1,475 @@
+//! The Slurm executor against a real Slurm (`scripts/slurm-local.sh start`, which `.ci/run`
+//! runs): the same history as the local executor, two workers, jobs cancelled, requeued and
+//! killed, the coordinator killed with kill -9 and resumed, candidates that always fail, and the
+//! errors of a missing sbatch and a wrong partition.
+//!
+//! Without a cluster (no `SLURM_CONF`, no `sinfo`) these tests say so and pass, unless
+//! `EATNAS_REQUIRE_SLURM=1` (set by `.ci/run`), which makes a missing cluster a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_eatnas-cli");
+
+fn tiny() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml"))
+        .unwrap()
+}
+
+/// The tiny configuration with `[executor.slurm]` settings for tests (fast polls) and `extra`
+/// TOML lines in that table.
+fn config(dir: &Path, workers: usize, budget: usize, slurm_extra: &str) -> PathBuf {
+    let text = tiny()
+        .replace("workers = 1", &format!("workers = {workers}"))
+        .replace(
+            "[stage1]\npopulation = 3\nsample = 2\nbudget = 6",
+            &format!("[stage1]\npopulation = 3\nsample = 2\nbudget = {budget}"),
+        )
+        .replace(
+            "poll_seconds = 1.0",
+            &format!("poll_seconds = 0.3\nresult_grace_seconds = 1.0\n{slurm_extra}"),
+        );
+    let path = dir.join("config.in.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eatnas-slurm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn slurm_here() -> bool {
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if !up {
+        assert!(
+            std::env::var("EATNAS_REQUIRE_SLURM").as_deref() != Ok("1"),
+            "EATNAS_REQUIRE_SLURM=1 but no Slurm answers (start one: scripts/slurm-local.sh start, and export its SLURM_CONF)"
+        );
+        eprintln!("no Slurm cluster here (scripts/slurm-local.sh start): this test checks nothing");
+    }
+    up
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let output = cli(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{args:?}: {stderr}");
+    stderr
+}
+
+fn err(args: &[&str]) -> String {
+    let output = cli(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{args:?} should fail: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn history(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("stage1/history.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// (id, genome, fitness) of each history line.
+fn evaluations(out: &Path) -> Vec<(u64, String, f64)> {
+    history(out)
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_u64().unwrap(),
+                r["genome"].as_str().unwrap().to_string(),
+                r["fitness"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn population(out: &Path) -> Vec<(u64, String)> {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stage1/state.json")).unwrap())
+            .unwrap();
+    state["state"]["population"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_u64().unwrap(), m["genome"].to_string()))
+        .collect()
+}
+
+/// Slurm's jobs of the search in `out` (each test's search folder has its own name): (id, name,
+/// state).
+fn jobs_of(out: &Path) -> Vec<(String, String, String)> {
+    let name = out.file_name().unwrap().to_string_lossy().into_owned();
+    let listed = Command::new("squeue")
+        .args(["-h", "-o", "%i|%j|%T"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim().split('|').collect();
+            (f.len() == 3 && f[1].starts_with(&format!("eatnas-{name}-")))
+                .then(|| (f[0].into(), f[1].into(), f[2].into()))
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> String {
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "the coordinator failed: {stderr}");
+    stderr
+}
+
+/// Local and Slurm give one history with one worker; the Slurm lines say where they ran.
+#[test]
+fn a_search_through_slurm_gives_the_local_executors_history() {
+    if !slurm_here() {
+        return;
+    }
+    let dir = temp_dir("same");
+    let config = config(&dir, 1, 6, "");
+    let (local, slurm) = (dir.join("local"), dir.join("slurm"));
+    let c = config.to_str().unwrap();
+    ok(&["search", "--config", c, "--out", local.to_str().unwrap()]);
+    ok(&[
+        "search",
+        "--config",
+        c,
+        "--out",
+        slurm.to_str().unwrap(),
+        "--executor",
+        "slurm",
+    ]);
+    assert_eq!(
+        evaluations(&local),
+        evaluations(&slurm),
+        "local vs slurm history"
+    );
+    assert_eq!(population(&local), population(&slurm));
+    let mut job_ids = BTreeSet::new();
+    for r in history(&slurm)
+        .iter()
+        .filter(|r| !r["cached"].as_bool().unwrap())
+    {
+        let ran = &r["ran"];
+        assert_eq!(ran["executor"], "slurm", "{r}");
+        let job = ran["job"].as_str().unwrap().to_string();
+        assert!(job.parse::<u64>().is_ok(), "a Slurm job id, got {job}");
+        assert!(!ran["host"].as_str().unwrap().is_empty());
+        let log = slurm.join(format!(
+            "stage1/jobs/{:05}/slurm-{job}.out",
+            r["id"].as_u64().unwrap()
+        ));
+        assert!(log.exists(), "{} missing", log.display());
+        assert!(job_ids.insert(job), "one job per evaluation");
+    }
+    assert!(
+        !slurm.join("coordinator.lock").exists(),
+        "the lock is released"
+    );
+}
+
+#[test]
+fn two_workers_complete_the_search() {
+    if !slurm_here() {
+        return;
+    }
+    let dir = temp_dir("two");
+    let config = config(&dir, 2, 8, "");
+    let out = dir.join("two-search");
+    ok(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--executor",
+        "slurm",
+    ]);
+    let records = history(&out);
+    assert_eq!(records.len(), 8);
+    let ids: BTreeSet<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), 8, "every candidate once");
+    let slots: BTreeSet<u64> = records
+        .iter()
+        .filter(|r| !r["cached"].as_bool().unwrap())
+        .map(|r| r["worker"].as_u64().unwrap())
+        .collect();
+    assert!(slots.iter().all(|s| *s < 2), "{slots:?}");
+}
+
+/// A job cancelled by hand (scancel) is retried; one requeued (scontrol requeue) runs again under
+/// its id; the search completes.
+#[test]
+fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
+    if !slurm_here() {
+        return;
+    }
+    let dir = temp_dir("cancel");
+    // Long enough jobs to act on while they run.
+    let config = config(&dir, 1, 5, "setup = [\"sleep 2\"]");
+    let out = dir.join("cancel-search");
+    let child = spawn(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--executor",
+        "slurm",
+    ]);
+    let mut acted: BTreeMap<String, &str> = BTreeMap::new();
+    wait_for(
+        "two running jobs to act on",
+        Duration::from_secs(120),
+        || {
+            for (id, _, state) in jobs_of(&out) {
+                if state == "RUNNING" && !acted.contains_key(&id) {
+                    let (program, args, what): (&str, Vec<&str>, &str) = if acted.is_empty() {
+                        ("scancel", vec![id.as_str()], "cancelled")
+                    } else {
+                        ("scontrol", vec!["requeue", id.as_str()], "requeued")
+                    };
+                    assert!(Command::new(program)
+                        .args(&args)
+                        .status()
+                        .unwrap()
+                        .success());
+                    if what == "requeued" {
+                        // Slurm holds a requeued job back for a while; let it start again now.
+                        let release = ["update", &format!("jobid={id}"), "StartTime=now"];
+                        Command::new("scontrol").args(release).status().unwrap();
+                    }
+                    acted.insert(id.clone(), what);
+                }
+            }
+            acted.len() >= 2
+        },
+    );
+    let stderr = finish(child);
+    let records = history(&out);
+    assert_eq!(records.len(), 5, "{stderr}");
+    let retried: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["retries"].as_u64() == Some(1))
+        .collect();
+    assert_eq!(
+        retried.len(),
+        1,
+        "the cancelled job was retried once: {stderr}"
+    );
+    assert!(stderr.contains("CANCELLED"), "{stderr}");
+    assert!(records.iter().all(|r| !r["failed"].as_bool().unwrap()));
+    // The requeued job ran again under its own id and gave its candidate's result.
+    let requeued = acted.iter().find(|(_, w)| **w == "requeued").unwrap().0;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["ran"]["job"].as_str() == Some(requeued.as_str())),
+        "no history line ran as requeued job {requeued}: {stderr}"
+    );
+}
+
+/// kill -9 of the coordinator while jobs run; `resume` re-attaches and completes with no candidate
+/// evaluated twice and the population of an uninterrupted run.
+#[test]
+fn a_coordinator_killed_with_sigkill_resumes_without_running_anything_twice() {
+    if !slurm_here() {
+        return;
+    }
+    let dir = temp_dir("kill");
+    let config = config(&dir, 1, 8, "setup = [\"sleep 1\"]");
+    let c = config.to_str().unwrap();
+    let (whole, killed) = (dir.join("whole"), dir.join("killed"));
+    ok(&["search", "--config", c, "--out", whole.to_str().unwrap()]);
+
+    let mut child = spawn(&[
+        "search",
+        "--config",
+        c,
+        "--out",
+        killed.to_str().unwrap(),
+        "--executor",
+        "slurm",
+    ]);
+    wait_for(
+        "3 evaluations and a job in flight",
+        Duration::from_secs(120),
+        || history(&killed).len() >= 3 && !jobs_of(&killed).is_empty(),
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let in_flight = jobs_of(&killed);
+    let e = err(&["search", "--config", c, "--out", killed.to_str().unwrap()]);
+    assert!(e.contains("already holds a search"), "{e}");
+    let resumed = ok(&["resume", killed.to_str().unwrap()]);
+    assert!(resumed.contains("stale lock"), "{resumed}");
+
+    assert_eq!(
+        evaluations(&killed),
+        evaluations(&whole),
+        "same evaluations as uninterrupted"
+    );
+    assert_eq!(population(&killed), population(&whole));
+    // Nothing submitted twice: one Slurm log per job folder, and the job in flight at the kill
+    // is the one whose result was used.
+    let jobs = killed.join("stage1/jobs");
+    for entry in std::fs::read_dir(&jobs).unwrap() {
+        let logs = std::fs::read_dir(entry.unwrap().path())
+            .unwrap()
+            .filter(|f| {
+                f.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("slurm-")
+            })
+            .count();
+        assert_eq!(logs, 1, "one job per candidate");
+    }
+    for (id, _, _) in in_flight {
+        assert!(
+            history(&killed)
+                .iter()
+                .any(|r| r["ran"]["job"].as_str() == Some(id.as_str())),
+            "job {id}, in flight at the kill, was re-attached"
+        );
+    }
+}
+
+/// A job that exits without a result, one that writes a malformed result, and one whose worker
+/// is killed once: the first two are recorded as failed after every retry, the third retried.
+#[test]
+fn candidates_that_always_fail_are_recorded_as_failed_and_the_search_goes_on() {
+    if !slurm_here() {
+        return;
+    }
+    let dir = temp_dir("fail");
+    let setup = r#"setup = [
+  'case "$SLURM_JOB_NAME" in',
+  '  *-stage1-1) exit 3 ;;',
+  '  *-stage1-2) echo "{ not json" > "$EATNAS_JOB_DIR/result.json"; exit 0 ;;',
+  '  *-stage1-4) if [ ! -e "$EATNAS_JOB_DIR/killed" ]; then touch "$EATNAS_JOB_DIR/killed"; kill -9 $$; fi ;;',
+  'esac',
+]"#;
+    let config = config(&dir, 2, 6, setup);
+    let out = dir.join("fail-search");
+    let stderr = ok(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--executor",
+        "slurm",
+        "--json",
+    ]);
+    let records = history(&out);
+    assert_eq!(records.len(), 6, "{stderr}");
+    let by_id = |id: u64| records.iter().find(|r| r["id"] == id).unwrap();
+    for (id, why) in [(1, "FAILED"), (2, "malformed result")] {
+        let r = by_id(id);
+        assert_eq!(r["failed"], true, "{r}");
+        assert_eq!(
+            (r["retries"].as_u64(), r["fitness"].as_f64()),
+            (Some(2), Some(0.0))
+        );
+        let error = r["error"].as_str().unwrap();
+        assert!(
+            error.contains("no result after 3 attempts") && error.contains(why),
+            "{error}"
+        );
+    }
+    let r = by_id(4);
+    assert_eq!(
+        (r["failed"].as_bool(), r["retries"].as_u64()),
+        (Some(false), Some(1)),
+        "{r}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stage1"]["failed"], 2);
+    assert!(stderr.contains("2 of 6 evaluations failed"), "{stderr}");
+}
+
+#[test]
+fn a_partition_that_does_not_exist_is_slurms_own_error() {
+    if !slurm_here() {
+        return;
+    }
+    let dir = temp_dir("partition");
+    let config = config(&dir, 1, 6, "partition = \"no-such-partition\"");
+    let out = dir.join("partition-search");
+    let e = err(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--executor",
+        "slurm",
+    ]);
+    assert!(
+        e.contains("sbatch") && e.contains("Invalid partition name specified"),
+        "{e}"
+    );
+}
+
+/// Needs no cluster: a coordinator without sbatch on PATH says what it needs.
+#[test]
+fn sbatch_missing_from_path_is_named() {
+    let dir = temp_dir("nosbatch");
+    let config = config(&dir, 1, 6, "");
+    let out = dir.join("nosbatch-search");
+    let output = Command::new(BIN)
+        .args([
+            "search",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--executor", "slurm"])
+        .env("PATH", dir.join("empty-path"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        e.contains("`sbatch` is not on PATH") && e.contains("--executor local"),
+        "{e}"
+    );
+}
