@@ -145,6 +145,29 @@ fn run_writes_every_output_and_resume_finds_nothing_left_to_do() {
     assert_eq!(again["final"]["test_top1"], summary["final"]["test_top1"]);
     assert_eq!(lines(&out.join("transfer/history.jsonl")), 5);
 
+    // A second coordinator on the folder is refused, naming the first; a lock left by a process
+    // that is gone is taken over.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = |pid: u32| {
+        let holder = serde_json::json!({"host": host.trim(), "pid": pid, "started_at": 1.0});
+        std::fs::write(out.join("coordinator.lock"), holder.to_string()).unwrap();
+    };
+    lock(std::process::id());
+    let e = err(&["resume", out_s]);
+    assert!(
+        e.contains("coordinator.lock is held by process")
+            && e.contains(&std::process::id().to_string()),
+        "{e}"
+    );
+    lock(u32::MAX - 1);
+    let output = cli(&["resume", out_s]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("removing the stale lock"));
+    assert!(
+        !out.join("coordinator.lock").exists(),
+        "released at the end"
+    );
+
     // The folder is not overwritten by a new search.
     let e = err(&["run", "--config", config, "--out", out_s]);
     assert!(
