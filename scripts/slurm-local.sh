@@ -9,7 +9,8 @@
 #
 # The folder is $EATNAS_SLURM_DIR (default /tmp/eatnas-slurm). One node (this machine, its real
 # CPU count), one partition `debug`, no accounting (so no sacct), jobs kept in squeue/scontrol
-# for MinJobAge seconds after they end.
+# for MinJobAge seconds after they end. $EATNAS_SLURM_DIR/node-private is a folder the jobs do not
+# see (for tests of a run folder that is not shared).
 set -euo pipefail
 
 dir="${EATNAS_SLURM_DIR:-/tmp/eatnas-slurm}"
@@ -89,7 +90,20 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
   export SLURM_CONF="$conf"
   slurmctld -f "$conf" -i
-  slurmd -f "$conf"
+  # slurmd (and so every job) runs in a mount namespace of its own where $dir/node-private is an
+  # empty tmpfs: a folder this machine sees and the "node" does not, as a run folder outside the
+  # cluster's shared filesystem would be. Without namespaces, slurmd runs plainly and the folder
+  # is absent.
+  mkdir -p "$dir/node-private"
+  if unshare --mount --propagation private true 2>/dev/null; then
+    unshare --mount --propagation private \
+      sh -c "mount -t tmpfs tmpfs '$dir/node-private' && exec slurmd -f '$conf'"
+    echo "hidden from the jobs of this Slurm (their slurmd mounts an empty tmpfs here)" \
+      > "$dir/node-private/README"
+  else
+    rmdir "$dir/node-private"
+    slurmd -f "$conf"
+  fi
   # Ready when the node takes jobs.
   for _ in $(seq 1 60); do
     if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then

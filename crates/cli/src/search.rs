@@ -217,6 +217,8 @@ fn session(devices: Option<Vec<Device>>, coordinator: &CoordinatorArgs) -> Resul
         ..Session::default()
     };
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is handled ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, session.stop.clone())?;
         signal_hook::flag::register(signal, session.stop.clone())?;
     }
     Ok(session)

@@ -473,3 +473,116 @@ fn sbatch_missing_from_path_is_named() {
         "{e}"
     );
 }
+
+/// A search folder the nodes do not see (`scripts/slurm-local.sh` hides its `node-private`
+/// folder from the jobs) stops at the probe job with an error that says so.
+#[test]
+fn a_run_folder_the_nodes_do_not_see_is_refused() {
+    if !slurm_here() {
+        return;
+    }
+    let conf = std::env::var("SLURM_CONF").unwrap_or_default();
+    let hidden = Path::new(&conf).with_file_name("node-private");
+    if !hidden.join("README").exists() {
+        assert!(
+            std::env::var("EATNAS_REQUIRE_SLURM").as_deref() != Ok("1"),
+            "{} is missing: this Slurm was not started by scripts/slurm-local.sh with mount namespaces",
+            hidden.display()
+        );
+        eprintln!("no folder hidden from this Slurm's jobs: this test checks nothing");
+        return;
+    }
+    let dir = temp_dir("unshared");
+    let config = config(&dir, 1, 6, "");
+    let out = hidden.join(format!("unshared-search-{}", std::process::id()));
+    let e = err(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--executor",
+        "slurm",
+    ]);
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(
+        e.contains("the nodes do not see the run folder")
+            && e.contains("shared by this machine and the nodes"),
+        "{e}"
+    );
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-s", name, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// SIGTERM cancels the jobs in flight and saves; with --detach they are left running and
+/// `resume` re-attaches to them. Either way the resumed search ends as an uninterrupted one.
+#[test]
+fn sigterm_cancels_the_jobs_in_flight_or_leaves_them_with_detach() {
+    if !slurm_here() {
+        return;
+    }
+    let dir = temp_dir("sigterm");
+    let config = config(&dir, 1, 6, "setup = [\"sleep 2\"]");
+    let c = config.to_str().unwrap();
+    let whole = dir.join("whole");
+    ok(&["search", "--config", c, "--out", whole.to_str().unwrap()]);
+    for detach in [false, true] {
+        let out = dir.join(if detach {
+            "term-detached"
+        } else {
+            "term-cancelled"
+        });
+        let o = out.to_str().unwrap();
+        let mut args = vec!["search", "--config", c, "--out", o, "--executor", "slurm"];
+        if detach {
+            args.push("--detach");
+        }
+        let child = spawn(&args);
+        wait_for("a running job", Duration::from_secs(120), || {
+            history(&out).len() >= 2 && jobs_of(&out).iter().any(|(_, _, s)| s == "RUNNING")
+        });
+        let running: Vec<String> = jobs_of(&out).into_iter().map(|(id, _, _)| id).collect();
+        signal(&child, "TERM");
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("interrupted"),
+            "{stderr}"
+        );
+        let left: Vec<String> = jobs_of(&out)
+            .into_iter()
+            .filter(|(_, _, s)| s == "RUNNING" || s == "PENDING")
+            .map(|(id, _, _)| id)
+            .collect();
+        if detach {
+            assert!(stderr.contains("left running"), "{stderr}");
+            assert_eq!(left, running, "--detach leaves the jobs running");
+        } else {
+            assert!(stderr.contains("cancelled"), "{stderr}");
+            assert!(left.is_empty(), "jobs still queued after SIGTERM: {left:?}");
+        }
+        assert!(
+            !out.join("coordinator.lock").exists(),
+            "the lock is released"
+        );
+        ok(&["resume", o, "--executor", "slurm"]);
+        assert_eq!(evaluations(&out), evaluations(&whole), "detach {detach}");
+        if detach {
+            for id in &running {
+                assert!(
+                    history(&out)
+                        .iter()
+                        .any(|r| r["ran"]["job"].as_str() == Some(id.as_str())),
+                    "job {id} left running was re-attached"
+                );
+            }
+        }
+    }
+}

@@ -199,6 +199,9 @@ fn waiting(state: &str) -> bool {
     )
 }
 
+/// How often the folders of the jobs in flight are looked at for a result.
+const RESULT_CHECK: Duration = Duration::from_millis(100);
+
 struct Tracked {
     job: JobRef,
     seen: Option<Seen>,
@@ -338,9 +341,9 @@ impl SlurmExecutor {
         Ok(seen)
     }
 
-    /// One look at every job in flight.
-    fn poll(&mut self) -> Result<Vec<(String, Ended)>> {
-        self.last_poll = Some(Instant::now());
+    /// One look at every job in flight: their folders for a result, then, with `ask_slurm`,
+    /// Slurm for the state of the others.
+    fn poll(&mut self, ask_slurm: bool) -> Result<Vec<(String, Ended)>> {
         let mut ended = Vec::new();
         let mut unresolved = Vec::new();
         // A result on disk decides, whatever Slurm says.
@@ -354,6 +357,13 @@ impl SlurmExecutor {
                 )),
             }
         }
+        if !ask_slurm {
+            for (ticket, _) in &ended {
+                self.in_flight.remove(ticket);
+            }
+            return Ok(ended);
+        }
+        self.last_poll = Some(Instant::now());
         let seen = match self.squeue(&unresolved) {
             Ok(seen) => {
                 self.last_poll_error = None;
@@ -550,16 +560,14 @@ impl Executor for SlurmExecutor {
         let deadline = Instant::now() + timeout;
         let interval = Duration::from_secs_f64(self.config.poll_seconds);
         loop {
-            let due = self.last_poll.map_or(Instant::now(), |t| t + interval);
-            if due > deadline {
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                return Ok(Vec::new());
-            }
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            let ended = self.poll()?;
-            if !ended.is_empty() || Instant::now() >= deadline {
+            // Results are looked for often (a stat per job in flight), Slurm every poll_seconds.
+            let ask_slurm = self.last_poll.is_none_or(|t| t.elapsed() >= interval);
+            let ended = self.poll(ask_slurm)?;
+            let now = Instant::now();
+            if !ended.is_empty() || now >= deadline {
                 return Ok(ended);
             }
+            std::thread::sleep(RESULT_CHECK.min(deadline - now));
         }
     }
 
