@@ -114,7 +114,7 @@ impl SlurmConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
-    #[error("`{program}` is not on PATH ({source}): the Slurm executor runs Slurm's commands (sbatch, squeue, scancel) on the coordinator's machine; run the coordinator on a login node, or use --executor local")]
+    #[error("`{program}` is not on PATH: the Slurm executor runs Slurm's commands (sbatch, squeue, scancel) on the coordinator's machine; run the coordinator on a login node, or use --executor local")]
     NotFound {
         program: String,
         #[source]
