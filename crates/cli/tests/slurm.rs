@@ -58,6 +58,19 @@ fn slurm_here() -> bool {
     up
 }
 
+/// `search --config CONFIG --out OUT --executor slurm`.
+fn slurm_search<'a>(config: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--executor",
+        "slurm",
+    ]
+}
+
 fn cli(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
@@ -78,16 +91,24 @@ fn err(args: &[&str]) -> String {
 }
 
 fn history(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("stage1/history.jsonl"))
+    stage_history(out, "stage1")
+}
+
+fn stage_history(out: &Path, stage: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join(stage).join("history.jsonl"))
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
-/// (id, genome, fitness) of each history line.
+/// (id, genome, fitness) of each line of stage 1's history.
 fn evaluations(out: &Path) -> Vec<(u64, String, f64)> {
-    history(out)
+    stage_evaluations(out, "stage1")
+}
+
+fn stage_evaluations(out: &Path, stage: &str) -> Vec<(u64, String, f64)> {
+    stage_history(out, stage)
         .iter()
         .map(|r| {
             (
@@ -153,7 +174,9 @@ fn finish(child: Child) -> String {
     stderr
 }
 
-/// Local and Slurm give one history with one worker; the Slurm lines say where they ran.
+/// Local and Slurm give one history with one worker, in every stage of the whole pipeline
+/// (stage 2 inherits parents' weights through the job folders); the Slurm lines say where they
+/// ran.
 #[test]
 fn a_search_through_slurm_gives_the_local_executors_history() {
     if !slurm_here() {
@@ -163,22 +186,32 @@ fn a_search_through_slurm_gives_the_local_executors_history() {
     let config = config(&dir, 1, 6, "");
     let (local, slurm) = (dir.join("local"), dir.join("slurm"));
     let c = config.to_str().unwrap();
-    ok(&["search", "--config", c, "--out", local.to_str().unwrap()]);
-    ok(&[
-        "search",
-        "--config",
-        c,
-        "--out",
-        slurm.to_str().unwrap(),
-        "--executor",
-        "slurm",
-    ]);
-    assert_eq!(
-        evaluations(&local),
-        evaluations(&slurm),
-        "local vs slurm history"
-    );
+    let (l, s) = (local.to_str().unwrap(), slurm.to_str().unwrap());
+    ok(&["run", "--config", c, "--out", l]);
+    ok(&["run", "--config", c, "--out", s, "--executor", "slurm"]);
+    for stage in ["stage1", "transfer", "scratch"] {
+        assert_eq!(
+            stage_evaluations(&local, stage),
+            stage_evaluations(&slurm, stage),
+            "{stage}: local vs slurm history"
+        );
+    }
     assert_eq!(population(&local), population(&slurm));
+    let inherited = stage_history(&slurm, "transfer")
+        .iter()
+        .filter(|r| r["origin"].get("mutation").is_some() && !r["cached"].as_bool().unwrap())
+        .count();
+    assert!(inherited > 0, "stage 2 has mutated children that inherit");
+    let summary = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (summary(&local), summary(&slurm));
+    for key in ["test_top1", "madds", "params"] {
+        assert_eq!(
+            a["final"][key], b["final"][key],
+            "final {key}: the same winner, trained alike"
+        );
+    }
     let mut job_ids = BTreeSet::new();
     for r in history(&slurm)
         .iter()
@@ -210,15 +243,7 @@ fn two_workers_complete_the_search() {
     let dir = temp_dir("two");
     let config = config(&dir, 2, 8, "");
     let out = dir.join("two-search");
-    ok(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--executor",
-        "slurm",
-    ]);
+    ok(&slurm_search(&config, &out));
     let records = history(&out);
     assert_eq!(records.len(), 8);
     let ids: BTreeSet<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
@@ -242,15 +267,7 @@ fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
     // Long enough jobs to act on while they run.
     let config = config(&dir, 1, 5, "setup = [\"sleep 2\"]");
     let out = dir.join("cancel-search");
-    let child = spawn(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--executor",
-        "slurm",
-    ]);
+    let child = spawn(&slurm_search(&config, &out));
     let mut acted: BTreeMap<String, &str> = BTreeMap::new();
     wait_for(
         "two running jobs to act on",
@@ -433,15 +450,7 @@ fn a_partition_that_does_not_exist_is_slurms_own_error() {
     let dir = temp_dir("partition");
     let config = config(&dir, 1, 6, "partition = \"no-such-partition\"");
     let out = dir.join("partition-search");
-    let e = err(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--executor",
-        "slurm",
-    ]);
+    let e = err(&slurm_search(&config, &out));
     assert!(
         e.contains("sbatch") && e.contains("Invalid partition name specified"),
         "{e}"
@@ -495,15 +504,7 @@ fn a_run_folder_the_nodes_do_not_see_is_refused() {
     let dir = temp_dir("unshared");
     let config = config(&dir, 1, 6, "");
     let out = hidden.join(format!("unshared-search-{}", std::process::id()));
-    let e = err(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--executor",
-        "slurm",
-    ]);
+    let e = err(&slurm_search(&config, &out));
     let _ = std::fs::remove_dir_all(&out);
     assert!(
         e.contains("the nodes do not see the run folder")

@@ -100,19 +100,12 @@ impl Default for SearchConfig {
             executor: ExecutorConfig::default(),
             space: SpaceConfig::default(),
             small: TaskConfig {
-                data: "fashion-mnist".into(),
                 resolution: Some(14),
                 data_fraction: 0.2,
                 val_fraction: 0.25,
-                epochs: 1,
                 batch_size: 32,
-                lr: 0.1,
-                warmup_epochs: 0.0,
-                inherit_weights: false,
-                inherited_epochs: 1,
-                init: InitScheme::default(),
-                zero_residual_bn: false,
                 macro_config: small_macro.clone(),
+                ..TaskConfig::default()
             },
             small_fitness: FitnessConfig::default(),
             stage1: EvolutionConfig {
@@ -123,19 +116,12 @@ impl Default for SearchConfig {
             },
             transfer: TransferConfig::default(),
             large: TaskConfig {
-                data: "fashion-mnist".into(),
                 resolution: Some(28),
                 data_fraction: 0.2,
                 val_fraction: 0.2,
-                epochs: 1,
                 batch_size: 32,
-                lr: 0.1,
-                warmup_epochs: 0.0,
-                inherit_weights: false,
-                inherited_epochs: 1,
-                init: InitScheme::default(),
-                zero_residual_bn: false,
                 macro_config: small_macro,
+                ..TaskConfig::default()
             },
             large_fitness: FitnessConfig::default(),
             stage2: EvolutionConfig {

@@ -46,6 +46,19 @@ pub struct JobEntry {
     pub submitted_at: f64,
 }
 
+impl JobEntry {
+    /// A job about to be submitted by `executor` into `slot`.
+    fn new(executor: &str, slot: usize) -> JobEntry {
+        JobEntry {
+            executor: executor.into(),
+            ticket: None,
+            slot,
+            failures: Vec::new(),
+            submitted_at: unix_now(),
+        }
+    }
+}
+
 /// What `state.json` holds: the evolution, its jobs in flight, and who wrote it.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SavedStage {
@@ -290,16 +303,9 @@ impl Stage<'_, '_> {
         let slot = self.free_slot();
         let job = self.job_ref(candidate.id, slot);
         self.job(candidate).write(&job.dir)?;
-        self.saved.jobs.insert(
-            candidate.id,
-            JobEntry {
-                executor: self.executor.name().into(),
-                ticket: None,
-                slot,
-                failures: Vec::new(),
-                submitted_at: unix_now(),
-            },
-        );
+        self.saved
+            .jobs
+            .insert(candidate.id, JobEntry::new(self.executor.name(), slot));
         self.saved.save(self.run.dir)?;
         self.submit(candidate.id)
     }
@@ -323,16 +329,9 @@ impl Stage<'_, '_> {
             let id = candidate.id;
             if !self.saved.jobs.contains_key(&id) {
                 let slot = self.free_slot();
-                self.saved.jobs.insert(
-                    id,
-                    JobEntry {
-                        executor: self.executor.name().into(),
-                        ticket: None,
-                        slot,
-                        failures: Vec::new(),
-                        submitted_at: unix_now(),
-                    },
-                );
+                self.saved
+                    .jobs
+                    .insert(id, JobEntry::new(self.executor.name(), slot));
             }
             let entry = self.saved.jobs[&id].clone();
             let job = self.job_ref(id, entry.slot);
