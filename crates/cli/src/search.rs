@@ -146,6 +146,24 @@ fn out_dir(common: &Common, command: &str) -> PathBuf {
     })
 }
 
+/// " (cached)", " FAILED", the Slurm job and host, the retries.
+fn where_it_ran(record: &eatnas_nas::Record) -> String {
+    let mut text = String::new();
+    if record.cached {
+        text.push_str(" (cached)");
+    }
+    if record.failed {
+        text.push_str(" FAILED");
+    }
+    if let Some(ran) = record.ran.as_ref().filter(|r| r.executor == "slurm") {
+        text.push_str(&format!(" [job {} on {}]", ran.job, ran.host));
+    }
+    if record.retries > 0 {
+        text.push_str(&format!(" ({} retries)", record.retries));
+    }
+    text
+}
+
 /// Progress lines on stderr.
 fn report(event: Event) {
     match event {
@@ -158,7 +176,7 @@ fn report(event: Event) {
             record.madds as f64 / 1e6,
             record.params as f64 / 1e3,
             record.seconds,
-            if record.cached { " (cached)" } else { "" },
+            where_it_ran(record),
             record.quality.top_k_mean,
             record.quality.best,
         ),

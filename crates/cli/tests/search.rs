@@ -305,3 +305,49 @@ fn a_run_killed_with_sigkill_mid_search_resumes_to_the_same_result() {
         "the final network's weights"
     );
 }
+
+/// `eatnas-cli evaluate`, the worker: a job folder of a search evaluated again alone gives the
+/// result the search recorded, bit for bit; bad folders are named and leave error.json.
+#[test]
+fn the_worker_evaluates_a_job_folder_alone_and_names_bad_ones() {
+    let dir = temp_dir("evaluate");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
+    let out = dir.join("search");
+    ok(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let job = out.join("stage1/jobs/00001");
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(job.join("result.json")).unwrap()).unwrap();
+    let again = dir.join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    std::fs::copy(job.join("job.json"), again.join("job.json")).unwrap();
+    let result = ok(&["evaluate", again.to_str().unwrap(), "--json"]);
+    for key in ["accuracy", "madds", "params", "error"] {
+        assert_eq!(result["outcome"][key], recorded["outcome"][key], "{key}");
+    }
+    assert!(again.join("result.json").exists());
+
+    let e = err(&["evaluate", dir.to_str().unwrap()]);
+    assert!(e.contains("no job.json here"), "{e}");
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("job.json"), "{\"version\": 3").unwrap();
+    let e = err(&["evaluate", bad.to_str().unwrap()]);
+    assert!(
+        e.contains("not an eatnas job") && e.contains("error.json"),
+        "{e}"
+    );
+    let failure = std::fs::read_to_string(bad.join("error.json")).unwrap();
+    assert!(failure.contains("not an eatnas job"), "{failure}");
+    let e = err(&["evaluate", again.to_str().unwrap(), "--device", "tpu"]);
+    assert!(e.contains("unknown device `tpu`"), "{e}");
+    assert!(std::fs::read_to_string(again.join("error.json"))
+        .unwrap()
+        .contains("tpu"));
+}
