@@ -230,8 +230,12 @@ pub fn run_folder(
 /// task's data is opened (read, resized, split) once per process and shared by every job.
 #[derive(Default)]
 pub struct ProxyTraining {
-    opened: Mutex<BTreeMap<String, Arc<OnceLock<std::result::Result<PreparedData, String>>>>>,
+    /// By task data key: opened once, by the first job that needs it (the others wait).
+    opened: Mutex<BTreeMap<String, Arc<OpenedData>>>,
 }
+
+/// A task's data, or why it could not be opened.
+type OpenedData = OnceLock<std::result::Result<PreparedData, String>>;
 
 impl ProxyTraining {
     pub fn new() -> ProxyTraining {

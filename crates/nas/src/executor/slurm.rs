@@ -460,7 +460,7 @@ impl SlurmExecutor {
             match seen.get(&id) {
                 Some(s) if waiting(&s.state) => {
                     if started.elapsed().as_secs_f64() > self.config.probe_timeout_seconds {
-                        let _ = slurm("scancel", &[id.clone()]);
+                        let _ = slurm("scancel", std::slice::from_ref(&id));
                         return Err(SlurmError::ProbeTimeout {
                             job: id,
                             seconds: self.config.probe_timeout_seconds,
