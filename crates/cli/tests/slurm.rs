@@ -388,7 +388,8 @@ fn a_coordinator_killed_with_sigkill_resumes_without_running_anything_twice() {
 }
 
 /// A job that exits without a result, one that writes a malformed result, and one whose worker
-/// is killed once: the first two are recorded as failed after every retry, the third retried.
+/// process is killed (-9, as a node's OOM killer would) once it has started: the first two are
+/// recorded as failed after every retry, the third retried.
 #[test]
 fn candidates_that_always_fail_are_recorded_as_failed_and_the_search_goes_on() {
     if !slurm_here() {
@@ -399,7 +400,8 @@ fn candidates_that_always_fail_are_recorded_as_failed_and_the_search_goes_on() {
   'case "$SLURM_JOB_NAME" in',
   '  *-stage1-1) exit 3 ;;',
   '  *-stage1-2) echo "{ not json" > "$EATNAS_JOB_DIR/result.json"; exit 0 ;;',
-  '  *-stage1-4) if [ ! -e "$EATNAS_JOB_DIR/killed" ]; then touch "$EATNAS_JOB_DIR/killed"; kill -9 $$; fi ;;',
+  '  *-stage1-4) if [ ! -e "$EATNAS_JOB_DIR/killed" ]; then touch "$EATNAS_JOB_DIR/killed";',
+  '      (until grep -qa evaluate /proc/$$/cmdline; do sleep 0.01; done; kill -9 $$) & fi ;;',
   'esac',
 ]"#;
     let config = config(&dir, 2, 6, setup);
