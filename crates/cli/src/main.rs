@@ -5,6 +5,7 @@ mod eval;
 mod evaluate;
 mod export;
 mod inspect;
+mod report;
 mod search;
 mod train;
 
@@ -46,6 +47,8 @@ enum Command {
     Train(train::Args),
     /// Evaluate a checkpoint on a dataset's test set.
     Eval(eval::Args),
+    /// Write DIR/report.html: one self-contained page of a search folder.
+    Report(report::Args),
     /// Run one candidate evaluation of a search from its job folder (what each Slurm job runs).
     Evaluate(evaluate::Args),
     /// Write a checkpoint's network as a standalone PyTorch module.
@@ -67,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Export(args) => export::run(&args),
     };
     match outcome {

@@ -351,3 +351,65 @@ fn the_worker_evaluates_a_job_folder_alone_and_names_bad_ones() {
         .unwrap()
         .contains("tpu"));
 }
+
+/// `report.html` of a finished search: one table row per history line, the stages' charts, the
+/// architectures, nothing fetched from anywhere; `eatnas-cli report` rewrites it, skips (and
+/// names) a truncated history line, and refuses a folder that is not a search.
+#[test]
+fn the_report_shows_every_evaluation_and_names_what_it_skipped() {
+    let dir = temp_dir("report");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
+    let out = dir.join("search");
+    let o = out.to_str().unwrap();
+    ok(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        o,
+        "--json",
+    ]);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let history_lines: usize = ["stage1", "transfer", "scratch"]
+        .iter()
+        .map(|s| lines(&out.join(s).join("history.jsonl")))
+        .sum();
+    assert_eq!(
+        html.matches("<tr class=").count(),
+        history_lines,
+        "one row per evaluation"
+    );
+    for part in [
+        "id=\"quality\"",
+        "id=\"pareto\"",
+        "Basic architecture",
+        "Final architecture",
+        "not running",
+        "<circle",
+    ] {
+        assert!(html.contains(part), "report.html lacks {part}");
+    }
+    assert!(
+        !html.contains("http-equiv=\"refresh\""),
+        "a finished search's page does not reload"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains(" src="),
+        "the page fetches nothing"
+    );
+
+    // A kill mid-write leaves a truncated last line: shown as skipped, the rest kept.
+    let history = out.join("scratch/history.jsonl");
+    let mut text = std::fs::read_to_string(&history).unwrap();
+    text.push_str("{\"evaluation\": 7, \"id\"");
+    std::fs::write(&history, text).unwrap();
+    let report = ok(&["report", o, "--json"]);
+    assert_eq!(report["rows"], history_lines);
+    let skipped = report["skipped"][0].as_str().unwrap_or_default();
+    assert!(skipped.contains("scratch/history.jsonl line 7"), "{report}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Skipped unreadable history lines"));
+
+    let e = err(&["report", dir.to_str().unwrap()]);
+    assert!(e.contains("not a search folder"), "{e}");
+}

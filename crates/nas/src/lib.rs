@@ -13,6 +13,7 @@ pub mod job;
 pub mod lock;
 pub mod pipeline;
 pub mod plots;
+pub mod report;
 pub mod runner;
 pub mod space;
 pub mod summary;

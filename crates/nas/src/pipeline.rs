@@ -54,6 +54,8 @@ struct CommandFile {
 }
 
 const CONFIG_FILE: &str = "config.toml";
+/// How often the live report is rewritten at most.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 const COMMAND_FILE: &str = "command.json";
 
 /// Events for a progress display.
@@ -132,7 +134,19 @@ pub fn start(
     if let Some(devices) = &session.devices {
         config.devices = devices.clone();
     }
-    Pipeline::new(&config, dir, session).execute(&command, on_event)
+    let outcome = Pipeline::new(&config, dir, session).execute(&command, on_event);
+    final_report(dir, outcome)
+}
+
+/// Writes the report of a coordinator that stops (done, interrupted or failed): no longer live.
+fn final_report(dir: &Path, outcome: Result<Summary>) -> Result<Summary> {
+    if let Err(e) = crate::report::write_report(dir, false) {
+        eprintln!(
+            "warning: {}: {e}",
+            dir.join(crate::report::REPORT_FILE).display()
+        );
+    }
+    outcome
 }
 
 /// Resumes the search in `dir` from its saved states.
@@ -162,7 +176,8 @@ pub fn resume(dir: &Path, session: &Session, on_event: &mut dyn FnMut(Event)) ->
         config.executor.kind = kind;
     }
     config.devices = session.devices.clone().unwrap_or_default();
-    Pipeline::new(&config, dir, session).execute(&command_file.command, on_event)
+    let outcome = Pipeline::new(&config, dir, session).execute(&command_file.command, on_event);
+    final_report(dir, outcome)
 }
 
 /// One stage of the pipeline.
@@ -285,6 +300,9 @@ impl<'a> Pipeline<'a> {
             stop: &session.stop,
             detach: session.detach,
         };
+        // The live report, rewritten at most every REPORT_EVERY (it reads every history line).
+        let dir = self.dir;
+        let mut reported: Option<std::time::Instant> = None;
         let executor = if saved.state.done() {
             None
         } else {
@@ -297,11 +315,18 @@ impl<'a> Pipeline<'a> {
                 &run,
                 &control,
                 &mut |progress| match progress {
-                    Progress::Evaluated(record) => on_event(Event::Evaluated {
-                        stage: name,
-                        budget,
-                        record,
-                    }),
+                    Progress::Evaluated(record) => {
+                        on_event(Event::Evaluated {
+                            stage: name,
+                            budget,
+                            record,
+                        });
+                        if reported.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+                            // A report that cannot be written does not stop the search.
+                            let _ = crate::report::write_report(dir, true);
+                            reported = Some(std::time::Instant::now());
+                        }
+                    }
                     Progress::Retrying {
                         candidate,
                         attempt,
@@ -521,6 +546,9 @@ impl<'a> Pipeline<'a> {
     }
 
     fn finish(&self, mut summary: Summary, started: std::time::Instant) -> Result<Summary> {
+        summary
+            .outputs
+            .push(self.dir.join(crate::report::REPORT_FILE));
         summary.seconds_this_session = started.elapsed().as_secs_f64();
         summary.coordinator_cpu_seconds = process_cpu_seconds();
         write_atomic(
