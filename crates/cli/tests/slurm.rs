@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_eatnas-cli");
 
@@ -150,10 +150,13 @@ fn jobs_of(out: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
+/// Polls `done` while the coordinator `child` runs; a coordinator that ends first fails the test
+/// (what it was waited for never happened).
+fn wait_for(what: &str, child: &mut Child, mut done: impl FnMut() -> bool) {
     while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the coordinator ended ({status}) before {what}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -267,35 +270,31 @@ fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
     // Long enough jobs to act on while they run.
     let config = config(&dir, 1, 5, "setup = [\"sleep 2\"]");
     let out = dir.join("cancel-search");
-    let child = spawn(&slurm_search(&config, &out));
+    let mut child = spawn(&slurm_search(&config, &out));
     let mut acted: BTreeMap<String, &str> = BTreeMap::new();
-    wait_for(
-        "two running jobs to act on",
-        Duration::from_secs(120),
-        || {
-            for (id, _, state) in jobs_of(&out) {
-                if state == "RUNNING" && !acted.contains_key(&id) {
-                    let (program, args, what): (&str, Vec<&str>, &str) = if acted.is_empty() {
-                        ("scancel", vec![id.as_str()], "cancelled")
-                    } else {
-                        ("scontrol", vec!["requeue", id.as_str()], "requeued")
-                    };
-                    assert!(Command::new(program)
-                        .args(&args)
-                        .status()
-                        .unwrap()
-                        .success());
-                    if what == "requeued" {
-                        // Slurm holds a requeued job back for a while; let it start again now.
-                        let release = ["update", &format!("jobid={id}"), "StartTime=now"];
-                        Command::new("scontrol").args(release).status().unwrap();
-                    }
-                    acted.insert(id.clone(), what);
+    wait_for("two running jobs to act on", &mut child, || {
+        for (id, _, state) in jobs_of(&out) {
+            if state == "RUNNING" && !acted.contains_key(&id) {
+                let (program, args, what): (&str, Vec<&str>, &str) = if acted.is_empty() {
+                    ("scancel", vec![id.as_str()], "cancelled")
+                } else {
+                    ("scontrol", vec!["requeue", id.as_str()], "requeued")
+                };
+                assert!(Command::new(program)
+                    .args(&args)
+                    .status()
+                    .unwrap()
+                    .success());
+                if what == "requeued" {
+                    // Slurm holds a requeued job back for a while; let it start again now.
+                    let release = ["update", &format!("jobid={id}"), "StartTime=now"];
+                    Command::new("scontrol").args(release).status().unwrap();
                 }
+                acted.insert(id.clone(), what);
             }
-            acted.len() >= 2
-        },
-    );
+        }
+        acted.len() >= 2
+    });
     let stderr = finish(child);
     let records = history(&out);
     assert_eq!(records.len(), 5, "{stderr}");
@@ -342,11 +341,9 @@ fn a_coordinator_killed_with_sigkill_resumes_without_running_anything_twice() {
         "--executor",
         "slurm",
     ]);
-    wait_for(
-        "3 evaluations and a job in flight",
-        Duration::from_secs(120),
-        || history(&killed).len() >= 3 && !jobs_of(&killed).is_empty(),
-    );
+    wait_for("3 evaluations and a job in flight", &mut child, || {
+        history(&killed).len() >= 3 && !jobs_of(&killed).is_empty()
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let in_flight = jobs_of(&killed);
@@ -547,8 +544,8 @@ fn sigterm_cancels_the_jobs_in_flight_or_leaves_them_with_detach() {
         if detach {
             args.push("--detach");
         }
-        let child = spawn(&args);
-        wait_for("a running job", Duration::from_secs(120), || {
+        let mut child = spawn(&args);
+        wait_for("a running job", &mut child, || {
             history(&out).len() >= 2 && jobs_of(&out).iter().any(|(_, _, s)| s == "RUNNING")
         });
         let running: Vec<String> = jobs_of(&out).into_iter().map(|(id, _, _)| id).collect();
