@@ -23,7 +23,9 @@ use crate::fitness::FitnessConfig;
 use crate::job::ProxyTraining;
 use crate::lock::Lock;
 use crate::plots::{pareto_chart, quality_chart};
-use crate::runner::{run_stage, Control, Progress, SavedStage, StageRun, HISTORY_FILE};
+use crate::runner::{
+    parse_history, run_stage, Control, Progress, SavedStage, StageRun, HISTORY_FILE,
+};
 use crate::space::Genome;
 use crate::summary::{
     process_cpu_seconds, BestMember, Comparison, ComparisonPoint, FinalSummary, StageSummary,
@@ -561,17 +563,15 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// Every line of a stage's `history.jsonl`.
-pub fn read_history(stage_dir: &Path) -> Result<Vec<Record>> {
+/// Every line of a stage's `history.jsonl`; a line that does not parse is an error.
+fn read_history(stage_dir: &Path) -> Result<Vec<Record>> {
     let path = stage_dir.join(HISTORY_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str::<Record>(l)
-                .map_err(|e| Error::corrupt(&path, format!("line {}: {e}", i + 1)))
-        })
-        .collect()
+    let (records, unreadable) = parse_history(&text);
+    match unreadable.into_iter().next() {
+        Some((line, e)) => Err(Error::corrupt(&path, format!("line {line}: {e}"))),
+        None => Ok(records),
+    }
 }
 
 /// The transfer's quality curve against the one from scratch at the population, half way and the

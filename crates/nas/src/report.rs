@@ -14,7 +14,7 @@ use eatnas_train::fs::write_atomic;
 use crate::config::SearchConfig;
 use crate::evolution::Record;
 use crate::plots::pareto_front;
-use crate::runner::{HISTORY_FILE, STATE_FILE};
+use crate::runner::{parse_history, HISTORY_FILE, STATE_FILE};
 use crate::{Error, Result};
 
 pub const REPORT_FILE: &str = "report.html";
@@ -54,13 +54,12 @@ fn read_stage(
 ) -> Option<Stage> {
     let stage_dir = dir.join(name);
     let text = std::fs::read_to_string(stage_dir.join(HISTORY_FILE)).ok()?;
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        match serde_json::from_str::<Record>(line) {
-            Ok(record) => records.push(record),
-            Err(e) => skipped.push(format!("{name}/{HISTORY_FILE} line {}: {e}", i + 1)),
-        }
-    }
+    let (records, unreadable) = parse_history(&text);
+    skipped.extend(
+        unreadable
+            .into_iter()
+            .map(|(line, e)| format!("{name}/{HISTORY_FILE} line {line}: {e}")),
+    );
     let in_flight = std::fs::read_to_string(stage_dir.join(STATE_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

@@ -150,6 +150,19 @@ pub enum Progress<'a> {
     Waiting(String),
 }
 
+/// The lines of a history that parse, and the (1-based) number and error of each that does not.
+pub fn parse_history(text: &str) -> (Vec<Record>, Vec<(usize, serde_json::Error)>) {
+    let mut records = Vec::new();
+    let mut unreadable = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        match serde_json::from_str::<Record>(line) {
+            Ok(record) => records.push(record),
+            Err(e) => unreadable.push((i + 1, e)),
+        }
+    }
+    (records, unreadable)
+}
+
 /// Keeps the first `keep` lines of the history (a kill between the history append and the state
 /// save leaves one line too many).
 fn truncate_history(path: &Path, keep: usize) -> Result<()> {
