@@ -4,6 +4,7 @@
 mod eval;
 mod evaluate;
 mod export;
+mod fidelity;
 mod inspect;
 mod report;
 mod search;
@@ -47,6 +48,9 @@ enum Command {
     Train(train::Args),
     /// Evaluate a checkpoint on a dataset's test set.
     Eval(eval::Args),
+    /// Measure how well a task's proxy training ranks architectures (Kendall's tau, Spearman's
+    /// rho) against a longer reference training.
+    Fidelity(fidelity::Args),
     /// Write DIR/report.html: one self-contained page of a search folder.
     Report(report::Args),
     /// Run one candidate evaluation of a search from its job folder (what each Slurm job runs).
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
+        Command::Fidelity(args) => fidelity::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Export(args) => export::run(&args),
     };

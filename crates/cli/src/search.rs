@@ -26,10 +26,10 @@ pub struct Common {
     #[arg(long, default_value = "cpu")]
     device: String,
     #[command(flatten)]
-    coordinator: CoordinatorArgs,
+    pub(crate) coordinator: CoordinatorArgs,
     /// Print the summary as one JSON object on the last line.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// Where evaluations run, and what Ctrl-C does to them.
@@ -113,7 +113,7 @@ pub fn search_devices(text: &str) -> Result<Vec<Device>> {
     })
 }
 
-fn load_config(common: &Common) -> Result<SearchConfig> {
+pub fn load_config(common: &Common) -> Result<SearchConfig> {
     let devices = search_devices(&common.device)?;
     let mut config = match &common.config {
         Some(path) => SearchConfig::load(path)?,
@@ -137,7 +137,7 @@ fn load_config(common: &Common) -> Result<SearchConfig> {
     Ok(config)
 }
 
-fn out_dir(common: &Common, command: &str) -> PathBuf {
+pub fn out_dir(common: &Common, command: &str) -> PathBuf {
     common.out.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -227,7 +227,7 @@ fn print_summary(dir: &Path, summary: &Summary, json: bool) -> Result<()> {
 }
 
 /// The session of a coordinator: Ctrl-C and SIGTERM ask the search to stop and save.
-fn session(devices: Option<Vec<Device>>, coordinator: &CoordinatorArgs) -> Result<Session> {
+pub fn session(devices: Option<Vec<Device>>, coordinator: &CoordinatorArgs) -> Result<Session> {
     let session = Session {
         devices,
         executor: coordinator.executor,

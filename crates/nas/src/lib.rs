@@ -4,10 +4,12 @@
 //! stages together. Each candidate evaluation is a self-contained job folder ([`job`]) that an
 //! [`executor`] runs: worker threads here, or Slurm jobs on a cluster.
 
+pub mod batch;
 pub mod config;
 mod error;
 pub mod evolution;
 pub mod executor;
+pub mod fidelity;
 pub mod fitness;
 pub mod job;
 pub mod lock;
@@ -16,6 +18,7 @@ pub mod plots;
 pub mod report;
 pub mod runner;
 pub mod space;
+pub mod stats;
 pub mod summary;
 pub mod task;
 

@@ -16,8 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::SearchConfig;
 use crate::evolution::{EvolutionConfig, EvolutionState, Initializer, Record};
-use crate::executor::local::LocalExecutor;
-use crate::executor::slurm::SlurmExecutor;
 use crate::executor::{Executor, ExecutorKind};
 use crate::fitness::FitnessConfig;
 use crate::job::ProxyTraining;
@@ -203,7 +201,8 @@ struct Pipeline<'a> {
     executor: Option<Box<dyn Executor>>,
 }
 
-fn search_name(dir: &Path) -> String {
+/// A name for the jobs of the folder `dir`: its name and a hash of its full path.
+pub(crate) fn search_name(dir: &Path) -> String {
     let full = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut hash: u32 = 0x811c_9dc5;
     for byte in full.to_string_lossy().bytes() {
@@ -241,17 +240,13 @@ impl<'a> Pipeline<'a> {
 
     fn executor(&mut self) -> Result<&mut dyn Executor> {
         if self.executor.is_none() {
-            let made: Box<dyn Executor> = match self.config.executor.kind {
-                ExecutorKind::Local => Box::new(LocalExecutor::new(
-                    self.training.clone(),
-                    self.config.workers,
-                    &self.config.devices,
-                )),
-                ExecutorKind::Slurm => {
-                    Box::new(SlurmExecutor::new(&self.config.executor.slurm, self.dir)?)
-                }
-            };
-            self.executor = Some(made);
+            self.executor = Some(crate::executor::make(
+                &self.config.executor,
+                self.config.workers,
+                &self.config.devices,
+                self.training.clone(),
+                self.dir,
+            )?);
         }
         Ok(self.executor.as_deref_mut().expect("just made"))
     }

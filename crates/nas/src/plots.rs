@@ -158,6 +158,78 @@ pub fn pareto_chart(path: &Path, title: &str, series: &[(String, Vec<(u64, f64)>
     root.present().map_err(|e| fail(e.to_string()))
 }
 
+/// Reference top-1 against proxy top-1, one point per architecture ranked, with the rank
+/// correlations in the title. Written atomically.
+pub fn fidelity_chart(path: &Path, report: &crate::fidelity::FidelityReport) -> Result<()> {
+    let fail = plot_error(path);
+    let points: Vec<(f64, f64)> = report
+        .points
+        .iter()
+        .filter_map(|p| Some((p.proxy?, p.reference?)))
+        .collect();
+    let range = |values: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        if lo.is_finite() {
+            let margin = ((hi - lo) * 0.08).max(0.01);
+            (lo - margin)..(hi + margin)
+        } else {
+            0.0..1.0
+        }
+    };
+    let x_range = range(&mut points.iter().map(|p| p.0));
+    let y_range = range(&mut points.iter().map(|p| p.1));
+    let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    let title = format!(
+        "{} task: Kendall tau {}, Spearman rho {} ({} architectures)",
+        report.task.name(),
+        show(report.kendall_tau),
+        show(report.spearman_rho),
+        report.ranked
+    );
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(x_range, y_range)
+            .map_err(|e| fail(e.to_string()))?;
+        let recipe = |r: &crate::fidelity::Recipe| {
+            format!(
+                "{} epoch(s) on {:.0}% of the training set",
+                r.epochs,
+                100.0 * r.data_fraction
+            )
+        };
+        chart
+            .configure_mesh()
+            .x_desc(format!(
+                "proxy validation top-1 ({})",
+                recipe(&report.proxy)
+            ))
+            .y_desc(format!(
+                "reference validation top-1 ({})",
+                recipe(&report.reference)
+            ))
+            .draw()
+            .map_err(|e| fail(e.to_string()))?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 5, COLOURS[0].filled())),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        root.present().map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(eatnas_train::fs::write_atomic(path, svg.as_bytes())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::pareto_front;

@@ -8,12 +8,14 @@
 pub mod local;
 pub mod slurm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use eatnas_tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::job::JobResult;
+use crate::job::{JobResult, JobRunner};
 use crate::Result;
 
 pub use slurm::SlurmConfig;
@@ -101,4 +103,19 @@ impl Default for ExecutorConfig {
             slurm: SlurmConfig::default(),
         }
     }
+}
+
+/// The executor `config` names: `workers` local threads that run jobs with `runner` on
+/// `devices`, or Slurm jobs whose logs and scripts go under `dir`.
+pub fn make(
+    config: &ExecutorConfig,
+    workers: usize,
+    devices: &[Device],
+    runner: Arc<dyn JobRunner>,
+    dir: &Path,
+) -> Result<Box<dyn Executor>> {
+    Ok(match config.kind {
+        ExecutorKind::Local => Box::new(local::LocalExecutor::new(runner, workers, devices)),
+        ExecutorKind::Slurm => Box::new(slurm::SlurmExecutor::new(&config.slurm, dir)?),
+    })
 }

@@ -1,0 +1,144 @@
+//! `eatnas-cli fidelity`: how well a task's proxy training ranks architectures, against a longer
+//! reference training of the same ones (Kendall's tau, Spearman's rho, a scatter plot).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use eatnas_nas::batch::BatchEnd;
+use eatnas_nas::fidelity::{self, FidelityPlan, FidelityReport, Reference, TaskChoice};
+use eatnas_nas::ProxyTraining;
+
+use crate::search::{load_config, out_dir, session, Common};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The task of the configuration whose proxy is measured: small or large.
+    #[arg(long)]
+    task: TaskChoice,
+    /// Architectures sampled from the search space (at least 3).
+    #[arg(long, default_value_t = 12)]
+    samples: usize,
+    /// Measure these architecture files (every *.json of the folder) instead of samples.
+    #[arg(long)]
+    archs: Option<PathBuf>,
+    /// Epochs of the reference training (default: 5x the proxy's).
+    #[arg(long)]
+    reference_epochs: Option<usize>,
+    /// Fraction of the training set the reference trains on.
+    #[arg(long, default_value_t = 1.0)]
+    reference_data_fraction: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let config = load_config(&args.common)?;
+    let dir = out_dir(&args.common, "fidelity");
+    let archs = args
+        .archs
+        .as_deref()
+        .map(fidelity::read_archs)
+        .transpose()?;
+    let reference = Reference {
+        epochs: args.reference_epochs,
+        data_fraction: args.reference_data_fraction,
+    };
+    let plan = FidelityPlan::new(
+        &config,
+        args.task,
+        args.samples,
+        archs.as_deref(),
+        &reference,
+    )?;
+    eprintln!(
+        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s) on {:.0}% against reference {} epoch(s) on {:.0}%, into {}",
+        plan.genomes.len(),
+        args.task.name(),
+        plan.proxy.data,
+        plan.proxy.epochs,
+        100.0 * plan.proxy.data_fraction,
+        plan.reference.epochs,
+        100.0 * plan.reference.data_fraction,
+        dir.display()
+    );
+    let session = session(None, &args.common.coordinator)?;
+    let mut executor = eatnas_nas::executor::make(
+        &config.executor,
+        config.workers,
+        &config.devices,
+        Arc::new(ProxyTraining::new()),
+        &dir,
+    )?;
+    let total = plan.genomes.len();
+    let report = fidelity::measure(
+        &plan,
+        &dir,
+        executor.as_mut(),
+        config.workers,
+        config.executor.max_retries,
+        &session.stop,
+        &mut |recipe, i, end, ran| {
+            let done = if ran { "" } else { " (done before)" };
+            match end {
+                BatchEnd::Completed(r) => eprintln!(
+                    "[{recipe} {:>3}/{total}] acc {:.4} {:>6.2}M MAdds {:>6.1} s{done}{}",
+                    i + 1,
+                    r.outcome.accuracy,
+                    r.outcome.madds as f64 / 1e6,
+                    r.outcome.seconds,
+                    r.outcome
+                        .error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" FAILED: {e}"))
+                ),
+                BatchEnd::Failed { reason, .. } => {
+                    eprintln!("[{recipe} {:>3}/{total}] FAILED: {reason}", i + 1)
+                }
+            }
+        },
+    )?;
+    print_report(&dir, &report);
+    if args.common.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+fn print_report(dir: &std::path::Path, report: &FidelityReport) {
+    let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    eprintln!(
+        "{:>4}  {:>8}  {:>9}  {:>8}  genome",
+        "#", "proxy", "reference", "MAdds"
+    );
+    for (i, p) in report.points.iter().enumerate() {
+        eprintln!(
+            "{:>4}  {:>8}  {:>9}  {:>7.2}M  {}{}",
+            i + 1,
+            show(p.proxy),
+            show(p.reference),
+            p.madds as f64 / 1e6,
+            p.genome,
+            p.error
+                .as_ref()
+                .map_or(String::new(), |e| format!("  ({e})"))
+        );
+    }
+    eprintln!(
+        "{} task: Kendall tau {}, Spearman rho {} over {} of {} architectures; the proxy's pick scores {} on the reference (best {}); training {:.0} s proxy, {:.0} s reference",
+        report.task.name(),
+        show(report.kendall_tau),
+        show(report.spearman_rho),
+        report.ranked,
+        report.samples,
+        show(report.proxy_pick_reference),
+        show(report.best_reference),
+        report.proxy_seconds,
+        report.reference_seconds,
+    );
+    eprintln!(
+        "wrote {} and {}",
+        dir.join(fidelity::REPORT_FILE).display(),
+        dir.join(fidelity::CHART_FILE).display()
+    );
+}

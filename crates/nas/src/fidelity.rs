@@ -1,0 +1,397 @@
+//! Proxy fidelity: how well a task's proxy training ranks architectures. The same architectures
+//! are trained with the proxy recipe and with a longer reference recipe, and the two rankings of
+//! their validation top-1 are compared (Kendall's tau-b, Spearman's rho). Every training is a job
+//! folder run by an executor, so a cluster computes a measurement as it computes a search, and a
+//! killed measurement continues where it stood.
+//!
+//! Folder: `plan.json` (what is measured), `proxy/NNNNN/` and `reference/NNNNN/` (one job each),
+//! then `fidelity.json` (a [`FidelityReport`]) and `fidelity.svg` (the scatter).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use eatnas_nn::Arch;
+use eatnas_train::fs::write_atomic;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{run_batch, BatchEnd, BatchJob};
+use crate::config::SearchConfig;
+use crate::evolution::{Candidate, Origin};
+use crate::executor::Executor;
+use crate::job::Job;
+use crate::space::Genome;
+use crate::task::TaskConfig;
+use crate::{stats, Error, Result};
+
+pub const PLAN_FILE: &str = "plan.json";
+pub const REPORT_FILE: &str = "fidelity.json";
+pub const CHART_FILE: &str = "fidelity.svg";
+
+/// Fewer points than this give no meaningful rank correlation.
+pub const MIN_SAMPLES: usize = 3;
+
+/// Which task of a configuration is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskChoice {
+    Small,
+    Large,
+}
+
+impl std::str::FromStr for TaskChoice {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "small" => Ok(TaskChoice::Small),
+            "large" => Ok(TaskChoice::Large),
+            other => Err(format!("unknown task `{other}`; expected small or large")),
+        }
+    }
+}
+
+impl TaskChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskChoice::Small => "small",
+            TaskChoice::Large => "large",
+        }
+    }
+
+    pub fn of(self, config: &SearchConfig) -> &TaskConfig {
+        match self {
+            TaskChoice::Small => &config.small,
+            TaskChoice::Large => &config.large,
+        }
+    }
+}
+
+/// The reference training, as changes to the proxy's recipe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reference {
+    /// Default: 5x the proxy's epochs.
+    pub epochs: Option<usize>,
+    /// Fraction of the training set (default: all of it).
+    pub data_fraction: f64,
+}
+
+impl Default for Reference {
+    fn default() -> Self {
+        Reference {
+            epochs: None,
+            data_fraction: 1.0,
+        }
+    }
+}
+
+/// What one measurement trains: saved as `plan.json`; a folder holding another plan is refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FidelityPlan {
+    pub version: String,
+    pub task: TaskChoice,
+    pub proxy: TaskConfig,
+    pub reference: TaskConfig,
+    /// Seeds the sampling, and every training (weights, split and order) of both recipes.
+    pub seed: u64,
+    pub genomes: Vec<Genome>,
+}
+
+impl FidelityPlan {
+    /// `samples` distinct random architectures of `config`'s space, or the architectures
+    /// `archs` (each must lie in the space), trained on `task` by its proxy and by `reference`.
+    pub fn new(
+        config: &SearchConfig,
+        task: TaskChoice,
+        samples: usize,
+        archs: Option<&[Arch]>,
+        reference: &Reference,
+    ) -> Result<FidelityPlan> {
+        config.validate()?;
+        let proxy = task.of(config).clone();
+        let blocks = proxy.macro_config.blocks();
+        let genomes = match archs {
+            Some(archs) => archs
+                .iter()
+                .map(|a| Genome::from_arch(a, &config.space, blocks))
+                .collect::<Result<Vec<_>>>()?,
+            None => {
+                let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0xf1de_1117);
+                let mut genomes: Vec<Genome> = Vec::new();
+                // A space of fewer distinct genomes than asked for stops the drawing.
+                for _ in 0..samples.saturating_mul(100) {
+                    if genomes.len() == samples {
+                        break;
+                    }
+                    let genome = Genome::random(&config.space, blocks, &mut rng);
+                    if !genomes.contains(&genome) {
+                        genomes.push(genome);
+                    }
+                }
+                genomes
+            }
+        };
+        if genomes.len() < MIN_SAMPLES {
+            return Err(Error::invalid(
+                "samples",
+                format!(
+                    "{} architecture(s); a rank correlation needs at least {MIN_SAMPLES}",
+                    genomes.len()
+                ),
+            ));
+        }
+        if !(reference.data_fraction > 0.0 && reference.data_fraction <= 1.0) {
+            return Err(Error::invalid(
+                "reference data fraction",
+                format!(
+                    "expected a value in (0, 1], got {}",
+                    reference.data_fraction
+                ),
+            ));
+        }
+        let epochs = reference.epochs.unwrap_or(5 * proxy.epochs);
+        if epochs == 0 {
+            return Err(Error::invalid("reference epochs", "expected at least 1"));
+        }
+        let reference = TaskConfig {
+            epochs,
+            data_fraction: reference.data_fraction,
+            inherit_weights: false,
+            ..proxy.clone()
+        };
+        reference.validate("reference")?;
+        Ok(FidelityPlan {
+            version: crate::VERSION.into(),
+            task,
+            proxy,
+            reference,
+            seed: config.seed,
+            genomes,
+        })
+    }
+}
+
+/// A recipe as the report shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub epochs: usize,
+    pub data_fraction: f64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_epochs: f64,
+    pub resolution: Option<usize>,
+}
+
+impl From<&TaskConfig> for Recipe {
+    fn from(t: &TaskConfig) -> Recipe {
+        Recipe {
+            epochs: t.epochs,
+            data_fraction: t.data_fraction,
+            batch_size: t.batch_size,
+            lr: t.lr,
+            warmup_epochs: t.warmup_epochs,
+            resolution: t.resolution,
+        }
+    }
+}
+
+/// One architecture's two trainings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FidelityPoint {
+    pub genome: String,
+    pub madds: u64,
+    pub params: u64,
+    /// Validation top-1; `None` when the training failed (see `error`).
+    pub proxy: Option<f64>,
+    pub reference: Option<f64>,
+    pub proxy_seconds: f64,
+    pub reference_seconds: f64,
+    pub error: Option<String>,
+}
+
+/// `fidelity.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FidelityReport {
+    pub version: String,
+    pub task: TaskChoice,
+    pub data: String,
+    pub proxy: Recipe,
+    pub reference: Recipe,
+    pub samples: usize,
+    /// Architectures with both trainings done: the ones ranked.
+    pub ranked: usize,
+    /// `None` when fewer than two were ranked, or one side is constant.
+    pub kendall_tau: Option<f64>,
+    pub spearman_rho: Option<f64>,
+    /// The reference top-1 of the proxy's best architecture, and the best reference top-1.
+    pub proxy_pick_reference: Option<f64>,
+    pub best_reference: Option<f64>,
+    /// Training seconds summed over the architectures.
+    pub proxy_seconds: f64,
+    pub reference_seconds: f64,
+    pub points: Vec<FidelityPoint>,
+}
+
+/// Trains the plan's architectures by both recipes on `executor` (`workers` jobs in flight)
+/// into `dir`, and writes and returns the report. A folder holding another plan is refused; one
+/// holding this plan continues from the results on disk.
+pub fn measure(
+    plan: &FidelityPlan,
+    dir: &Path,
+    executor: &mut dyn Executor,
+    workers: usize,
+    max_retries: usize,
+    stop: &AtomicBool,
+    on_end: &mut dyn FnMut(&str, usize, &BatchEnd, bool),
+) -> Result<FidelityReport> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let plan_path = dir.join(PLAN_FILE);
+    if plan_path.exists() {
+        let text = std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?;
+        let saved: FidelityPlan = serde_json::from_str(&text)
+            .map_err(|e| Error::corrupt(&plan_path, format!("not a fidelity plan ({e})")))?;
+        if saved != *plan {
+            return Err(Error::refused(
+                &plan_path,
+                "holds a measurement of other architectures, recipes, seed or eatnas version; choose another --out",
+            ));
+        }
+    } else {
+        let text = serde_json::to_string_pretty(plan).expect("a plan serialises");
+        write_atomic(&plan_path, text.as_bytes())?;
+    }
+    let search = crate::pipeline::search_name(dir);
+    let n = plan.genomes.len();
+    let jobs: Vec<BatchJob> = [("proxy", &plan.proxy), ("reference", &plan.reference)]
+        .into_iter()
+        .flat_map(|(recipe, task)| {
+            let search = search.clone();
+            plan.genomes
+                .iter()
+                .enumerate()
+                .map(move |(i, genome)| BatchJob {
+                    job: Job {
+                        version: crate::VERSION.into(),
+                        search: search.clone(),
+                        stage: format!("fidelity-{recipe}"),
+                        candidate: Candidate {
+                            id: i,
+                            genome: genome.clone(),
+                            origin: Origin::Random,
+                        },
+                        task: task.clone(),
+                        seed: plan.seed,
+                        parent_weights: None,
+                        save_weights: false,
+                    },
+                    dir: dir.join(recipe).join(format!("{i:05}")),
+                    name: format!("eatnas-{search}-fidelity-{recipe}-{i}"),
+                })
+        })
+        .collect();
+    let ends = run_batch(
+        executor,
+        &jobs,
+        workers,
+        max_retries,
+        stop,
+        dir,
+        &mut |i, end, ran| {
+            let recipe = if i < n { "proxy" } else { "reference" };
+            on_end(recipe, i % n, end, ran)
+        },
+    )?;
+    let report = report(plan, &ends[..n], &ends[n..]);
+    write_atomic(
+        &dir.join(REPORT_FILE),
+        serde_json::to_string_pretty(&report)
+            .expect("a report serialises")
+            .as_bytes(),
+    )?;
+    crate::plots::fidelity_chart(&dir.join(CHART_FILE), &report)?;
+    Ok(report)
+}
+
+/// The accuracy of an end, or why it has none.
+fn accuracy(end: &BatchEnd) -> std::result::Result<(f64, f64, u64, u64), String> {
+    match end {
+        BatchEnd::Completed(r) => match &r.outcome.error {
+            None => Ok((
+                r.outcome.accuracy,
+                r.outcome.seconds,
+                r.outcome.madds,
+                r.outcome.params,
+            )),
+            Some(e) => Err(e.clone()),
+        },
+        BatchEnd::Failed { reason, attempts } => {
+            Err(format!("no result after {attempts} attempts: {reason}"))
+        }
+    }
+}
+
+fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> FidelityReport {
+    let points: Vec<FidelityPoint> = plan
+        .genomes
+        .iter()
+        .zip(proxy.iter().zip(reference))
+        .map(|(genome, (p, r))| {
+            let (p, r) = (accuracy(p), accuracy(r));
+            let counts = p.as_ref().or(r.as_ref()).ok().map(|&(_, _, m, k)| (m, k));
+            let error = match (&p, &r) {
+                (Err(e), _) => Some(format!("proxy: {e}")),
+                (_, Err(e)) => Some(format!("reference: {e}")),
+                _ => None,
+            };
+            FidelityPoint {
+                genome: genome.key(),
+                madds: counts.map_or(0, |c| c.0),
+                params: counts.map_or(0, |c| c.1),
+                proxy: p.as_ref().ok().map(|v| v.0),
+                reference: r.as_ref().ok().map(|v| v.0),
+                proxy_seconds: p.as_ref().map_or(0.0, |v| v.1),
+                reference_seconds: r.as_ref().map_or(0.0, |v| v.1),
+                error,
+            }
+        })
+        .collect();
+    let ranked: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|p| Some((p.proxy?, p.reference?)))
+        .collect();
+    let (x, y): (Vec<f64>, Vec<f64>) = ranked.iter().copied().unzip();
+    let proxy_pick_reference = ranked
+        .iter()
+        .copied()
+        .reduce(|best, p| if p.0 > best.0 { p } else { best })
+        .map(|p| p.1);
+    FidelityReport {
+        version: crate::VERSION.into(),
+        task: plan.task,
+        data: plan.proxy.data.clone(),
+        proxy: (&plan.proxy).into(),
+        reference: (&plan.reference).into(),
+        samples: plan.genomes.len(),
+        ranked: ranked.len(),
+        kendall_tau: stats::kendall_tau(&x, &y),
+        spearman_rho: stats::spearman_rho(&x, &y),
+        proxy_pick_reference,
+        best_reference: y.iter().copied().reduce(f64::max),
+        proxy_seconds: points.iter().map(|p| p.proxy_seconds).sum(),
+        reference_seconds: points.iter().map(|p| p.reference_seconds).sum(),
+        points,
+    }
+}
+
+/// Architecture files of a folder (every `*.json`, by name).
+pub fn read_archs(dir: &Path) -> Result<Vec<Arch>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| Ok(Arch::load(p)?)).collect()
+}

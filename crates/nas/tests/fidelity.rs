@@ -1,0 +1,297 @@
+//! The fidelity measurement with a deterministic job runner: the rank correlations it reports,
+//! a measurement that continues from its folder, and what it refuses.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use eatnas_nas::executor::local::LocalExecutor;
+use eatnas_nas::fidelity::{measure, FidelityPlan, Reference, TaskChoice};
+use eatnas_nas::*;
+use eatnas_tensor::Device;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eatnas-fidelity-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// How the proxy's accuracy relates to the reference's.
+#[derive(Clone, Copy)]
+enum Proxy {
+    /// The reference's order, squeezed: a perfect ranking.
+    Faithful,
+    /// The reference's order reversed.
+    Reversed,
+}
+
+/// The reference accuracy grows with the genome's total width and depth (a distinct value for
+/// each sampled genome, by a hash tie-break); the proxy's (trained for fewer epochs) is derived
+/// from it.
+struct Deterministic {
+    proxy: Proxy,
+    proxy_epochs: usize,
+    calls: AtomicUsize,
+    /// Every attempt of the proxy training of this genome fails.
+    fails: Option<String>,
+}
+
+impl Deterministic {
+    fn new(proxy: Proxy) -> Deterministic {
+        Deterministic {
+            proxy,
+            proxy_epochs: 1,
+            calls: AtomicUsize::new(0),
+            fails: None,
+        }
+    }
+}
+
+fn reference_accuracy(genome: &Genome) -> f64 {
+    let size: f64 = genome
+        .blocks
+        .iter()
+        .map(|g| g.width + g.layers as f64)
+        .sum();
+    let tie_break = genome
+        .key()
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+        % 1000;
+    0.5 + size / 100.0 + tie_break as f64 * 1e-6
+}
+
+impl JobRunner for Deterministic {
+    fn run(&self, job: &Job, _device: Device) -> Result<(Outcome, Option<Weights>)> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let genome = &job.candidate.genome;
+        let is_proxy = job.task.epochs == self.proxy_epochs;
+        if is_proxy && self.fails.as_deref() == Some(genome.key().as_str()) {
+            return Err(Error::Invalid {
+                key: "test".into(),
+                message: "this node always fails".into(),
+            });
+        }
+        let reference = reference_accuracy(genome);
+        let accuracy = match (is_proxy, self.proxy) {
+            (false, _) => reference,
+            (true, Proxy::Faithful) => reference / 2.0,
+            (true, Proxy::Reversed) => 1.0 - reference,
+        };
+        let outcome = Outcome {
+            accuracy,
+            madds: 1000,
+            params: 100,
+            seconds: if is_proxy { 1.0 } else { 5.0 },
+            error: None,
+        };
+        Ok((outcome, None))
+    }
+}
+
+fn plan(samples: usize) -> FidelityPlan {
+    FidelityPlan::new(
+        &SearchConfig::default(),
+        TaskChoice::Large,
+        samples,
+        None,
+        &Reference::default(),
+    )
+    .unwrap()
+}
+
+fn run(
+    plan: &FidelityPlan,
+    dir: &std::path::Path,
+    runner: Arc<Deterministic>,
+) -> Result<fidelity::FidelityReport> {
+    let mut executor = LocalExecutor::new(runner, 2, &[]);
+    measure(
+        plan,
+        dir,
+        &mut executor,
+        2,
+        1,
+        &AtomicBool::new(false),
+        &mut |_, _, _, _| {},
+    )
+}
+
+use eatnas_nas::fidelity;
+
+#[test]
+fn a_faithful_proxy_ranks_with_tau_one_and_a_reversed_one_with_minus_one() {
+    let plan = plan(8);
+    assert_eq!(plan.genomes.len(), 8);
+    assert_eq!(
+        plan.reference.epochs,
+        5 * plan.proxy.epochs,
+        "default reference: 5x the epochs"
+    );
+    assert_eq!(
+        plan.reference.data_fraction, 1.0,
+        "default reference: the whole split"
+    );
+    let faithful = run(
+        &plan,
+        &temp_dir("faithful"),
+        Arc::new(Deterministic::new(Proxy::Faithful)),
+    )
+    .unwrap();
+    assert_eq!(faithful.ranked, 8);
+    assert!(
+        (faithful.kendall_tau.unwrap() - 1.0).abs() < 1e-12,
+        "tau {:?}",
+        faithful.kendall_tau
+    );
+    assert!((faithful.spearman_rho.unwrap() - 1.0).abs() < 1e-12);
+    assert_eq!(faithful.proxy_pick_reference, faithful.best_reference);
+    assert_eq!(faithful.proxy_seconds, 8.0);
+    assert_eq!(faithful.reference_seconds, 40.0);
+    let reversed = run(
+        &plan,
+        &temp_dir("reversed"),
+        Arc::new(Deterministic::new(Proxy::Reversed)),
+    )
+    .unwrap();
+    assert!(
+        (reversed.kendall_tau.unwrap() + 1.0).abs() < 1e-12,
+        "tau {:?}",
+        reversed.kendall_tau
+    );
+    assert!((reversed.spearman_rho.unwrap() + 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn a_measurement_continues_from_its_folder_without_training_again() {
+    let plan = plan(5);
+    let dir = temp_dir("resume");
+    let runner = Arc::new(Deterministic::new(Proxy::Faithful));
+    let first = run(&plan, &dir, runner.clone()).unwrap();
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        10,
+        "5 proxy and 5 reference trainings"
+    );
+    // One result lost (as if that job had been killed): only it runs again.
+    std::fs::remove_file(dir.join("reference/00003/result.json")).unwrap();
+    let again = run(&plan, &dir, runner.clone()).unwrap();
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        11,
+        "only the lost job ran again"
+    );
+    // (Accuracies read back from result.json agree to JSON's float precision.)
+    assert_eq!(first.kendall_tau, again.kendall_tau);
+    assert_eq!(first.ranked, again.ranked);
+    for (a, b) in first.points.iter().zip(&again.points) {
+        assert_eq!(a.genome, b.genome);
+        assert!((a.proxy.unwrap() - b.proxy.unwrap()).abs() < 1e-12);
+        assert!((a.reference.unwrap() - b.reference.unwrap()).abs() < 1e-12);
+    }
+    assert!(dir.join("fidelity.json").is_file() && dir.join("fidelity.svg").is_file());
+    let svg = std::fs::read_to_string(dir.join("fidelity.svg")).unwrap();
+    assert!(
+        svg.contains("Kendall tau 1.000"),
+        "the chart's title names tau"
+    );
+}
+
+#[test]
+fn a_folder_of_another_plan_is_refused() {
+    let dir = temp_dir("other-plan");
+    run(
+        &plan(4),
+        &dir,
+        Arc::new(Deterministic::new(Proxy::Faithful)),
+    )
+    .unwrap();
+    let error = run(
+        &plan(5),
+        &dir,
+        Arc::new(Deterministic::new(Proxy::Faithful)),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("plan.json") && error.contains("another --out"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_failed_training_is_reported_and_left_out_of_the_ranking() {
+    let plan = plan(6);
+    let mut runner = Deterministic::new(Proxy::Faithful);
+    runner.fails = Some(plan.genomes[2].key());
+    let runner = Arc::new(runner);
+    let report = run(&plan, &temp_dir("failed"), runner.clone()).unwrap();
+    assert_eq!(report.ranked, 5);
+    let failed = &report.points[2];
+    assert_eq!(failed.proxy, None);
+    let error = failed.error.as_deref().unwrap();
+    assert!(
+        error.contains("proxy") && error.contains("2 attempts"),
+        "{error}"
+    );
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        12 + 1,
+        "one retry of the failing job"
+    );
+    assert!((report.kendall_tau.unwrap() - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn too_few_samples_and_a_bad_reference_are_named() {
+    let config = SearchConfig::default();
+    let error = FidelityPlan::new(&config, TaskChoice::Small, 2, None, &Reference::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("samples") && error.contains("at least 3"),
+        "{error}"
+    );
+    let bad = Reference {
+        epochs: None,
+        data_fraction: 1.5,
+    };
+    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("reference data fraction"), "{error}");
+    let zero = Reference {
+        epochs: Some(0),
+        data_fraction: 1.0,
+    };
+    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &zero)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("reference epochs"), "{error}");
+}
+
+#[test]
+fn architectures_outside_the_space_are_refused() {
+    let config = SearchConfig::default();
+    let genome = Genome::random(
+        &config.space,
+        7,
+        &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1),
+    );
+    let mut arch = genome.to_arch(&config.large.macro_config, "odd").unwrap();
+    arch.blocks[0].layers = 6;
+    let archs = vec![arch.clone(), arch.clone(), arch];
+    let error = FidelityPlan::new(
+        &config,
+        TaskChoice::Large,
+        3,
+        Some(&archs),
+        &Reference::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("layers") && error.contains("not in the search space"),
+        "{error}"
+    );
+}
