@@ -28,6 +28,15 @@ pub struct Args {
     /// Fraction of the training set the reference trains on.
     #[arg(long, default_value_t = 1.0)]
     reference_data_fraction: f64,
+    /// Batch size of the reference training (default: the proxy's).
+    #[arg(long)]
+    reference_batch_size: Option<usize>,
+    /// Peak learning rate of the reference training (default: the proxy's).
+    #[arg(long)]
+    reference_lr: Option<f64>,
+    /// Warm-up epochs of the reference training (default: the proxy's).
+    #[arg(long)]
+    reference_warmup_epochs: Option<f64>,
     #[command(flatten)]
     common: Common,
 }
@@ -43,6 +52,9 @@ pub fn run(args: &Args) -> Result<()> {
     let reference = Reference {
         epochs: args.reference_epochs,
         data_fraction: args.reference_data_fraction,
+        batch_size: args.reference_batch_size,
+        lr: args.reference_lr,
+        warmup_epochs: args.reference_warmup_epochs,
     };
     let plan = FidelityPlan::new(
         &config,

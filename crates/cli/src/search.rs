@@ -65,6 +65,10 @@ pub struct TransferArgs {
     /// The basic architecture to transfer (a stage-1 result: basic_arch.json).
     #[arg(long, required_unless_present = "from_scratch")]
     seed_arch: Option<PathBuf>,
+    /// The basic architecture's trained weights (basic_weights.safetensors of a run), for a
+    /// configuration with [transfer] inherit_weights = true.
+    #[arg(long, requires = "seed_arch")]
+    seed_weights: Option<PathBuf>,
     /// Start stage 2 from a random population instead (the baseline).
     #[arg(long)]
     from_scratch: bool,
@@ -270,6 +274,7 @@ pub fn transfer(args: &TransferArgs) -> Result<()> {
     let seed_arch = args.seed_arch.as_deref().map(Arch::load).transpose()?;
     let command = Command::Transfer {
         seed_arch,
+        seed_weights: args.seed_weights.clone(),
         from_scratch: args.from_scratch,
     };
     let session = session(None, &args.common.coordinator)?;

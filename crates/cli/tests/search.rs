@@ -21,6 +21,8 @@ population = 3
 sample = 2
 budget = 5
 top_k = 2
+[transfer]
+inherit_weights = true
 [large]
 resolution = 12
 data_fraction = 0.06
@@ -102,6 +104,7 @@ fn run_writes_every_output_and_resume_finds_nothing_left_to_do() {
         "transfer/history.jsonl",
         "scratch/history.jsonl",
         "final/model.safetensors",
+        "basic_weights.safetensors",
     ] {
         assert!(out.join(file).exists(), "{file} missing");
     }
@@ -129,6 +132,35 @@ fn run_writes_every_output_and_resume_finds_nothing_left_to_do() {
     assert_eq!(
         history["origin"], "basic",
         "the transfer starts from the basic architecture"
+    );
+    // ... and from its weights trained on the small task, wherever they correspond.
+    let inherited = &history["inherited"];
+    assert!(
+        inherited["from"]
+            .as_str()
+            .unwrap()
+            .ends_with("basic_weights.safetensors"),
+        "{inherited}"
+    );
+    assert!(
+        inherited["mapping"]["copied"].as_u64().unwrap() > 0,
+        "{inherited}"
+    );
+    assert!(
+        inherited["recalibrated_batches"].as_u64().unwrap() > 0,
+        "weights from another task are recalibrated: {inherited}"
+    );
+    let scratch_first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("scratch/history.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        scratch_first["inherited"].is_null(),
+        "the scratch baseline inherits nothing"
     );
     assert!(summary["final"]["test_top1"].as_f64().unwrap() > 0.0);
     assert!(std::fs::read_to_string(out.join("quality.svg"))
@@ -177,10 +209,26 @@ fn run_writes_every_output_and_resume_finds_nothing_left_to_do() {
 
     // Stage 2 alone, from the basic architecture the run found, and from scratch.
     let basic = out.join("basic_arch.json");
+    let weights = out.join("basic_weights.safetensors");
+    let e = err(&[
+        "transfer",
+        "--seed-arch",
+        basic.to_str().unwrap(),
+        "--config",
+        config,
+        "--out",
+        dir.join("no-weights").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("--seed-weights"),
+        "a transfer of weights needs them: {e}"
+    );
     let t = ok(&[
         "transfer",
         "--seed-arch",
         basic.to_str().unwrap(),
+        "--seed-weights",
+        weights.to_str().unwrap(),
         "--config",
         config,
         "--out",

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::executor::{Ended, Executor, JobRef};
-use crate::job::{clear_attempt, read_result, Job, JobResult, JOB_FILE};
+use crate::job::{clear_attempt, read_result, Job, JobResult};
 use crate::{Error, Result};
 
 /// One job of a batch: its spec, its folder, and a name unique among the batches of its folder.
@@ -47,8 +47,14 @@ pub fn run_batch(
     let mut ends: Vec<Option<BatchEnd>> = vec![None; jobs.len()];
     let mut queue = VecDeque::new();
     for (i, batch_job) in jobs.iter().enumerate() {
-        if !batch_job.dir.join(JOB_FILE).is_file() {
-            batch_job.job.write(&batch_job.dir)?;
+        // A folder holding this very training (whatever search named it: a copied folder) keeps
+        // its result; one holding another (an edited plan) is rewritten, its result set aside.
+        match Job::read(&batch_job.dir) {
+            Ok(existing) if existing.same_training(&batch_job.job) => {}
+            _ => {
+                clear_attempt(&batch_job.dir);
+                batch_job.job.write(&batch_job.dir)?;
+            }
         }
         match read_result(&batch_job.dir, batch_job.job.candidate.id) {
             Ok(Some(result)) => {

@@ -18,11 +18,19 @@ pub struct TransferConfig {
     pub p: f64,
     /// Probability that a block's operation, kernel and skip (each) change.
     pub q: f64,
+    /// The transferred population's networks start from the basic architecture's weights
+    /// trained on the small task, wherever they correspond (elastic inheritance), and train the
+    /// large task's `inherited_epochs`.
+    pub inherit_weights: bool,
 }
 
 impl Default for TransferConfig {
     fn default() -> Self {
-        TransferConfig { p: 0.3, q: 0.1 }
+        TransferConfig {
+            p: 0.3,
+            q: 0.1,
+            inherit_weights: false,
+        }
     }
 }
 

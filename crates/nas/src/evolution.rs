@@ -106,6 +106,9 @@ pub struct Outcome {
     pub seconds: f64,
     /// Why the training failed (a diverging loss, say); such a network has fitness 0.
     pub error: Option<String>,
+    /// What it took from a parent's trained weights, when it had a parent's.
+    #[serde(default)]
+    pub inherited: Option<crate::job::Inherited>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,6 +162,9 @@ pub struct Record {
     /// Where and when it ran (absent for a cached outcome).
     #[serde(default)]
     pub ran: Option<Ran>,
+    /// What it took from a parent's trained weights.
+    #[serde(default)]
+    pub inherited: Option<crate::job::Inherited>,
 }
 
 /// Where and when an evaluation ran.
@@ -377,6 +383,7 @@ impl EvolutionState {
             worker,
             cached,
             error: outcome.error,
+            inherited: outcome.inherited,
             quality: Quality::of(&fitness_values, self.config.top_k),
             failed: false,
             retries: 0,
@@ -393,6 +400,7 @@ impl EvolutionState {
             params: 0,
             seconds: 0.0,
             error: Some(reason),
+            inherited: None,
         };
         let key = candidate.genome.key();
         let cached_before = self.cache.contains_key(&key);

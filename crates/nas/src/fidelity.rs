@@ -67,13 +67,18 @@ impl TaskChoice {
     }
 }
 
-/// The reference training, as changes to the proxy's recipe.
+/// The reference training, as changes to the proxy's recipe (fix them all to compare several
+/// proxies against one reference).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reference {
     /// Default: 5x the proxy's epochs.
     pub epochs: Option<usize>,
     /// Fraction of the training set (default: all of it).
     pub data_fraction: f64,
+    /// Default: the proxy's.
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub warmup_epochs: Option<f64>,
 }
 
 impl Default for Reference {
@@ -81,6 +86,9 @@ impl Default for Reference {
         Reference {
             epochs: None,
             data_fraction: 1.0,
+            batch_size: None,
+            lr: None,
+            warmup_epochs: None,
         }
     }
 }
@@ -157,6 +165,9 @@ impl FidelityPlan {
         let reference = TaskConfig {
             epochs,
             data_fraction: reference.data_fraction,
+            batch_size: reference.batch_size.unwrap_or(proxy.batch_size),
+            lr: reference.lr.unwrap_or(proxy.lr),
+            warmup_epochs: reference.warmup_epochs.unwrap_or(proxy.warmup_epochs),
             inherit_weights: false,
             ..proxy.clone()
         };
@@ -282,7 +293,7 @@ pub fn measure(
                         },
                         task: task.clone(),
                         seed: plan.seed,
-                        parent_weights: None,
+                        parent: None,
                         save_weights: false,
                     },
                     dir: dir.join(recipe).join(format!("{i:05}")),

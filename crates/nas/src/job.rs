@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use eatnas_data::DataSpec;
-use eatnas_nn::{Counts, Network};
+use eatnas_nn::{inherit, Arch, Counts, Inheritance, Network};
 use eatnas_tensor::{Device, Tensor};
 use eatnas_train::fs::write_atomic;
 use eatnas_train::{PreparedData, Trainer};
@@ -44,12 +44,40 @@ pub struct Job {
     pub task: TaskConfig,
     /// Seeds the network's weights, the data split and the data order.
     pub seed: u64,
-    /// The parent's trained weights: tensors whose name and shape match are loaded, and the
-    /// child trains `task.inherited_epochs`.
-    pub parent_weights: Option<PathBuf>,
+    /// Trained weights the network starts from (elastic inheritance, [`eatnas_nn::elastic`]);
+    /// it then trains `task.inherited_epochs`.
+    pub parent: Option<ParentWeights>,
     /// Write the trained weights to `weights.safetensors` (children may inherit them).
     pub save_weights: bool,
 }
+
+/// Trained weights a job's network starts from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentWeights {
+    /// A `weights.safetensors` written by the parent's job.
+    pub file: PathBuf,
+    /// The architecture those weights belong to (checked against the file's own record).
+    pub arch: Arch,
+    /// The parent trained on another task (the transfer from the small task): its batch-norm
+    /// statistics are re-estimated even when every tensor fits.
+    pub other_task: bool,
+}
+
+/// What a job's network took from its parent's weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inherited {
+    pub from: PathBuf,
+    /// How the tensors were filled; `None`: the weights could not be used (`note` says why) and
+    /// the network trained from its own initialisation.
+    pub mapping: Option<Inheritance>,
+    /// Training batches the batch-norm statistics were re-estimated on (0: kept as inherited).
+    pub recalibrated_batches: usize,
+    pub note: Option<String>,
+}
+
+/// The metadata key of a weights file that holds its architecture (JSON).
+const ARCH_KEY: &str = "eatnas_arch";
 
 /// Where and when a job ran.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,6 +135,21 @@ impl Job {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let text = serde_json::to_string_pretty(self).expect("a job serialises");
         Ok(write_atomic(&dir.join(JOB_FILE), text.as_bytes())?)
+    }
+
+    /// The candidate's architecture on the job's task.
+    pub fn arch(&self) -> Result<Arch> {
+        self.candidate
+            .genome
+            .to_arch(&self.task.macro_config, "candidate")
+    }
+
+    /// Whether `other` trains the same (everything but the names for messages).
+    pub fn same_training(&self, other: &Job) -> bool {
+        Job {
+            search: other.search.clone(),
+            ..self.clone()
+        } == *other
     }
 
     pub fn read(dir: &Path) -> Result<Job> {
@@ -201,7 +244,10 @@ pub fn run_folder(
         let job = Job::read(dir)?;
         let (outcome, weights) = runner.run(&job, device)?;
         if let (true, Some(weights)) = (job.save_weights, weights) {
-            let bytes = eatnas_train::checkpoint::encode(&weights, Default::default())?;
+            let arch = job.arch()?;
+            let metadata =
+                std::collections::HashMap::from([(ARCH_KEY.into(), arch.to_json_pretty())]);
+            let bytes = eatnas_train::checkpoint::encode(&weights, metadata)?;
             write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
         }
         let result = JobResult {
@@ -277,47 +323,78 @@ impl ProxyTraining {
 
 /// MAdds and parameters of a job's candidate on its data.
 fn count(job: &Job, data: &PreparedData) -> Result<(eatnas_nn::Arch, Counts)> {
-    let arch = job
-        .candidate
-        .genome
-        .to_arch(&job.task.macro_config, "candidate")?;
+    let arch = job.arch()?;
     let shape = data.train.shape();
     let counts = Counts::new(&arch, shape.channels, shape.size, data.train.classes())?;
     Ok((arch, counts))
+}
+
+/// The network a job trains, ready on `device`: its own initialisation, or its parent's weights
+/// where they correspond (batch-norm statistics re-estimated when reshaped or from another task),
+/// with what it inherited.
+pub fn starting_trainer(
+    job: &Job,
+    data: PreparedData,
+    device: Device,
+) -> Result<(Trainer, Option<Inherited>)> {
+    let arch = job.arch()?;
+    let mut config = job.task.train_config(job.seed, 1);
+    let shape = data.train.shape();
+    let mut net = Network::with_init(
+        &arch,
+        shape.channels,
+        data.train.classes(),
+        &config.init(),
+        config.seed,
+    )?;
+    let mut inherited = None;
+    let mut recalibrate = false;
+    if let Some(parent) = &job.parent {
+        inherited = Some(match read_parent(parent) {
+            Ok(weights) => {
+                let (values, mapping) = inherit(&parent.arch, &weights, &net.state())?;
+                net.load(&values)?;
+                config.epochs = job.task.inherited_epochs;
+                recalibrate = !mapping.exact() || parent.other_task;
+                Inherited {
+                    from: parent.file.clone(),
+                    mapping: Some(mapping),
+                    recalibrated_batches: 0,
+                    note: None,
+                }
+            }
+            // Never a crash: the child trains from its own initialisation, and says so.
+            Err(reason) => Inherited {
+                from: parent.file.clone(),
+                mapping: None,
+                recalibrated_batches: 0,
+                note: Some(format!("trained from scratch: {reason}")),
+            },
+        });
+    }
+    let mut trainer = Trainer::with_network(config, net, data, None)?;
+    trainer.to_device(device)?;
+    if let (true, Some(inherited)) = (recalibrate, inherited.as_mut()) {
+        let batches = job.task.bn_recalibration_batches;
+        trainer.recalibrate_batch_norm(batches)?;
+        inherited.recalibrated_batches = batches;
+    }
+    Ok((trainer, inherited))
 }
 
 impl JobRunner for ProxyTraining {
     fn run(&self, job: &Job, device: Device) -> Result<(Outcome, Option<Weights>)> {
         let started = Instant::now();
         let data = self.data(&job.task, job.seed)?;
-        let (arch, counts) = count(job, &data)?;
-        let mut config = job.task.train_config(job.seed, 1);
-        let shape = data.train.shape();
-        let mut net = Network::with_init(
-            &arch,
-            shape.channels,
-            data.train.classes(),
-            &config.init(),
-            config.seed,
-        )?;
-        if let Some(path) = &job.parent_weights {
-            let (parent, _) = eatnas_train::checkpoint::decode(path)?;
-            let current = net.state();
-            let matching: Weights = parent
-                .into_iter()
-                .filter(|(name, t)| current.get(name).is_some_and(|c| c.shape() == t.shape()))
-                .collect();
-            net.load(&matching)?;
-            config.epochs = job.task.inherited_epochs;
-        }
-        let mut trainer = Trainer::with_network(config, net, data, None)?;
-        trainer.to_device(device)?;
+        let (_, counts) = count(job, &data)?;
+        let (mut trainer, inherited) = starting_trainer(job, data, device)?;
         let outcome = |accuracy, error| Outcome {
             accuracy,
             madds: counts.madds,
             params: counts.params,
             seconds: started.elapsed().as_secs_f64(),
             error,
+            inherited: inherited.clone(),
         };
         let result = match trainer.train(&mut |_| {}) {
             Ok(()) => trainer.evaluate_val().map_err(Into::into).and_then(|val| {
@@ -340,6 +417,29 @@ impl JobRunner for ProxyTraining {
         eatnas_tensor::release_workspace();
         result
     }
+}
+
+/// The weights of `parent`, or why they cannot be used: an unreadable file, or one that holds
+/// another architecture's weights.
+pub(crate) fn read_parent(parent: &ParentWeights) -> std::result::Result<Weights, String> {
+    let (weights, metadata) = eatnas_train::checkpoint::decode(&parent.file)
+        .map_err(|e| format!("the parent's weights cannot be read ({e})"))?;
+    let recorded = metadata
+        .get(ARCH_KEY)
+        .ok_or("the parent's weights file does not record its architecture")?;
+    let recorded = Arch::from_json(recorded, "parent weights")
+        .map_err(|e| format!("the parent's weights file records a malformed architecture ({e})"))?;
+    let same = Arch {
+        name: parent.arch.name.clone(),
+        ..recorded
+    } == parent.arch;
+    if !same {
+        return Err(format!(
+            "{} holds the weights of another architecture than the parent's",
+            parent.file.display()
+        ));
+    }
+    Ok(weights)
 }
 
 fn host_copy(weights: Weights) -> Result<Weights> {

@@ -18,7 +18,7 @@ use crate::config::SearchConfig;
 use crate::evolution::{EvolutionConfig, EvolutionState, Initializer, Record};
 use crate::executor::{Executor, ExecutorKind};
 use crate::fitness::FitnessConfig;
-use crate::job::ProxyTraining;
+use crate::job::{ParentWeights, ProxyTraining, WEIGHTS_FILE};
 use crate::lock::Lock;
 use crate::plots::{pareto_chart, quality_chart};
 use crate::runner::{
@@ -41,6 +41,10 @@ pub enum Command {
     /// Stage 2 only: from a given basic architecture, and/or from scratch.
     Transfer {
         seed_arch: Option<Arch>,
+        /// The seed architecture's trained weights (with `[transfer] inherit_weights`), copied
+        /// into the folder as `basic_weights.safetensors` at the start.
+        #[serde(default)]
+        seed_weights: Option<PathBuf>,
         from_scratch: bool,
     },
     /// Stage 1, transfer, stage 2, the scratch baseline when configured, final training.
@@ -115,10 +119,14 @@ pub fn start(
             ),
         ));
     }
+    let seed_weights = seed_weights(&config, &command)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let _lock = Lock::acquire(dir)?;
     if let Some(kind) = session.executor {
         config.executor.kind = kind;
+    }
+    if let Some(bytes) = seed_weights {
+        write_atomic(&dir.join(BASIC_WEIGHTS_FILE), &bytes)?;
     }
     write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     let command_file = CommandFile {
@@ -136,6 +144,40 @@ pub fn start(
     }
     let outcome = Pipeline::new(&config, dir, session).execute(&command, on_event);
     final_report(dir, outcome)
+}
+
+/// The seed architecture's weights file of a transfer of weights, read and checked before the
+/// search starts; `None` when the command transfers no weights.
+fn seed_weights(config: &SearchConfig, command: &Command) -> Result<Option<Vec<u8>>> {
+    let Command::Transfer {
+        seed_arch,
+        seed_weights,
+        ..
+    } = command
+    else {
+        return Ok(None);
+    };
+    let key = "transfer.inherit_weights";
+    match (config.transfer.inherit_weights, seed_arch, seed_weights) {
+        (true, Some(arch), Some(file)) => {
+            let parent = ParentWeights {
+                file: file.clone(),
+                arch: arch.clone(),
+                other_task: true,
+            };
+            crate::job::read_parent(&parent).map_err(|reason| Error::invalid(key, reason))?;
+            Ok(Some(std::fs::read(file).map_err(|e| Error::io(file, e))?))
+        }
+        (true, Some(_), None) => Err(Error::invalid(
+            key,
+            "the transferred population starts from the basic architecture's weights: give them with --seed-weights (basic_weights.safetensors of a run), or set inherit_weights = false",
+        )),
+        (false, _, Some(_)) => Err(Error::invalid(
+            key,
+            "--seed-weights given, but the configuration transfers no weights; set [transfer] inherit_weights = true",
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Writes the report of a coordinator that stops (done, interrupted or failed): no longer live.
@@ -187,7 +229,14 @@ struct StagePlan<'a> {
     evolution: &'a EvolutionConfig,
     fitness: &'a FitnessConfig,
     initializer: Initializer,
+    /// Where the initial population starts from (a transfer of weights).
+    transfer_weights: Option<ParentWeights>,
+    /// Keep the best member's trained weights (to transfer them).
+    keep_best_weights: bool,
 }
+
+/// The basic architecture's trained weights, as the transferred population inherits them.
+const BASIC_WEIGHTS_FILE: &str = "basic_weights.safetensors";
 
 struct Pipeline<'a> {
     config: &'a SearchConfig,
@@ -291,6 +340,8 @@ impl<'a> Pipeline<'a> {
             seed: self.config.seed,
             workers: self.config.workers,
             max_retries: self.config.executor.max_retries,
+            transfer_weights: plan.transfer_weights.clone(),
+            keep_best_weights: plan.keep_best_weights,
         };
         let session = self.session;
         let control = Control {
@@ -363,15 +414,26 @@ impl<'a> Pipeline<'a> {
             fingerprint: config.fingerprint(),
         };
 
-        // Stage 1 and the basic architecture.
+        // Stage 1 and the basic architecture (and its weights, for a transfer of weights).
+        let mut basic_weights: Option<ParentWeights> = None;
         let basic: Option<Genome> = match command {
             Command::Transfer {
                 seed_arch: Some(arch),
                 ..
-            } => Some(Genome::from_arch(arch, &config.space, blocks)?),
+            } => {
+                if config.transfer.inherit_weights {
+                    basic_weights = Some(ParentWeights {
+                        file: self.dir.join(BASIC_WEIGHTS_FILE),
+                        arch: arch.clone(),
+                        other_task: true,
+                    });
+                }
+                Some(Genome::from_arch(arch, &config.space, blocks)?)
+            }
             Command::Transfer {
                 seed_arch: None,
                 from_scratch: true,
+                ..
             } => None,
             Command::Transfer { .. } => {
                 return Err(Error::invalid(
@@ -386,12 +448,18 @@ impl<'a> Pipeline<'a> {
                     evolution: &config.stage1,
                     fitness: &config.small_fitness,
                     initializer: Initializer::Random,
+                    transfer_weights: None,
+                    keep_best_weights: config.transfer.inherit_weights,
                 };
                 let state = self.stage(plan, on_event)?;
                 let best = state.best().expect("a finished stage has evaluations");
                 let arch = best.genome.to_arch(&config.small.macro_config, "basic")?;
                 write_arch(&self.dir.join("basic_arch.json"), &arch)?;
                 summary.outputs.push(self.dir.join("basic_arch.json"));
+                if config.transfer.inherit_weights {
+                    basic_weights = Some(self.keep_basic_weights(best.id, &arch)?);
+                    summary.outputs.push(self.dir.join(BASIC_WEIGHTS_FILE));
+                }
                 summary.stage1 = Some(self.stage_summary(&state, "stage1", &config.small)?);
                 Some(best.genome.clone())
             }
@@ -414,6 +482,8 @@ impl<'a> Pipeline<'a> {
                     p: config.transfer.p,
                     q: config.transfer.q,
                 },
+                transfer_weights: basic_weights,
+                keep_best_weights: false,
             });
         }
         let scratch = match command {
@@ -427,6 +497,8 @@ impl<'a> Pipeline<'a> {
                 evolution: &config.stage2,
                 fitness: &config.large_fitness,
                 initializer: Initializer::Random,
+                transfer_weights: None,
+                keep_best_weights: false,
             });
         }
         let winner_stage = plans[0].name;
@@ -488,6 +560,24 @@ impl<'a> Pipeline<'a> {
                 .push(self.dir.join("final").join("model.safetensors"));
         }
         self.finish(summary, started)
+    }
+
+    /// Copies the trained weights of stage 1's best member (`id`, architecture `arch`) to
+    /// `basic_weights.safetensors` once, and names them for the transferred population. Weights
+    /// that are missing are named all the same: each transferred network then trains from
+    /// scratch and its history line says why.
+    fn keep_basic_weights(&self, id: usize, arch: &Arch) -> Result<ParentWeights> {
+        let kept = self.dir.join(BASIC_WEIGHTS_FILE);
+        let trained = crate::runner::job_dir(&self.dir.join("stage1"), id).join(WEIGHTS_FILE);
+        if !kept.exists() && trained.is_file() {
+            let bytes = std::fs::read(&trained).map_err(|e| Error::io(&trained, e))?;
+            write_atomic(&kept, &bytes)?;
+        }
+        Ok(ParentWeights {
+            file: kept,
+            arch: arch.clone(),
+            other_task: true,
+        })
     }
 
     fn load(&self, stage: &str) -> Result<EvolutionState> {

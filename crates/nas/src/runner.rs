@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::evolution::{Candidate, EvolutionState, Origin, Ran, Record};
 use crate::executor::{Ended, Executor, JobRef};
 use crate::job::{
-    clear_attempt, read_failure, read_result, unix_now, Job, JobResult, WEIGHTS_FILE,
+    clear_attempt, read_failure, read_result, unix_now, Job, JobResult, ParentWeights, WEIGHTS_FILE,
 };
 use crate::task::TaskConfig;
 use crate::{Error, Result};
@@ -129,6 +129,11 @@ pub struct StageRun<'a> {
     pub workers: usize,
     /// Attempts after the first for a job that ended without a result.
     pub max_retries: usize,
+    /// Where the initial population's networks (basic and transferred) start from.
+    pub transfer_weights: Option<ParentWeights>,
+    /// Keep the trained weights of the stage's best member (the basic architecture's, for a
+    /// transfer of weights), beside those of possible parents.
+    pub keep_best_weights: bool,
 }
 
 /// Asks the runner to stop (Ctrl-C, SIGTERM): with `detach`, jobs in flight are left running
@@ -176,6 +181,11 @@ fn truncate_history(path: &Path, keep: usize) -> Result<()> {
         write_atomic(path, kept.as_bytes())?;
     }
     Ok(())
+}
+
+/// The job folder of candidate `id` in the stage folder `stage_dir`.
+pub fn job_dir(stage_dir: &Path, id: usize) -> PathBuf {
+    stage_dir.join(JOBS_DIR).join(format!("{id:05}"))
 }
 
 struct Stage<'r, 'a> {
@@ -272,7 +282,7 @@ pub fn run_stage(
 
 impl Stage<'_, '_> {
     fn job_dir(&self, id: usize) -> PathBuf {
-        self.run.dir.join(JOBS_DIR).join(format!("{id:05}"))
+        job_dir(self.run.dir, id)
     }
 
     fn job_ref(&self, id: usize, slot: usize) -> JobRef {
@@ -289,33 +299,46 @@ impl Stage<'_, '_> {
         (0..).find(|s| !used.contains(s)).expect("a free slot")
     }
 
-    /// The job spec of `candidate`: it inherits its parent's weights when the task says so and
-    /// the parent left them.
-    fn job(&self, candidate: &Candidate) -> Job {
-        let inherit = self.run.task.inherit_weights;
-        let parent_weights = match candidate.origin {
-            Origin::Mutation { parent } if inherit => {
-                Some(self.job_dir(parent).join(WEIGHTS_FILE)).filter(|p| p.is_file())
-            }
+    /// The job spec of `candidate`: a mutation child inherits its parent's weights when the
+    /// task says so, and the initial population the basic architecture's when the stage was
+    /// given them.
+    fn job(&self, candidate: &Candidate) -> Result<Job> {
+        let task = self.run.task;
+        let parent = match candidate.origin {
+            Origin::Mutation { parent } if task.inherit_weights => self
+                .saved
+                .state
+                .evaluated
+                .iter()
+                .find(|m| m.id == parent)
+                .map(|m| -> Result<ParentWeights> {
+                    Ok(ParentWeights {
+                        file: self.job_dir(parent).join(WEIGHTS_FILE),
+                        arch: m.genome.to_arch(&task.macro_config, "candidate")?,
+                        other_task: false,
+                    })
+                })
+                .transpose()?,
+            Origin::Basic | Origin::Transfer => self.run.transfer_weights.clone(),
             _ => None,
         };
-        Job {
+        Ok(Job {
             version: crate::VERSION.into(),
             search: self.run.search.into(),
             stage: self.run.stage.into(),
             candidate: candidate.clone(),
-            task: self.run.task.clone(),
+            task: task.clone(),
             seed: self.run.seed,
-            parent_weights,
-            save_weights: inherit,
-        }
+            parent,
+            save_weights: task.inherit_weights || self.run.keep_best_weights,
+        })
     }
 
     /// Writes the job, saves it as in flight, then submits it and saves its ticket.
     fn start(&mut self, candidate: &Candidate) -> Result<()> {
         let slot = self.free_slot();
         let job = self.job_ref(candidate.id, slot);
-        self.job(candidate).write(&job.dir)?;
+        self.job(candidate)?.write(&job.dir)?;
         self.saved
             .jobs
             .insert(candidate.id, JobEntry::new(self.executor.name(), slot));
@@ -349,7 +372,7 @@ impl Stage<'_, '_> {
             let entry = self.saved.jobs[&id].clone();
             let job = self.job_ref(id, entry.slot);
             if !job.dir.join(crate::job::JOB_FILE).is_file() {
-                self.job(&candidate).write(&job.dir)?;
+                self.job(&candidate)?.write(&job.dir)?;
             }
             if let Ok(Some(result)) = read_result(&job.dir, id) {
                 let ticket = entry.ticket.clone().unwrap_or_default();
@@ -478,10 +501,15 @@ impl Stage<'_, '_> {
         }
     }
 
-    /// Deletes the weights of members that can no longer be a parent: retired from the
-    /// population and parent of no candidate in flight.
+    /// Deletes the weights of members that can no longer be a parent (retired from the
+    /// population and parent of no candidate in flight) and are not the best kept.
     fn prune_weights(&mut self) {
         let state = &self.saved.state;
+        let best = state
+            .best()
+            .filter(|_| self.run.keep_best_weights)
+            .map(|m| m.id);
+        let parents = self.run.task.inherit_weights;
         let live: BTreeSet<usize> = state
             .population
             .iter()
@@ -490,6 +518,8 @@ impl Stage<'_, '_> {
                 Origin::Mutation { parent } => Some(parent),
                 _ => None,
             }))
+            .filter(|_| parents)
+            .chain(best)
             .collect();
         let retired: Vec<usize> = self.weights_kept.difference(&live).copied().collect();
         for id in retired {

@@ -23,11 +23,15 @@ pub struct TaskConfig {
     pub batch_size: usize,
     pub lr: f64,
     pub warmup_epochs: f64,
-    /// A mutated child starts from its parent's trained weights wherever a tensor's name and
-    /// shape match, and trains `inherited_epochs` instead of `epochs`. A parent's weights are kept
+    /// A mutated child starts from its parent's trained weights wherever they correspond
+    /// (elastic inheritance, `docs/weight-transfer.md`), and trains `inherited_epochs` instead of
+    /// `epochs`. A parent's weights are kept
     /// in its job folder while it is in the population or a child of it is in flight.
     pub inherit_weights: bool,
     pub inherited_epochs: usize,
+    /// Training batches on which an inheriting network's batch-norm statistics are re-estimated
+    /// before it trains, when its weights were reshaped or come from another task.
+    pub bn_recalibration_batches: usize,
     /// How each candidate's weights are drawn (see `docs/initialisation.md`).
     pub init: InitScheme,
     /// The last batch norm of each residual MBConv layer starts at weight 0.
@@ -49,6 +53,7 @@ impl Default for TaskConfig {
             warmup_epochs: 0.0,
             inherit_weights: false,
             inherited_epochs: 1,
+            bn_recalibration_batches: 8,
             init: InitScheme::default(),
             zero_residual_bn: false,
             macro_config: MacroConfig::default(),

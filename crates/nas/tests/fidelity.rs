@@ -84,6 +84,7 @@ impl JobRunner for Deterministic {
             params: 100,
             seconds: if is_proxy { 1.0 } else { 5.0 },
             error: None,
+            inherited: None,
         };
         Ok((outcome, None))
     }
@@ -253,8 +254,8 @@ fn too_few_samples_and_a_bad_reference_are_named() {
         "{error}"
     );
     let bad = Reference {
-        epochs: None,
         data_fraction: 1.5,
+        ..Reference::default()
     };
     let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &bad)
         .unwrap_err()
@@ -262,7 +263,7 @@ fn too_few_samples_and_a_bad_reference_are_named() {
     assert!(error.contains("reference data fraction"), "{error}");
     let zero = Reference {
         epochs: Some(0),
-        data_fraction: 1.0,
+        ..Reference::default()
     };
     let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &zero)
         .unwrap_err()

@@ -110,6 +110,7 @@ impl JobRunner for Synthetic {
             params: counts.params,
             seconds: 0.0,
             error: None,
+            inherited: None,
         };
         Ok((outcome, None))
     }
@@ -150,6 +151,8 @@ fn run_with(
         seed: 0,
         workers,
         max_retries: 2,
+        transfer_weights: None,
+        keep_best_weights: false,
     };
     let mut executor = LocalExecutor::new(runner, workers, &[]);
     let control = Control {
@@ -530,9 +533,9 @@ impl JobRunner for Recorder {
     fn run(&self, job: &Job, _device: Device) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
         let candidate = &job.candidate;
         let parent = job
-            .parent_weights
+            .parent
             .as_ref()
-            .map(|path| eatnas_train::checkpoint::decode(path).unwrap().0);
+            .map(|p| eatnas_train::checkpoint::decode(&p.file).unwrap().0);
         let from = parent.map(|w| w["id"].to_vec().unwrap()[0]);
         self.inherited.lock().unwrap().push((candidate.id, from));
         let mine = eatnas_tensor::Tensor::from_vec(vec![candidate.id as f32], &[1]).unwrap();
@@ -542,6 +545,7 @@ impl JobRunner for Recorder {
             params: 1,
             seconds: 0.0,
             error: None,
+            inherited: None,
         };
         Ok((outcome, Some(Weights::from([("id".to_string(), mine)]))))
     }
@@ -565,6 +569,8 @@ fn mutated_children_inherit_their_parents_weights() {
         seed: 0,
         workers: 1,
         max_retries: 0,
+        transfer_weights: None,
+        keep_best_weights: false,
     };
     let mut saved = SavedStage::new(state(Initializer::Random, 11), "test");
     let mut executor = LocalExecutor::new(recorder.clone(), 1, &[]);

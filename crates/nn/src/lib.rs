@@ -4,6 +4,7 @@
 
 pub mod arch;
 pub mod counting;
+pub mod elastic;
 mod error;
 pub mod init;
 pub mod layers;
@@ -11,6 +12,7 @@ pub mod network;
 
 pub use arch::{Arch, Block, Head, LayerSpec, Op, Stem};
 pub use counting::{Counts, PartCount};
+pub use elastic::{inherit, Inheritance};
 pub use error::{Error, Result};
 pub use init::{Init, InitScheme};
 pub use layers::{Mode, Param, Slot};

@@ -278,6 +278,19 @@ impl Network {
         Ok(())
     }
 
+    /// Sets the running-statistics momentum of every batch norm (0.1 is PyTorch's default; 1/n
+    /// for the n-th batch of a recalibration makes the running statistics the plain average of
+    /// the n batches' statistics).
+    pub fn set_batch_norm_momentum(&mut self, momentum: f32) {
+        self.stem.bn.momentum = momentum;
+        for block in self.blocks.iter_mut().flatten() {
+            for conv in block.conv_bns() {
+                conv.bn.momentum = momentum;
+            }
+        }
+        self.head.conv.bn.momentum = momentum;
+    }
+
     /// The number of learnable parameters (BN buffers excluded).
     pub fn num_params(&mut self) -> usize {
         let mut count = 0;

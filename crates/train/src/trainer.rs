@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use eatnas_data::{split_validation, Augment, DataSpec, Dataset, Loader, Normalize, Subset};
-use eatnas_nn::{Arch, Network};
+use eatnas_nn::layers::BatchNorm;
+use eatnas_nn::{Arch, Mode, Network};
 use eatnas_tensor::{CrossEntropy, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -458,6 +459,25 @@ impl Trainer {
             on_epoch(&record);
         }
         Ok(())
+    }
+
+    /// Re-estimates every batch norm's running statistics on the first `batches` training
+    /// batches, the weights untouched: the running statistics become the plain average of those
+    /// batches' statistics. For weights fitted from another network (elastic inheritance) or
+    /// trained on other data, whose saved statistics no longer describe this network's
+    /// activations.
+    pub fn recalibrate_batch_norm(&mut self, batches: usize) -> Result<()> {
+        let loader = self.train_loader()?;
+        let outcome = (|| -> Result<()> {
+            for (i, batch) in loader.epoch(0, 0).take(batches).enumerate() {
+                let batch = batch?;
+                self.net.set_batch_norm_momentum(1.0 / (i + 1) as f32);
+                self.net.forward(&batch.images, Mode::Train)?;
+            }
+            Ok(())
+        })();
+        self.net.set_batch_norm_momentum(BatchNorm::MOMENTUM);
+        outcome
     }
 
     /// Test-set loss and accuracy of the current weights.

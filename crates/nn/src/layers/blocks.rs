@@ -149,6 +149,14 @@ impl Block {
         }
     }
 
+    /// Its convolutions, in order.
+    pub fn conv_bns(&mut self) -> Vec<&mut ConvBn> {
+        match self {
+            Block::MbConv(b) => vec![&mut b.expand, &mut b.depthwise, &mut b.project],
+            Block::Sep(b) => vec![&mut b.depthwise, &mut b.pointwise],
+        }
+    }
+
     /// Names relative to `prefix` (`blocks.b.l`): `expand`, `depthwise`, `project` or
     /// `depthwise`, `pointwise`.
     pub fn visit(&mut self, prefix: &str, f: &mut Visitor<'_>) {
