@@ -1,47 +1,107 @@
 #!/usr/bin/env bash
-# Runs `eatnas-cli run` (transfer and scratch baseline) for several seeds of one configuration
-# and prints the population quality of both at equal evaluation counts, per seed and averaged.
+# The transfer claim, measured over seeds: for each seed, stage 1, then stage 2 three ways with
+# one budget and seed:
+#   weights  - elastic architecture transfer, the networks starting from the basic architecture's
+#              weights ([transfer] inherit_weights = true);
+#   arch     - the paper's architecture-level transfer alone (inherit_weights = false);
+#   scratch  - a random initial population.
+# and prints the population quality (mean fitness of the top k) of each at equal evaluation
+# counts and at equal compute time (summed training seconds), the mean and standard deviation
+# over seeds, the paired difference to scratch at the end of the budget with a bootstrap 95%
+# interval, and the final test top-1 of each arm's winner (with --final).
 #
-#   scripts/compare-transfer.sh [--search-only] CONFIG OUT_DIR SEED...
+#   scripts/compare-transfer.sh [--final] CONFIG OUT_DIR SEED...
 #
-# --search-only runs `search` then `transfer --seed-arch basic_arch.json --from-scratch` (both
-# stage-2 searches, no final training). Each seed's folder (OUT_DIR/seed-N) holds the full
-# output, quality.svg included; a finished seed is not run again.
+# OUT_DIR/seed-N/run holds `eatnas-cli run` with weights (stage 1, weights, scratch, and the
+# weights arm's final training with --final), OUT_DIR/seed-N/arch the arch-only stage 2;
+# OUT_DIR/seed-N/final-{arch,scratch} the other arms' winners trained as the final training is.
+# A finished part is not run again; the tables are written to OUT_DIR/tables.txt and
+# OUT_DIR/tables.json, the curves with their spread to OUT_DIR/quality-*.svg (by matplotlib when
+# it is installed).
 set -euo pipefail
-search_only=0
-if [ "${1:-}" = "--search-only" ]; then search_only=1; shift; fi
+final=0
+if [ "${1:-}" = "--final" ]; then final=1; shift; fi
 config=$1 out=$2
 shift 2
 cli=${EATNAS_CLI:-target/release/eatnas-cli}
 mkdir -p "$out"
+# One configuration per arm, from the effective configuration (every field written out).
+"$cli" config --config "$config" > "$out/effective.toml"
+python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+text = open(f"{out}/effective.toml").read()
+def with_weights(text, value):
+    lines, section = [], None
+    for line in text.split("\n"):
+        m = re.match(r"^\[(.+)\]\s*$", line)
+        if m:
+            section = m.group(1)
+        if section == "transfer" and re.match(r"^inherit_weights\s*=", line):
+            line = f"inherit_weights = {value}"
+        lines.append(line)
+    return "\n".join(lines)
+open(f"{out}/weights.toml", "w").write(with_weights(text, "true"))
+open(f"{out}/arch.toml", "w").write(with_weights(text, "false"))
+PY
 for seed in "$@"; do
   dir="$out/seed-$seed"
-  if [ $search_only = 1 ]; then
-    stage1="$dir/stage1-search" dir="$dir/stage2"
-    if [ -f "$dir/summary.json" ]; then continue; fi
-    [ -f "$stage1/summary.json" ] || "$cli" search --config "$config" --seed "$seed" --out "$stage1" >/dev/null
-    "$cli" transfer --seed-arch "$stage1/basic_arch.json" --from-scratch --config "$config" --seed "$seed" --out "$dir" >/dev/null
-    continue
+  mkdir -p "$dir"
+  run="$dir/run"
+  if ! { [ -f "$run/summary.json" ] && { [ $final = 0 ] || grep -q '"test_top1"' "$run/summary.json"; }; }; then
+    if [ -f "$run/command.json" ]; then
+      "$cli" resume "$run" >/dev/null 2>>"$dir/run.log"
+    elif [ $final = 1 ]; then
+      "$cli" run --config "$out/weights.toml" --seed "$seed" --out "$run" >/dev/null 2>>"$dir/run.log"
+    else
+      # Stage 1, then stage 2 with weights and from scratch, no final training.
+      "$cli" search --config "$out/weights.toml" --seed "$seed" --out "$run/stage1-search" >/dev/null 2>>"$dir/run.log"
+      "$cli" transfer --seed-arch "$run/stage1-search/basic_arch.json" \
+        --seed-weights "$run/stage1-search/basic_weights.safetensors" --from-scratch \
+        --config "$out/weights.toml" --seed "$seed" --out "$run/stage2" >/dev/null 2>>"$dir/run.log"
+      ln -sfn stage2/summary.json "$run/summary.json"
+      ln -sfn stage2/transfer "$run/transfer"
+      ln -sfn stage2/scratch "$run/scratch"
+      cp "$run/stage1-search/basic_arch.json" "$run/basic_arch.json"
+    fi
   fi
-  if [ -f "$dir/summary.json" ] && grep -q '"final"' "$dir/summary.json"; then continue; fi
-  if [ -f "$dir/command.json" ]; then "$cli" resume "$dir" >/dev/null; else "$cli" run --config "$config" --seed "$seed" --out "$dir" >/dev/null; fi
-done
-python3 - "$out" "$search_only" "$@" <<'PY'
+  if [ ! -f "$dir/arch/summary.json" ]; then
+    rm -rf "$dir/arch"
+    "$cli" transfer --seed-arch "$run/basic_arch.json" --config "$out/arch.toml" --seed "$seed" \
+      --out "$dir/arch" >/dev/null 2>>"$dir/arch.log"
+  fi
+  if [ $final = 1 ]; then
+    # The other arms' winners, trained as the final training trains the weights arm's.
+    for arm in arch scratch; do
+      arch_file=$(python3 - "$dir" "$arm" <<'PY'
 import json, sys
-out, search_only, seeds = sys.argv[1], sys.argv[2] == "1", sys.argv[3:]
-rows = []
-for seed in seeds:
-    s = json.load(open(f"{out}/seed-{seed}/" + ("stage2/" if search_only else "") + "summary.json"))
-    t, c = s["transfer"]["quality_curve"], s["scratch"]["quality_curve"]
-    rows.append((seed, t, c, s["final"]["test_top1"] if "final" in s else float("nan")))
-n = min(len(r[1]) for r in rows)
-marks = sorted({1, n // 4, n // 2, 3 * n // 4, n} - {0})
-print(f"population quality (mean fitness of the top k) at equal evaluation counts, {out}")
-print("seed  " + "  ".join(f"@{m:>3}: transfer / scratch" for m in marks) + "   mean over curve t / s   final test top-1")
-for seed, t, c, final in rows:
-    cells = "  ".join(f"      {t[m-1]:.4f} / {c[m-1]:.4f}" for m in marks)
-    print(f"{seed:>4}  {cells}        {sum(t)/len(t):.4f} / {sum(c)/len(c):.4f}      {final:.4f}")
-avg = lambda xs: sum(xs) / len(xs)
-cells = "  ".join(f"      {avg([r[1][m-1] for r in rows]):.4f} / {avg([r[2][m-1] for r in rows]):.4f}" for m in marks)
-print(f"mean  {cells}        {avg([avg(r[1]) for r in rows]):.4f} / {avg([avg(r[2]) for r in rows]):.4f}")
+dir, arm = sys.argv[1], sys.argv[2]
+summary = json.load(open(f"{dir}/arch/summary.json" if arm == "arch" else f"{dir}/run/summary.json"))
+stage = summary["transfer" if arm == "arch" else "scratch"]
+path = f"{dir}/{arm}-winner.json"
+json.dump(stage["best"]["arch"], open(path, "w"), indent=1)
+print(path)
 PY
+)
+      if [ ! -f "$dir/final-$arm/summary.json" ]; then
+        python3 - "$out/weights.toml" "$arch_file" "$seed" "$dir/final-$arm" "$cli" <<'PY'
+import json, subprocess, sys, tomllib
+config, arch, seed, out, cli = sys.argv[1:]
+c = tomllib.load(open(config, "rb"))
+f, large = c["final"], c["large"]
+args = [cli, "train", "--arch", arch, "--data", large["data"], "--epochs", str(f["epochs"]),
+        "--batch-size", str(f["batch_size"]), "--lr", str(f["lr"]),
+        "--warmup-epochs", str(f["warmup_epochs"]), "--val-fraction", str(f["val_fraction"]),
+        "--init", f["init"], "--seed", seed, "--out", out, "--json"]
+if "resolution" in large:
+    args += ["--resolution", str(large["resolution"])]
+if f.get("zero_residual_bn"):
+    args += ["--zero-residual-bn"]
+result = subprocess.run(args, check=True, capture_output=True, text=True)
+open(f"{out}/summary.json", "w").write(result.stdout.strip().split("\n")[-1])
+PY
+      fi
+    done
+  fi
+done
+python3 "$(dirname "$0")/transfer-tables.py" "$out" "$@"

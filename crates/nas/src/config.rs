@@ -121,6 +121,7 @@ impl Default for SearchConfig {
                 sample: 3,
                 budget: 16,
                 top_k: 3,
+                multi_fidelity: None,
             },
             transfer: TransferConfig::default(),
             large: TaskConfig {
@@ -137,6 +138,7 @@ impl Default for SearchConfig {
                 sample: 3,
                 budget: 16,
                 top_k: 3,
+                multi_fidelity: None,
             },
             scratch_baseline: true,
             final_training: FinalConfig::default(),
@@ -176,6 +178,14 @@ impl SearchConfig {
         self.large.validate("large")?;
         self.stage1.validate("stage1")?;
         self.stage2.validate("stage2")?;
+        for (name, stage, task) in [
+            ("stage1", &self.stage1, &self.small),
+            ("stage2", &self.stage2, &self.large),
+        ] {
+            if let Some(mf) = &stage.multi_fidelity {
+                mf.validate(name, task.epochs)?;
+            }
+        }
         if self.small.macro_config.blocks() != self.large.macro_config.blocks() {
             return Err(Error::invalid(
                 "large.macro",

@@ -24,6 +24,10 @@ pub struct EvolutionConfig {
     pub budget: usize,
     /// k of the population-quality curve (mean fitness of the best k).
     pub top_k: usize,
+    /// Asynchronous successive halving inside the evolution; absent: every child trains the
+    /// task's full proxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_fidelity: Option<MultiFidelity>,
 }
 
 impl Default for EvolutionConfig {
@@ -33,8 +37,82 @@ impl Default for EvolutionConfig {
             sample: 5,
             budget: 100,
             top_k: 5,
+            multi_fidelity: None,
         }
     }
+}
+
+/// ASHA-style rungs: a candidate first trains `rungs[0]` epochs; it goes on to the next rung
+/// (continuing from its weights) only while it is in the top 1/eta of the candidates that
+/// reached that rung so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiFidelity {
+    /// Epochs trained in all by the end of each rung: increasing, the last at most the task's
+    /// `epochs`.
+    pub rungs: Vec<usize>,
+    /// The reduction factor (> 1): the top 1/eta of a rung is promoted.
+    pub eta: f64,
+    /// What a candidate that stops below the top rung becomes.
+    #[serde(default)]
+    pub unpromoted: Unpromoted,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unpromoted {
+    /// It enters the population with its low-rung fitness (its history line says which rung).
+    #[default]
+    Keep,
+    /// It stays out of the population (its history line says so).
+    Discard,
+}
+
+impl MultiFidelity {
+    /// Checks the rungs against the task's epoch budget.
+    pub fn validate(&self, name: &str, task_epochs: usize) -> Result<()> {
+        let key = format!("{name}.multi_fidelity");
+        if self.rungs.len() < 2 {
+            return Err(Error::invalid(
+                format!("{key}.rungs"),
+                format!("expected at least two rungs, got {:?}", self.rungs),
+            ));
+        }
+        if self.rungs[0] == 0 || self.rungs.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(Error::invalid(
+                format!("{key}.rungs"),
+                format!(
+                    "expected strictly increasing epoch counts from 1, got {:?}",
+                    self.rungs
+                ),
+            ));
+        }
+        let last = *self.rungs.last().expect("two rungs");
+        if last > task_epochs {
+            return Err(Error::invalid(
+                format!("{key}.rungs"),
+                format!(
+                    "the last rung trains {last} epochs, beyond the task's epochs ({task_epochs})"
+                ),
+            ));
+        }
+        if !(self.eta > 1.0) {
+            return Err(Error::invalid(
+                format!("{key}.eta"),
+                format!("expected a reduction factor above 1, got {}", self.eta),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One rung a candidate trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RungResult {
+    /// Epochs trained in all by the end of this rung.
+    pub epochs: usize,
+    pub accuracy: f64,
+    pub seconds: f64,
 }
 
 impl EvolutionConfig {
@@ -162,6 +240,13 @@ pub struct Record {
     /// Where and when it ran (absent for a cached outcome).
     #[serde(default)]
     pub ran: Option<Ran>,
+    /// With multi-fidelity: every rung it trained, in order; its accuracy and fitness are the
+    /// last rung's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<RungResult>,
+    /// Stopped below the top rung and kept out of the population (`unpromoted = "discard"`).
+    #[serde(default)]
+    pub discarded: bool,
     /// What it took from a parent's trained weights.
     #[serde(default)]
     pub inherited: Option<crate::job::Inherited>,
@@ -202,6 +287,12 @@ pub struct EvolutionState {
     pub pending: Vec<Candidate>,
     pub cache: BTreeMap<String, Outcome>,
     next_id: usize,
+    /// With multi-fidelity: the rungs each candidate has trained (in flight or done), by id.
+    #[serde(default)]
+    pub rung_results: BTreeMap<usize, Vec<RungResult>>,
+    /// With multi-fidelity: the accuracy of every candidate that reached each rung.
+    #[serde(default)]
+    pub rung_accuracies: Vec<Vec<f64>>,
 }
 
 /// Attempts at drawing a genome not seen before, before a seen one is accepted.
@@ -248,6 +339,8 @@ impl EvolutionState {
             pending: Vec::new(),
             cache: BTreeMap::new(),
             next_id: 0,
+            rung_results: BTreeMap::new(),
+            rung_accuracies: Vec::new(),
         })
     }
 
@@ -330,6 +423,33 @@ impl EvolutionState {
         (child, Origin::Mutation { parent: parent.id })
     }
 
+    /// Records that candidate `id` finished a rung and says whether it goes on to the next: it
+    /// does when a next rung exists, it trained without error, and its accuracy ranks in the top
+    /// 1/eta of every accuracy at this rung so far (itself included).
+    pub fn finish_rung(&mut self, id: usize, result: RungResult, failed: bool) -> bool {
+        let Some(mf) = self.config.multi_fidelity.clone() else {
+            return false;
+        };
+        let done = self.rung_results.entry(id).or_default();
+        done.push(result.clone());
+        let rung = done.len() - 1;
+        if rung + 1 >= mf.rungs.len() || failed {
+            return false;
+        }
+        if self.rung_accuracies.len() <= rung {
+            self.rung_accuracies.resize(rung + 1, Vec::new());
+        }
+        let seen = &mut self.rung_accuracies[rung];
+        seen.push(result.accuracy);
+        let better = seen.iter().filter(|&&a| a > result.accuracy).count();
+        (better as f64) < seen.len() as f64 / mf.eta
+    }
+
+    /// The rung candidate `id` trains next (0 before its first).
+    pub fn rung_of(&self, id: usize) -> usize {
+        self.rung_results.get(&id).map_or(0, Vec::len)
+    }
+
     /// The cached outcome of a candidate whose genome was evaluated before.
     pub fn cached(&self, candidate: &Candidate) -> Option<Outcome> {
         self.cache.get(&candidate.genome.key()).cloned()
@@ -364,9 +484,21 @@ impl EvolutionState {
         self.cache
             .entry(candidate.genome.key())
             .or_insert_with(|| outcome.clone());
-        self.population.push_back(member.clone());
-        if self.population.len() > self.config.population {
-            self.population.pop_front();
+        let rungs = self
+            .rung_results
+            .get(&candidate.id)
+            .cloned()
+            .unwrap_or_default();
+        let discarded = self.config.multi_fidelity.as_ref().is_some_and(|mf| {
+            mf.unpromoted == Unpromoted::Discard
+                && !rungs.is_empty()
+                && rungs.len() < mf.rungs.len()
+        });
+        if !discarded {
+            self.population.push_back(member.clone());
+            if self.population.len() > self.config.population {
+                self.population.pop_front();
+            }
         }
         self.evaluated.push(member);
         let fitness_values: Vec<f64> = self.population.iter().map(|m| m.fitness).collect();
@@ -388,6 +520,8 @@ impl EvolutionState {
             failed: false,
             retries: 0,
             ran: None,
+            rungs,
+            discarded,
         }
     }
 

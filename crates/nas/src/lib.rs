@@ -25,7 +25,8 @@ pub mod task;
 pub use config::{FinalConfig, SearchConfig, TransferConfig};
 pub use error::{Error, Result};
 pub use evolution::{
-    Candidate, EvolutionConfig, EvolutionState, Initializer, Member, Origin, Outcome, Ran, Record,
+    Candidate, EvolutionConfig, EvolutionState, Initializer, Member, MultiFidelity, Origin,
+    Outcome, Ran, Record, RungResult, Unpromoted,
 };
 pub use executor::{ExecutorConfig, ExecutorKind, SlurmConfig};
 pub use fitness::{FitnessConfig, Quality};

@@ -18,7 +18,7 @@ use crate::config::SearchConfig;
 use crate::evolution::{EvolutionConfig, EvolutionState, Initializer, Record};
 use crate::executor::{Executor, ExecutorKind};
 use crate::fitness::FitnessConfig;
-use crate::job::{ParentWeights, ProxyTraining, WEIGHTS_FILE};
+use crate::job::{ParentWeights, ProxyTraining};
 use crate::lock::Lock;
 use crate::plots::{pareto_chart, quality_chart};
 use crate::runner::{
@@ -457,7 +457,7 @@ impl<'a> Pipeline<'a> {
                 write_arch(&self.dir.join("basic_arch.json"), &arch)?;
                 summary.outputs.push(self.dir.join("basic_arch.json"));
                 if config.transfer.inherit_weights {
-                    basic_weights = Some(self.keep_basic_weights(best.id, &arch)?);
+                    basic_weights = Some(self.keep_basic_weights(&state, best.id, &arch)?);
                     summary.outputs.push(self.dir.join(BASIC_WEIGHTS_FILE));
                 }
                 summary.stage1 = Some(self.stage_summary(&state, "stage1", &config.small)?);
@@ -566,9 +566,14 @@ impl<'a> Pipeline<'a> {
     /// `basic_weights.safetensors` once, and names them for the transferred population. Weights
     /// that are missing are named all the same: each transferred network then trains from
     /// scratch and its history line says why.
-    fn keep_basic_weights(&self, id: usize, arch: &Arch) -> Result<ParentWeights> {
+    fn keep_basic_weights(
+        &self,
+        state: &EvolutionState,
+        id: usize,
+        arch: &Arch,
+    ) -> Result<ParentWeights> {
         let kept = self.dir.join(BASIC_WEIGHTS_FILE);
-        let trained = crate::runner::job_dir(&self.dir.join("stage1"), id).join(WEIGHTS_FILE);
+        let trained = crate::runner::weights_file(&self.dir.join("stage1"), state, id);
         if !kept.exists() && trained.is_file() {
             let bytes = std::fs::read(&trained).map_err(|e| Error::io(&trained, e))?;
             write_atomic(&kept, &bytes)?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use eatnas_train::fs::write_atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::evolution::{Candidate, EvolutionState, Origin, Ran, Record};
+use crate::evolution::{Candidate, EvolutionState, Origin, Ran, Record, RungResult};
 use crate::executor::{Ended, Executor, JobRef};
 use crate::job::{
     clear_attempt, read_failure, read_result, unix_now, Job, JobResult, ParentWeights, WEIGHTS_FILE,
@@ -188,6 +188,21 @@ pub fn job_dir(stage_dir: &Path, id: usize) -> PathBuf {
     stage_dir.join(JOBS_DIR).join(format!("{id:05}"))
 }
 
+/// The folder of rung `rung` of candidate `id` (multi-fidelity): its job folder for the first
+/// rung, `rung-N` inside it for the next ones.
+pub fn rung_dir(stage_dir: &Path, id: usize, rung: usize) -> PathBuf {
+    match rung {
+        0 => job_dir(stage_dir, id),
+        n => job_dir(stage_dir, id).join(format!("rung-{n}")),
+    }
+}
+
+/// Where the trained weights of candidate `id` are (those of the last rung it trained).
+pub fn weights_file(stage_dir: &Path, state: &EvolutionState, id: usize) -> PathBuf {
+    let rung = state.rung_of(id).saturating_sub(1);
+    rung_dir(stage_dir, id, rung).join(WEIGHTS_FILE)
+}
+
 struct Stage<'r, 'a> {
     run: &'r StageRun<'a>,
     saved: &'r mut SavedStage,
@@ -217,6 +232,9 @@ pub fn run_stage(
         .append(true)
         .open(&history_path)
         .map_err(|e| Error::io(&history_path, e))?;
+    if let Some(mf) = &saved.state.config.multi_fidelity {
+        mf.validate(run.stage, run.task.epochs)?;
+    }
     saved.save(dir)?;
     if saved.state.done() {
         return Ok(());
@@ -281,14 +299,19 @@ pub fn run_stage(
 }
 
 impl Stage<'_, '_> {
-    fn job_dir(&self, id: usize) -> PathBuf {
-        job_dir(self.run.dir, id)
+    /// The folder of the rung candidate `id` trains now (its job folder without multi-fidelity).
+    fn current_dir(&self, id: usize) -> PathBuf {
+        rung_dir(self.run.dir, id, self.saved.state.rung_of(id))
     }
 
     fn job_ref(&self, id: usize, slot: usize) -> JobRef {
+        let rung = match self.saved.state.rung_of(id) {
+            0 => String::new(),
+            n => format!("-r{n}"),
+        };
         JobRef {
-            dir: self.job_dir(id),
-            name: format!("eatnas-{}-{}-{id}", self.run.search, self.run.stage),
+            dir: self.current_dir(id),
+            name: format!("eatnas-{}-{}-{id}{rung}", self.run.search, self.run.stage),
             candidate: id,
             slot,
         }
@@ -303,7 +326,39 @@ impl Stage<'_, '_> {
     /// task says so, and the initial population the basic architecture's when the stage was
     /// given them.
     fn job(&self, candidate: &Candidate) -> Result<Job> {
-        let task = self.run.task;
+        let mut task = self.run.task.clone();
+        let state = &self.saved.state;
+        let rung = state.rung_of(candidate.id);
+        let rungs = state
+            .config
+            .multi_fidelity
+            .as_ref()
+            .map(|mf| mf.rungs.clone());
+        if let Some(rungs) = &rungs {
+            // A rung trains to its epoch count: the first from scratch (or from a parent's
+            // weights), the next ones on from the rung before.
+            let before = rung.checked_sub(1).map_or(0, |r| rungs[r]);
+            task.epochs = rungs[rung];
+            task.inherited_epochs = rungs[rung] - before;
+            if rung > 0 {
+                return Ok(Job {
+                    version: crate::VERSION.into(),
+                    search: self.run.search.into(),
+                    stage: self.run.stage.into(),
+                    candidate: candidate.clone(),
+                    parent: Some(ParentWeights {
+                        file: rung_dir(self.run.dir, candidate.id, rung - 1).join(WEIGHTS_FILE),
+                        arch: candidate.genome.to_arch(&task.macro_config, "candidate")?,
+                        other_task: false,
+                    }),
+                    save_weights: true,
+                    task,
+                    seed: self.run.seed,
+                });
+            }
+        }
+        let more_rungs = rungs.is_some_and(|r| rung + 1 < r.len());
+        let task = &task;
         let parent = match candidate.origin {
             Origin::Mutation { parent } if task.inherit_weights => self
                 .saved
@@ -313,7 +368,7 @@ impl Stage<'_, '_> {
                 .find(|m| m.id == parent)
                 .map(|m| -> Result<ParentWeights> {
                     Ok(ParentWeights {
-                        file: self.job_dir(parent).join(WEIGHTS_FILE),
+                        file: weights_file(self.run.dir, state, parent),
                         arch: m.genome.to_arch(&task.macro_config, "candidate")?,
                         other_task: false,
                     })
@@ -330,7 +385,7 @@ impl Stage<'_, '_> {
             task: task.clone(),
             seed: self.run.seed,
             parent,
-            save_weights: task.inherit_weights || self.run.keep_best_weights,
+            save_weights: task.inherit_weights || self.run.keep_best_weights || more_rungs,
         })
     }
 
@@ -405,6 +460,40 @@ impl Stage<'_, '_> {
         Ok(())
     }
 
+    /// The history line of candidate `id`, completed with `result` (its last rung's).
+    fn completed(
+        &mut self,
+        id: usize,
+        candidate: &Candidate,
+        ticket: &str,
+        result: JobResult,
+    ) -> Record {
+        let entry = self.saved.jobs.get(&id).cloned().expect("an entry");
+        let JobResult { outcome, ran, .. } = result;
+        let mut record = self
+            .saved
+            .state
+            .complete(candidate, outcome, entry.slot, false);
+        record.retries = entry.failures.len();
+        record.ran = Some(Ran {
+            executor: entry.executor.clone(),
+            job: ran
+                .slurm_job_id
+                .clone()
+                .unwrap_or_else(|| ticket.to_string()),
+            host: ran.host,
+            device: ran.device,
+            submitted_at: entry.submitted_at,
+            started_at: ran.started_at,
+            finished_at: ran.finished_at,
+            collected_at: unix_now(),
+        });
+        if weights_file(self.run.dir, &self.saved.state, id).is_file() {
+            self.weights_kept.insert(id);
+        }
+        record
+    }
+
     fn ended(&mut self, id: usize, ticket: &str, ended: Ended) -> Result<()> {
         let candidate = self
             .saved
@@ -416,31 +505,32 @@ impl Stage<'_, '_> {
             .expect("a job in flight is a pending candidate");
         let entry = self.saved.jobs.get(&id).cloned().expect("an entry");
         let record = match ended {
-            Ended::Completed(result) => {
-                let JobResult { outcome, ran, .. } = result;
-                let mut record = self
-                    .saved
-                    .state
-                    .complete(&candidate, outcome, entry.slot, false);
-                record.retries = entry.failures.len();
-                record.ran = Some(Ran {
-                    executor: entry.executor.clone(),
-                    job: ran
-                        .slurm_job_id
-                        .clone()
-                        .unwrap_or_else(|| ticket.to_string()),
-                    host: ran.host,
-                    device: ran.device,
-                    submitted_at: entry.submitted_at,
-                    started_at: ran.started_at,
-                    finished_at: ran.finished_at,
-                    collected_at: unix_now(),
-                });
-                if self.job_dir(id).join(WEIGHTS_FILE).is_file() {
-                    self.weights_kept.insert(id);
+            Ended::Completed(result) if self.saved.state.config.multi_fidelity.is_some() => {
+                let mf = self.saved.state.config.multi_fidelity.as_ref();
+                let rung = RungResult {
+                    epochs: mf.expect("checked").rungs[self.saved.state.rung_of(id)],
+                    accuracy: result.outcome.accuracy,
+                    seconds: result.outcome.seconds,
+                };
+                let failed = result.outcome.error.is_some();
+                if self.saved.state.finish_rung(id, rung, failed) {
+                    // Promoted: saved first (a kill now resumes at the next rung), then the next
+                    // rung's job is written and submitted.
+                    let entry = self.saved.jobs.get_mut(&id).expect("an entry");
+                    entry.ticket = None;
+                    entry.failures.clear();
+                    self.saved.save(self.run.dir)?;
+                    self.job(&candidate)?.write(&self.current_dir(id))?;
+                    return self.submit(id);
                 }
-                record
+                let mut result = result;
+                result.outcome.seconds = self.saved.state.rung_results[&id]
+                    .iter()
+                    .map(|r| r.seconds)
+                    .sum();
+                self.completed(id, &candidate, ticket, result)
             }
+            Ended::Completed(result) => self.completed(id, &candidate, ticket, result),
             Ended::Failed(reason) => {
                 let attempt = entry.failures.len() + 1;
                 let entry = self.saved.jobs.get_mut(&id).expect("an entry");
@@ -451,7 +541,7 @@ impl Stage<'_, '_> {
                         attempt,
                         reason: &reason,
                     });
-                    clear_attempt(&self.job_dir(id));
+                    clear_attempt(&self.current_dir(id));
                     return self.submit(id);
                 }
                 let reason = format!("no result after {attempt} attempts; last: {reason}",);
@@ -459,7 +549,7 @@ impl Stage<'_, '_> {
                 let mut record = self.saved.state.fail(&candidate, reason, slot);
                 record.retries = attempt - 1;
                 let entry = &self.saved.jobs[&id];
-                record.ran = read_failure(&self.job_dir(id)).map(|f| Ran {
+                record.ran = read_failure(&self.current_dir(id)).map(|f| Ran {
                     executor: entry.executor.clone(),
                     job: f.ran.slurm_job_id.unwrap_or_else(|| ticket.to_string()),
                     host: f.ran.host,
@@ -495,8 +585,12 @@ impl Stage<'_, '_> {
         };
         for entry in entries.flatten() {
             let id = entry.file_name().to_string_lossy().parse::<usize>();
-            if let (Ok(id), true) = (id, entry.path().join(WEIGHTS_FILE).is_file()) {
-                self.weights_kept.insert(id);
+            if let Ok(id) = id {
+                if weights_file(self.run.dir, &self.saved.state, id).is_file()
+                    || entry.path().join(WEIGHTS_FILE).is_file()
+                {
+                    self.weights_kept.insert(id);
+                }
             }
         }
     }
@@ -523,7 +617,9 @@ impl Stage<'_, '_> {
             .collect();
         let retired: Vec<usize> = self.weights_kept.difference(&live).copied().collect();
         for id in retired {
-            let _ = std::fs::remove_file(self.job_dir(id).join(WEIGHTS_FILE));
+            for rung in 0..self.saved.state.rung_of(id).max(1) {
+                let _ = std::fs::remove_file(rung_dir(self.run.dir, id, rung).join(WEIGHTS_FILE));
+            }
             self.weights_kept.remove(&id);
         }
     }

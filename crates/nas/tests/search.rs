@@ -104,8 +104,11 @@ impl JobRunner for Synthetic {
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
             % 100;
+        // Longer trainings score higher (the rungs of multi-fidelity); one epoch is the base.
+        let epochs = job.task.epochs as f64;
         let outcome = Outcome {
-            accuracy: (score / 3.0 + wobble as f64 * 1e-3).min(1.0),
+            accuracy: ((score / 3.0 + wobble as f64 * 1e-3) * (1.0 + 0.1 * (epochs - 1.0)))
+                .min(1.0),
             madds: counts.madds,
             params: counts.params,
             seconds: 0.0,
@@ -122,6 +125,7 @@ fn state(initializer: Initializer, seed: u64) -> EvolutionState {
         sample: 3,
         budget: 30,
         top_k: 3,
+        multi_fidelity: None,
     };
     EvolutionState::new(
         config,
@@ -607,4 +611,182 @@ fn mutated_children_inherit_their_parents_weights() {
         kept.iter().all(|id| population.contains(id)),
         "kept {kept:?}, population {population:?}"
     );
+}
+
+/// A stage with rungs of 1 and 3 epochs and eta 3, on `workers` threads, stopped after `stop_after`
+/// trainings when given.
+fn run_multi_fidelity(
+    dir: &Path,
+    saved: &mut SavedStage,
+    stop_after: Option<usize>,
+) -> eatnas_nas::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = match stop_after {
+        Some(n) => Synthetic::stopping_after(n, &stop),
+        None => Synthetic::new(),
+    };
+    let task = TaskConfig {
+        epochs: 3,
+        ..TaskConfig::default()
+    };
+    let run = StageRun {
+        dir,
+        search: "test",
+        stage: "stage",
+        task: &task,
+        seed: 0,
+        workers: 1,
+        max_retries: 0,
+        transfer_weights: None,
+        keep_best_weights: false,
+    };
+    let mut executor = LocalExecutor::new(Arc::new(runner), 1, &[]);
+    let control = Control {
+        stop: &stop,
+        detach: false,
+    };
+    run_stage(saved, &mut executor, &run, &control, &mut |_| {})
+}
+
+fn multi_fidelity_state(unpromoted: Unpromoted) -> EvolutionState {
+    let mut state = state(Initializer::Random, 8);
+    state.config.multi_fidelity = Some(MultiFidelity {
+        rungs: vec![1, 3],
+        eta: 3.0,
+        unpromoted,
+    });
+    state
+}
+
+#[test]
+fn multi_fidelity_promotes_the_top_third_of_each_rung_and_records_every_rung() {
+    let dir = temp_dir("asha");
+    let mut saved = SavedStage::new(multi_fidelity_state(Unpromoted::Keep), "test");
+    run_multi_fidelity(&dir, &mut saved, None).unwrap();
+    let records = records(&dir);
+    assert_eq!(records.len(), 30, "the budget counts candidates, not rungs");
+    let mut seen: Vec<f64> = Vec::new();
+    let mut promoted = 0;
+    for r in records.iter().filter(|r| !r.cached) {
+        let first = &r.rungs[0];
+        assert_eq!(
+            first.epochs, 1,
+            "candidate {}: the first rung is 1 epoch",
+            r.id
+        );
+        seen.push(first.accuracy);
+        let better = seen.iter().filter(|&&a| a > first.accuracy).count();
+        let expected = (better as f64) < seen.len() as f64 / 3.0;
+        assert_eq!(
+            r.rungs.len() == 2,
+            expected,
+            "candidate {}: promotion of {:?} among {seen:?}",
+            r.id,
+            r.rungs
+        );
+        if expected {
+            promoted += 1;
+            assert_eq!(r.rungs[1].epochs, 3);
+            assert!(
+                r.rungs[1].accuracy > first.accuracy,
+                "the longer rung scores higher here"
+            );
+        }
+        let last = r.rungs.last().unwrap();
+        assert_eq!(
+            r.accuracy, last.accuracy,
+            "the record's accuracy is its last rung's"
+        );
+        let seconds: f64 = r.rungs.iter().map(|g| g.seconds).sum();
+        assert_eq!(r.seconds, seconds);
+        assert!(!r.discarded);
+    }
+    assert!(
+        promoted > 0 && promoted < records.len(),
+        "{promoted} promoted"
+    );
+    // A promoted candidate's second rung continued from its first rung's weights.
+    let promoted_id = records.iter().find(|r| r.rungs.len() == 2).unwrap().id;
+    let job: Job = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("jobs/{promoted_id:05}/rung-1/job.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    let parent = job.parent.expect("the next rung starts from the last");
+    assert!(parent
+        .file
+        .ends_with(format!("jobs/{promoted_id:05}/weights.safetensors")));
+    assert_eq!(
+        job.task.inherited_epochs, 2,
+        "it trains the 2 epochs left to 3"
+    );
+}
+
+#[test]
+fn multi_fidelity_resumes_with_its_rung_state() {
+    let (whole, killed) = (temp_dir("asha-whole"), temp_dir("asha-killed"));
+    let mut uninterrupted = SavedStage::new(multi_fidelity_state(Unpromoted::Keep), "test");
+    run_multi_fidelity(&whole, &mut uninterrupted, None).unwrap();
+    let mut interrupted = SavedStage::new(multi_fidelity_state(Unpromoted::Keep), "test");
+    let e = run_multi_fidelity(&killed, &mut interrupted, Some(17)).unwrap_err();
+    assert!(matches!(e, Error::Interrupted { .. }), "{e}");
+    let mut resumed = load(&killed);
+    run_multi_fidelity(&killed, &mut resumed, None).unwrap();
+    let key = |r: &Record| (r.id, r.genome.clone(), r.fitness, r.rungs.len());
+    assert_eq!(
+        records(&whole).iter().map(key).collect::<Vec<_>>(),
+        records(&killed).iter().map(key).collect::<Vec<_>>()
+    );
+    assert_eq!(population(&resumed.state), population(&uninterrupted.state));
+}
+
+#[test]
+fn multi_fidelity_can_discard_the_unpromoted() {
+    let dir = temp_dir("asha-discard");
+    let mut saved = SavedStage::new(multi_fidelity_state(Unpromoted::Discard), "test");
+    run_multi_fidelity(&dir, &mut saved, None).unwrap();
+    let records = records(&dir);
+    let discarded: Vec<usize> = records
+        .iter()
+        .filter(|r| r.discarded)
+        .map(|r| r.id)
+        .collect();
+    assert!(!discarded.is_empty());
+    for r in &records {
+        assert_eq!(
+            r.discarded,
+            !r.cached && r.rungs.len() == 1,
+            "candidate {}",
+            r.id
+        );
+    }
+    assert!(saved
+        .state
+        .population
+        .iter()
+        .all(|m| !discarded.contains(&m.id)));
+}
+
+#[test]
+fn bad_rungs_are_named() {
+    let mut config = SearchConfig::default();
+    config.large.epochs = 3;
+    for (rungs, eta, expected) in [
+        (vec![1, 1], 3.0, "strictly increasing"),
+        (vec![2, 1], 3.0, "strictly increasing"),
+        (vec![1, 5], 3.0, "beyond the task's epochs (3)"),
+        (vec![3], 3.0, "at least two rungs"),
+        (vec![1, 3], 1.0, "eta"),
+    ] {
+        config.stage2.multi_fidelity = Some(MultiFidelity {
+            rungs: rungs.clone(),
+            eta,
+            unpromoted: Unpromoted::Keep,
+        });
+        let e = config.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("stage2.multi_fidelity") && e.contains(expected),
+            "{rungs:?}: {e}"
+        );
+    }
 }
