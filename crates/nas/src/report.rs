@@ -424,6 +424,7 @@ fn table_section(html: &mut String, stages: &[Stage]) {
         ("where", false),
         ("retries", true),
         ("status", false),
+        ("training", false),
         ("genome", false),
     ] {
         let _ = write!(html, "<th data-numeric=\"{numeric}\">{column}</th>");
@@ -451,13 +452,14 @@ fn table_section(html: &mut String, stages: &[Stage]) {
             } else {
                 "ok"
             };
+            let training = training_text(r);
             let title = r
                 .error
                 .as_deref()
                 .map_or(String::new(), |e| format!(" title=\"{}\"", escape(e)));
             let _ = writeln!(
                 html,
-                "<tr class=\"{status}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td{title}>{status}</td><td class=\"genome\">{}</td></tr>",
+                "<tr class=\"{status}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td{title}>{status}</td><td>{}</td><td class=\"genome\">{}</td></tr>",
                 stage.name,
                 r.evaluation,
                 r.id,
@@ -469,11 +471,37 @@ fn table_section(html: &mut String, stages: &[Stage]) {
                 r.seconds,
                 escape(&place),
                 r.retries,
+                escape(&training),
                 escape(&r.genome),
             );
         }
     }
     html.push_str("</tbody></table>\n");
+}
+
+/// How an evaluation trained: its rungs (multi-fidelity) and what it inherited.
+fn training_text(r: &Record) -> String {
+    let mut parts = Vec::new();
+    if !r.rungs.is_empty() {
+        let epochs: Vec<String> = r.rungs.iter().map(|g| g.epochs.to_string()).collect();
+        let discarded = if r.discarded { ", discarded" } else { "" };
+        parts.push(format!("rungs {} epochs{discarded}", epochs.join(" > ")));
+    }
+    if let Some(inherited) = &r.inherited {
+        parts.push(match (&inherited.mapping, &inherited.note) {
+            (Some(m), _) => format!(
+                "inherited: {} copied, {} reshaped, {} fresh",
+                m.copied, m.reshaped, m.fresh
+            ),
+            (None, Some(note)) => note.clone(),
+            (None, None) => "inherited nothing".into(),
+        });
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 /// The network as boxes: the stem, each block (op, kernel, width, channels, layers, skip, the
