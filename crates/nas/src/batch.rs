@@ -23,7 +23,7 @@ pub struct BatchJob {
 /// How a job of the batch ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BatchEnd {
-    Completed(JobResult),
+    Completed(Box<JobResult>),
     /// No result after every attempt: the last reason.
     Failed {
         reason: String,
@@ -58,7 +58,7 @@ pub fn run_batch(
         }
         match read_result(&batch_job.dir, batch_job.job.candidate.id) {
             Ok(Some(result)) => {
-                let end = BatchEnd::Completed(result);
+                let end = BatchEnd::Completed(Box::new(result));
                 on_end(i, &end, false);
                 ends[i] = Some(end);
             }
@@ -113,7 +113,7 @@ pub fn run_batch(
                 continue;
             };
             let end = match ended {
-                Ended::Completed(result) => BatchEnd::Completed(result),
+                Ended::Completed(result) => BatchEnd::Completed(Box::new(result)),
                 Ended::Failed(reason) => {
                     failures[i] += 1;
                     if failures[i] <= max_retries {

@@ -96,7 +96,7 @@ impl MultiFidelity {
                 ),
             ));
         }
-        if !(self.eta > 1.0) {
+        if self.eta.is_nan() || self.eta <= 1.0 {
             return Err(Error::invalid(
                 format!("{key}.eta"),
                 format!("expected a reduction factor above 1, got {}", self.eta),
