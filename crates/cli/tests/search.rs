@@ -461,3 +461,82 @@ fn the_report_shows_every_evaluation_and_names_what_it_skipped() {
     let e = err(&["report", dir.to_str().unwrap()]);
     assert!(e.contains("not a search folder"), "{e}");
 }
+
+#[test]
+fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
+    let dir = temp_dir("fidelity");
+    let config = dir.join("tiny.toml");
+    std::fs::write(&config, TINY).unwrap();
+    let out = dir.join("fidelity");
+    let (config, out_s) = (config.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "fidelity",
+        "--config",
+        config,
+        "--task",
+        "small",
+        "--samples",
+        "4",
+        "--reference-epochs",
+        "2",
+        "--reference-data-fraction",
+        "0.1",
+        "--out",
+        out_s,
+        "--json",
+    ];
+    let report = ok(&args);
+    assert_eq!(report["samples"], 4);
+    assert_eq!(
+        report["ranked"], 4,
+        "every training gave a result: {report}"
+    );
+    assert_eq!(report["reference"]["epochs"], 2);
+    let tau = report["kendall_tau"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&tau), "tau {tau}");
+    for file in [
+        "plan.json",
+        "fidelity.json",
+        "fidelity.svg",
+        "proxy/00003/result.json",
+        "reference/00003/result.json",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    // Again on the folder: everything is collected, nothing trains.
+    let output = cli(&args);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("(done before)").count(), 8, "{stderr}");
+    let again: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(again["kendall_tau"], report["kendall_tau"]);
+
+    let e = err(&[
+        "fidelity",
+        "--config",
+        config,
+        "--task",
+        "small",
+        "--samples",
+        "2",
+        "--out",
+        dir.join("f2").to_str().unwrap(),
+    ]);
+    assert!(e.contains("samples") && e.contains("at least 3"), "{e}");
+    let e = err(&[
+        "fidelity",
+        "--config",
+        config,
+        "--task",
+        "medium",
+        "--out",
+        dir.join("f3").to_str().unwrap(),
+    ]);
+    assert!(e.contains("expected small or large"), "{e}");
+}
