@@ -614,6 +614,8 @@ impl Stage<'_, '_> {
             }))
             .filter(|_| parents)
             .chain(best)
+            // A candidate between rungs goes on from its own weights.
+            .chain(state.pending.iter().map(|c| c.id))
             .collect();
         let retired: Vec<usize> = self.weights_kept.difference(&live).copied().collect();
         for id in retired {
