@@ -10,7 +10,10 @@
 # over seeds, the paired difference to scratch at the end of the budget with a bootstrap 95%
 # interval, and the final test top-1 of each arm's winner (with --final).
 #
-#   scripts/compare-transfer.sh [--final] CONFIG OUT_DIR SEED...
+#   scripts/compare-transfer.sh [--final] [--inherit] CONFIG OUT_DIR SEED...
+#
+# --inherit adds a fourth arm: the transfer with weights where every mutated child also starts
+# from its parent's weights ([large] inherit_weights = true), in OUT_DIR/seed-N/inherit.
 #
 # OUT_DIR/seed-N/run holds `eatnas-cli run` with weights (stage 1, weights, scratch, and the
 # weights arm's final training with --final), OUT_DIR/seed-N/arch the arch-only stage 2;
@@ -19,8 +22,11 @@
 # OUT_DIR/tables.json, the curves with their spread to OUT_DIR/quality-*.svg (by matplotlib when
 # it is installed).
 set -euo pipefail
-final=0
-if [ "${1:-}" = "--final" ]; then final=1; shift; fi
+final=0 inherit=0
+while [ "${1:-}" = "--final" ] || [ "${1:-}" = "--inherit" ]; do
+  case $1 in --final) final=1 ;; --inherit) inherit=1 ;; esac
+  shift
+done
 config=$1 out=$2
 shift 2
 cli=${EATNAS_CLI:-target/release/eatnas-cli}
@@ -43,6 +49,15 @@ def with_weights(text, value):
     return "\n".join(lines)
 open(f"{out}/weights.toml", "w").write(with_weights(text, "true"))
 open(f"{out}/arch.toml", "w").write(with_weights(text, "false"))
+lines, section = [], None
+for line in with_weights(text, "true").split("\n"):
+    m = re.match(r"^\[(.+)\]\s*$", line)
+    if m:
+        section = m.group(1)
+    if section == "large" and re.match(r"^inherit_weights\s*=", line):
+        line = "inherit_weights = true"
+    lines.append(line)
+open(f"{out}/inherit.toml", "w").write("\n".join(lines))
 PY
 for seed in "$@"; do
   dir="$out/seed-$seed"
@@ -69,6 +84,11 @@ for seed in "$@"; do
     rm -rf "$dir/arch"
     "$cli" transfer --seed-arch "$run/basic_arch.json" --config "$out/arch.toml" --seed "$seed" \
       --out "$dir/arch" >/dev/null 2>>"$dir/arch.log"
+  fi
+  if [ $inherit = 1 ] && [ ! -f "$dir/inherit/summary.json" ]; then
+    rm -rf "$dir/inherit"
+    "$cli" transfer --seed-arch "$run/basic_arch.json" --seed-weights "$run/basic_weights.safetensors" \
+      --config "$out/inherit.toml" --seed "$seed" --out "$dir/inherit" >/dev/null 2>>"$dir/inherit.log"
   fi
   if [ $final = 1 ]; then
     # The other arms' winners, trained as the final training trains the weights arm's.

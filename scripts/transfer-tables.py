@@ -10,9 +10,12 @@ import math
 import random
 import sys
 
-ARMS = ("weights", "arch", "scratch")
-LABELS = {"weights": "transfer + weights", "arch": "transfer (architecture)", "scratch": "from scratch"}
-COLOURS = {"weights": "#2ca02c", "arch": "#1f77b4", "scratch": "#d62728"}
+ARMS = ["weights", "arch", "scratch"]
+LABELS = {"weights": "transfer + weights", "arch": "transfer (architecture)", "scratch": "from scratch",
+          "inherit": "weights + inheritance"}
+COLOURS = {"weights": "#2ca02c", "arch": "#1f77b4", "scratch": "#d62728", "inherit": "#9467bd"}
+# The optional fourth arm: transfer with weights, and every mutated child from its parent's
+# weights too (seed-N/inherit, from scripts/compare-transfer.sh --inherit).
 
 
 def history(path):
@@ -27,6 +30,8 @@ def load(out, seed):
         "arch": f"{d}/arch/transfer/history.jsonl",
         "scratch": f"{d}/run/scratch/history.jsonl",
     }
+    if "inherit" in ARMS:
+        paths["inherit"] = f"{d}/inherit/transfer/history.jsonl"
     arms = {}
     for arm, path in paths.items():
         records = history(path)
@@ -37,7 +42,7 @@ def load(out, seed):
         arms[arm] = {"quality": [r["quality"]["top_k_mean"] for r in records], "seconds": seconds}
     finals = {}
     for arm, path in (("weights", f"{d}/run/summary.json"), ("arch", f"{d}/final-arch/summary.json"),
-                      ("scratch", f"{d}/final-scratch/summary.json")):
+                      ("scratch", f"{d}/final-scratch/summary.json"), ("inherit", f"{d}/final-inherit/summary.json")):
         try:
             s = json.load(open(path))
             finals[arm] = s["final"]["test_top1"] if "final" in s else s.get("test_top1")
@@ -110,6 +115,9 @@ def svg(path, title, x_label, series):
 
 def main():
     out, seeds = sys.argv[1], sys.argv[2:]
+    import os
+    if all(os.path.exists(f"{out}/seed-{s}/inherit/summary.json") for s in seeds):
+        ARMS.append("inherit")
     runs = {s: load(out, s) for s in seeds}
     n = min(len(a[arm]["quality"]) for a, _ in runs.values() for arm in ARMS)
     marks = sorted({1, n // 4, n // 2, 3 * n // 4, n} - {0})
@@ -142,7 +150,10 @@ def main():
     lines.append("")
     lines.append(f"Paired difference at the end of the budget ({n} evaluations), bootstrap 95% interval over seeds")
     table["paired_at_budget"] = {}
-    for a, b in (("weights", "scratch"), ("arch", "scratch"), ("weights", "arch")):
+    pairs = [("weights", "scratch"), ("arch", "scratch"), ("weights", "arch")]
+    if "inherit" in ARMS:
+        pairs += [("inherit", "scratch"), ("inherit", "weights")]
+    for a, b in pairs:
         d = [runs[s][0][a]["quality"][n - 1] - runs[s][0][b]["quality"][n - 1] for s in seeds]
         lo, hi = bootstrap(d)
         table["paired_at_budget"][f"{a}-{b}"] = {"mean": mean(d), "ci95": [lo, hi], "per_seed": d}
