@@ -17,7 +17,8 @@
 #
 # OUT_DIR/seed-N/run holds `eatnas-cli run` with weights (stage 1, weights, scratch, and the
 # weights arm's final training with --final), OUT_DIR/seed-N/arch the arch-only stage 2;
-# OUT_DIR/seed-N/final-{arch,scratch} the other arms' winners trained as the final training is.
+# OUT_DIR/seed-N/final-{arch,scratch,inherit} the other arms' winners trained as the final
+# training is.
 # A finished part is not run again; the tables are written to OUT_DIR/tables.txt and
 # OUT_DIR/tables.json, the curves with their spread to OUT_DIR/quality-*.svg (by matplotlib when
 # it is installed).
@@ -92,12 +93,14 @@ for seed in "$@"; do
   fi
   if [ $final = 1 ]; then
     # The other arms' winners, trained as the final training trains the weights arm's.
-    for arm in arch scratch; do
+    arms="arch scratch"
+    if [ $inherit = 1 ]; then arms="$arms inherit"; fi
+    for arm in $arms; do
       arch_file=$(python3 - "$dir" "$arm" <<'PY'
 import json, sys
 dir, arm = sys.argv[1], sys.argv[2]
-summary = json.load(open(f"{dir}/arch/summary.json" if arm == "arch" else f"{dir}/run/summary.json"))
-stage = summary["transfer" if arm == "arch" else "scratch"]
+summary = json.load(open(f"{dir}/run/summary.json" if arm == "scratch" else f"{dir}/{arm}/summary.json"))
+stage = summary["scratch" if arm == "scratch" else "transfer"]
 path = f"{dir}/{arm}-winner.json"
 json.dump(stage["best"]["arch"], open(path, "w"), indent=1)
 print(path)

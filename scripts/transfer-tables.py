@@ -92,6 +92,7 @@ def svg(path, title, x_label, series):
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
              f'<rect width="{w}" height="{h}" fill="white"/>',
              f'<text x="{w/2}" y="22" text-anchor="middle" font-size="16">{title}</text>',
+             f'<text x="{w-right}" y="{top-4}" text-anchor="end" font-size="11">lines: mean over seeds; bands: +-1 standard deviation</text>',
              f'<line x1="{left}" y1="{h-bottom}" x2="{w-right}" y2="{h-bottom}" stroke="black"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h-bottom}" stroke="black"/>',
              f'<text x="{w/2}" y="{h-12}" text-anchor="middle">{x_label}</text>',
@@ -107,8 +108,8 @@ def svg(path, title, x_label, series):
         parts.append('<polygon fill="%s" fill-opacity="0.15" points="%s"/>' % (c, " ".join(f"{a:.1f},{b:.1f}" for a, b in band)))
         parts.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (c, " ".join(f"{fx(x):.1f},{fy(m):.1f}" for x, m, _ in pts)))
         ly = h - bottom - 20 - 18 * k
-        parts.append(f'<line x1="{w-230}" y1="{ly}" x2="{w-205}" y2="{ly}" stroke="{c}" stroke-width="2"/>')
-        parts.append(f'<text x="{w-200}" y="{ly+4}">{LABELS[arm]} (mean, band: +-1 sd)</text>')
+        parts.append(f'<line x1="{w-260}" y1="{ly}" x2="{w-235}" y2="{ly}" stroke="{c}" stroke-width="2"/>')
+        parts.append(f'<text x="{w-230}" y="{ly+4}">{LABELS[arm]}</text>')
     parts.append("</svg>")
     open(path, "w").write("\n".join(parts))
 
