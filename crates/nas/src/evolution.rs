@@ -113,6 +113,10 @@ pub struct RungResult {
     pub epochs: usize,
     pub accuracy: f64,
     pub seconds: f64,
+    /// Its training failed (a diverging loss): it ends the candidate's rungs and is left out of
+    /// the rung's ranking.
+    #[serde(default)]
+    pub diverged: bool,
 }
 
 impl EvolutionConfig {
@@ -290,9 +294,6 @@ pub struct EvolutionState {
     /// With multi-fidelity: the rungs each candidate has trained (in flight or done), by id.
     #[serde(default)]
     pub rung_results: BTreeMap<usize, Vec<RungResult>>,
-    /// With multi-fidelity: the accuracy of every candidate that reached each rung.
-    #[serde(default)]
-    pub rung_accuracies: Vec<Vec<f64>>,
 }
 
 /// Attempts at drawing a genome not seen before, before a seen one is accepted.
@@ -340,7 +341,6 @@ impl EvolutionState {
             cache: BTreeMap::new(),
             next_id: 0,
             rung_results: BTreeMap::new(),
-            rung_accuracies: Vec::new(),
         })
     }
 
@@ -424,23 +424,26 @@ impl EvolutionState {
     }
 
     /// Records that candidate `id` finished a rung and says whether it goes on to the next: it
-    /// does when a next rung exists, it trained without error, and its accuracy ranks in the top
-    /// 1/eta of every accuracy at this rung so far (itself included).
-    pub fn finish_rung(&mut self, id: usize, result: RungResult, failed: bool) -> bool {
-        let Some(mf) = self.config.multi_fidelity.clone() else {
+    /// does when a next rung exists, it trained without diverging, and its accuracy ranks in the
+    /// top 1/eta of the accuracies every candidate reached at this rung so far (itself included,
+    /// diverged trainings left out).
+    pub fn finish_rung(&mut self, id: usize, result: RungResult) -> bool {
+        let Some(mf) = &self.config.multi_fidelity else {
             return false;
         };
         let done = self.rung_results.entry(id).or_default();
         done.push(result.clone());
         let rung = done.len() - 1;
-        if rung + 1 >= mf.rungs.len() || failed {
+        if rung + 1 >= mf.rungs.len() || result.diverged {
             return false;
         }
-        if self.rung_accuracies.len() <= rung {
-            self.rung_accuracies.resize(rung + 1, Vec::new());
-        }
-        let seen = &mut self.rung_accuracies[rung];
-        seen.push(result.accuracy);
+        let seen: Vec<f64> = self
+            .rung_results
+            .values()
+            .filter_map(|rungs| rungs.get(rung))
+            .filter(|r| !r.diverged)
+            .map(|r| r.accuracy)
+            .collect();
         let better = seen.iter().filter(|&&a| a > result.accuracy).count();
         (better as f64) < seen.len() as f64 / mf.eta
     }

@@ -210,7 +210,7 @@ struct Stage<'r, 'a> {
     history: std::fs::File,
     /// Ticket -> candidate id.
     in_flight: BTreeMap<String, usize>,
-    /// Candidates whose trained weights are on disk.
+    /// Candidates whose trained weights may be on disk (pruning removes what is there).
     weights_kept: BTreeSet<usize>,
     on_progress: &'r mut dyn FnMut(Progress),
 }
@@ -326,66 +326,49 @@ impl Stage<'_, '_> {
     /// task says so, and the initial population the basic architecture's when the stage was
     /// given them.
     fn job(&self, candidate: &Candidate) -> Result<Job> {
-        let mut task = self.run.task.clone();
         let state = &self.saved.state;
+        let mut task = self.run.task.clone();
         let rung = state.rung_of(candidate.id);
-        let rungs = state
-            .config
-            .multi_fidelity
-            .as_ref()
-            .map(|mf| mf.rungs.clone());
-        if let Some(rungs) = &rungs {
+        let mut more_rungs = false;
+        if let Some(mf) = &state.config.multi_fidelity {
             // A rung trains to its epoch count: the first from scratch (or from a parent's
             // weights), the next ones on from the rung before.
-            let before = rung.checked_sub(1).map_or(0, |r| rungs[r]);
-            task.epochs = rungs[rung];
-            task.inherited_epochs = rungs[rung] - before;
-            if rung > 0 {
-                return Ok(Job {
-                    version: crate::VERSION.into(),
-                    search: self.run.search.into(),
-                    stage: self.run.stage.into(),
-                    candidate: candidate.clone(),
-                    parent: Some(ParentWeights {
-                        file: rung_dir(self.run.dir, candidate.id, rung - 1).join(WEIGHTS_FILE),
-                        arch: candidate.genome.to_arch(&task.macro_config, "candidate")?,
-                        other_task: false,
-                    }),
-                    save_weights: true,
-                    task,
-                    seed: self.run.seed,
-                });
-            }
+            let before = rung.checked_sub(1).map_or(0, |r| mf.rungs[r]);
+            task.epochs = mf.rungs[rung];
+            task.inherited_epochs = mf.rungs[rung] - before;
+            more_rungs = rung + 1 < mf.rungs.len();
         }
-        let more_rungs = rungs.is_some_and(|r| rung + 1 < r.len());
-        let task = &task;
+        let weights_of = |file: PathBuf, genome: &crate::space::Genome| {
+            Ok::<_, Error>(ParentWeights {
+                file,
+                arch: genome.to_arch(&task.macro_config, "candidate")?,
+                other_task: false,
+            })
+        };
         let parent = match candidate.origin {
-            Origin::Mutation { parent } if task.inherit_weights => self
-                .saved
-                .state
+            _ if rung > 0 => Some(weights_of(
+                rung_dir(self.run.dir, candidate.id, rung - 1).join(WEIGHTS_FILE),
+                &candidate.genome,
+            )?),
+            Origin::Mutation { parent } if task.inherit_weights => state
                 .evaluated
                 .iter()
                 .find(|m| m.id == parent)
-                .map(|m| -> Result<ParentWeights> {
-                    Ok(ParentWeights {
-                        file: weights_file(self.run.dir, state, parent),
-                        arch: m.genome.to_arch(&task.macro_config, "candidate")?,
-                        other_task: false,
-                    })
-                })
+                .map(|m| weights_of(weights_file(self.run.dir, state, parent), &m.genome))
                 .transpose()?,
             Origin::Basic | Origin::Transfer => self.run.transfer_weights.clone(),
             _ => None,
         };
+        let save_weights = task.inherit_weights || self.run.keep_best_weights || more_rungs;
         Ok(Job {
             version: crate::VERSION.into(),
             search: self.run.search.into(),
             stage: self.run.stage.into(),
             candidate: candidate.clone(),
-            task: task.clone(),
+            task,
             seed: self.run.seed,
             parent,
-            save_weights: task.inherit_weights || self.run.keep_best_weights || more_rungs,
+            save_weights,
         })
     }
 
@@ -488,10 +471,15 @@ impl Stage<'_, '_> {
             finished_at: ran.finished_at,
             collected_at: unix_now(),
         });
-        if weights_file(self.run.dir, &self.saved.state, id).is_file() {
-            self.weights_kept.insert(id);
-        }
+        self.weights_kept.insert(id);
         record
+    }
+
+    /// With multi-fidelity: the epochs of the rung candidate `id` trains now.
+    fn rung_epochs(&self, id: usize) -> Option<usize> {
+        let state = &self.saved.state;
+        let mf = state.config.multi_fidelity.as_ref()?;
+        Some(mf.rungs[state.rung_of(id)])
     }
 
     fn ended(&mut self, id: usize, ticket: &str, ended: Ended) -> Result<()> {
@@ -505,32 +493,33 @@ impl Stage<'_, '_> {
             .expect("a job in flight is a pending candidate");
         let entry = self.saved.jobs.get(&id).cloned().expect("an entry");
         let record = match ended {
-            Ended::Completed(result) if self.saved.state.config.multi_fidelity.is_some() => {
-                let mf = self.saved.state.config.multi_fidelity.as_ref();
-                let rung = RungResult {
-                    epochs: mf.expect("checked").rungs[self.saved.state.rung_of(id)],
-                    accuracy: result.outcome.accuracy,
-                    seconds: result.outcome.seconds,
-                };
-                let failed = result.outcome.error.is_some();
-                if self.saved.state.finish_rung(id, rung, failed) {
-                    // Promoted: saved first (a kill now resumes at the next rung), then the next
-                    // rung's job is written and submitted.
-                    let entry = self.saved.jobs.get_mut(&id).expect("an entry");
-                    entry.ticket = None;
-                    entry.failures.clear();
-                    self.saved.save(self.run.dir)?;
-                    self.job(&candidate)?.write(&self.current_dir(id))?;
-                    return self.submit(id);
+            Ended::Completed(result) => match self.rung_epochs(id) {
+                None => self.completed(id, &candidate, ticket, result),
+                Some(epochs) => {
+                    let rung = RungResult {
+                        epochs,
+                        accuracy: result.outcome.accuracy,
+                        seconds: result.outcome.seconds,
+                        diverged: result.outcome.error.is_some(),
+                    };
+                    if self.saved.state.finish_rung(id, rung) {
+                        // Promoted: saved first (a kill now resumes at the next rung), then
+                        // the next rung's job is written and submitted.
+                        let entry = self.saved.jobs.get_mut(&id).expect("an entry");
+                        entry.ticket = None;
+                        entry.failures.clear();
+                        self.saved.save(self.run.dir)?;
+                        self.job(&candidate)?.write(&self.current_dir(id))?;
+                        return self.submit(id);
+                    }
+                    let mut result = result;
+                    result.outcome.seconds = self.saved.state.rung_results[&id]
+                        .iter()
+                        .map(|r| r.seconds)
+                        .sum();
+                    self.completed(id, &candidate, ticket, result)
                 }
-                let mut result = result;
-                result.outcome.seconds = self.saved.state.rung_results[&id]
-                    .iter()
-                    .map(|r| r.seconds)
-                    .sum();
-                self.completed(id, &candidate, ticket, result)
-            }
-            Ended::Completed(result) => self.completed(id, &candidate, ticket, result),
+            },
             Ended::Failed(reason) => {
                 let attempt = entry.failures.len() + 1;
                 let entry = self.saved.jobs.get_mut(&id).expect("an entry");
@@ -579,18 +568,14 @@ impl Stage<'_, '_> {
         Ok(())
     }
 
+    /// Every candidate with a job folder may have weights on disk.
     fn find_kept_weights(&mut self) {
         let Ok(entries) = std::fs::read_dir(self.run.dir.join(JOBS_DIR)) else {
             return;
         };
         for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().parse::<usize>();
-            if let Ok(id) = id {
-                if weights_file(self.run.dir, &self.saved.state, id).is_file()
-                    || entry.path().join(WEIGHTS_FILE).is_file()
-                {
-                    self.weights_kept.insert(id);
-                }
+            if let Ok(id) = entry.file_name().to_string_lossy().parse::<usize>() {
+                self.weights_kept.insert(id);
             }
         }
     }
