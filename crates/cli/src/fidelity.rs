@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use eatnas_nas::batch::BatchEnd;
 use eatnas_nas::fidelity::{self, FidelityPlan, FidelityReport, Reference, TaskChoice};
+use eatnas_nas::runner::Control;
 use eatnas_nas::ProxyTraining;
 
 use crate::search::{load_config, out_dir, session, Common};
@@ -89,7 +90,10 @@ pub fn run(args: &Args) -> Result<()> {
         executor.as_mut(),
         config.workers,
         config.executor.max_retries,
-        &session.stop,
+        &Control {
+            stop: &session.stop,
+            detach: session.detach,
+        },
         &mut |recipe, i, end, ran| {
             let done = if ran { "" } else { " (done before)" };
             match end {

@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::executor::{Ended, Executor, JobRef};
 use crate::job::{clear_attempt, read_result, Job, JobResult};
+use crate::runner::Control;
 use crate::{Error, Result};
 
 /// One job of a batch: its spec, its folder, and a name unique among the batches of its folder.
@@ -34,13 +35,14 @@ pub enum BatchEnd {
 /// Runs every job of `jobs` (`workers` in flight at once, `max_retries` attempts after the first
 /// for one that ends without a result) and returns how each ended, in order. `on_end` hears of
 /// each as it ends (`true`: it ran in this call; `false`: collected from an earlier run). A set
-/// `stop` cancels the jobs in flight and returns [`Error::Interrupted`] naming `resume_hint`.
+/// `control.stop` cancels the jobs in flight (or, with `detach`, leaves them running for the
+/// next run to re-attach) and returns [`Error::Interrupted`] naming `resume_hint`.
 pub fn run_batch(
     executor: &mut dyn Executor,
     jobs: &[BatchJob],
     workers: usize,
     max_retries: usize,
-    stop: &AtomicBool,
+    control: &Control,
     resume_hint: &std::path::Path,
     on_end: &mut dyn FnMut(usize, &BatchEnd, bool),
 ) -> Result<Vec<BatchEnd>> {
@@ -91,11 +93,17 @@ pub fn run_batch(
     }
     let mut failures = vec![0usize; jobs.len()];
     loop {
-        if stop.load(Ordering::SeqCst) {
-            executor.cancel_all()?;
+        if control.stop.load(Ordering::SeqCst) {
+            let n = in_flight.len();
+            let what = if control.detach {
+                format!("{n} job(s) left running; the same command re-attaches to them")
+            } else {
+                executor.cancel_all()?;
+                format!("{n} job(s) in flight cancelled")
+            };
             return Err(Error::Interrupted {
                 dir: resume_hint.to_path_buf(),
-                what: format!("{} job(s) in flight cancelled", in_flight.len()),
+                what,
             });
         }
         while in_flight.len() < workers.max(1) {

@@ -8,7 +8,6 @@
 //! then `fidelity.json` (a [`FidelityReport`]) and `fidelity.svg` (the scatter).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use eatnas_nn::Arch;
 use eatnas_train::fs::write_atomic;
@@ -18,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{run_batch, BatchEnd, BatchJob};
 use crate::config::SearchConfig;
+use crate::evolution::Outcome;
 use crate::evolution::{Candidate, Origin};
 use crate::executor::Executor;
 use crate::job::Job;
+use crate::runner::Control;
 use crate::space::Genome;
 use crate::task::TaskConfig;
 use crate::{stats, Error, Result};
@@ -253,7 +254,7 @@ pub fn measure(
     executor: &mut dyn Executor,
     workers: usize,
     max_retries: usize,
-    stop: &AtomicBool,
+    control: &Control,
     on_end: &mut dyn FnMut(&str, usize, &BatchEnd, bool),
 ) -> Result<FidelityReport> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -306,7 +307,7 @@ pub fn measure(
         &jobs,
         workers,
         max_retries,
-        stop,
+        control,
         dir,
         &mut |i, end, ran| {
             let recipe = if i < n { "proxy" } else { "reference" };
@@ -324,16 +325,11 @@ pub fn measure(
     Ok(report)
 }
 
-/// The accuracy of an end, or why it has none.
-fn accuracy(end: &BatchEnd) -> std::result::Result<(f64, f64, u64, u64), String> {
+/// The outcome of an end that trained, or why it has none.
+fn outcome(end: &BatchEnd) -> std::result::Result<&Outcome, String> {
     match end {
         BatchEnd::Completed(r) => match &r.outcome.error {
-            None => Ok((
-                r.outcome.accuracy,
-                r.outcome.seconds,
-                r.outcome.madds,
-                r.outcome.params,
-            )),
+            None => Ok(&r.outcome),
             Some(e) => Err(e.clone()),
         },
         BatchEnd::Failed { reason, attempts } => {
@@ -348,8 +344,8 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         .iter()
         .zip(proxy.iter().zip(reference))
         .map(|(genome, (p, r))| {
-            let (p, r) = (accuracy(p), accuracy(r));
-            let counts = p.as_ref().or(r.as_ref()).ok().map(|&(_, _, m, k)| (m, k));
+            let (p, r) = (outcome(p), outcome(r));
+            let counted = p.as_ref().or(r.as_ref()).ok();
             let error = match (&p, &r) {
                 (Err(e), _) => Some(format!("proxy: {e}")),
                 (_, Err(e)) => Some(format!("reference: {e}")),
@@ -357,12 +353,12 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
             };
             FidelityPoint {
                 genome: genome.key(),
-                madds: counts.map_or(0, |c| c.0),
-                params: counts.map_or(0, |c| c.1),
-                proxy: p.as_ref().ok().map(|v| v.0),
-                reference: r.as_ref().ok().map(|v| v.0),
-                proxy_seconds: p.as_ref().map_or(0.0, |v| v.1),
-                reference_seconds: r.as_ref().map_or(0.0, |v| v.1),
+                madds: counted.map_or(0, |o| o.madds),
+                params: counted.map_or(0, |o| o.params),
+                proxy: p.as_ref().ok().map(|o| o.accuracy),
+                reference: r.as_ref().ok().map(|o| o.accuracy),
+                proxy_seconds: p.as_ref().map_or(0.0, |o| o.seconds),
+                reference_seconds: r.as_ref().map_or(0.0, |o| o.seconds),
                 error,
             }
         })

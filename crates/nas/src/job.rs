@@ -322,11 +322,14 @@ impl ProxyTraining {
 }
 
 /// MAdds and parameters of a job's candidate on its data.
-fn count(job: &Job, data: &PreparedData) -> Result<(eatnas_nn::Arch, Counts)> {
-    let arch = job.arch()?;
+fn count(job: &Job, data: &PreparedData) -> Result<Counts> {
     let shape = data.train.shape();
-    let counts = Counts::new(&arch, shape.channels, shape.size, data.train.classes())?;
-    Ok((arch, counts))
+    Ok(Counts::new(
+        &job.arch()?,
+        shape.channels,
+        shape.size,
+        data.train.classes(),
+    )?)
 }
 
 /// The network a job trains, ready on `device`: its own initialisation, or its parent's weights
@@ -386,7 +389,7 @@ impl JobRunner for ProxyTraining {
     fn run(&self, job: &Job, device: Device) -> Result<(Outcome, Option<Weights>)> {
         let started = Instant::now();
         let data = self.data(&job.task, job.seed)?;
-        let (_, counts) = count(job, &data)?;
+        let counts = count(job, &data)?;
         let (mut trainer, inherited) = starting_trainer(job, data, device)?;
         let outcome = |accuracy, error| Outcome {
             accuracy,

@@ -1,4 +1,4 @@
-//! Rank correlations (how well a proxy orders candidates) and the summaries of repeated runs.
+//! Rank correlations: how well a proxy orders candidates.
 
 /// Kendall's tau-b between `x` and `y` (pairs of equal length): +1 when every pair of points is
 /// ordered alike, -1 when every pair is ordered oppositely; ties are corrected for (tau-b). `None`
@@ -71,17 +71,8 @@ pub fn spearman_rho(x: &[f64], y: &[f64]) -> Option<f64> {
     pearson(&ranks(x), &ranks(y))
 }
 
-pub fn mean(values: &[f64]) -> f64 {
+fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
-}
-
-/// The sample standard deviation (n - 1); 0 for fewer than two values.
-pub fn std_dev(values: &[f64]) -> f64 {
-    if values.len() < 2 {
-        return 0.0;
-    }
-    let m = mean(values);
-    (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt()
 }
 
 #[cfg(test)]
@@ -123,9 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn mean_and_sample_deviation() {
+    fn mean_of_values() {
         assert_eq!(mean(&[1.0, 2.0, 3.0]), 2.0);
-        assert!((std_dev(&[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-12);
-        assert_eq!(std_dev(&[4.0]), 0.0);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use eatnas_nas::executor::local::LocalExecutor;
 use eatnas_nas::fidelity::{measure, FidelityPlan, Reference, TaskChoice};
+use eatnas_nas::runner::Control;
 use eatnas_nas::*;
 use eatnas_tensor::Device;
 
@@ -113,7 +114,10 @@ fn run(
         &mut executor,
         2,
         1,
-        &AtomicBool::new(false),
+        &Control {
+            stop: &AtomicBool::new(false),
+            detach: false,
+        },
         &mut |_, _, _, _| {},
     )
 }
@@ -295,4 +299,34 @@ fn architectures_outside_the_space_are_refused() {
         error.contains("layers") && error.contains("not in the search space"),
         "{error}"
     );
+}
+
+#[test]
+fn a_stopped_measurement_cancels_its_jobs_or_with_detach_leaves_them_running() {
+    let plan = plan(3);
+    for (detach, expected) in [(false, "cancelled"), (true, "left running")] {
+        let dir = temp_dir(&format!("stopped-{detach}"));
+        let mut executor =
+            LocalExecutor::new(Arc::new(Deterministic::new(Proxy::Faithful)), 1, &[]);
+        let stop = AtomicBool::new(true);
+        let control = Control {
+            stop: &stop,
+            detach,
+        };
+        let error = measure(
+            &plan,
+            &dir,
+            &mut executor,
+            1,
+            0,
+            &control,
+            &mut |_, _, _, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(expected) && error.contains("interrupted"),
+            "detach {detach}: {error}"
+        );
+    }
 }
