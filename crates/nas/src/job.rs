@@ -64,6 +64,18 @@ pub struct ParentWeights {
     pub other_task: bool,
 }
 
+impl ParentWeights {
+    /// The basic architecture's weights, trained on the small task, as the transferred
+    /// population inherits them.
+    pub fn transferred(file: PathBuf, arch: &Arch) -> ParentWeights {
+        ParentWeights {
+            file,
+            arch: arch.clone(),
+            other_task: true,
+        }
+    }
+}
+
 /// What a job's network took from its parent's weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Inherited {

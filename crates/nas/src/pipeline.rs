@@ -160,11 +160,7 @@ fn seed_weights(config: &SearchConfig, command: &Command) -> Result<Option<Vec<u
     let key = "transfer.inherit_weights";
     match (config.transfer.inherit_weights, seed_arch, seed_weights) {
         (true, Some(arch), Some(file)) => {
-            let parent = ParentWeights {
-                file: file.clone(),
-                arch: arch.clone(),
-                other_task: true,
-            };
+            let parent = ParentWeights::transferred(file.clone(), arch);
             crate::job::read_parent(&parent).map_err(|reason| Error::invalid(key, reason))?;
             Ok(Some(std::fs::read(file).map_err(|e| Error::io(file, e))?))
         }
@@ -422,11 +418,10 @@ impl<'a> Pipeline<'a> {
                 ..
             } => {
                 if config.transfer.inherit_weights {
-                    basic_weights = Some(ParentWeights {
-                        file: self.dir.join(BASIC_WEIGHTS_FILE),
-                        arch: arch.clone(),
-                        other_task: true,
-                    });
+                    basic_weights = Some(ParentWeights::transferred(
+                        self.dir.join(BASIC_WEIGHTS_FILE),
+                        arch,
+                    ));
                 }
                 Some(Genome::from_arch(arch, &config.space, blocks)?)
             }
@@ -578,11 +573,7 @@ impl<'a> Pipeline<'a> {
             let bytes = std::fs::read(&trained).map_err(|e| Error::io(&trained, e))?;
             write_atomic(&kept, &bytes)?;
         }
-        Ok(ParentWeights {
-            file: kept,
-            arch: arch.clone(),
-            other_task: true,
-        })
+        Ok(ParentWeights::transferred(kept, arch))
     }
 
     fn load(&self, stage: &str) -> Result<EvolutionState> {

@@ -24,9 +24,9 @@ pub struct TaskConfig {
     pub lr: f64,
     pub warmup_epochs: f64,
     /// A mutated child starts from its parent's trained weights wherever they correspond
-    /// (elastic inheritance, `docs/weight-transfer.md`), and trains `inherited_epochs` instead of
-    /// `epochs`. A parent's weights are kept
-    /// in its job folder while it is in the population or a child of it is in flight.
+    /// (elastic inheritance, `docs/search-quality.md`), and trains `inherited_epochs` instead of
+    /// `epochs`. A parent's weights are kept in its job folder while it is in the population or a
+    /// child of it is in flight.
     pub inherit_weights: bool,
     pub inherited_epochs: usize,
     /// Training batches on which an inheriting network's batch-norm statistics are re-estimated
