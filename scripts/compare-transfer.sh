@@ -38,27 +38,21 @@ python3 - "$out" <<'PY'
 import re, sys
 out = sys.argv[1]
 text = open(f"{out}/effective.toml").read()
-def with_weights(text, value):
-    lines, section = [], None
+def setting(text, section, value):
+    """`text` with `inherit_weights` of [section] set to `value`."""
+    lines, current = [], None
     for line in text.split("\n"):
         m = re.match(r"^\[(.+)\]\s*$", line)
         if m:
-            section = m.group(1)
-        if section == "transfer" and re.match(r"^inherit_weights\s*=", line):
+            current = m.group(1)
+        if current == section and re.match(r"^inherit_weights\s*=", line):
             line = f"inherit_weights = {value}"
         lines.append(line)
     return "\n".join(lines)
-open(f"{out}/weights.toml", "w").write(with_weights(text, "true"))
-open(f"{out}/arch.toml", "w").write(with_weights(text, "false"))
-lines, section = [], None
-for line in with_weights(text, "true").split("\n"):
-    m = re.match(r"^\[(.+)\]\s*$", line)
-    if m:
-        section = m.group(1)
-    if section == "large" and re.match(r"^inherit_weights\s*=", line):
-        line = "inherit_weights = true"
-    lines.append(line)
-open(f"{out}/inherit.toml", "w").write("\n".join(lines))
+weights = setting(text, "transfer", "true")
+open(f"{out}/weights.toml", "w").write(weights)
+open(f"{out}/arch.toml", "w").write(setting(text, "transfer", "false"))
+open(f"{out}/inherit.toml", "w").write(setting(weights, "large", "true"))
 PY
 for seed in "$@"; do
   dir="$out/seed-$seed"

@@ -403,16 +403,9 @@ fn candidates_that_always_fail_are_recorded_as_failed_and_the_search_goes_on() {
 ]"#;
     let config = config(&dir, 2, 6, setup);
     let out = dir.join("fail-search");
-    let stderr = ok(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--executor",
-        "slurm",
-        "--json",
-    ]);
+    let mut args = slurm_search(&config, &out);
+    args.push("--json");
+    let stderr = ok(&args);
     let records = history(&out);
     assert_eq!(records.len(), 6, "{stderr}");
     let by_id = |id: u64| records.iter().find(|r| r["id"] == id).unwrap();

@@ -146,12 +146,23 @@ fn run_with(
     workers: usize,
     stop: &AtomicBool,
 ) -> eatnas_nas::Result<()> {
-    let task = TaskConfig::default();
+    run_task(dir, saved, runner, workers, stop, &TaskConfig::default())
+}
+
+/// [`run_with`] on `task`.
+fn run_task(
+    dir: &Path,
+    saved: &mut SavedStage,
+    runner: Arc<dyn JobRunner>,
+    workers: usize,
+    stop: &AtomicBool,
+    task: &TaskConfig,
+) -> eatnas_nas::Result<()> {
     let run = StageRun {
         dir,
         search: "test",
         stage: "stage",
-        task: &task,
+        task,
         seed: 0,
         workers,
         max_retries: 2,
@@ -565,30 +576,10 @@ fn mutated_children_inherit_their_parents_weights() {
         inherit_weights: true,
         ..TaskConfig::default()
     };
-    let run = StageRun {
-        dir: &dir,
-        search: "test",
-        stage: "stage",
-        task: &task,
-        seed: 0,
-        workers: 1,
-        max_retries: 0,
-        transfer_weights: None,
-        keep_best_weights: false,
-    };
     let mut saved = SavedStage::new(state(Initializer::Random, 11), "test");
-    let mut executor = LocalExecutor::new(recorder.clone(), 1, &[]);
     let stop = AtomicBool::new(false);
-    let control = Control {
-        stop: &stop,
-        detach: false,
-    };
-    run_stage(&mut saved, &mut executor, &run, &control, &mut |_| {}).unwrap();
-    let records: Vec<Record> = std::fs::read_to_string(dir.join("history.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    run_task(&dir, &mut saved, recorder.clone(), 1, &stop, &task).unwrap();
+    let records = records(&dir);
     let inherited = recorder.inherited.lock().unwrap().clone();
     for (id, from) in &inherited {
         let record = records.iter().find(|r| r.id == *id).unwrap();
@@ -629,23 +620,7 @@ fn run_multi_fidelity(
         epochs: 3,
         ..TaskConfig::default()
     };
-    let run = StageRun {
-        dir,
-        search: "test",
-        stage: "stage",
-        task: &task,
-        seed: 0,
-        workers: 1,
-        max_retries: 0,
-        transfer_weights: None,
-        keep_best_weights: false,
-    };
-    let mut executor = LocalExecutor::new(Arc::new(runner), 1, &[]);
-    let control = Control {
-        stop: &stop,
-        detach: false,
-    };
-    run_stage(saved, &mut executor, &run, &control, &mut |_| {})
+    run_task(dir, saved, Arc::new(runner), 1, &stop, &task)
 }
 
 fn multi_fidelity_state(unpromoted: Unpromoted) -> EvolutionState {
