@@ -9,7 +9,7 @@ import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SHARED = os.environ.get("EATNAS_SHARED", os.path.join(ROOT, "..", "shared"))
-TEMPLATE = os.path.join(ROOT, "crates", "train", "src", "pytorch_module.py.in")
+TEMPLATE = os.path.join(ROOT, "crates", "train", "src", "export", "pytorch_module.py.in")
 DEMO = os.path.join(ROOT, "data", "fashion-mnist-demo")
 
 

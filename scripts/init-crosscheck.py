@@ -3,7 +3,7 @@
 come with the initialisation, in both frameworks alike? (issue 12, docs/initialisation.md)
 
 Usage: scripts/init-crosscheck.py [--pair 0,1] [--seeds 0,1,2,3,4] [--cli target/release/eatnas-cli]
-(with a Python that has torch: target/bench-venv, which `cargo xtask bench` creates).
+(with a Python that has torch: the one `scripts/python-env.sh` prints).
 
 For each seed and each of torchvision's and PyTorch's default initialisation, PyTorch draws
 fmnist-ref's weights and writes them to safetensors. eatnas trains from them

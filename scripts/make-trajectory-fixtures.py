@@ -3,7 +3,7 @@
 
 Usage: scripts/make-trajectory-fixtures.py [--out tests/fixtures/trajectory]
 (with a Python that has torch: the virtual environment `cargo xtask bench` creates under
-target/bench-venv; safetensors is not needed, the files are written here).
+target/python-venv from scripts/python-env.sh; safetensors is not needed, the files are written here).
 
 For each case (fmnist-ref; a network of SepConv and MBConv blocks with skips) it fixes:
 - the data: 256 images of the embedded Fashion-MNIST demo, normalised in float32 with their own

@@ -92,46 +92,18 @@ fn bench_binary(root: &Path) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("cargo built no `ops` bench executable"))
 }
 
-/// A Python that imports torch: `$EATNAS_PYTHON`, else the virtual environment under `target/`,
-/// created and filled with pip when missing.
+/// A Python that imports torch: what `scripts/python-env.sh` prints (`$EATNAS_PYTHON`, else the
+/// virtual environment under `target/`, created with pip when missing).
 fn python(root: &Path) -> Result<PathBuf> {
-    let has_torch = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import torch"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if let Some(python) = std::env::var_os("EATNAS_PYTHON").map(PathBuf::from) {
-        if !has_torch(&python) {
-            bail!("EATNAS_PYTHON={} cannot import torch", python.display());
-        }
-        return Ok(python);
+    let out = Command::new(root.join("scripts/python-env.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running scripts/python-env.sh")?;
+    if !out.status.success() {
+        bail!("scripts/python-env.sh failed: no Python with PyTorch for the baselines");
     }
-    let venv = root.join("target/bench-venv");
-    let python = venv.join("bin/python");
-    if has_torch(&python) {
-        return Ok(python);
-    }
-    eprintln!(
-        "PyTorch is missing: creating {} (pip install torch, a few GB)",
-        venv.display()
-    );
-    output(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv (is python3 with venv installed?)",
-    )?;
-    output(
-        Command::new(&python).args(["-m", "pip", "install", "--quiet", "torch", "numpy"]),
-        "pip install torch numpy",
-    )?;
-    if !has_torch(&python) {
-        bail!(
-            "{} still cannot import torch after pip install",
-            python.display()
-        );
-    }
-    Ok(python)
+    let path = String::from_utf8(out.stdout).context("scripts/python-env.sh printed non-UTF-8")?;
+    Ok(PathBuf::from(path.trim()))
 }
 
 /// Criterion's median of one row, in milliseconds.

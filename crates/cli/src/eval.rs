@@ -1,7 +1,7 @@
 //! `eatnas-cli eval --checkpoint C --data SPEC [--json]`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -41,24 +41,35 @@ pub struct Args {
     json: bool,
 }
 
+/// The description of weights that carry none (trained in PyTorch, say): the architecture in
+/// `arch_path`, and the channels, classes, resolution (`resolution`, default the dataset's own)
+/// and normalisation (estimated from the training split) of dataset `spec`.
+pub fn foreign_model_info(
+    arch_path: &Path,
+    spec: &DataSpec,
+    resolution: Option<usize>,
+) -> Result<ModelInfo> {
+    let arch = Arch::load(arch_path)?;
+    let splits = spec
+        .open(resolution)
+        .with_context(|| format!("opening dataset {spec}"))?;
+    let normalize = Normalize::estimate(splits.train.as_ref(), 10_000)?;
+    let shape = splits.shape();
+    Ok(ModelInfo {
+        arch,
+        in_channels: shape.channels,
+        classes: splits.classes(),
+        resolution: shape.size,
+        normalize,
+    })
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let spec = DataSpec::from_str(&args.data)?;
     let device = eatnas_tensor::Device::parse(&args.device)?;
     let path = model_path(&args.checkpoint);
     let override_info = match &args.arch {
-        Some(arch_path) => {
-            let arch = Arch::load(arch_path)?;
-            let splits = spec.open(args.resolution)?;
-            let normalize = Normalize::estimate(splits.train.as_ref(), 10_000)?;
-            let shape = splits.shape();
-            Some(ModelInfo {
-                arch,
-                in_channels: shape.channels,
-                classes: splits.classes(),
-                resolution: shape.size,
-                normalize,
-            })
-        }
+        Some(arch_path) => Some(foreign_model_info(arch_path, &spec, args.resolution)?),
         None => None,
     };
     let (mut net, info) = load_model(&path, override_info)?;

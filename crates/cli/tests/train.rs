@@ -151,6 +151,60 @@ fn trains_well_above_chance_then_evaluates_and_exports() {
     let source = std::fs::read_to_string(&module).unwrap();
     assert!(source.contains("class EatNet(nn.Module)") && source.contains("\"name\":\"tiny\""));
 
+    // ONNX: the model file, and the clear errors of weights it cannot describe.
+    let onnx = dir.join("model.onnx");
+    let export_onnx = |checkpoint: &Path, extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "export",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--format",
+            "onnx",
+            "--out",
+            onnx.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let said = String::from_utf8_lossy(&succeed(&export_onnx(&out, &[])).stdout).into_owned();
+    assert!(said.contains("input `input` (batch, 1, 14, 14)"), "{said}");
+    let written = std::fs::read(&onnx).unwrap();
+    assert!(written.len() > 4 * 2000, "{} bytes", written.len());
+    // Weights without eatnas's description (as PyTorch saves them), with and without --arch.
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let loaded = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let bare = dir.join("bare.safetensors");
+    safetensors::serialize_to_file(loaded.tensors(), None, &bare).unwrap();
+    std::fs::remove_file(&onnx).unwrap();
+    let e = fail(&export_onnx(&bare, &[]));
+    assert!(e.contains("no eatnas description"), "{e}");
+    assert!(!onnx.exists(), "a failed export leaves no file");
+    let other = dir.join("other.json");
+    std::fs::write(&other, TINY.replace("\"channels\":32", "\"channels\":24")).unwrap();
+    let e = fail(&export_onnx(
+        &bare,
+        &["--arch", other.to_str().unwrap(), "--resolution", "14"],
+    ));
+    assert!(
+        e.contains("does not fit architecture `tiny`") && e.contains("classifier.weight"),
+        "{e}"
+    );
+    // With its architecture it exports; the normalisation is then estimated from the data, so
+    // only the metadata may differ from the first file.
+    succeed(&export_onnx(
+        &bare,
+        &["--arch", arch.to_str().unwrap(), "--resolution", "14"],
+    ));
+    let foreign = std::fs::read(&onnx).unwrap();
+    assert!(
+        foreign.len().abs_diff(written.len()) < 64,
+        "{} bytes against {}",
+        foreign.len(),
+        written.len()
+    );
+
     // The same folder again is refused, and nothing in it is overwritten.
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
     let e = fail(&train_args(&arch, &out, &[]));
@@ -161,8 +215,6 @@ fn trains_well_above_chance_then_evaluates_and_exports() {
     );
 
     // A checkpoint evaluated as another architecture.
-    let other = dir.join("other.json");
-    std::fs::write(&other, TINY.replace("\"channels\":32", "\"channels\":24")).unwrap();
     let e = fail(
         &[
             "eval",

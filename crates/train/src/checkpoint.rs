@@ -169,8 +169,9 @@ pub fn load_exact(
             ),
         });
     }
+    let name = net.arch().name.clone();
     net.load(tensors).map_err(|e| Error::Checkpoint {
         path: path.into(),
-        message: format!("does not fit: {e}"),
+        message: format!("does not fit architecture `{name}`: {e}"),
     })
 }

@@ -30,6 +30,10 @@ pub enum Error {
 
     #[error("{0}")]
     Config(String),
+
+    /// A network that cannot be written in an export format.
+    #[error("export: {0}")]
+    Export(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

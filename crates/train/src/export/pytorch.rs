@@ -1,4 +1,4 @@
-//! Export to the ecosystem: a standalone PyTorch module whose `load_state_dict` takes an eatnas
+//! A standalone PyTorch module whose `load_state_dict` takes an eatnas
 //! `model.safetensors` as it is (same parameter names), and whose forward gives the same logits.
 
 use crate::checkpoint::ModelInfo;
