@@ -4,9 +4,11 @@
 //! - `build-kernels`: `kernels/*.cu` to the committed PTX in `kernels/ptx/`.
 //! - `test`: every test, the CUDA backend's on the emulator included.
 //! - `cuda-emulator [test]`: the kernels on the host behind a stand-in libcuda, for tests.
+//! - `fuzz [--seconds N] [--jobs J] [TARGET...]`: the fuzz targets of `tests/fuzz` under libFuzzer.
 
 mod bench;
 mod emulator;
+mod fuzz;
 mod kernels;
 
 use std::process::ExitCode;
@@ -32,6 +34,13 @@ commands:
       builds target/cuda-emu/libcuda.so, a stand-in CUDA driver that runs kernels/*.cu on the
       host (kernels/emu/), so the CUDA backend is tested without a GPU; `test` runs the op and
       conformance tests on it (LD_LIBRARY_PATH=target/cuda-emu).
+  fuzz [--seconds N] [--jobs J] [TARGET...]
+      runs each fuzz target of tests/fuzz (every one by default) for N seconds (default 20), J at
+      a time (default: one per core), under
+      libFuzzer with cargo-fuzz and the nightly toolchain (cargo-fuzz is installed from crates.io
+      when missing), from its seeds in tests/fuzz/seeds/TARGET and the corpus kept in
+      target/fuzz/corpus/TARGET; prints executions, coverage and corpus size per target and fails
+      on a crash, a time-out or an allocation over 256 MB, naming the input.
   help";
 
 /// `cargo xtask test`: the workspace's tests, then the CUDA backend's on the emulator.
@@ -62,6 +71,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("build-kernels") => kernels::run(&args[1..]),
         Some("cuda-emulator") => emulator::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some(other) => Err(anyhow::anyhow!(
             "`{other}` is not an xtask command; run `cargo xtask help`"

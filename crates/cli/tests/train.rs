@@ -188,7 +188,7 @@ fn trains_well_above_chance_then_evaluates_and_exports() {
         &["--arch", other.to_str().unwrap(), "--resolution", "14"],
     ));
     assert!(
-        e.contains("does not fit architecture `tiny`") && e.contains("classifier.weight"),
+        e.contains("does not fit architecture `tiny`: it needs") && e.contains("parameters"),
         "{e}"
     );
     // With its architecture it exports; the normalisation is then estimated from the data, so
@@ -310,6 +310,32 @@ fn bad_training_input_is_an_error() {
     assert!(
         fail(&["train", "--resume", dir.to_str().unwrap()].map(String::from))
             .contains("no train_state.safetensors")
+    );
+
+    // A training state whose momentum does not fit its parameter is refused on resume (it
+    // failed only at the first step before).
+    succeed(&train_args(&arch, &out, &["--epochs", "1"]));
+    let state_path = out.join("train_state.safetensors");
+    let bytes = std::fs::read(&state_path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let victim = "momentum.stem.conv.weight";
+    let short = vec![0u8; 4 * 3];
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != victim)
+        .collect();
+    tensors.push((
+        victim.to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3], &short).unwrap(),
+    ));
+    let metadata: Option<std::collections::HashMap<String, String>> = metadata.metadata().clone();
+    safetensors::serialize_to_file(tensors, metadata, &state_path).unwrap();
+    let e = fail(&["train", "--resume", out.to_str().unwrap()].map(String::from));
+    assert!(
+        e.contains("momentum of `stem.conv.weight` has shape [3]; the parameter has [8, 1, 3, 3]"),
+        "{e}"
     );
 }
 

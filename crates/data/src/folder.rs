@@ -29,13 +29,40 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-fn open_image(path: &Path) -> Result<DynamicImage> {
-    ImageReader::open(path)
+/// The largest image side read, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+/// The most memory one image may decode into: a file's header can claim any size, and a small
+/// compressed file can legitimately decode to a large image, so the claim is capped here (a
+/// 4000x3000 RGB photograph needs 36 MB).
+pub const MAX_IMAGE_BYTES: u64 = 128 << 20;
+
+/// A reader of the image at `path`, its format guessed from the content, with the limits above.
+fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+    let mut reader = ImageReader::open(path)
         .map_err(Error::io(path))?
         .with_guessed_format()
-        .map_err(Error::io(path))?
-        .decode()
-        .map_err(|e| Error::format(path, format!("image does not decode: {e}")))
+        .map_err(Error::io(path))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    reader.limits(limits);
+    Ok(reader)
+}
+
+fn decode_error(path: &Path, e: image::ImageError) -> Error {
+    let message = match e {
+        image::ImageError::Limits(_) => format!(
+            "image does not decode: it is larger than eatnas reads ({MAX_IMAGE_SIDE} pixels a side, {} MiB decoded)",
+            MAX_IMAGE_BYTES >> 20
+        ),
+        e => format!("image does not decode: {e}"),
+    };
+    Error::format(path, message)
+}
+
+fn open_image(path: &Path) -> Result<DynamicImage> {
+    reader(path)?.decode().map_err(|e| decode_error(path, e))
 }
 
 impl ImageFolder {
@@ -97,12 +124,9 @@ impl ImageFolder {
                     dir.display()
                 )));
             };
-            let decoder = ImageReader::open(first)
-                .map_err(Error::io(first))?
-                .with_guessed_format()
-                .map_err(Error::io(first))?
+            let decoder = reader(first)?
                 .into_decoder()
-                .map_err(|e| Error::format(first, format!("image does not decode: {e}")))?;
+                .map_err(|e| decode_error(first, e))?;
             colour |= decoder.color_type().has_color();
             let (w, h) = decoder.dimensions();
             first_size.get_or_insert(w.min(h) as usize);

@@ -11,66 +11,101 @@ pub(crate) struct Idx {
     pub data: Vec<u8>,
 }
 
-/// Gunzips `bytes` when they start with the gzip magic; `path` names them in errors.
-fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+/// The most a DEFLATE stream can expand (about 1032:1): a gzipped file whose header claims more
+/// data than this times its size is refused before anything is allocated for it.
+const MAX_DEFLATE_RATIO: usize = 1032;
+
+/// Parses IDX bytes, gzipped (by their magic) or raw, with `expected_dims` dimensions of unsigned
+/// bytes; `path` names them in errors. The header is checked against the file's size before the
+/// payload is allocated.
+pub(crate) fn parse(bytes: Vec<u8>, path: &Path, expected_dims: usize) -> Result<Idx> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("not a readable gzip stream ({e})")))?;
-        Ok(out)
+        let unreadable =
+            |e: std::io::Error| Error::format(path, format!("not a readable gzip stream ({e})"));
+        let mut stream = flate2::read::GzDecoder::new(&bytes[..]);
+        let dims = read_header(&mut stream, path, expected_dims)?;
+        let size = payload_size(&dims, path)?;
+        if size / MAX_DEFLATE_RATIO > bytes.len() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "dimensions {dims:?} claim {size} bytes, more than a {}-byte gzip file can hold",
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut data = Vec::with_capacity(size);
+        stream
+            .take(size as u64 + 1)
+            .read_to_end(&mut data)
+            .map_err(unreadable)?;
+        check_payload(&dims, size, data.len(), path)?;
+        Ok(Idx { dims, data })
     } else {
-        Ok(bytes)
+        let mut reader = &bytes[..];
+        let dims = read_header(&mut reader, path, expected_dims)?;
+        let size = payload_size(&dims, path)?;
+        check_payload(&dims, size, reader.len(), path)?;
+        Ok(Idx {
+            dims,
+            data: reader.to_vec(),
+        })
     }
 }
 
-/// Parses IDX bytes with `expected_dims` dimensions of unsigned bytes.
-pub(crate) fn parse(bytes: Vec<u8>, path: &Path, expected_dims: usize) -> Result<Idx> {
-    let bytes = maybe_gunzip(bytes, path)?;
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+/// Reads the magic (two zero bytes, the type byte 0x08, the dimension count) and the dimensions.
+fn read_header(stream: &mut impl Read, path: &Path, expected_dims: usize) -> Result<Vec<usize>> {
+    let truncated = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            Error::format(path, "truncated: the file ends inside its header")
+        }
+        _ => Error::format(path, format!("not a readable gzip stream ({e})")),
+    };
+    let mut magic = [0u8; 4];
+    stream.read_exact(&mut magic).map_err(truncated)?;
+    if magic[0] != 0 || magic[1] != 0 {
         return Err(Error::format(path, "wrong magic: an IDX file starts with two zero bytes, a type byte and a dimension count"));
     }
-    if bytes[2] != 0x08 {
+    if magic[2] != 0x08 {
         return Err(Error::format(
             path,
             format!(
                 "IDX element type 0x{:02x}: expected 0x08 (unsigned bytes)",
-                bytes[2]
+                magic[2]
             ),
         ));
     }
-    let ndims = bytes[3] as usize;
+    let ndims = magic[3] as usize;
     if ndims != expected_dims {
         return Err(Error::format(
             path,
             format!("IDX file with {ndims} dimensions: expected {expected_dims}"),
         ));
     }
-    let header = 4 + 4 * ndims;
-    if bytes.len() < header {
+    (0..ndims)
+        .map(|_| {
+            let mut dim = [0u8; 4];
+            stream.read_exact(&mut dim).map_err(truncated)?;
+            Ok(u32::from_be_bytes(dim) as usize)
+        })
+        .collect()
+}
+
+/// The payload's size in bytes, the product of the dimensions.
+fn payload_size(dims: &[usize], path: &Path) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| Error::format(path, format!("dimensions {dims:?} overflow a size")))
+}
+
+fn check_payload(dims: &[usize], expected: usize, held: usize, path: &Path) -> Result<()> {
+    if held != expected {
         return Err(Error::format(
             path,
-            format!(
-                "truncated: {} bytes, the header alone needs {header}",
-                bytes.len()
-            ),
+            format!("truncated or padded: dimensions {dims:?} need {expected} bytes of data, the file has {}", if held > expected { "more".to_string() } else { held.to_string() }),
         ));
     }
-    let dims: Vec<usize> = (0..ndims)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
-    let expected = dims.iter().product::<usize>();
-    let payload = bytes.len() - header;
-    if payload != expected {
-        return Err(Error::format(
-            path,
-            format!("truncated or padded: dimensions {dims:?} need {expected} bytes of data, the file has {payload}"),
-        ));
-    }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
+    Ok(())
 }
 
 /// Finds `DIR/{stem}` or `DIR/{stem}.gz` (also with `.` in place of the last `-`, as some

@@ -141,6 +141,34 @@ fn idx_files_raw_or_gzipped_load_and_bad_ones_are_named() {
         "{e}"
     );
 
+    // Headers that claim more than the file holds are refused before anything is allocated:
+    // 10^12 images, a product of dimensions that overflows, and a small gzip stream claiming
+    // more than DEFLATE can expand to.
+    for (dims, needle) in [
+        (
+            vec![1_000_000, 1_000_000, 1],
+            "need 1000000000000 bytes of data",
+        ),
+        (vec![u32::MAX, u32::MAX, u32::MAX], "overflow a size"),
+    ] {
+        write_idx(&dir, idx_bytes(&dims, &pixels), idx_bytes(&[6], &[0; 6]));
+        let e = open_err(&spec);
+        assert!(
+            e.contains("train-images-idx3-ubyte") && e.contains(needle),
+            "{dims:?}: {e}"
+        );
+    }
+    write_idx(
+        &dir,
+        gzip(&idx_bytes(&[100_000, 1000, 1000], &pixels)),
+        idx_bytes(&[6], &[0; 6]),
+    );
+    let e = open_err(&spec);
+    assert!(
+        e.contains("more than a") && e.contains("gzip file can hold"),
+        "{e}"
+    );
+
     let e = open_err("idx:/no/such/folder");
     assert!(e.contains("no IDX file train-images-idx3-ubyte"), "{e}");
     assert!(open_err("mnist:/x").contains("unknown dataset kind `mnist`"));
@@ -231,6 +259,22 @@ fn image_folders_stream_and_bad_images_are_named() {
     let e = splits.train.read(5, &mut pixels).unwrap_err().to_string();
     assert!(
         e.contains("train/dog/2.png") && e.contains("does not decode"),
+        "{e}"
+    );
+
+    // A 107-byte PNG claiming 6 x 67108869 pixels (found by the image fuzz target): refused
+    // without decoding 400 MB.
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/claims-6x67108869.png"
+        ),
+        dir.join("train/dog/2.png"),
+    )
+    .unwrap();
+    let e = splits.train.read(5, &mut pixels).unwrap_err().to_string();
+    assert!(
+        e.contains("train/dog/2.png") && e.contains("larger than eatnas reads"),
         "{e}"
     );
 

@@ -15,6 +15,13 @@ pub const FORMAT: &str = "eatnas-arch/1";
 pub const KERNELS: [usize; 3] = [3, 5, 7];
 /// Width multipliers the format allows.
 pub const WIDTHS: [f64; 4] = [0.5, 1.0, 1.5, 2.0];
+/// Bounds on what a file may ask for, far above any network of the space (7 blocks of at most
+/// 4 layers, 640 channels) or of the MobileNet family, so that a file cannot make the counting
+/// or the network builder allocate what its size does not justify.
+pub const MAX_BLOCKS: usize = 64;
+pub const MAX_LAYERS: usize = 64;
+pub const MAX_CHANNELS: usize = 8192;
+pub const MAX_STEM_KERNEL: usize = 15;
 
 /// The operation of a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,18 +150,19 @@ impl Arch {
                 self.format
             ));
         }
-        if self.stem.channels == 0 {
-            return Err("stem.channels: expected a positive channel count, got 0".into());
-        }
-        if self.stem.kernel % 2 == 0 {
+        check_channels("stem.channels", self.stem.channels)?;
+        if self.stem.kernel % 2 == 0 || self.stem.kernel > MAX_STEM_KERNEL {
             return Err(format!(
-                "stem.kernel: expected an odd kernel size (1, 3, 5, 7, ...), got {}",
+                "stem.kernel: expected an odd kernel size up to {MAX_STEM_KERNEL} (1, 3, 5, 7, ...), got {}",
                 self.stem.kernel
             ));
         }
         check_stride("stem.stride", self.stem.stride)?;
-        if self.blocks.is_empty() {
-            return Err("blocks: expected at least one block, got an empty list".into());
+        if self.blocks.is_empty() || self.blocks.len() > MAX_BLOCKS {
+            return Err(format!(
+                "blocks: expected 1 to {MAX_BLOCKS} blocks, got {}",
+                self.blocks.len()
+            ));
         }
         for (i, block) in self.blocks.iter().enumerate() {
             let field = |name: &str| format!("blocks[{i}].{name}");
@@ -173,18 +181,14 @@ impl Arch {
                 ));
             }
             check_stride(&field("stride"), block.stride)?;
-            if block.layers == 0 {
+            if block.layers == 0 || block.layers > MAX_LAYERS {
                 return Err(format!(
-                    "{}: expected at least 1 layer, got 0",
-                    field("layers")
+                    "{}: expected 1 to {MAX_LAYERS} layers, got {}",
+                    field("layers"),
+                    block.layers
                 ));
             }
-            if block.base_channels == 0 {
-                return Err(format!(
-                    "{}: expected a positive channel count, got 0",
-                    field("base_channels")
-                ));
-            }
+            check_channels(&field("base_channels"), block.base_channels)?;
             if block.out_channels() == 0 {
                 return Err(format!(
                     "{}: base_channels {} x width {} rounds down to 0 channels; expected at least 1",
@@ -193,10 +197,9 @@ impl Arch {
                     block.width
                 ));
             }
+            check_channels(&field("width"), block.out_channels())?;
         }
-        if self.head.channels == 0 {
-            return Err("head.channels: expected a positive channel count, got 0".into());
-        }
+        check_channels("head.channels", self.head.channels)?;
         Ok(())
     }
 
@@ -231,6 +234,16 @@ impl Arch {
         self.blocks
             .last()
             .map_or(self.stem.channels, Block::out_channels)
+    }
+}
+
+fn check_channels(field: &str, channels: usize) -> std::result::Result<(), String> {
+    if (1..=MAX_CHANNELS).contains(&channels) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: expected 1 to {MAX_CHANNELS} channels, got {channels}"
+        ))
     }
 }
 

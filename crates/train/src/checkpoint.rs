@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use eatnas_data::Normalize;
-use eatnas_nn::{Arch, Network};
+use eatnas_nn::{Arch, Counts, Network};
 use eatnas_tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -129,9 +129,71 @@ pub fn load_model(path: &Path, override_info: Option<ModelInfo>) -> Result<(Netw
             })?
         }
     };
+    check_description(&info, &tensors, path)?;
     let mut net = Network::new(&info.arch, info.in_channels, info.classes, 0)?;
     load_exact(&mut net, &tensors, path)?;
     Ok((net, info))
+}
+
+/// The most input channels and classes a model file may describe.
+const MAX_INPUT_CHANNELS: usize = 64;
+const MAX_CLASSES: usize = 1 << 20;
+const MAX_RESOLUTION: usize = 8192;
+
+/// Checks a file's description against what it holds before a network is built from it: the
+/// values in range, the normalisation one mean and one standard deviation per input channel,
+/// and the parameter count that the architecture implies equal to the file's (so that a
+/// description claiming a huge network is refused before anything is allocated for it).
+pub fn check_description(
+    info: &ModelInfo,
+    tensors: &BTreeMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let bad = |message: String| Error::Checkpoint {
+        path: path.into(),
+        message,
+    };
+    info.arch
+        .validate()
+        .map_err(|e| bad(format!("the architecture it describes is invalid: {e}")))?;
+    for (what, value, max) in [
+        ("input channels", info.in_channels, MAX_INPUT_CHANNELS),
+        ("classes", info.classes, MAX_CLASSES),
+        ("resolution", info.resolution, MAX_RESOLUTION),
+    ] {
+        if !(1..=max).contains(&value) {
+            return Err(bad(format!(
+                "describes {value} {what}; expected 1 to {max}"
+            )));
+        }
+    }
+    let Normalize { mean, std } = &info.normalize;
+    if mean.len() != info.in_channels || std.len() != info.in_channels {
+        return Err(bad(format!(
+            "its normalisation has {} mean(s) and {} standard deviation(s) for {} input channel(s)",
+            mean.len(),
+            std.len(),
+            info.in_channels
+        )));
+    }
+    if !mean.iter().all(|m| m.is_finite()) || !std.iter().all(|s| s.is_finite() && *s > 0.0) {
+        return Err(bad(format!(
+            "its normalisation is not finite and positive: mean {mean:?}, std {std:?}"
+        )));
+    }
+    let expected = Counts::new(&info.arch, info.in_channels, info.resolution, info.classes)?.params;
+    let held: u64 = tensors
+        .iter()
+        .filter(|(name, _)| !name.ends_with(".running_mean") && !name.ends_with(".running_var"))
+        .map(|(_, t)| t.shape().iter().product::<usize>() as u64)
+        .sum();
+    if expected != held {
+        return Err(bad(format!(
+            "does not fit architecture `{}`: it needs {expected} parameters, the file holds {held}",
+            info.arch.name
+        )));
+    }
+    Ok(())
 }
 
 /// Loads `tensors` into `net`, requiring exactly the network's names and shapes.

@@ -18,4 +18,6 @@ pub use error::{Error, Result};
 pub use evaluate::{evaluate, top_k_hits, Evaluation};
 pub use optimizer::{decays, Sgd};
 pub use schedule::CosineSchedule;
-pub use trainer::{train_step, EpochRecord, PreparedData, StepError, Summary, Trainer};
+pub use trainer::{
+    train_step, EpochRecord, PreparedData, SavedTraining, StepError, Summary, Trainer,
+};

@@ -99,6 +99,13 @@ struct Position {
     seen: usize,
 }
 
+/// A training state read from its file and checked: what [`Trainer::resume`] continues from.
+pub struct SavedTraining {
+    state: StateRecord,
+    net: Network,
+    momenta: BTreeMap<String, eatnas_tensor::Tensor>,
+}
+
 /// The JSON stored in a training-state file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StateRecord {
@@ -246,8 +253,9 @@ impl Trainer {
         })
     }
 
-    /// Continues the run whose checkpoints are in `dir`, from its last training state.
-    pub fn resume(dir: &Path) -> Result<Trainer> {
+    /// Reads the training state in `dir` and checks it whole (its recipe, its model against its
+    /// description, each momentum against its parameter) without opening its dataset.
+    pub fn read_saved(dir: &Path) -> Result<SavedTraining> {
         let path = dir.join(STATE_FILE);
         if !path.exists() {
             return Err(Error::Config(format!(
@@ -271,25 +279,61 @@ impl Trainer {
                 state.format
             )));
         }
-        let spec = DataSpec::from_str(&state.data)?;
-        let mut data = PreparedData::open(&spec, &state.config)?;
-        data.normalize = state.model.normalize.clone();
-        let mut net = Network::new(
-            &state.model.arch,
-            state.model.in_channels,
-            state.model.classes,
-            state.config.seed,
-        )?;
         let strip = |prefix: &str| -> BTreeMap<String, eatnas_tensor::Tensor> {
             tensors
                 .iter()
                 .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
                 .collect()
         };
-        checkpoint::load_exact(&mut net, &strip("model."), &path)?;
+        // The file is checked whole before the dataset is opened.
+        state
+            .config
+            .validate()
+            .map_err(|e| bad(format!("its training configuration is invalid: {e}")))?;
+        let model_tensors = strip("model.");
+        checkpoint::check_description(&state.model, &model_tensors, &path)?;
+        let mut net = Network::new(
+            &state.model.arch,
+            state.model.in_channels,
+            state.model.classes,
+            state.config.seed,
+        )?;
+        checkpoint::load_exact(&mut net, &model_tensors, &path)?;
+        let momenta = strip("momentum.");
+        let parameters = net.parameters();
+        for (name, buffer) in &momenta {
+            match parameters.get(name) {
+                Some(p) if p.shape() == buffer.shape() => {}
+                Some(p) => {
+                    return Err(bad(format!(
+                        "momentum of `{name}` has shape {:?}; the parameter has {:?}",
+                        buffer.shape(),
+                        p.shape()
+                    )))
+                }
+                None => return Err(bad(format!("momentum of `{name}`, which is no parameter"))),
+            }
+        }
+        Ok(SavedTraining {
+            state,
+            net,
+            momenta,
+        })
+    }
+
+    /// Continues the run whose checkpoints are in `dir`, from its last training state.
+    pub fn resume(dir: &Path) -> Result<Trainer> {
+        let SavedTraining {
+            state,
+            net,
+            momenta,
+        } = Self::read_saved(dir)?;
+        let spec = DataSpec::from_str(&state.data)?;
+        let mut data = PreparedData::open(&spec, &state.config)?;
+        data.normalize = state.model.normalize.clone();
         let resumed_step = state.position.global_step;
         let mut sgd = Sgd::for_config(&state.config);
-        sgd.buffers = strip("momentum.");
+        sgd.buffers = momenta;
         Ok(Trainer {
             config: state.config,
             data,

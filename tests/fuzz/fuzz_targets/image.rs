@@ -1,0 +1,31 @@
+//! An image folder (`folder:DIR`) whose first training image is the fuzzer's (its extension
+//! chosen by the first byte; the format is guessed from the content): opened, then every image
+//! read (decoded, resized, cropped).
+#![no_main]
+
+use std::str::FromStr;
+
+use eatnas_data::{DataSpec, Dataset};
+use eatnas_fuzz::{png, scratch, write};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    let dir = scratch("image");
+    let extension = ["png", "jpg", "jpeg"][which as usize % 3];
+    write(&dir.join(format!("train/a/0.{extension}")), bytes);
+    write(&dir.join("train/b/0.png"), &png());
+    write(&dir.join("val/a/0.png"), &png());
+    write(&dir.join("val/b/0.png"), &png());
+    let spec = DataSpec::from_str(&format!("folder:{}", dir.display())).unwrap();
+    if let Ok(splits) = spec.open(None) {
+        let mut image = vec![0u8; splits.shape().bytes()];
+        for set in [&splits.train, &splits.test] {
+            for i in 0..set.len() {
+                let _ = set.read(i, &mut image);
+            }
+        }
+    }
+});
