@@ -4,9 +4,11 @@
 //! - `build-kernels`: `kernels/*.cu` to the committed PTX in `kernels/ptx/`.
 //! - `test`: every test, the CUDA backend's on the emulator included.
 //! - `cuda-emulator [test]`: the kernels on the host behind a stand-in libcuda, for tests.
+//! - `chaos [--kills N] [--seed S]`: the tiny pipeline killed with SIGKILL and resumed, N times.
 //! - `fuzz [--seconds N] [--jobs J] [TARGET...]`: the fuzz targets of `tests/fuzz` under libFuzzer.
 
 mod bench;
+mod chaos;
 mod emulator;
 mod fuzz;
 mod kernels;
@@ -34,6 +36,12 @@ commands:
       builds target/cuda-emu/libcuda.so, a stand-in CUDA driver that runs kernels/*.cu on the
       host (kernels/emu/), so the CUDA backend is tested without a GPU; `test` runs the op and
       conformance tests on it (LD_LIBRARY_PATH=target/cuda-emu).
+  chaos [--kills N] [--seed S] [--config C] [--out DIR]
+      runs the pipeline of C (default configs/tiny.toml) once uninterrupted, then N times (default
+      5) killed with SIGKILL at a seeded random moment (a time in the run, or the K-th write of
+      state) and resumed (every second resume killed once more), into DIR (default
+      target/chaos); each must end with the uninterrupted run's final_arch.json, histories
+      (architectures and fitness) and final weights, byte for byte. Prints each kill's moment.
   fuzz [--seconds N] [--jobs J] [TARGET...]
       runs each fuzz target of tests/fuzz (every one by default) for N seconds (default 20), J at
       a time (default: one per core), under
@@ -71,6 +79,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("build-kernels") => kernels::run(&args[1..]),
         Some("cuda-emulator") => emulator::run(&args[1..]),
+        Some("chaos") => chaos::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some(other) => Err(anyhow::anyhow!(

@@ -294,6 +294,19 @@ fn bad_search_input_is_named() {
     ]);
     assert!(e.contains("missing.json"), "{e}");
     assert!(err(&["resume", dir.to_str().unwrap()]).contains("no search to resume here"));
+    // Killed between the command and the configuration: resume says it never began.
+    let early = dir.join("early");
+    std::fs::create_dir_all(&early).unwrap();
+    std::fs::write(
+        early.join("command.json"),
+        format!(
+            r#"{{"version":"{}","command":"run"}}"#,
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+    .unwrap();
+    let e = err(&["resume", early.to_str().unwrap()]);
+    assert!(e.contains("stopped before it began"), "{e}");
 }
 
 #[test]

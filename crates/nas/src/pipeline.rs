@@ -128,7 +128,8 @@ pub fn start(
     if let Some(bytes) = seed_weights {
         write_atomic(&dir.join(BASIC_WEIGHTS_FILE), &bytes)?;
     }
-    write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+    // The configuration last: its presence says a search exists here, so that a kill before it
+    // leaves a folder that `run` starts again (and `resume` names as never begun).
     let command_file = CommandFile {
         version: VERSION.into(),
         command: command.clone(),
@@ -139,6 +140,7 @@ pub fn start(
             .expect("serialises")
             .as_bytes(),
     )?;
+    write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     if let Some(devices) = &session.devices {
         config.devices = devices.clone();
     }
@@ -194,6 +196,12 @@ pub fn resume(dir: &Path, session: &Session, on_event: &mut dyn FnMut(Event)) ->
         return Err(Error::refused(
             dir,
             "no search to resume here (no command.json)",
+        ));
+    }
+    if !dir.join(CONFIG_FILE).exists() {
+        return Err(Error::refused(
+            dir,
+            "no search to resume here: it was stopped before it began (no config.toml); start it again with the same command",
         ));
     }
     let _lock = Lock::acquire(dir)?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use eatnas_train::fs::write_atomic;
+use eatnas_train::fs::{chaos_point, write_atomic};
 use serde::{Deserialize, Serialize};
 
 use crate::evolution::{Candidate, EvolutionState, Origin, Ran, Record, RungResult};
@@ -559,10 +559,19 @@ impl Stage<'_, '_> {
 
     fn persist(&mut self, record: Record) -> Result<()> {
         let line = serde_json::to_string(&record).expect("a record serialises") + "\n";
+        let path = self.run.dir.join(HISTORY_FILE);
+        // In two parts, with the chaos point between: a kill there leaves a torn last line,
+        // which resume must cut off.
+        let (first, rest) = line.as_bytes().split_at(line.len() / 2);
         self.history
-            .write_all(line.as_bytes())
+            .write_all(first)
             .and_then(|_| self.history.flush())
-            .map_err(|e| Error::io(&self.run.dir.join(HISTORY_FILE), e))?;
+            .map_err(|e| Error::io(&path, e))?;
+        chaos_point(&path);
+        self.history
+            .write_all(rest)
+            .and_then(|_| self.history.flush())
+            .map_err(|e| Error::io(&path, e))?;
         self.saved.save(self.run.dir)?;
         (self.on_progress)(Progress::Evaluated(&record));
         Ok(())

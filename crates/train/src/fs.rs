@@ -2,6 +2,8 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use crate::{Error, Result};
 
@@ -18,6 +20,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        chaos_point(path);
         std::fs::rename(&temporary, path)
     })();
     outcome.map_err(|source| {
@@ -27,6 +30,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             source,
         }
     })
+}
+
+/// What `EATNAS_CHAOS` asks of [`chaos_point`].
+enum Chaos {
+    /// `log`: name every write on stderr (`chaos: write N PATH`).
+    Log,
+    /// `kill-at-write:N`: SIGKILL this process at its N-th write.
+    KillAt(usize),
+}
+
+/// Test instrumentation for `cargo xtask chaos`, called at the worst moment of every write of
+/// state (a file's new contents written but not yet renamed into place, half a history line
+/// appended). Writes are counted from 1 in each process. Without `EATNAS_CHAOS` in the
+/// environment it does nothing (one check of a value read once).
+pub fn chaos_point(path: &Path) {
+    static CHAOS: OnceLock<Option<Chaos>> = OnceLock::new();
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let chaos = CHAOS.get_or_init(|| {
+        let value = std::env::var("EATNAS_CHAOS").ok()?;
+        match value.strip_prefix("kill-at-write:") {
+            Some(n) => n.parse().ok().map(Chaos::KillAt),
+            None => (value == "log").then_some(Chaos::Log),
+        }
+    });
+    let Some(chaos) = chaos else {
+        return;
+    };
+    let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+    match chaos {
+        Chaos::Log => eprintln!("chaos: write {n} {}", path.display()),
+        Chaos::KillAt(at) if *at == n => {
+            eprintln!("chaos: killed at write {n} {}", path.display());
+            // SAFETY: kill(2) on this process's own id; SIGKILL does not return.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+        Chaos::KillAt(_) => {}
+    }
 }
 
 #[cfg(test)]

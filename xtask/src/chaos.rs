@@ -1,0 +1,341 @@
+//! `cargo xtask chaos [--kills N] [--seed S] [--config C] [--out DIR]`: the tiny pipeline (stage 1,
+//! transfer, stage 2, scratch, final training) once uninterrupted, then N times killed with
+//! SIGKILL and resumed, and each resumed run compared with the uninterrupted one: the same
+//! `final_arch.json`, the same architectures and fitness in every history, byte-identical final
+//! weights.
+//!
+//! Kills alternate between two kinds of moment, drawn from a seeded generator: a time in the
+//! run's duration (any phase, as a user's kill lands), and the N-th write of state, where
+//! `EATNAS_CHAOS=kill-at-write:N` makes the process kill itself with the new contents written
+//! but not renamed into place, or half a history line appended (`eatnas_train::fs::chaos_point`).
+//! Every second resume is itself killed once at a random time before it is resumed again.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+const STAGES: [&str; 3] = ["stage1", "transfer", "scratch"];
+
+/// How a run was stopped.
+enum Kill {
+    /// SIGKILL from outside after this long.
+    After(Duration),
+    /// The process's own SIGKILL at its N-th write.
+    AtWrite(usize),
+}
+
+/// What one killed-and-resumed run showed.
+struct Trial {
+    moment: String,
+    resumes: usize,
+    differences: Vec<String>,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let root = crate::kernels::workspace_root();
+    let mut kills = 5usize;
+    let mut seed = 0u64;
+    let mut config = root.join("configs/tiny.toml");
+    let mut out = root.join("target/chaos");
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--kills" => kills = value()?.parse().context("--kills needs a count")?,
+            "--seed" => seed = value()?.parse().context("--seed needs a number")?,
+            "--config" => config = PathBuf::from(value()?),
+            "--out" => out = PathBuf::from(value()?),
+            other => bail!("chaos: unknown argument `{other}`"),
+        }
+    }
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["build", "--release", "-q", "-p", "eatnas-cli"])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build -p eatnas-cli failed");
+    }
+    let cli = root.join("target/release/eatnas-cli");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    let reference = out.join("reference");
+    let started = Instant::now();
+    let output = Command::new(&cli)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&reference)
+        .env("EATNAS_CHAOS", "log")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running the uninterrupted pipeline")?;
+    let duration = started.elapsed();
+    if !output.status.success() {
+        bail!(
+            "the uninterrupted run failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let writes = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.starts_with("chaos: write "))
+        .count();
+    println!(
+        "chaos: the uninterrupted run took {:.1} s and wrote state {writes} times",
+        duration.as_secs_f64()
+    );
+    let mut rng = SplitMix(seed);
+    let mut trials = Vec::new();
+    for k in 0..kills {
+        let dir = out.join(format!("kill-{k:02}"));
+        let kill = if k % 2 == 0 {
+            Kill::After(duration.mul_f64(0.05 + 0.9 * rng.unit()))
+        } else {
+            Kill::AtWrite(1 + rng.below(writes.max(1)))
+        };
+        let trial = trial(
+            &cli,
+            &config,
+            &dir,
+            &reference,
+            kill,
+            k % 2 == 1,
+            duration,
+            &mut rng,
+        )?;
+        println!(
+            "chaos: kill {k}: {}; {} resume(s); {}",
+            trial.moment,
+            trial.resumes,
+            if trial.differences.is_empty() {
+                "the same as uninterrupted".to_string()
+            } else {
+                format!("DIFFERENT: {}", trial.differences.join("; "))
+            }
+        );
+        trials.push(trial);
+    }
+    let failed = trials.iter().filter(|t| !t.differences.is_empty()).count();
+    println!("{} passed, {failed} failed", trials.len() - failed);
+    if failed > 0 {
+        bail!("{failed} of {kills} killed runs did not end as the uninterrupted run");
+    }
+    Ok(())
+}
+
+/// One run killed as `kill` says, then resumed until it finishes (the first resume killed
+/// again when `kill_resume`), then compared with `reference`.
+#[allow(clippy::too_many_arguments)]
+fn trial(
+    cli: &Path,
+    config: &Path,
+    dir: &Path,
+    reference: &Path,
+    kill: Kill,
+    kill_resume: bool,
+    duration: Duration,
+    rng: &mut SplitMix,
+) -> Result<Trial> {
+    let mut command = Command::new(cli);
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(dir);
+    if let Kill::AtWrite(n) = kill {
+        command.env("EATNAS_CHAOS", format!("kill-at-write:{n}"));
+    }
+    let (killed, stderr) = run_killed(command, &kill)?;
+    let phase = phase(dir);
+    let mut moment = match (&kill, killed) {
+        (Kill::After(t), true) => format!("SIGKILL at {:.2} s, {phase}", t.as_secs_f64()),
+        (Kill::AtWrite(_), true) => {
+            let line = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("chaos: killed at "))
+                .unwrap_or("a write");
+            let shown = line.replace(&format!("{}/", dir.display()), "");
+            format!("SIGKILL at {shown}, {phase}")
+        }
+        (_, false) => "the run finished before the kill came".to_string(),
+    };
+    let mut resumes = 0;
+    if killed {
+        let mut kill_next = kill_resume;
+        loop {
+            resumes += 1;
+            if resumes > 10 {
+                bail!("{}: still not finished after 10 resumes", dir.display());
+            }
+            let mut command = resume_command(cli, config, dir);
+            if kill_next {
+                kill_next = false;
+                let t = duration.mul_f64(0.5 * rng.unit());
+                let (killed_again, _) = run_killed(command, &Kill::After(t))?;
+                if killed_again {
+                    moment += &format!("; its resume killed at {:.2} s", t.as_secs_f64());
+                    continue;
+                }
+                break;
+            }
+            let output = command
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()?;
+            if !output.status.success() {
+                bail!(
+                    "{}: resume failed:\n{}",
+                    dir.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            break;
+        }
+    }
+    Ok(Trial {
+        moment,
+        resumes,
+        differences: differences(reference, dir)?,
+    })
+}
+
+/// `resume DIR`, or `run` again where the kill came before the search began (what a user does
+/// when resume says so).
+fn resume_command(cli: &Path, config: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(cli);
+    if dir.join("config.toml").exists() {
+        command.arg("resume").arg(dir);
+    } else {
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--out")
+            .arg(dir);
+    }
+    command
+}
+
+/// Runs `command` until it ends or `kill` stops it; returns whether it was killed, and its stderr.
+fn run_killed(mut command: Command, kill: &Kill) -> Result<(bool, String)> {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr_path = std::env::temp_dir().join(format!("eatnas-chaos-{}.log", std::process::id()));
+    let stderr = std::fs::File::create(&stderr_path)?;
+    let mut child: Child = command.stdout(Stdio::null()).stderr(stderr).spawn()?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Kill::After(t) = kill {
+            if started.elapsed() >= *t {
+                child.kill()?; // SIGKILL
+                break child.wait()?;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let killed = status.signal() == Some(9);
+    if !killed && !status.success() {
+        bail!("{command:?} failed: {text}");
+    }
+    Ok((killed, text))
+}
+
+/// Where a run folder is: the evaluations in each stage's history, and the final training.
+fn phase(dir: &Path) -> String {
+    let mut parts: Vec<String> = STAGES
+        .iter()
+        .filter_map(|stage| {
+            let text = std::fs::read_to_string(dir.join(stage).join("history.jsonl")).ok()?;
+            Some(format!("{stage} {} evaluated", text.lines().count()))
+        })
+        .collect();
+    if dir.join("final").exists() {
+        parts.push("in the final training".into());
+    }
+    if parts.is_empty() {
+        "before stage 1's first evaluation".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// What differs between the uninterrupted run and `dir`.
+fn differences(reference: &Path, dir: &Path) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for file in ["final_arch.json", "final/model.safetensors"] {
+        let (a, b) = (
+            std::fs::read(reference.join(file)),
+            std::fs::read(dir.join(file)),
+        );
+        match (a, b) {
+            (Ok(a), Ok(b)) if a == b => {}
+            (Ok(_), Ok(_)) => found.push(format!("{file} differs")),
+            (_, Err(e)) => found.push(format!("{file}: {e}")),
+            (Err(e), _) => bail!("the uninterrupted run has no {file}: {e}"),
+        }
+    }
+    for stage in STAGES {
+        let read = |d: &Path| -> Result<Vec<(Value, Value)>> {
+            let path = d.join(stage).join("history.jsonl");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            text.lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l)
+                        .with_context(|| format!("{}: a line is not JSON", path.display()))?;
+                    Ok((v["genome"].clone(), v["fitness"].clone()))
+                })
+                .collect()
+        };
+        let (want, got) = (read(reference)?, read(dir));
+        match got {
+            Ok(got) if got == want => {}
+            Ok(got) => {
+                let first = want.iter().zip(&got).position(|(a, b)| a != b);
+                found.push(match first {
+                    Some(i) => format!("{stage} history differs at evaluation {}", i + 1),
+                    None => format!(
+                        "{stage} history has {} lines, not {}",
+                        got.len(),
+                        want.len()
+                    ),
+                });
+            }
+            Err(e) => found.push(format!("{e:#}")),
+        }
+    }
+    Ok(found)
+}
+
+/// SplitMix64: the moments are drawn from `--seed` alone.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [0, n).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
