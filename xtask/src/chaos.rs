@@ -51,45 +51,12 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("chaos: unknown argument `{other}`"),
         }
     }
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args(["build", "--release", "-q", "-p", "eatnas-cli"])
-        .status()?;
-    if !status.success() {
-        bail!("cargo build -p eatnas-cli failed");
-    }
-    let cli = root.join("target/release/eatnas-cli");
+    let cli = build_cli(&root)?;
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     let reference = out.join("reference");
-    let started = Instant::now();
-    let output = Command::new(&cli)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&reference)
-        .env("EATNAS_CHAOS", "log")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .context("running the uninterrupted pipeline")?;
-    let duration = started.elapsed();
-    if !output.status.success() {
-        bail!(
-            "the uninterrupted run failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let writes = String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .filter(|l| l.starts_with("chaos: write "))
-        .count();
-    println!(
-        "chaos: the uninterrupted run took {:.1} s and wrote state {writes} times",
-        duration.as_secs_f64()
-    );
+    let (duration, writes) = reference_run(&cli, &config, &reference)?;
     let mut rng = SplitMix(seed);
     let mut trials = Vec::new();
     for k in 0..kills {
@@ -127,6 +94,51 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("{failed} of {kills} killed runs did not end as the uninterrupted run");
     }
     Ok(())
+}
+
+/// Builds eatnas-cli in release mode; returns its path.
+pub(crate) fn build_cli(root: &Path) -> Result<PathBuf> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args(["build", "--release", "-q", "-p", "eatnas-cli"])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build -p eatnas-cli failed");
+    }
+    Ok(root.join("target/release/eatnas-cli"))
+}
+
+/// Runs the pipeline of `config` into `dir` uninterrupted; returns its duration and how many
+/// writes of state it made.
+pub(crate) fn reference_run(cli: &Path, config: &Path, dir: &Path) -> Result<(Duration, usize)> {
+    let started = Instant::now();
+    let output = Command::new(cli)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(dir)
+        .env("EATNAS_CHAOS", "log")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running the uninterrupted pipeline")?;
+    let duration = started.elapsed();
+    if !output.status.success() {
+        bail!(
+            "the uninterrupted run failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let writes = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.starts_with("chaos: write "))
+        .count();
+    println!(
+        "chaos: the uninterrupted run took {:.1} s and wrote state {writes} times",
+        duration.as_secs_f64()
+    );
+    Ok((duration, writes))
 }
 
 /// One run killed as `kill` says, then resumed until it finishes (the first resume killed
@@ -270,7 +282,7 @@ fn phase(dir: &Path) -> String {
 }
 
 /// What differs between the uninterrupted run and `dir`.
-fn differences(reference: &Path, dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn differences(reference: &Path, dir: &Path) -> Result<Vec<String>> {
     let mut found = Vec::new();
     for file in ["final_arch.json", "final/model.safetensors"] {
         let (a, b) = (
@@ -318,7 +330,7 @@ fn differences(reference: &Path, dir: &Path) -> Result<Vec<String>> {
 }
 
 /// SplitMix64: the moments are drawn from `--seed` alone.
-struct SplitMix(u64);
+pub(crate) struct SplitMix(pub(crate) u64);
 
 impl SplitMix {
     fn next(&mut self) -> u64 {
@@ -330,12 +342,12 @@ impl SplitMix {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in [0, n).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }

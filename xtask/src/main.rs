@@ -5,11 +5,13 @@
 //! - `test`: every test, the CUDA backend's on the emulator included.
 //! - `cuda-emulator [test]`: the kernels on the host behind a stand-in libcuda, for tests.
 //! - `chaos [--kills N] [--seed S]`: the tiny pipeline killed with SIGKILL and resumed, N times.
+//! - `full-disk [--points N]`: a search and a training on a disk that fills up, then resumed.
 //! - `fuzz [--seconds N] [--jobs J] [TARGET...]`: the fuzz targets of `tests/fuzz` under libFuzzer.
 
 mod bench;
 mod chaos;
 mod emulator;
+mod full_disk;
 mod fuzz;
 mod kernels;
 
@@ -42,6 +44,11 @@ commands:
       state) and resumed (every second resume killed once more), into DIR (default
       target/chaos); each must end with the uninterrupted run's final_arch.json, histories
       (architectures and fitness) and final weights, byte for byte. Prints each kill's moment.
+  full-disk [--points N] [--seed S]
+      the tiny search and a short training on a disk that fills up mid-run: a small tmpfs (as
+      root, where mounting works) and an injected ENOSPC from the K-th write on, at N (default
+      3) seeded points; each must fail naming the file, leave every file before it readable,
+      and resume once there is room to the uninterrupted result, byte for byte.
   fuzz [--seconds N] [--jobs J] [TARGET...]
       runs each fuzz target of tests/fuzz (every one by default) for N seconds (default 20), J at
       a time (default: one per core), under
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
         Some("build-kernels") => kernels::run(&args[1..]),
         Some("cuda-emulator") => emulator::run(&args[1..]),
         Some("chaos") => chaos::run(&args[1..]),
+        Some("full-disk") => full_disk::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some(other) => Err(anyhow::anyhow!(

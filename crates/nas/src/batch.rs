@@ -122,6 +122,13 @@ pub fn run_batch(
             };
             let end = match ended {
                 Ended::Completed(result) => BatchEnd::Completed(Box::new(result)),
+                // Retrying would fail the same way: stop, the job is run again on the next go.
+                Ended::DiskFull(reason) => {
+                    return Err(Error::DiskFull {
+                        reason,
+                        next: "run the same command again: what is measured already is kept".into(),
+                    });
+                }
                 Ended::Failed(reason) => {
                     failures[i] += 1;
                     if failures[i] <= max_retries {

@@ -46,6 +46,9 @@ pub enum Error {
     Locked { path: PathBuf, holder: String },
     #[error(transparent)]
     Slurm(#[from] SlurmError),
+    /// An evaluation could not write its files: nothing of it was recorded.
+    #[error("the disk is full: {reason}. Nothing of that evaluation was recorded; free space, then {next}")]
+    DiskFull { reason: String, next: String },
     /// Ctrl-C or SIGTERM: the state is saved.
     #[error("interrupted; {what}. Continue with `eatnas-cli resume {}`", dir.display())]
     Interrupted { dir: PathBuf, what: String },

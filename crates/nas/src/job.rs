@@ -117,6 +117,24 @@ pub struct JobResult {
 pub struct JobFailure {
     pub reason: String,
     pub ran: Placement,
+    /// The job could not write its files because the disk (or quota) is full: not the
+    /// candidate's fault, so the search stops instead of retrying or recording it as failed.
+    #[serde(default)]
+    pub disk_full: bool,
+}
+
+/// Whether `error`, or an error it was caused by, is a full disk or an exhausted quota.
+pub fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Trains what a job asks for, in this process.
@@ -236,6 +254,7 @@ pub fn record_failure(dir: &Path, reason: String, device: &str, started_at: f64)
     let failure = JobFailure {
         reason,
         ran: placement(device, started_at),
+        disk_full: false,
     };
     let text = serde_json::to_string_pretty(&failure).expect("a failure serialises");
     let _ = write_atomic(&dir.join(ERROR_FILE), text.as_bytes());
@@ -276,6 +295,7 @@ pub fn run_folder(
         let failure = JobFailure {
             reason: e.to_string(),
             ran: placement(&device_name, started_at),
+            disk_full: is_disk_full(&e),
         };
         let text = serde_json::to_string_pretty(&failure).expect("a failure serialises");
         // Best effort: a folder that cannot be written to is reported by the exit status.

@@ -520,6 +520,15 @@ impl Stage<'_, '_> {
                     self.completed(id, &candidate, ticket, result)
                 }
             },
+            // Not the candidate's fault: retrying would fail the same way, and recording it as
+            // failed would change the search. It stays in flight for resume to run again.
+            Ended::DiskFull(reason) => {
+                let search = self.run.dir.parent().unwrap_or(self.run.dir);
+                return Err(Error::DiskFull {
+                    reason,
+                    next: format!("continue with `eatnas-cli resume {}`", search.display()),
+                });
+            }
             Ended::Failed(reason) => {
                 let attempt = entry.failures.len() + 1;
                 let entry = self.saved.jobs.get_mut(&id).expect("an entry");
@@ -566,10 +575,8 @@ impl Stage<'_, '_> {
         self.history
             .write_all(first)
             .and_then(|_| self.history.flush())
-            .map_err(|e| Error::io(&path, e))?;
-        chaos_point(&path);
-        self.history
-            .write_all(rest)
+            .and_then(|_| chaos_point(&path))
+            .and_then(|_| self.history.write_all(rest))
             .and_then(|_| self.history.flush())
             .map_err(|e| Error::io(&path, e))?;
         self.saved.save(self.run.dir)?;

@@ -172,3 +172,21 @@ fn a_missing_or_foreign_parent_file_trains_from_scratch_and_says_so() {
         );
     }
 }
+
+#[test]
+fn a_candidate_whose_loss_diverges_is_recorded_with_the_reason() {
+    let dir = temp_dir("diverges");
+    let mut diverging = job(&genome(2), None, false);
+    diverging.task.lr = 1e12;
+    diverging.write(&dir).unwrap();
+    let result = run_folder(&dir, &ProxyTraining::new(), Device::Cpu).unwrap();
+    let error = result
+        .outcome
+        .error
+        .expect("a diverged training says why it has no accuracy");
+    assert!(
+        error.contains("training diverged") && error.contains("the loss is"),
+        "{error}"
+    );
+    assert_eq!(result.outcome.accuracy, 0.0);
+}

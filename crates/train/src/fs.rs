@@ -20,7 +20,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        chaos_point(path);
+        chaos_point(path)?;
         std::fs::rename(&temporary, path)
     })();
     outcome.map_err(|source| {
@@ -38,24 +38,27 @@ enum Chaos {
     Log,
     /// `kill-at-write:N`: SIGKILL this process at its N-th write.
     KillAt(usize),
+    /// `full-at-write:N`: the N-th and every later write fails as on a full disk.
+    FullFrom(usize),
 }
 
-/// Test instrumentation for `cargo xtask chaos`, called at the worst moment of every write of
-/// state (a file's new contents written but not yet renamed into place, half a history line
-/// appended). Writes are counted from 1 in each process. Without `EATNAS_CHAOS` in the
-/// environment it does nothing (one check of a value read once).
-pub fn chaos_point(path: &Path) {
+/// Test instrumentation for `cargo xtask chaos` and `cargo xtask full-disk`, called at the worst
+/// moment of every write of state (a file's new contents written but not yet renamed into
+/// place, half a history line appended). Writes are counted from 1 in each process. Without
+/// `EATNAS_CHAOS` in the environment it does nothing (one check of a value read once).
+pub fn chaos_point(path: &Path) -> std::io::Result<()> {
     static CHAOS: OnceLock<Option<Chaos>> = OnceLock::new();
     static WRITES: AtomicUsize = AtomicUsize::new(0);
     let chaos = CHAOS.get_or_init(|| {
         let value = std::env::var("EATNAS_CHAOS").ok()?;
-        match value.strip_prefix("kill-at-write:") {
-            Some(n) => n.parse().ok().map(Chaos::KillAt),
-            None => (value == "log").then_some(Chaos::Log),
-        }
+        let at = |prefix: &str| value.strip_prefix(prefix).and_then(|n| n.parse().ok());
+        at("kill-at-write:")
+            .map(Chaos::KillAt)
+            .or_else(|| at("full-at-write:").map(Chaos::FullFrom))
+            .or((value == "log").then_some(Chaos::Log))
     });
     let Some(chaos) = chaos else {
-        return;
+        return Ok(());
     };
     let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
     match chaos {
@@ -67,8 +70,12 @@ pub fn chaos_point(path: &Path) {
                 libc::kill(libc::getpid(), libc::SIGKILL);
             }
         }
-        Chaos::KillAt(_) => {}
+        Chaos::FullFrom(from) if n >= *from => {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        Chaos::KillAt(_) | Chaos::FullFrom(_) => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]

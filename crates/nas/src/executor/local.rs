@@ -54,6 +54,7 @@ impl LocalExecutor {
                 let device = devices[job.slot % devices.len()];
                 let outcome = match run_folder(&job.dir, runner.as_ref(), device) {
                     Ok(result) => Ended::Completed(result),
+                    Err(failure) if failure.disk_full => Ended::DiskFull(failure.reason),
                     Err(failure) => Ended::Failed(failure.reason),
                 };
                 if ended.send((ticket, outcome)).is_err() {

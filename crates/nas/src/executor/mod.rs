@@ -37,6 +37,8 @@ pub enum Ended {
     Completed(JobResult),
     /// No usable result: why, with what the executor knows (state, node, log file).
     Failed(String),
+    /// The job could not write its files: the disk is full. Why.
+    DiskFull(String),
 }
 
 pub trait Executor {

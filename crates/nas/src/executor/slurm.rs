@@ -390,8 +390,12 @@ impl SlurmExecutor {
                 }
             }
             let log = tracked.job.dir.join(format!("slurm-{ticket}.out"));
-            let failure = read_failure(&tracked.job.dir).map(|f| f.reason);
-            let detail = match (&now, failure) {
+            let failure = read_failure(&tracked.job.dir);
+            if let Some(f) = failure.as_ref().filter(|f| f.disk_full) {
+                ended.push((ticket.clone(), Ended::DiskFull(f.reason.clone())));
+                continue;
+            }
+            let detail = match (&now, failure.map(|f| f.reason)) {
                 (_, Some(reason)) => reason,
                 (Some(s), None) if s.state == "COMPLETED" => {
                     // Give a shared filesystem time to show the result.
