@@ -36,6 +36,10 @@ pub struct Args {
     /// Also write the first test batch's inputs and logits to this safetensors file.
     #[arg(long)]
     dump_logits: Option<PathBuf>,
+    /// Leave out the test images of an image folder that do not decode (a warning gives the
+    /// count) instead of stopping at the first one.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Print a JSON summary (test_top1, test_top5, test_loss) as the last line.
     #[arg(long)]
     json: bool,
@@ -75,8 +79,14 @@ pub fn run(args: &Args) -> Result<()> {
     let (mut net, info) = load_model(&path, override_info)?;
     net.to_device(device)?;
     let splits = spec
-        .open(Some(info.resolution))
+        .open_with(Some(info.resolution), args.skip_bad_images)
         .with_context(|| format!("opening dataset {}", args.data))?;
+    if let Some(first) = splits.skipped_images.first() {
+        eprintln!(
+            "warning: {spec}: skipped {} image(s) that do not decode (--skip-bad-images); the first: {first}",
+            splits.skipped_images.len()
+        );
+    }
     let (shape, classes) = (splits.shape(), splits.classes());
     if shape.channels != info.in_channels || classes != info.classes {
         bail!(

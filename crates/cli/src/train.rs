@@ -81,6 +81,10 @@ pub struct Args {
     /// model.safetensors, or a PyTorch state_dict saved with safetensors).
     #[arg(long, conflicts_with = "init")]
     initial_weights: Option<PathBuf>,
+    /// Leave out the images of an image folder that do not decode (each file is decoded once
+    /// when the data opens; a warning gives the count) instead of stopping at the first one.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Print a JSON summary (with test_top1) as the last line.
     #[arg(long)]
     json: bool,
@@ -107,6 +111,7 @@ impl Args {
             checkpoint_every: self.checkpoint_every,
             init: self.init,
             zero_residual_bn: self.zero_residual_bn,
+            skip_bad_images: self.skip_bad_images,
         }
     }
 }

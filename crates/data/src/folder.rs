@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageDecoder, ImageReader};
+use rayon::prelude::*;
 
 use crate::{resize_center_crop, Dataset, Error, ImageShape, Result};
 
@@ -12,6 +13,8 @@ pub struct ImageFolder {
     files: Vec<(PathBuf, u16)>,
     class_names: Vec<String>,
     shape: ImageShape,
+    /// The files left out for not decoding (`skip_bad_images`): "PATH: why".
+    skipped: Vec<String>,
 }
 
 fn is_image(path: &Path) -> bool {
@@ -69,11 +72,15 @@ impl ImageFolder {
     /// Lists `root/CLASS/*` for the given class names (in that order; `None`: every
     /// sub-folder of `root`, sorted). Images are delivered as `size x size` (default: the
     /// shorter side of the first image, at most 224), with one channel when the first image of
-    /// every class is greyscale and three otherwise.
+    /// every class is greyscale and three otherwise. With `skip_bad_images`, every file is
+    /// decoded once here and those that do not decode (undecodable, truncated, too large) are
+    /// left out ([`ImageFolder::skipped`]); without, such a file is an error naming it when it is
+    /// read.
     pub fn open(
         root: &Path,
         class_names: Option<&[String]>,
         size: Option<usize>,
+        skip_bad_images: bool,
     ) -> Result<ImageFolder> {
         if !root.is_dir() {
             return Err(Error::Spec(format!(
@@ -104,6 +111,7 @@ impl ImageFolder {
             )));
         }
         let mut files = Vec::new();
+        let mut skipped = Vec::new();
         let mut colour = false;
         let mut first_size = None;
         for (label, name) in class_names.iter().enumerate() {
@@ -114,10 +122,24 @@ impl ImageFolder {
                     root.display()
                 )));
             }
-            let images: Vec<PathBuf> = sorted_entries(&dir)?
+            let mut images: Vec<PathBuf> = sorted_entries(&dir)?
                 .into_iter()
                 .filter(|p| is_image(p))
                 .collect();
+            if skip_bad_images {
+                let verdicts: Vec<Option<String>> = images
+                    .par_iter()
+                    .map(|p| open_image(p).err().map(|e| e.to_string()))
+                    .collect();
+                let mut verdicts = verdicts.into_iter();
+                images.retain(|_| match verdicts.next().flatten() {
+                    Some(why) => {
+                        skipped.push(why);
+                        false
+                    }
+                    None => true,
+                });
+            }
             let Some(first) = images.first() else {
                 return Err(Error::Spec(format!(
                     "{}: class folder holds no .jpg, .jpeg or .png image",
@@ -148,7 +170,13 @@ impl ImageFolder {
             files,
             class_names,
             shape,
+            skipped,
         })
+    }
+
+    /// The files [`ImageFolder::open`] left out, each as "PATH: why".
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 
     pub fn class_names(&self) -> &[String] {

@@ -67,6 +67,8 @@ impl fmt::Display for DataSpec {
 pub struct Splits {
     pub train: Arc<dyn Dataset>,
     pub test: Arc<dyn Dataset>,
+    /// Image files left out for not decoding (`skip_bad_images`), each "PATH: why".
+    pub skipped_images: Vec<String>,
 }
 
 impl Splits {
@@ -126,6 +128,7 @@ fn idx_splits(
     Ok(Splits {
         train: Arc::new(train),
         test: Arc::new(test),
+        skipped_images: Vec::new(),
     })
 }
 
@@ -145,6 +148,12 @@ impl DataSpec {
     /// Opens the training and test sets, resized to `resolution` (default: the dataset's own
     /// size; for image folders the shorter side of the first image, at most 224).
     pub fn open(&self, resolution: Option<usize>) -> Result<Splits> {
+        self.open_with(resolution, false)
+    }
+
+    /// [`DataSpec::open`], leaving out the images of an image folder that do not decode when
+    /// `skip_bad_images` (listed in [`Splits::skipped_images`]; see [`ImageFolder::open`]).
+    pub fn open_with(&self, resolution: Option<usize>, skip_bad_images: bool) -> Result<Splits> {
         if resolution == Some(0) {
             return Err(Error::Spec("resolution must be positive".into()));
         }
@@ -182,9 +191,15 @@ impl DataSpec {
                 self.cifar(&[train_file], &test_file, 2, 100, resolution)
             }
             DataSpec::Folder(dir) => {
-                let train = ImageFolder::open(&dir.join("train"), None, resolution)?;
+                let train =
+                    ImageFolder::open(&dir.join("train"), None, resolution, skip_bad_images)?;
                 let size = Some(train.shape().size);
-                let test = ImageFolder::open(&dir.join("val"), Some(train.class_names()), size)?;
+                let test = ImageFolder::open(
+                    &dir.join("val"),
+                    Some(train.class_names()),
+                    size,
+                    skip_bad_images,
+                )?;
                 if test.shape() != train.shape() {
                     // One greyscale split and one colour split: read both in colour.
                     return Err(Error::Spec(format!(
@@ -194,9 +209,11 @@ impl DataSpec {
                         test.shape().channels
                     )));
                 }
+                let skipped_images = [train.skipped(), test.skipped()].concat();
                 Ok(Splits {
                     train: Arc::new(train),
                     test: Arc::new(test),
+                    skipped_images,
                 })
             }
         }
@@ -234,6 +251,7 @@ impl DataSpec {
         Ok(Splits {
             train: Arc::new(train),
             test: Arc::new(test),
+            skipped_images: Vec::new(),
         })
     }
 }

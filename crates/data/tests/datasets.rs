@@ -278,6 +278,39 @@ fn image_folders_stream_and_bad_images_are_named() {
         "{e}"
     );
 
+    // Left out when asked: each file decoded once at open, the bad ones named.
+    let skipping = spec.open_with(Some(8), true).unwrap();
+    assert_eq!(skipping.train.len(), splits.train.len() - 1);
+    assert_eq!(
+        skipping.skipped_images.len(),
+        1,
+        "{:?}",
+        skipping.skipped_images
+    );
+    assert!(
+        skipping.skipped_images[0].contains("train/dog/2.png"),
+        "{:?}",
+        skipping.skipped_images
+    );
+    for i in 0..skipping.train.len() {
+        skipping.train.read(i, &mut pixels).unwrap();
+    }
+    // A truncated file among good ones, the same way.
+    let good = std::fs::read(dir.join("train/dog/0.png")).unwrap();
+    std::fs::write(dir.join("train/dog/2.png"), &good[..good.len() / 2]).unwrap();
+    let e = splits.train.read(5, &mut pixels).unwrap_err().to_string();
+    assert!(
+        e.contains("train/dog/2.png") && e.contains("does not decode"),
+        "{e}"
+    );
+    let skipping = spec.open_with(Some(8), true).unwrap();
+    assert_eq!(
+        skipping.skipped_images.len(),
+        1,
+        "{:?}",
+        skipping.skipped_images
+    );
+
     std::fs::create_dir_all(dir.join("train/empty")).unwrap();
     let e = spec.open(Some(8)).err().unwrap().to_string();
     assert!(

@@ -712,6 +712,7 @@ fn final_training(
             seed: config.seed,
             init: f.init,
             zero_residual_bn: f.zero_residual_bn,
+            skip_bad_images: config.large.skip_bad_images,
             ..TrainConfig::default()
         };
         let spec: DataSpec = config.large.data.parse()?;

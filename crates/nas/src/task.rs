@@ -36,6 +36,9 @@ pub struct TaskConfig {
     pub init: InitScheme,
     /// The last batch norm of each residual MBConv layer starts at weight 0.
     pub zero_residual_bn: bool,
+    /// Leave out the images of an image folder that do not decode (checked once when the data
+    /// opens; a warning gives the count) instead of stopping at the first one.
+    pub skip_bad_images: bool,
     #[serde(rename = "macro")]
     pub macro_config: MacroConfig,
 }
@@ -56,6 +59,7 @@ impl Default for TaskConfig {
             bn_recalibration_batches: 8,
             init: InitScheme::default(),
             zero_residual_bn: false,
+            skip_bad_images: false,
             macro_config: MacroConfig::default(),
         }
     }
@@ -76,6 +80,7 @@ impl TaskConfig {
             workers,
             init: self.init,
             zero_residual_bn: self.zero_residual_bn,
+            skip_bad_images: self.skip_bad_images,
             ..TrainConfig::default()
         }
     }

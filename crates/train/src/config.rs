@@ -37,6 +37,10 @@ pub struct TrainConfig {
     pub init: InitScheme,
     /// The last batch norm of each residual MBConv layer starts at weight 0.
     pub zero_residual_bn: bool,
+    /// Leave out the images of an image folder that do not decode (checked once when the data
+    /// opens) instead of stopping at the first one.
+    #[serde(default)]
+    pub skip_bad_images: bool,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +64,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             init: InitScheme::default(),
             zero_residual_bn: false,
+            skip_bad_images: false,
         }
     }
 }
