@@ -307,6 +307,12 @@ fn bad_training_input_is_an_error() {
     );
     assert!(fail(&train_args(&arch, &out, &["--val-fraction", "1.5"])).contains("val_fraction"));
     assert!(fail(&train_args(&arch, &out, &["--device", "cuda:0"])).contains("cuda:0"));
+    // A step that cannot fit in memory is refused with the numbers, before allocating.
+    let e = fail(&train_args(&arch, &out, &["--batch-size", "1000000000"]));
+    assert!(
+        e.contains("at batch 1000000000 and 14x14 needs about") && e.contains("GiB free"),
+        "{e}"
+    );
     assert!(
         fail(&["train", "--resume", dir.to_str().unwrap()].map(String::from))
             .contains("no train_state.safetensors")

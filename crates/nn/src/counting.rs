@@ -139,3 +139,65 @@ impl Counts {
         })
     }
 }
+
+/// An estimate of the memory one training step of `arch` takes at `batch` images of
+/// `in_channels` x `resolution` x `resolution`, in bytes: every convolution's output kept for
+/// the backward pass and the activation read from it (two float32 tensors per layer of the
+/// network, an upper bound since some activations are applied as the next layer reads), plus
+/// the parameters with their gradients and momenta. It is checked before training starts, so
+/// that a network that cannot fit is refused with the numbers instead of failing to allocate.
+pub fn training_bytes(
+    arch: &Arch,
+    in_channels: usize,
+    resolution: usize,
+    classes: usize,
+    batch: usize,
+) -> Result<u64> {
+    let counts = Counts::new(arch, in_channels, resolution, classes)?;
+    // A convolution with padding kernel / 2 gives ceil(h / stride).
+    let side = |h: usize, stride: usize| h.div_ceil(stride);
+    let mut h = side(resolution, arch.stem.stride);
+    // Elements per image of every convolution's output.
+    let mut elements = (arch.stem.channels * h * h) as u64;
+    for layer in arch.layers().iter().flatten() {
+        let out = side(h, layer.stride);
+        elements += match layer.op.expansion() {
+            Some(t) => {
+                let hidden = (layer.in_channels * t) as u64;
+                hidden * (h * h) as u64 + hidden * (out * out) as u64
+            }
+            None => (layer.in_channels * out * out) as u64,
+        } + (layer.out_channels * out * out) as u64;
+        h = out;
+    }
+    elements += (arch.head.channels * h * h) as u64;
+    let activations = 2 * 4 * elements * batch as u64;
+    Ok(activations + 3 * 4 * counts.params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::training_bytes;
+    use crate::Arch;
+
+    #[test]
+    fn training_memory_counts_each_layers_outputs_per_image() {
+        // Stem 4 channels at 8x8 (stride 1), one sep layer 4 -> 8 at stride 2, head 16 at 4x4.
+        let arch = Arch::from_json(
+            r#"{"format":"eatnas-arch/1","name":"t","stem":{"channels":4,"kernel":3,"stride":1},
+            "blocks":[{"op":"sep","kernel":3,"skip":false,"layers":1,"width":1.0,"base_channels":8,"stride":2}],
+            "head":{"channels":16}}"#,
+            "t",
+        )
+        .unwrap();
+        let per_image = 4 * 8 * 8 + (4 * 4 * 4 + 8 * 4 * 4) + 16 * 4 * 4;
+        let params = crate::Counts::new(&arch, 1, 8, 10).unwrap().params;
+        for batch in [1, 32] {
+            assert_eq!(
+                training_bytes(&arch, 1, 8, 10, batch).unwrap(),
+                2 * 4 * per_image * batch as u64 + 3 * 4 * params,
+                "batch {batch}"
+            );
+        }
+    }
+}

@@ -11,7 +11,7 @@ pub mod layers;
 pub mod network;
 
 pub use arch::{Arch, Block, Head, LayerSpec, Op, Stem};
-pub use counting::{Counts, PartCount};
+pub use counting::{training_bytes, Counts, PartCount};
 pub use elastic::{inherit, Inheritance};
 pub use error::{Error, Result};
 pub use init::{Init, InitScheme};

@@ -44,6 +44,22 @@ impl Device {
         }
     }
 
+    /// Bytes of memory free for new tensors: the kernel's `MemAvailable` for the CPU (`None`
+    /// where it cannot be read), the driver's free device memory for a GPU.
+    pub fn available_memory(&self) -> Result<Option<u64>> {
+        match self {
+            Device::Cpu => Ok(std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("MemAvailable:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                        .map(|kib| kib * 1024)
+                })),
+            Device::Cuda(i) => Ok(Some(crate::cuda::device(*i)?.free_memory()? as u64)),
+        }
+    }
+
     /// Waits for every op queued on the device (a no-op on the CPU): for timing.
     pub fn synchronize(&self) -> Result<()> {
         match self {

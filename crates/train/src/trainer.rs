@@ -359,6 +359,35 @@ impl Trainer {
         })
     }
 
+    /// Refuses, before anything is allocated for it, a training step that the network's device
+    /// cannot hold: the estimate of [`eatnas_nn::training_bytes`] against the memory free there
+    /// (not checked where the free memory cannot be read).
+    pub fn check_memory(&self) -> Result<()> {
+        let device = self.net.device();
+        let Some(available) = device.available_memory()? else {
+            return Ok(());
+        };
+        let needed = eatnas_nn::training_bytes(
+            self.net.arch(),
+            self.info.in_channels,
+            self.info.resolution,
+            self.info.classes,
+            self.config.batch_size,
+        )?;
+        if needed > available {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            return Err(Error::Config(format!(
+                "training `{}` at batch {} and {r}x{r} needs about {:.1} GiB (its activations, estimated from its layer shapes, and its parameters with their gradients and momenta); {device} has {:.1} GiB free. Lower the batch size or the resolution",
+                self.net.arch().name,
+                self.config.batch_size,
+                gib(needed),
+                gib(available),
+                r = self.info.resolution,
+            )));
+        }
+        Ok(())
+    }
+
     /// Shows a progress bar on the terminal while training.
     pub fn show_progress(&mut self, show: bool) {
         self.progress = show;
@@ -442,6 +471,7 @@ impl Trainer {
     /// Trains to the configured epoch count (from wherever a resumed run stood), calling
     /// `on_epoch` after each epoch; no test-set evaluation.
     pub fn train(&mut self, on_epoch: &mut dyn FnMut(&EpochRecord)) -> Result<()> {
+        self.check_memory()?;
         let loader = self.train_loader()?;
         let steps = loader.batches_per_epoch();
         let schedule = CosineSchedule::for_run(&self.config, steps);

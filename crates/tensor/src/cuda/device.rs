@@ -226,6 +226,16 @@ impl CudaDevice {
         Ok(out)
     }
 
+    /// Bytes of device memory free now.
+    pub(crate) fn free_memory(&self) -> Result<usize> {
+        let (free, _total) = self
+            .stream
+            .context()
+            .mem_get_info()
+            .map_err(|e| self.error("cuMemGetInfo", e))?;
+        Ok(free)
+    }
+
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.stream
             .synchronize()
