@@ -112,12 +112,7 @@ pub(crate) fn build_cli(root: &Path) -> Result<PathBuf> {
 /// writes of state it made.
 pub(crate) fn reference_run(cli: &Path, config: &Path, dir: &Path) -> Result<(Duration, usize)> {
     let started = Instant::now();
-    let output = Command::new(cli)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .arg("--out")
-        .arg(dir)
+    let output = pipeline(cli, config, dir)
         .env("EATNAS_CHAOS", "log")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -154,13 +149,7 @@ fn trial(
     duration: Duration,
     rng: &mut SplitMix,
 ) -> Result<Trial> {
-    let mut command = Command::new(cli);
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .arg("--out")
-        .arg(dir);
+    let mut command = pipeline(cli, config, dir);
     if let Kill::AtWrite(n) = kill {
         command.env("EATNAS_CHAOS", format!("kill-at-write:{n}"));
     }
@@ -221,17 +210,24 @@ fn trial(
 /// `resume DIR`, or `run` again where the kill came before the search began (what a user does
 /// when resume says so).
 fn resume_command(cli: &Path, config: &Path, dir: &Path) -> Command {
-    let mut command = Command::new(cli);
     if dir.join("config.toml").exists() {
+        let mut command = Command::new(cli);
         command.arg("resume").arg(dir);
-    } else {
         command
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .arg("--out")
-            .arg(dir);
+    } else {
+        pipeline(cli, config, dir)
     }
+}
+
+/// `eatnas-cli run --config CONFIG --out DIR`: the whole pipeline.
+pub(crate) fn pipeline(cli: &Path, config: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(cli);
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--out")
+        .arg(dir);
     command
 }
 

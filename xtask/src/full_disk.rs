@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::chaos::{build_cli, differences, reference_run, SplitMix};
+use crate::chaos::{build_cli, differences, pipeline, reference_run, SplitMix};
 
 const MICRO: &str = r#"{"format":"eatnas-arch/1","name":"micro","stem":{"channels":8,"kernel":3,"stride":2},
  "blocks":[{"op":"mb3","kernel":3,"skip":true,"layers":2,"width":1.0,"base_channels":8,"stride":1},
@@ -52,7 +52,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for p in 0..points {
         let at = 1 + rng.below(writes);
         let dir = out.join(format!("injected-{p}"));
-        let mut command = search(&cli, &config, &dir);
+        let mut command = pipeline(&cli, &config, &dir);
         command.env("EATNAS_CHAOS", format!("full-at-write:{at}"));
         let error = fail(command)?;
         check_intact(&dir)?;
@@ -67,12 +67,12 @@ pub fn run(args: &[String]) -> Result<()> {
             let reference_bytes = folder_bytes(&reference);
             tmpfs.resize(reference_bytes / 3)?;
             let dir = tmpfs.path.join("search");
-            let error = fail(search(&cli, &config, &dir))?;
+            let error = fail(pipeline(&cli, &config, &dir))?;
             check_intact(&dir)?;
             tmpfs.resize(64 << 20)?;
             succeed(resume(&cli, &dir))?;
             expect_same(&reference, &dir)?;
-            println!("full-disk: search on a {} KiB tmpfs: `{error}`; every file before it readable; resumed after growing it to the uninterrupted result", reference_bytes / 3 >> 10);
+            println!("full-disk: search on a {} KiB tmpfs: `{error}`; every file before it readable; resumed after growing it to the uninterrupted result", (reference_bytes / 3) >> 10);
             // The training: room for its first checkpoint, not for the next ones.
             // tmpfs counts whole pages. A checkpoint replaces each file through a temporary
             // copy, so the first fits in the files' pages plus a few for the small files, and
@@ -111,17 +111,6 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     println!("{cases} passed, 0 failed");
     Ok(())
-}
-
-fn search(cli: &Path, config: &Path, dir: &Path) -> Command {
-    let mut command = Command::new(cli);
-    command
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .arg("--out")
-        .arg(dir);
-    command
 }
 
 fn resume(cli: &Path, dir: &Path) -> Command {

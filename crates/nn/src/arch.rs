@@ -151,7 +151,7 @@ impl Arch {
             ));
         }
         check_channels("stem.channels", self.stem.channels)?;
-        if self.stem.kernel % 2 == 0 || self.stem.kernel > MAX_STEM_KERNEL {
+        if self.stem.kernel.is_multiple_of(2) || self.stem.kernel > MAX_STEM_KERNEL {
             return Err(format!(
                 "stem.kernel: expected an odd kernel size up to {MAX_STEM_KERNEL} (1, 3, 5, 7, ...), got {}",
                 self.stem.kernel

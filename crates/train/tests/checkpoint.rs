@@ -3,7 +3,7 @@
 //! size does not justify).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use eatnas_data::Normalize;
 use eatnas_nn::{Arch, Network};
@@ -34,7 +34,7 @@ fn saved(name: &str) -> (PathBuf, ModelInfo) {
 }
 
 /// Rewrites the file's description with `change` applied to its JSON.
-fn describe(path: &PathBuf, change: impl Fn(&mut serde_json::Value)) {
+fn describe(path: &Path, change: impl Fn(&mut serde_json::Value)) {
     let (tensors, metadata) = decode(path).unwrap();
     let mut description: serde_json::Value =
         serde_json::from_str(&metadata["eatnas_model"]).unwrap();
@@ -43,7 +43,7 @@ fn describe(path: &PathBuf, change: impl Fn(&mut serde_json::Value)) {
     std::fs::write(path, encode(&tensors, metadata).unwrap()).unwrap();
 }
 
-fn load_error(path: &PathBuf) -> String {
+fn load_error(path: &Path) -> String {
     match load_model(path, None) {
         Ok(_) => panic!("{} loaded", path.display()),
         Err(e) => e.to_string(),
