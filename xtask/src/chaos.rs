@@ -61,21 +61,35 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut trials = Vec::new();
     for k in 0..kills {
         let dir = out.join(format!("kill-{k:02}"));
-        let kill = if k % 2 == 0 {
-            Kill::After(duration.mul_f64(0.05 + 0.9 * rng.unit()))
+        let mut kill = if k % 2 == 0 {
+            Kill::After(duration.mul_f64(0.05 + 0.8 * rng.unit()))
         } else {
             Kill::AtWrite(1 + rng.below(writes.max(1)))
         };
-        let trial = trial(
-            &cli,
-            &config,
-            &dir,
-            &reference,
-            kill,
-            k % 2 == 1,
-            duration,
-            &mut rng,
-        )?;
+        // A run faster than the uninterrupted one may end before a late kill: try earlier.
+        let trial = loop {
+            let next = match kill {
+                Kill::After(t) => Some(Kill::After(t / 2)),
+                Kill::AtWrite(_) => None,
+            };
+            let trial = trial(
+                &cli,
+                &config,
+                &dir,
+                &reference,
+                kill,
+                k % 2 == 1,
+                duration,
+                &mut rng,
+            )?;
+            match next {
+                Some(earlier) if trial.resumes == 0 => {
+                    std::fs::remove_dir_all(&dir)?;
+                    kill = earlier;
+                }
+                _ => break trial,
+            }
+        };
         println!(
             "chaos: kill {k}: {}; {} resume(s); {}",
             trial.moment,
@@ -89,6 +103,10 @@ pub fn run(args: &[String]) -> Result<()> {
         trials.push(trial);
     }
     let failed = trials.iter().filter(|t| !t.differences.is_empty()).count();
+    let unkilled = trials.iter().filter(|t| t.resumes == 0).count();
+    if unkilled > 0 {
+        println!("chaos: {unkilled} run(s) ended before their kill came (compared all the same)");
+    }
     println!("{} passed, {failed} failed", trials.len() - failed);
     if failed > 0 {
         bail!("{failed} of {kills} killed runs did not end as the uninterrupted run");
