@@ -24,6 +24,11 @@ impl InMemory {
         size: usize,
         classes: usize,
     ) -> Result<InMemory> {
+        if channels == 0 || height == 0 || width == 0 {
+            return Err(Error::Spec(format!(
+                "{name}: images of {channels} x {height} x {width}: expected positive dimensions"
+            )));
+        }
         let image = channels * height * width;
         if pixels.len() != labels.len() * image {
             return Err(Error::Spec(format!(

@@ -169,6 +169,19 @@ fn idx_files_raw_or_gzipped_load_and_bad_ones_are_named() {
         "{e}"
     );
 
+    // Images of zero width (found by the idx fuzz target: the reader then indexed an empty
+    // buffer).
+    write_idx(
+        &dir,
+        idx_bytes(&[3, 0, 21], &[]),
+        idx_bytes(&[3], &[0, 1, 0]),
+    );
+    let e = open_err(&spec);
+    assert!(
+        e.contains("images of 1 x 0 x 21: expected positive dimensions"),
+        "{e}"
+    );
+
     let e = open_err("idx:/no/such/folder");
     assert!(e.contains("no IDX file train-images-idx3-ubyte"), "{e}");
     assert!(open_err("mnist:/x").contains("unknown dataset kind `mnist`"));
