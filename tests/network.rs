@@ -284,3 +284,26 @@ fn initialisation_schemes_and_zero_residual_bn() {
         "zero residual BN changes batch norm weights only"
     );
 }
+
+#[test]
+fn a_training_step_that_cannot_fit_is_refused_on_every_device() {
+    use eatnas_train::{PreparedData, TrainConfig, Trainer};
+    let config = TrainConfig {
+        batch_size: 1_000_000_000,
+        data_fraction: 0.05,
+        resolution: Some(14),
+        ..TrainConfig::default()
+    };
+    for device in Device::available() {
+        let data = PreparedData::open(&eatnas_data::DataSpec::Demo, &config).unwrap();
+        let mut trainer = Trainer::new(config.clone(), &fmnist_ref(), data, None).unwrap();
+        trainer.to_device(device).unwrap();
+        let e = trainer.train(&mut |_| {}).unwrap_err().to_string();
+        assert!(
+            e.contains("at batch 1000000000 and 14x14 needs about")
+                && e.contains(&format!("{device} has")),
+            "{device}: {e}"
+        );
+        println!("memory check on {device}: {e}");
+    }
+}
