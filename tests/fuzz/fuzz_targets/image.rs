@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use eatnas_data::{DataSpec, Dataset};
+use eatnas_data::DataSpec;
 use eatnas_fuzz::{png, scratch, write};
 use libfuzzer_sys::fuzz_target;
 
