@@ -81,12 +81,6 @@ pub fn run(args: &Args) -> Result<()> {
     let splits = spec
         .open_with(Some(info.resolution), args.skip_bad_images)
         .with_context(|| format!("opening dataset {}", args.data))?;
-    if let Some(first) = splits.skipped_images.first() {
-        eprintln!(
-            "warning: {spec}: skipped {} image(s) that do not decode (--skip-bad-images); the first: {first}",
-            splits.skipped_images.len()
-        );
-    }
     let (shape, classes) = (splits.shape(), splits.classes());
     if shape.channels != info.in_channels || classes != info.classes {
         bail!(

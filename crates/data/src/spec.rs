@@ -152,7 +152,8 @@ impl DataSpec {
     }
 
     /// [`DataSpec::open`], leaving out the images of an image folder that do not decode when
-    /// `skip_bad_images` (listed in [`Splits::skipped_images`]; see [`ImageFolder::open`]).
+    /// `skip_bad_images` (listed in [`Splits::skipped_images`], counted in a warning on stderr;
+    /// see [`ImageFolder::open`]).
     pub fn open_with(&self, resolution: Option<usize>, skip_bad_images: bool) -> Result<Splits> {
         if resolution == Some(0) {
             return Err(Error::Spec("resolution must be positive".into()));
@@ -210,6 +211,12 @@ impl DataSpec {
                     )));
                 }
                 let skipped_images = [train.skipped(), test.skipped()].concat();
+                if let Some(first) = skipped_images.first() {
+                    eprintln!(
+                        "warning: {self}: skipped {} image(s) that do not decode (skip_bad_images); the first: {first}",
+                        skipped_images.len()
+                    );
+                }
                 Ok(Splits {
                     train: Arc::new(train),
                     test: Arc::new(test),

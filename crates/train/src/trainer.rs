@@ -27,8 +27,6 @@ pub struct PreparedData {
     pub val: Option<Arc<dyn Dataset>>,
     pub test: Arc<dyn Dataset>,
     pub normalize: Normalize,
-    /// Image files left out for not decoding (`skip_bad_images`), each "PATH: why".
-    pub skipped_images: Vec<String>,
 }
 
 impl PreparedData {
@@ -36,12 +34,6 @@ impl PreparedData {
     /// set and holds out the validation split (both fixed by the seed).
     pub fn open(spec: &DataSpec, config: &TrainConfig) -> Result<PreparedData> {
         let splits = spec.open_with(config.resolution, config.skip_bad_images)?;
-        if let Some(first) = splits.skipped_images.first() {
-            eprintln!(
-                "warning: {spec}: skipped {} image(s) that do not decode (skip_bad_images); the first: {first}",
-                splits.skipped_images.len()
-            );
-        }
         let mut train = splits.train;
         if config.data_fraction < 1.0 {
             train = Arc::new(Subset::fraction(train, config.data_fraction, config.seed)?);
@@ -60,7 +52,6 @@ impl PreparedData {
             val,
             test: splits.test,
             normalize,
-            skipped_images: splits.skipped_images,
         })
     }
 }

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use eatnas_data::DataSpec;
-use eatnas_fuzz::{scratch, write};
+use eatnas_fuzz::{read_every_image, scratch, write};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,11 +24,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let spec = DataSpec::from_str(&format!("cifar10:{}", dir.display())).unwrap();
     if let Ok(splits) = spec.open(None) {
-        let mut image = vec![0u8; splits.shape().bytes()];
-        for set in [&splits.train, &splits.test] {
-            for i in 0..set.len() {
-                let _ = set.read(i, &mut image);
-            }
-        }
+        read_every_image(&splits);
     }
 });

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use eatnas_data::DataSpec;
-use eatnas_fuzz::{idx, scratch, write};
+use eatnas_fuzz::{read_every_image, idx, scratch, write};
 use libfuzzer_sys::fuzz_target;
 
 const FILES: [&str; 4] = [
@@ -27,12 +27,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let spec = DataSpec::from_str(&format!("idx:{}", dir.display())).unwrap();
     if let Ok(splits) = spec.open(None) {
-        let mut image = vec![0u8; splits.shape().bytes()];
-        for set in [&splits.train, &splits.test] {
-            for i in 0..set.len() {
-                let _ = set.read(i, &mut image);
-                let _ = set.label(i);
-            }
-        }
+        read_every_image(&splits);
     }
 });

@@ -6,7 +6,7 @@
 use std::str::FromStr;
 
 use eatnas_data::DataSpec;
-use eatnas_fuzz::{png, scratch, write};
+use eatnas_fuzz::{read_every_image, png, scratch, write};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,11 +21,6 @@ fuzz_target!(|data: &[u8]| {
     write(&dir.join("val/b/0.png"), &png());
     let spec = DataSpec::from_str(&format!("folder:{}", dir.display())).unwrap();
     if let Ok(splits) = spec.open(None) {
-        let mut image = vec![0u8; splits.shape().bytes()];
-        for set in [&splits.train, &splits.test] {
-            for i in 0..set.len() {
-                let _ = set.read(i, &mut image);
-            }
-        }
+        read_every_image(&splits);
     }
 });

@@ -27,6 +27,17 @@ pub fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).expect("scratch file");
 }
 
+/// Reads every image and label of both splits, as training and evaluation would.
+pub fn read_every_image(splits: &eatnas_data::Splits) {
+    let mut image = vec![0u8; splits.shape().bytes()];
+    for set in [&splits.train, &splits.test] {
+        for i in 0..set.len() {
+            let _ = set.read(i, &mut image);
+            let _ = set.label(i);
+        }
+    }
+}
+
 /// An IDX file of unsigned bytes with dimensions `dims`, every value `fill`.
 pub fn idx(dims: &[u32], fill: u8) -> Vec<u8> {
     let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
