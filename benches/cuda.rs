@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use eatnas_nn::{layers::Block, Arch, LayerSpec, Mode, Network, Op};
+use eatnas_nn::{layers::Layer, Arch, LayerSpec, Mode, Network, Op};
 use eatnas_tensor::{
     conv2d, conv2d_backward, mbconv_inference, BnInference, Conv2dParams, Device, MbconvWeights,
     Tensor,
@@ -143,7 +143,7 @@ fn mbconv_train_row(n: usize, c: usize, size: usize, kernel: usize) -> Row {
         build: Box::new(move |device| {
             let mut rng = ChaCha8Rng::seed_from_u64(1);
             let mut block =
-                Block::new(&mb6(c, kernel), &eatnas_nn::Init::default(), &mut rng).unwrap();
+                Layer::new(&mb6(c, kernel), &eatnas_nn::Init::default(), &mut rng).unwrap();
             block.visit("b", &mut |_, slot| {
                 let t = match slot {
                     eatnas_nn::Slot::Param(p) => &mut p.value,

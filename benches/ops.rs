@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use criterion::Criterion;
-use eatnas_nn::layers::Block;
+use eatnas_nn::layers::Layer;
 use eatnas_nn::{Arch, LayerSpec, Mode, Network, Op};
 use eatnas_tensor::{conv2d, Conv2dParams, Tensor};
 use eatnas_train::Sgd;
@@ -105,7 +105,7 @@ fn mbconv_row(n: usize, c: usize, size: usize, kernel: usize) -> Row {
         trains: true,
         build: Box::new(move || {
             let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let mut block = Block::new(&spec, &eatnas_nn::Init::default(), &mut rng).unwrap();
+            let mut block = Layer::new(&spec, &eatnas_nn::Init::default(), &mut rng).unwrap();
             let x = random(&[n, c, size, size], &mut rng);
             let dy = random(&[n, c, size, size], &mut rng);
             Box::new(move || {

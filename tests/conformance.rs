@@ -7,11 +7,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{compare, fixtures_dir, Fixture, FORWARD, GRADIENT};
-use eatnas_nn::{layers::Block, Arch, LayerSpec, Mode, Network, Op, Slot};
+use eatnas_nn::{layers::Layer, Arch, LayerSpec, Mode, Network, Op, Slot};
 use eatnas_tensor::{
     batch_norm2d_backward, batch_norm2d_train, conv2d, conv2d_backward, global_avg_pool,
-    global_avg_pool_backward, linear, linear_backward, softmax_cross_entropy, Conv2dParams, Device,
-    Tensor,
+    global_avg_pool_backward, linear, linear_backward, softmax_cross_entropy, BatchNormConfig,
+    Conv2dParams, Device, Tensor,
 };
 
 /// Compares `got` with the fixture's tensor `want`, recording the worst ratio.
@@ -72,7 +72,15 @@ fn batchnorm_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
         f.tensor("running_var", device)?,
     );
     let s = |e: eatnas_tensor::Error| e.to_string();
-    let (y, stats) = batch_norm2d_train(&x, &w, &b, &mut rm, &mut rv, momentum, eps).map_err(s)?;
+    let (y, stats) = batch_norm2d_train(
+        &x,
+        &w,
+        &b,
+        &mut rm,
+        &mut rv,
+        BatchNormConfig { momentum, eps },
+    )
+    .map_err(s)?;
     c.check(&y, "y", FORWARD);
     c.check(&rm, "running_mean_out", FORWARD);
     c.check(&rv, "running_var_out", FORWARD);
@@ -194,7 +202,7 @@ fn block_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
     };
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let mut block =
-        Block::new(&spec, &eatnas_nn::Init::default(), &mut rng).map_err(|e| e.to_string())?;
+        Layer::new(&spec, &eatnas_nn::Init::default(), &mut rng).map_err(|e| e.to_string())?;
     let names = load_params(f, device, &mut |v| block.visit("b", v), "b.")?;
     let x = f.tensor("x", device)?;
     if mode == Mode::Eval {

@@ -74,11 +74,11 @@ impl Case {
         let recipe: TrainConfig = serde_json::from_value(meta("recipe")?)
             .map_err(|e| format!("{}: recipe: {e}", fixture.name))?;
         let bn_momentum = fixture.meta_f64("bn_momentum")?;
-        if bn_momentum as f32 != eatnas_nn::layers::BatchNorm::MOMENTUM {
+        if bn_momentum as f32 != eatnas_tensor::BatchNormConfig::PYTORCH.momentum {
             return Err(format!(
                 "{}: BN momentum {bn_momentum}; eatnas's is {}",
                 fixture.name,
-                eatnas_nn::layers::BatchNorm::MOMENTUM
+                eatnas_tensor::BatchNormConfig::PYTORCH.momentum
             ));
         }
         let steps_per_epoch = fixture.meta_usize("steps_per_epoch")?;

@@ -178,8 +178,9 @@ CUresult cuDeviceGet(CUdevice* device, int ordinal) {
 }
 CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice) {
     switch (attribute) {
-        case 75: *value = 9; break;  // compute capability 9.0
+        case 75: *value = 9; break;    // compute capability 9.0
         case 76: *value = 0; break;
+        case 16: *value = 132; break;  // multiprocessors: an H100 SXM's
         default: *value = 0;         // no memory pools: cudarc allocates synchronously
     }
     return OK;

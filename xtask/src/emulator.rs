@@ -61,11 +61,10 @@ pub fn build(root: &Path) -> Result<PathBuf> {
             continue;
         };
         // The entry points, as the committed PTX lists them (macros generate some names).
-        let ptx =
-            std::fs::read_to_string(kernels.join("ptx").join(format!("{stem}.compute_90.ptx")))
-                .with_context(|| {
-                    format!("reading the PTX of {name}: run `cargo xtask build-kernels`")
-                })?;
+        let ptx = std::fs::read_to_string(kernels.join("ptx").join(format!("{stem}.ptx")))
+            .with_context(|| {
+                format!("reading the PTX of {name}: run `cargo xtask build-kernels`")
+            })?;
         let entries: Vec<&str> = ptx
             .lines()
             .filter_map(|l| l.trim().strip_prefix(".visible .entry "))
@@ -120,6 +119,7 @@ fn cargo_test(
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
         .env("LD_LIBRARY_PATH", lib_dir)
+        .env(crate::POISON_WORKSPACE.0, crate::POISON_WORKSPACE.1)
         .envs(env.iter().copied())
         .args(["test", "--release"])
         .args(args)

@@ -27,7 +27,7 @@ commands:
       $EATNAS_PYTHON, else from a virtual environment under target/ that this command creates
       with pip. --json: the last line of stdout is a JSON array of the rows.
   build-kernels
-      compiles kernels/*.cu to PTX for compute_80 and compute_90 into kernels/ptx/ (committed),
+      compiles kernels/*.cu to PTX for compute_80 into kernels/ptx/ (committed),
       records the sources' hash and the ptxas resource usage for sm_90 (fails on a spill).
       nvcc comes from PATH, else CUDA_HOME, else a toolkit this command installs from PyPI
       into target/cuda-toolkit.
@@ -58,6 +58,10 @@ commands:
       on a crash, a time-out or an allocation over 256 MB, naming the input.
   help";
 
+/// Set for every test run: the CPU workspace hands out NaN-filled buffers, so that a kernel that
+/// reads what it did not write fails its test instead of reading the previous user's values.
+pub const POISON_WORKSPACE: (&str, &str) = ("EATNAS_POISON_WORKSPACE", "1");
+
 /// `cargo xtask test`: the workspace's tests, then the CUDA backend's on the emulator.
 fn test(args: &[String]) -> anyhow::Result<()> {
     if let Some(arg) = args.first() {
@@ -68,6 +72,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&root)
             .args(["test", "--workspace", "--release"])
+            .env(POISON_WORKSPACE.0, POISON_WORKSPACE.1)
             .status()?;
     if !status.success() {
         anyhow::bail!("cargo test --workspace --release failed");

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::arch::Arch;
 use crate::init::Init;
-use crate::layers::{Block, ConvBn, Head, Mode, Slot};
+use crate::layers::{ConvBn, ConvSpec, HeadLayer, Layer, Mode, Slot};
 use crate::{Error, Result};
 
 /// stem -> blocks -> head, as `shared/spec/ARCH.md` defines them.
@@ -19,8 +19,8 @@ pub struct Network {
     classes: usize,
     stem: ConvBn,
     /// `blocks[b][l]`: layer `l` of block `b`.
-    blocks: Vec<Vec<Block>>,
-    head: Head,
+    blocks: Vec<Vec<Layer>>,
+    head: HeadLayer,
 }
 
 impl Network {
@@ -48,16 +48,13 @@ impl Network {
             )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut stem = ConvBn::new(
+        let stem_spec = ConvSpec::dense(
             in_channels,
             arch.stem.channels,
             arch.stem.kernel,
             arch.stem.stride,
-            1,
-            true,
-            init,
-            &mut rng,
-        )?;
+        );
+        let mut stem = ConvBn::new(stem_spec, init, &mut rng)?;
         stem.input_grad = false;
         let blocks = arch
             .layers()
@@ -65,11 +62,11 @@ impl Network {
             .map(|layers| {
                 layers
                     .iter()
-                    .map(|spec| Block::new(spec, init, &mut rng))
+                    .map(|spec| Layer::new(spec, init, &mut rng))
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let head = Head::new(
+        let head = HeadLayer::new(
             arch.last_channels(),
             arch.head.channels,
             classes,
@@ -282,13 +279,13 @@ impl Network {
     /// for the n-th batch of a recalibration makes the running statistics the plain average of
     /// the n batches' statistics).
     pub fn set_batch_norm_momentum(&mut self, momentum: f32) {
-        self.stem.bn.momentum = momentum;
+        self.stem.bn.config.momentum = momentum;
         for block in self.blocks.iter_mut().flatten() {
             for conv in block.conv_bns() {
-                conv.bn.momentum = momentum;
+                conv.bn.config.momentum = momentum;
             }
         }
-        self.head.conv.bn.momentum = momentum;
+        self.head.conv.bn.config.momentum = momentum;
     }
 
     /// The number of learnable parameters (BN buffers excluded).

@@ -13,14 +13,14 @@ pub mod ops;
 mod storage;
 mod tensor;
 
-/// The CPU workspace pool (see `cpu::pool`): empty it, or read how much it holds.
-pub use cpu::pool::{pooled_bytes as workspace_bytes, release as release_workspace};
+/// The CPU workspace (see `cpu::workspace`): empty it, or read how much it holds.
+pub use cpu::workspace::{held_bytes as workspace_bytes, release as release_workspace};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use ops::batch_norm::{
     batch_norm2d_backward, batch_norm2d_eval, batch_norm2d_eval_act, batch_norm2d_eval_deferred,
-    batch_norm2d_train, batch_norm2d_train_act, batch_norm2d_train_deferred, BatchNormStats,
-    Normalized,
+    batch_norm2d_train, batch_norm2d_train_act, batch_norm2d_train_deferred, BatchNormConfig,
+    BatchNormStats, Normalized,
 };
 pub use ops::conv2d::{
     conv2d, conv2d_backward, conv2d_backward_weight, conv2d_normalized, conv2d_normalized_backward,

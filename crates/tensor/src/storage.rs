@@ -1,13 +1,13 @@
-//! One storage enum behind every tensor: host memory from the workspace pool, or a CUDA
+//! One storage enum behind every tensor: host memory from the workspace, or a CUDA
 //! allocation.
 
-use crate::cpu::pool::HostBuffer;
+use crate::cpu::workspace::HostBuffer;
 use crate::cuda::CudaStorage;
 use crate::{Device, Result};
 
 #[derive(Debug)]
 pub(crate) enum Storage {
-    /// Host memory, returned to the workspace pool when the last tensor over it is dropped.
+    /// Host memory, returned to the workspace when the last tensor over it is dropped.
     Cpu(HostBuffer),
     Cuda(CudaStorage),
 }

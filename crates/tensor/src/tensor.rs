@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::cpu::pool::HostBuffer;
+use crate::cpu::workspace::HostBuffer;
 use crate::storage::Storage;
 use crate::{Device, Error, Result};
 

@@ -85,8 +85,16 @@ fn batch_norm_cases(r: &mut Run) {
         let b = r.randn(&[c]);
         let mut rm = r.randn(&[c]);
         let mut rv = Tensor::full(&[c], 1.5, r.device).unwrap();
-        let (y, stats) =
-            batch_norm2d_train_act(&x, &w, &b, &mut rm, &mut rv, 0.1, 1e-5, relu).unwrap();
+        let (y, stats) = batch_norm2d_train_act(
+            &x,
+            &w,
+            &b,
+            &mut rm,
+            &mut rv,
+            BatchNormConfig::default(),
+            relu,
+        )
+        .unwrap();
         let dy = r.randn(&dims);
         let (dx, dw, db) = batch_norm2d_backward(&x, &w, &stats, &dy).unwrap();
         for (name, t) in [
@@ -101,7 +109,8 @@ fn batch_norm_cases(r: &mut Run) {
         ] {
             r.keep(format!("{what} train {name}"), t);
         }
-        let (y, stats) = batch_norm2d_eval_act(&x, &w, &b, &rm, &rv, 1e-5, relu).unwrap();
+        let (y, stats) =
+            batch_norm2d_eval_act(&x, &w, &b, &rm, &rv, BatchNormConfig::default(), relu).unwrap();
         let (dx, dw, db) = batch_norm2d_backward(&x, &w, &stats, &dy).unwrap();
         for (name, t) in [("y", &y), ("dx", &dx), ("dw", &dw), ("db", &db)] {
             r.keep(format!("{what} eval {name}"), t);

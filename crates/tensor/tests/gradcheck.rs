@@ -161,7 +161,7 @@ fn batch_norm_case(device: Device, rng: &mut ChaCha8Rng) {
                 Tensor::zeros(&[c], device).unwrap(),
                 Tensor::full(&[c], 1.0, device).unwrap(),
             );
-            batch_norm2d_train(x, g, b, &mut rm, &mut rv, 0.1, 1e-5).unwrap()
+            batch_norm2d_train(x, g, b, &mut rm, &mut rv, BatchNormConfig::default()).unwrap()
         };
         let (_, stats) = train(&x, &gamma, &beta);
         let (dx, dg, db) = batch_norm2d_backward(&x, &gamma, &stats, &r).unwrap();
@@ -181,7 +181,9 @@ fn batch_norm_case(device: Device, rng: &mut ChaCha8Rng) {
             .unwrap()
             .to_device(device)
             .unwrap();
-        let eval = |x: &Tensor, g: &Tensor| batch_norm2d_eval(x, g, &beta, &rm, &rv, 1e-5).unwrap();
+        let eval = |x: &Tensor, g: &Tensor| {
+            batch_norm2d_eval(x, g, &beta, &rm, &rv, BatchNormConfig::default()).unwrap()
+        };
         let (_, stats) = eval(&x, &gamma);
         let (dx, dg, _) = batch_norm2d_backward(&x, &gamma, &stats, &r).unwrap();
         let what = format!("batch_norm2d eval {n}x{c}x{h}x{w} [{device}]");
@@ -210,9 +212,25 @@ fn batch_norm_relu_case(device: Device, rng: &mut ChaCha8Rng) {
                     Tensor::full(&[c], 1.5, device).unwrap(),
                 );
                 if training {
-                    batch_norm2d_train_act(&x, &gamma, &beta, &mut rm, &mut rv, 0.1, 1e-5, relu)
+                    batch_norm2d_train_act(
+                        &x,
+                        &gamma,
+                        &beta,
+                        &mut rm,
+                        &mut rv,
+                        BatchNormConfig::default(),
+                        relu,
+                    )
                 } else {
-                    batch_norm2d_eval_act(&x, &gamma, &beta, &rm, &rv, 1e-5, relu)
+                    batch_norm2d_eval_act(
+                        &x,
+                        &gamma,
+                        &beta,
+                        &rm,
+                        &rv,
+                        BatchNormConfig::default(),
+                        relu,
+                    )
                 }
                 .unwrap()
             };

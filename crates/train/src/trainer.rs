@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use eatnas_data::{split_validation, Augment, DataSpec, Dataset, Loader, Normalize, Subset};
-use eatnas_nn::layers::BatchNorm;
 use eatnas_nn::{Arch, Mode, Network};
-use eatnas_tensor::{CrossEntropy, Tensor};
+use eatnas_tensor::{BatchNormConfig, CrossEntropy, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -550,7 +549,8 @@ impl Trainer {
             }
             Ok(())
         })();
-        self.net.set_batch_norm_momentum(BatchNorm::MOMENTUM);
+        self.net
+            .set_batch_norm_momentum(BatchNormConfig::PYTORCH.momentum);
         outcome
     }
 

@@ -3,8 +3,8 @@
 use eatnas_tensor::{
     batch_norm2d_backward, batch_norm2d_eval_act, batch_norm2d_eval_deferred,
     batch_norm2d_train_deferred, conv2d, conv2d_backward, conv2d_backward_weight,
-    conv2d_normalized, conv2d_normalized_backward, BatchNormStats, BnInference, Conv2dParams,
-    Device, Normalized, Tensor,
+    conv2d_normalized, conv2d_normalized_backward, BatchNormConfig, BatchNormStats, BnInference,
+    Conv2dParams, Device, Normalized, Tensor,
 };
 use rand::Rng;
 
@@ -12,30 +12,25 @@ use super::{Mode, Param, Slot, Visitor};
 use crate::init::Init;
 use crate::{Error, Result};
 
-/// BatchNorm2d with eps 1e-5 and momentum 0.1, as PyTorch's defaults.
+/// BatchNorm2d, by default with PyTorch's eps 1e-5 and momentum 0.1 ([`BatchNormConfig`]).
 #[derive(Clone, Debug)]
 pub struct BatchNorm {
     pub weight: Param,
     pub bias: Param,
     pub running_mean: Tensor,
     pub running_var: Tensor,
-    pub momentum: f32,
-    pub eps: f32,
+    pub config: BatchNormConfig,
 }
 
 impl BatchNorm {
-    pub const EPS: f32 = 1e-5;
-    pub const MOMENTUM: f32 = 0.1;
-
-    /// Weight 1, bias 0, running mean 0, running variance 1.
+    /// Weight 1, bias 0, running mean 0, running variance 1, PyTorch's settings.
     pub fn new(channels: usize) -> Result<BatchNorm> {
         Ok(BatchNorm {
             weight: Param::new(Tensor::full(&[channels], 1.0, Device::Cpu)?),
             bias: Param::new(Tensor::zeros(&[channels], Device::Cpu)?),
             running_mean: Tensor::zeros(&[channels], Device::Cpu)?,
             running_var: Tensor::full(&[channels], 1.0, Device::Cpu)?,
-            momentum: Self::MOMENTUM,
-            eps: Self::EPS,
+            config: BatchNormConfig::PYTORCH,
         })
     }
 
@@ -54,8 +49,7 @@ impl BatchNorm {
                 &self.bias.value,
                 &mut self.running_mean,
                 &mut self.running_var,
-                self.momentum,
-                self.eps,
+                self.config,
                 relu,
             )?,
             Mode::Eval => batch_norm2d_eval_deferred(
@@ -64,7 +58,7 @@ impl BatchNorm {
                 &self.bias.value,
                 &self.running_mean,
                 &self.running_var,
-                self.eps,
+                self.config,
                 relu,
             )?,
         })
@@ -101,6 +95,54 @@ enum Input {
     Normalized(Normalized),
 }
 
+/// What a [`ConvBn`] computes: a bias-free `kernel x kernel` convolution (padding `kernel / 2`)
+/// from `in_channels` to `out_channels` in `groups` groups, then batch norm, then a ReLU when
+/// `relu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub groups: usize,
+    pub relu: bool,
+}
+
+impl ConvSpec {
+    /// A dense `kernel x kernel` convolution with its ReLU (the stem).
+    pub fn dense(in_channels: usize, out_channels: usize, kernel: usize, stride: usize) -> Self {
+        ConvSpec {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            groups: 1,
+            relu: true,
+        }
+    }
+
+    /// A 1x1 convolution with its ReLU (an expansion, a separable block's pointwise, the head's).
+    pub fn pointwise(in_channels: usize, out_channels: usize) -> Self {
+        ConvSpec::dense(in_channels, out_channels, 1, 1)
+    }
+
+    /// A depthwise `kernel x kernel` convolution of `channels` channels with its ReLU.
+    pub fn depthwise(channels: usize, kernel: usize, stride: usize) -> Self {
+        ConvSpec {
+            groups: channels,
+            ..ConvSpec::dense(channels, channels, kernel, stride)
+        }
+    }
+
+    /// The same without the ReLU (an MBConv block's linear projection).
+    pub fn linear(self) -> Self {
+        ConvSpec {
+            relu: false,
+            ..self
+        }
+    }
+}
+
 /// Bias-free convolution (padding `kernel / 2`) -> BN -> ReLU when `relu`.
 #[derive(Clone, Debug)]
 pub struct ConvBn {
@@ -114,20 +156,22 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    /// A `kernel x kernel` convolution from `cin` to `cout` channels in `groups` groups, its
-    /// weight drawn as `init` says.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        cin: usize,
-        cout: usize,
-        kernel: usize,
-        stride: usize,
-        groups: usize,
-        relu: bool,
-        init: &Init,
-        rng: &mut impl Rng,
-    ) -> Result<ConvBn> {
-        let shape = [cout, cin / groups, kernel, kernel];
+    /// The layer `spec` describes, its weight drawn as `init` says.
+    pub fn new(spec: ConvSpec, init: &Init, rng: &mut impl Rng) -> Result<ConvBn> {
+        let ConvSpec {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            groups,
+            relu,
+        } = spec;
+        if groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
+            return Err(Error::Network(format!(
+                "a convolution from {in_channels} to {out_channels} channels cannot have {groups} groups"
+            )));
+        }
+        let shape = [out_channels, in_channels / groups, kernel, kernel];
         let values = init.conv_weight(shape, groups, rng);
         Ok(ConvBn {
             weight: Param::new(Tensor::from_vec(values, &shape)?),
@@ -136,7 +180,7 @@ impl ConvBn {
                 padding: kernel / 2,
                 groups,
             },
-            bn: BatchNorm::new(cout)?,
+            bn: BatchNorm::new(out_channels)?,
             relu,
             input_grad: true,
             saved: None,
@@ -156,7 +200,7 @@ impl ConvBn {
             &bn.bias.value,
             &bn.running_mean,
             &bn.running_var,
-            bn.eps,
+            bn.config,
             self.relu,
         )?
         .0)
@@ -169,7 +213,7 @@ impl ConvBn {
             bias: &self.bn.bias.value,
             running_mean: &self.bn.running_mean,
             running_var: &self.bn.running_var,
-            eps: self.bn.eps,
+            eps: self.bn.config.eps,
         }
     }
 

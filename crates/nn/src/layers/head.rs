@@ -3,20 +3,20 @@
 use eatnas_tensor::{global_avg_pool, global_avg_pool_backward, linear, linear_backward, Tensor};
 use rand::Rng;
 
-use super::conv_bn::{input_grad, ConvBn};
+use super::conv_bn::{input_grad, ConvBn, ConvSpec};
 use super::{Mode, Param, Slot, Visitor};
 use crate::init::Init;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
-pub struct Head {
+pub struct HeadLayer {
     pub conv: ConvBn,
     pub classifier_weight: Param,
     pub classifier_bias: Param,
     saved: Option<([usize; 4], Tensor)>,
 }
 
-impl Head {
+impl HeadLayer {
     /// The 1x1 convolution and the classifier drawn as `init` says.
     pub fn new(
         cin: usize,
@@ -24,10 +24,10 @@ impl Head {
         classes: usize,
         init: &Init,
         rng: &mut impl Rng,
-    ) -> Result<Head> {
-        let conv = ConvBn::new(cin, channels, 1, 1, 1, true, init, rng)?;
+    ) -> Result<HeadLayer> {
+        let conv = ConvBn::new(ConvSpec::pointwise(cin, channels), init, rng)?;
         let (weight, bias) = init.classifier(classes, channels, rng);
-        Ok(Head {
+        Ok(HeadLayer {
             conv,
             classifier_weight: Param::new(Tensor::from_vec(weight, &[classes, channels])?),
             classifier_bias: Param::new(Tensor::from_vec(bias, &[classes])?),
@@ -53,10 +53,9 @@ impl Head {
     /// # Shapes
     /// `dlogits`: (N, classes); returns (N, Cin, H, W)
     pub fn backward(&mut self, dlogits: &Tensor) -> Result<Tensor> {
-        let (dims, pooled) = self
-            .saved
-            .take()
-            .ok_or_else(|| Error::Network("Head::backward called without a forward pass".into()))?;
+        let (dims, pooled) = self.saved.take().ok_or_else(|| {
+            Error::Network("HeadLayer::backward called without a forward pass".into())
+        })?;
         let (dpooled, dweight, dbias) =
             linear_backward(&pooled, &self.classifier_weight.value, dlogits)?;
         self.classifier_weight.grad = Some(dweight);

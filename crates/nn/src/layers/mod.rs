@@ -1,13 +1,13 @@
 //! The layers of the search space. Each keeps what its backward needs from its last forward, and
 //! its backward writes the gradients of its parameters (overwriting the previous ones).
 
-mod blocks;
 mod conv_bn;
 mod head;
+mod layer;
 
-pub use blocks::{Block, MbConv, SepConv};
-pub use conv_bn::{BatchNorm, ConvBn};
-pub use head::Head;
+pub use conv_bn::{BatchNorm, ConvBn, ConvSpec};
+pub use head::HeadLayer;
+pub use layer::{Layer, MbConv, SepConv};
 
 use eatnas_tensor::Tensor;
 

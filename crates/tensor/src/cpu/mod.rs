@@ -1,8 +1,8 @@
 //! Helpers shared by the CPU kernels of every op.
 
 pub(crate) mod gemm;
-pub(crate) mod pool;
 pub(crate) mod simd;
+pub(crate) mod workspace;
 
 use std::ops::Range;
 
@@ -19,15 +19,15 @@ pub(crate) fn ordered_sum(
 ) -> Vec<f32> {
     const RUNS: usize = 16;
     let run = items.div_ceil(RUNS).max(1);
-    let partials: Vec<pool::HostBuffer> = (0..items.div_ceil(run))
+    let partials: Vec<workspace::HostBuffer> = (0..items.div_ceil(run))
         .into_par_iter()
         .map(|r| {
-            let mut acc = pool::HostBuffer::zeroed(len);
+            let mut acc = workspace::HostBuffer::zeroed(len);
             partial(r * run..((r + 1) * run).min(items), &mut acc);
             acc
         })
         .collect();
-    let mut total = pool::zeroed(len);
+    let mut total = workspace::zeroed(len);
     for p in partials {
         for (t, v) in total.iter_mut().zip(p.iter()) {
             *t += v;

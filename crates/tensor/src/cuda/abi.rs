@@ -108,15 +108,96 @@ pub(crate) struct MbconvShape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::mem::{offset_of, size_of};
 
-    // The C side's sizes, counted from common.cuh / depthwise.cu / mbconv.cu.
+    /// The fields of C struct `name` as declared in `kernels/*.cu` and `*.cuh`, with the offsets
+    /// the C ABI gives them, and the struct's size. The declarations are the kernels' plain
+    /// form: `TYPE a, b, c;` with TYPE one of u64, i64, float, int.
+    fn c_layout(name: &str) -> (Vec<(String, usize)>, usize) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernels");
+        let mut text = String::new();
+        for entry in std::fs::read_dir(&dir).expect("kernels/") {
+            let path = entry.expect("kernels/ entry").path();
+            if path.extension().is_some_and(|e| e == "cu" || e == "cuh") {
+                text += &std::fs::read_to_string(&path).expect("kernel source");
+            }
+        }
+        let head = format!("struct {name} {{");
+        let start = text
+            .find(&head)
+            .unwrap_or_else(|| panic!("no `{head}` in kernels/"))
+            + head.len();
+        let body = &text[start..start + text[start..].find("};").expect("end of struct")];
+        let (mut fields, mut offset, mut align) = (Vec::new(), 0usize, 1usize);
+        for declaration in body.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+            let (ty, names) = declaration.split_once(' ').expect("TYPE names");
+            let size = match ty {
+                "u64" | "i64" => 8,
+                "float" | "int" => 4,
+                other => panic!("{name}: field type `{other}` is not one the test knows"),
+            };
+            align = align.max(size);
+            for field in names.split(',').map(str::trim) {
+                offset = offset.next_multiple_of(size);
+                fields.push((field.trim_end_matches('_').to_string(), offset));
+                offset += size;
+            }
+        }
+        (fields, offset.next_multiple_of(align))
+    }
+
+    /// Rust's (field, offset) list of a struct, and its size.
+    macro_rules! rust_layout {
+        ($ty:ty: $($field:ident),* $(,)?) => {
+            (vec![$((stringify!($field).to_string(), offset_of!($ty, $field))),*], size_of::<$ty>())
+        };
+    }
+
+    /// Every struct the kernels take by value: the same fields, in the same order, at the same
+    /// offsets, and the same size, on both sides.
     #[test]
-    fn layouts_match_the_kernel_headers() {
-        assert_eq!(std::mem::size_of::<Conv2dShape>(), 12 * 8);
-        assert_eq!(std::mem::size_of::<PlaneShape>(), 3 * 8);
-        assert_eq!(std::mem::size_of::<GemmShape>(), 13 * 8 + 2 * 4 + 2 * 4);
-        assert_eq!(std::mem::size_of::<SgdParams>(), 8 + 4 * 4);
-        assert_eq!(std::mem::size_of::<DepthwiseTile>(), 5 * 8);
-        assert_eq!(std::mem::size_of::<MbconvShape>(), 15 * 8 + 2 * 4);
+    fn layouts_match_the_kernel_sources_field_by_field() {
+        let cases = [
+            (
+                "Conv2dShape",
+                rust_layout!(Conv2dShape: batch, in_channels, in_height, in_width,
+                out_channels, out_height, out_width, kernel_height, kernel_width, stride, padding,
+                groups),
+            ),
+            (
+                "PlaneShape",
+                rust_layout!(PlaneShape: batch, channels, plane),
+            ),
+            (
+                "GemmShape",
+                rust_layout!(GemmShape: m, n, k, batch, a_m, a_k, a_batch, b_k, b_n,
+                b_batch, c_m, c_n, c_batch, alpha, beta, reduce_batch, pad),
+            ),
+            (
+                "SgdParams",
+                rust_layout!(SgdParams: len, lr, momentum, weight_decay, nesterov),
+            ),
+            (
+                "DepthwiseTile",
+                rust_layout!(DepthwiseTile: tile_h, tile_w, planes, tiles_y, tiles_x),
+            ),
+            (
+                "MbconvShape",
+                rust_layout!(MbconvShape: batch, in_channels, hidden, out_channels,
+                in_height, in_width, out_height, out_width, kernel, stride, padding, tile, chunk,
+                tiles_y, tiles_x, expand, residual),
+            ),
+        ];
+        for (name, (rust_fields, rust_size)) in cases {
+            let (c_fields, c_size) = c_layout(name);
+            assert_eq!(
+                rust_fields, c_fields,
+                "{name}: fields and offsets, Rust (left) against the .cu side (right)"
+            );
+            assert_eq!(
+                rust_size, c_size,
+                "{name}: size, Rust (left) against the .cu side (right)"
+            );
+        }
     }
 }

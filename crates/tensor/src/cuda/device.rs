@@ -13,8 +13,9 @@ use crate::{Device, Error, Result};
 pub(crate) struct CudaDevice {
     pub(crate) ordinal: usize,
     pub(crate) stream: Arc<CudaStream>,
-    /// 80 or 90: which PTX this card gets.
-    arch: u32,
+    /// Streaming multiprocessors, read when the device opens: launches that split work across
+    /// blocks size the split to fill them.
+    pub(crate) sm_count: usize,
     pub(crate) name: String,
     modules: Mutex<HashMap<Module, Arc<CudaModule>>>,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
@@ -93,6 +94,18 @@ fn open(ordinal: usize) -> Result<CudaDevice> {
         ));
     }
     let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+    let sm_count = ctx
+        .attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )
+        .map_err(|e| unavailable(ordinal, format!("reading the multiprocessor count: {e}")))?;
+    if sm_count < 1 {
+        return Err(unavailable(
+            ordinal,
+            format!("the driver reports {sm_count} multiprocessors"),
+        ));
+    }
+    let sm_count = sm_count as usize;
     // One stream per device: its ops are ordered by the stream, so the per-slice events cudarc
     // would record for multi-stream use are only overhead.
     // SAFETY: no other stream of this context is ever created by this crate.
@@ -100,7 +113,7 @@ fn open(ordinal: usize) -> Result<CudaDevice> {
     Ok(CudaDevice {
         ordinal,
         stream: ctx.default_stream(),
-        arch: if major >= 9 { 90 } else { 80 },
+        sm_count,
         name,
         modules: Mutex::default(),
         functions: Mutex::default(),
@@ -108,6 +121,14 @@ fn open(ordinal: usize) -> Result<CudaDevice> {
 }
 
 impl CudaDevice {
+    /// How many blocks share a reduction of `count` values per item over `items` items so that
+    /// the GPU (8 blocks per multiprocessor) is full and each block still reduces at least 16K
+    /// values.
+    pub(crate) fn reduction_splits(&self, items: usize, count: usize) -> usize {
+        let wanted = (8 * self.sm_count).div_ceil(items.max(1));
+        wanted.min(count.div_ceil(16 * 1024)).max(1)
+    }
+
     pub(crate) fn device(&self) -> Device {
         Device::Cuda(self.ordinal)
     }
@@ -144,16 +165,9 @@ impl CudaDevice {
                     let loaded = self
                         .stream
                         .context()
-                        .load_module(Ptx::from_src(module.ptx(self.arch)))
+                        .load_module(Ptx::from_src(module.ptx()))
                         .map_err(|e| {
-                            self.error(
-                                &format!(
-                                    "loading kernels/ptx/{}.compute_{}.ptx",
-                                    module.stem(),
-                                    self.arch
-                                ),
-                                e,
-                            )
+                            self.error(&format!("loading kernels/ptx/{}.ptx", module.stem()), e)
                         })?;
                     modules.insert(module, loaded.clone());
                     loaded

@@ -39,7 +39,7 @@ pub(crate) fn gemm(
     if s.reduce_batch != 0 {
         // Split the batch across blocks when the tiles alone cannot fill the GPU.
         let splits = if s.beta == 0.0 {
-            (264 / tiles.max(1)).min(s.batch).max(1)
+            (2 * dev.sm_count / tiles.max(1)).min(s.batch).max(1)
         } else {
             1
         };

@@ -1,6 +1,8 @@
 //! The committed PTX of `kernels/*.cu`, embedded in the binary, and every entry point the Rust
-//! side launches. A module is loaded once per device, for the newest architecture the card
-//! runs (compute_90 PTX on Hopper and newer, compute_80 on Ampere).
+//! side launches. A module is loaded once per device. The PTX is for `compute_80`, and the
+//! driver compiles it for the card it runs on (Ampere, Hopper and newer): the kernels use nothing
+//! newer than sm_80 has, so PTX for `compute_90` was the same but for its `.target` line
+//! (`docs/cuda-backend.md`).
 
 /// One `.cu` file's PTX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,14 +19,8 @@ pub(crate) enum Module {
 }
 
 macro_rules! ptx {
-    ($stem:literal, $arch:literal) => {
-        include_str!(concat!(
-            "../../../../kernels/ptx/",
-            $stem,
-            ".",
-            $arch,
-            ".ptx"
-        ))
+    ($stem:literal) => {
+        include_str!(concat!("../../../../kernels/ptx/", $stem, ".ptx"))
     };
 }
 
@@ -39,12 +35,9 @@ macro_rules! modules {
                 match self { $(Module::$module => $stem),* }
             }
 
-            /// The PTX for `compute_{arch}` (80 or 90).
-            pub(crate) fn ptx(self, arch: u32) -> &'static str {
-                match (self, arch >= 90) {
-                    $((Module::$module, true) => ptx!($stem, "compute_90"),
-                      (Module::$module, false) => ptx!($stem, "compute_80"),)*
-                }
+            /// The module's PTX (`compute_80`).
+            pub(crate) fn ptx(self) -> &'static str {
+                match self { $(Module::$module => ptx!($stem)),* }
             }
         }
     };
@@ -63,7 +56,7 @@ modules! {
 }
 
 /// Every entry point the Rust side launches; `CudaDevice::function` refuses any other name, and
-/// a CPU test checks each is in the PTX of both architectures.
+/// a CPU test checks each is in the PTX.
 pub(crate) const ENTRY_POINTS: &[(Module, &str)] = &[
     (Module::BatchNorm, "batch_norm_partial_sums_f32"),
     (Module::BatchNorm, "batch_norm_finalize_f32"),
@@ -125,23 +118,24 @@ mod tests {
     }
 
     #[test]
-    fn every_launched_entry_point_is_in_the_ptx_of_both_architectures() {
+    fn every_launched_entry_point_is_in_the_ptx() {
         for &(module, name) in ENTRY_POINTS {
-            for arch in [80, 90] {
-                let needle = format!(".entry {name}(");
-                assert!(
-                    module.ptx(arch).contains(&needle),
-                    "{name} is not an entry point of kernels/ptx/{}.compute_{arch}.ptx; run `cargo xtask build-kernels`",
-                    module.stem()
-                );
-            }
+            let needle = format!(".entry {name}(");
+            assert!(
+                module.ptx().contains(&needle),
+                "{name} is not an entry point of kernels/ptx/{}.ptx; run `cargo xtask build-kernels`",
+                module.stem()
+            );
         }
         for &module in Module::ALL {
-            assert!(module.ptx(80).contains(".target sm_80"));
-            assert!(module.ptx(90).contains(".target sm_90"));
+            assert!(
+                module.ptx().contains(".target sm_80"),
+                "{} PTX is not for compute_80",
+                module.stem()
+            );
             // Driver 580 (the lent GPUs) loads PTX up to ISA 9.0.
             assert!(
-                module.ptx(90).contains(".version 9.0"),
+                module.ptx().contains(".version 9.0"),
                 "{} PTX is not ISA 9.0",
                 module.stem()
             );

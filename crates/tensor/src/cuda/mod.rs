@@ -53,13 +53,6 @@ pub(crate) fn grid_2d(x: usize, y: usize, threads: u32, shared: u32) -> LaunchCo
     }
 }
 
-/// How many blocks share a reduction of `count` values per item over `items` items so that the
-/// GPU (about 132 SMs x 8 blocks) is full and each block still reduces at least 16K values.
-pub(crate) fn reduction_splits(items: usize, count: usize) -> usize {
-    let wanted = (1056usize).div_ceil(items.max(1));
-    wanted.min(count.div_ceil(16 * 1024)).max(1)
-}
-
 /// Launches kernel `$name` of module `$module` on `$dev`'s stream with the arguments in order;
 /// a driver failure becomes an error naming `$op`.
 ///

@@ -60,11 +60,11 @@ mod cpu {
 
     const GRAIN: usize = 1 << 14;
 
-    use crate::cpu::pool;
+    use crate::cpu::workspace;
 
-    // Outputs come from the workspace pool and are written once, with no zero-fill first.
+    // Outputs come from the workspace and are written once, with no zero-fill first.
     pub(super) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-        let mut out = pool::take(x.len());
+        let mut out = workspace::take(x.len());
         out.par_iter_mut()
             .zip(x)
             .with_min_len(GRAIN)
@@ -73,7 +73,7 @@ mod cpu {
     }
 
     pub(super) fn zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
-        let mut out = pool::take(a.len());
+        let mut out = workspace::take(a.len());
         out.par_iter_mut()
             .zip(a.par_iter().zip(b))
             .with_min_len(GRAIN)

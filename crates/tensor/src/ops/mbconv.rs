@@ -3,7 +3,7 @@
 //! hidden activations never leave shared memory (kernels/mbconv.cu); on the CPU it is the
 //! layers in sequence.
 
-use crate::ops::batch_norm::batch_norm2d_eval_act;
+use crate::ops::batch_norm::{batch_norm2d_eval_act, BatchNormConfig};
 use crate::ops::conv2d::{conv2d, Conv2dParams};
 use crate::ops::elementwise::add;
 use crate::tensor::common_device;
@@ -140,7 +140,10 @@ fn layer_by_layer(x: &Tensor, b: &MbconvWeights, dims: &MbconvDims) -> Result<Te
             p.bias,
             p.running_mean,
             p.running_var,
-            p.eps,
+            BatchNormConfig {
+                eps: p.eps,
+                ..BatchNormConfig::default()
+            },
             relu,
         )?
         .0)

@@ -37,7 +37,7 @@ mod cpu {
     }
 
     pub(super) fn backward(dy: &[f32], plane: usize) -> Vec<f32> {
-        let mut dx = crate::cpu::pool::take(dy.len() * plane);
+        let mut dx = crate::cpu::workspace::take(dy.len() * plane);
         let scale = 1.0 / plane as f32;
         dx.par_chunks_mut(plane.max(1))
             .zip(dy.par_iter())

@@ -10,8 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use eatnas_nn::layers::BatchNorm;
-use eatnas_tensor::Tensor;
+use eatnas_tensor::{BatchNormConfig, Tensor};
 use prost::Message;
 
 use super::onnx_proto::{
@@ -278,7 +277,7 @@ impl<'s> Graph<'s> {
 
 /// A convolution `weight` (out, ...) followed by inference-mode batch norm, as one convolution
 /// with a bias: `w' = w * g / sqrt(var + eps)`, `b' = beta - mean * g / sqrt(var + eps)` per
-/// output channel (eps [`BatchNorm::EPS`]), computed in f64.
+/// output channel (eps [`BatchNormConfig::PYTORCH`]'s), computed in f64.
 pub fn fold_batch_norm(
     weight: &[f32],
     gamma: &[f32],
@@ -291,7 +290,7 @@ pub fn fold_batch_norm(
     let scale: Vec<f64> = gamma
         .iter()
         .zip(var)
-        .map(|(&g, &v)| g as f64 / (v as f64 + BatchNorm::EPS as f64).sqrt())
+        .map(|(&g, &v)| g as f64 / (v as f64 + BatchNormConfig::PYTORCH.eps as f64).sqrt())
         .collect();
     let folded_weight = weight
         .chunks(per_output)

@@ -3,9 +3,9 @@
 
 use cudarc::driver::CudaSlice;
 
-use super::{BatchNormStats, Normalized};
+use super::{BatchNormConfig, BatchNormStats, Normalized};
 use crate::cuda::abi::PlaneShape;
-use crate::cuda::{grid_1d, launch, reduction_splits, THREADS};
+use crate::cuda::{grid_1d, launch, THREADS};
 use crate::{Result, Tensor};
 
 #[allow(clippy::too_many_arguments)]
@@ -16,16 +16,16 @@ pub(super) fn train_forward(
     bias: &Tensor,
     running_mean: &mut Tensor,
     running_var: &mut Tensor,
-    momentum: f32,
-    eps: f32,
+    config: BatchNormConfig,
     relu: bool,
 ) -> Result<(Normalized, BatchNormStats)> {
+    let BatchNormConfig { momentum, eps } = config;
     const OP: &str = "batch_norm2d_train";
     let s = PlaneShape::of(dims);
     let xs = x.cuda(OP)?;
     let dev = xs.device.clone();
     let channels = s.channels;
-    let splits = reduction_splits(channels, s.batch * s.plane);
+    let splits = dev.reduction_splits(channels, s.batch * s.plane);
     let mut partial = dev.zeros_f64(splits * channels * 2)?;
     let cfg = crate::cuda::grid_2d(channels, splits, THREADS, 0);
     launch!(dev, OP, BatchNorm::"batch_norm_partial_sums_f32", cfg, [&s, &xs.slice, &mut partial, &splits])?;
@@ -162,7 +162,7 @@ pub(super) fn backward(
         &stats.bias.cuda(OP)?.slice,
     );
     let (relu, training) = (stats.relu as i32, stats.training as i32);
-    let splits = reduction_splits(channels, s.batch * s.plane);
+    let splits = dev.reduction_splits(channels, s.batch * s.plane);
     let mut partial = dev.zeros_f64(splits * channels * 2)?;
     let cfg = crate::cuda::grid_2d(channels, splits, THREADS, 0);
     launch!(dev, OP, BatchNorm::"batch_norm_backward_partial_sums_f32", cfg, [

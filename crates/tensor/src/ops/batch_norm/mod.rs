@@ -76,8 +76,29 @@ fn check(op: &'static str, x: &Tensor, per_channel: &[(&str, &Tensor)]) -> Resul
     Ok(dims)
 }
 
+/// A batch norm's settings: `eps` is added to the variance; in training the running statistics
+/// move by `momentum` towards the batch's. [`Default`] is PyTorch's BatchNorm2d (0.1, 1e-5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+impl BatchNormConfig {
+    pub const PYTORCH: BatchNormConfig = BatchNormConfig {
+        momentum: 0.1,
+        eps: 1e-5,
+    };
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        BatchNormConfig::PYTORCH
+    }
+}
+
 /// Training-mode batch norm: normalises with the batch mean and biased variance, and moves the
-/// running mean and running (unbiased) variance by `momentum` towards the batch's.
+/// running mean and running (unbiased) variance by `config.momentum` towards the batch's.
 ///
 /// # Shapes
 /// - `x`: (N, C, H, W); `weight`, `bias`, `running_mean`, `running_var`: (C,)
@@ -88,19 +109,9 @@ pub fn batch_norm2d_train(
     bias: &Tensor,
     running_mean: &mut Tensor,
     running_var: &mut Tensor,
-    momentum: f32,
-    eps: f32,
+    config: BatchNormConfig,
 ) -> Result<(Tensor, BatchNormStats)> {
-    batch_norm2d_train_act(
-        x,
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        momentum,
-        eps,
-        false,
-    )
+    batch_norm2d_train_act(x, weight, bias, running_mean, running_var, config, false)
 }
 
 /// [`batch_norm2d_train`] followed by a ReLU when `relu` (the statistics in one sweep, the
@@ -108,27 +119,17 @@ pub fn batch_norm2d_train(
 ///
 /// # Shapes
 /// as [`batch_norm2d_train`]
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm2d_train_act(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     running_mean: &mut Tensor,
     running_var: &mut Tensor,
-    momentum: f32,
-    eps: f32,
+    config: BatchNormConfig,
     relu: bool,
 ) -> Result<(Tensor, BatchNormStats)> {
-    let (normalized, stats) = batch_norm2d_train_deferred(
-        x,
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        momentum,
-        eps,
-        relu,
-    )?;
+    let (normalized, stats) =
+        batch_norm2d_train_deferred(x, weight, bias, running_mean, running_var, config, relu)?;
     Ok((normalized.materialize()?, stats))
 }
 
@@ -138,17 +139,16 @@ pub fn batch_norm2d_train_act(
 ///
 /// # Shapes
 /// as [`batch_norm2d_train`]; the map's `x` is `x`
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm2d_train_deferred(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     running_mean: &mut Tensor,
     running_var: &mut Tensor,
-    momentum: f32,
-    eps: f32,
+    config: BatchNormConfig,
     relu: bool,
 ) -> Result<(Normalized, BatchNormStats)> {
+    let BatchNormConfig { momentum, eps } = config;
     const OP: &str = "batch_norm2d_train";
     let dims = check(
         OP,
@@ -198,8 +198,7 @@ pub fn batch_norm2d_train_deferred(
             bias,
             running_mean,
             running_var,
-            momentum,
-            eps,
+            config,
             relu,
         ),
     }
@@ -226,9 +225,9 @@ pub fn batch_norm2d_eval(
     bias: &Tensor,
     running_mean: &Tensor,
     running_var: &Tensor,
-    eps: f32,
+    config: BatchNormConfig,
 ) -> Result<(Tensor, BatchNormStats)> {
-    batch_norm2d_eval_act(x, weight, bias, running_mean, running_var, eps, false)
+    batch_norm2d_eval_act(x, weight, bias, running_mean, running_var, config, false)
 }
 
 /// [`batch_norm2d_eval`] followed by a ReLU when `relu`, in one pass.
@@ -241,11 +240,11 @@ pub fn batch_norm2d_eval_act(
     bias: &Tensor,
     running_mean: &Tensor,
     running_var: &Tensor,
-    eps: f32,
+    config: BatchNormConfig,
     relu: bool,
 ) -> Result<(Tensor, BatchNormStats)> {
     let (normalized, stats) =
-        batch_norm2d_eval_deferred(x, weight, bias, running_mean, running_var, eps, relu)?;
+        batch_norm2d_eval_deferred(x, weight, bias, running_mean, running_var, config, relu)?;
     Ok((normalized.materialize()?, stats))
 }
 
@@ -259,10 +258,11 @@ pub fn batch_norm2d_eval_deferred(
     bias: &Tensor,
     running_mean: &Tensor,
     running_var: &Tensor,
-    eps: f32,
+    config: BatchNormConfig,
     relu: bool,
 ) -> Result<(Normalized, BatchNormStats)> {
     const OP: &str = "batch_norm2d_eval";
+    let eps = config.eps;
     check(
         OP,
         x,

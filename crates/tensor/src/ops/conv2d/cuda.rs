@@ -7,7 +7,7 @@ use cudarc::driver::CudaSlice;
 use super::Conv2dShape;
 use crate::cuda::abi::{DepthwiseTile, GemmShape};
 use crate::cuda::gemm::gemm;
-use crate::cuda::{grid_1d, launch, reduction_splits, CudaDevice};
+use crate::cuda::{grid_1d, launch, CudaDevice};
 use crate::{Result, Tensor};
 
 /// Depthwise shapes the specialised kernels cover.
@@ -280,7 +280,7 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Resul
     let pixels = s.batch * s.out_height * s.out_width;
     let dw = if let Some((k, stride)) = depthwise_kernel(s) {
         let t = tile_for(s.out_height, s.out_width, true);
-        let splits = reduction_splits(s.in_channels, pixels).min(s.batch);
+        let splits = dev.reduction_splits(s.in_channels, pixels).min(s.batch);
         let mut partial = dev.alloc(splits * len)?;
         let shared = ((t.tile_h - 1) * stride + k) * ((t.tile_w - 1) * stride + k);
         let cfg = cudarc::driver::LaunchConfig {
@@ -329,7 +329,7 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Resul
         let cout_g = s.out_channels / s.groups;
         let k_total = (s.in_channels / s.groups) * s.kernel_height * s.kernel_width;
         let tiles = cout_g.div_ceil(64) * k_total.div_ceil(64) * s.groups;
-        let splits = reduction_splits(tiles, pixels);
+        let splits = dev.reduction_splits(tiles, pixels);
         let mut partial = dev.alloc(splits * len)?;
         let cfg = tile_grid(cout_g, k_total, s.groups * splits);
         launch!(dev, OP, Conv2d::"conv2d_backward_weight_f32", cfg, [s, &xs.slice, &gs.slice, &mut partial, &splits])?;

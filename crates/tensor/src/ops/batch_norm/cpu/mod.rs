@@ -13,7 +13,7 @@ mod small;
 use rayon::prelude::*;
 
 use crate::cpu::simd::{gate, gated_sums, multiversion, shifted_sums};
-use crate::cpu::{items_per_job, pool};
+use crate::cpu::{items_per_job, workspace};
 
 /// Planes per rayon job: about 16K values, so that small planes are not one job each.
 fn planes_per_job(plane: usize) -> usize {
@@ -76,14 +76,14 @@ pub(super) fn moments(x: &[f32], [batch, channels, h, w]: [usize; 4]) -> (Vec<f6
         let k = small::expand(shifts.iter().copied(), plane);
         small::shifted_totals(x, [batch, channels, h, w], &k)
     } else {
-        let mut planes = pool::take(2 * batch * channels);
+        let mut planes = workspace::take(2 * batch * channels);
         let per_job = planes_per_job(plane);
         planes
             .par_chunks_mut(2 * per_job)
             .enumerate()
             .for_each(|(job, out)| moments_run(x, plane, job * per_job, &shifts, out));
         let totals = channel_totals(&planes, batch, channels);
-        pool::give(planes);
+        workspace::give(planes);
         totals
     };
     let count = (batch * plane) as f64;
@@ -163,7 +163,7 @@ pub(super) fn normalize(
         let shift = small::expand(affine.iter().map(|a| a.1), plane);
         return small::normalize(x, dims[1] * plane, &scale, &shift, relu);
     }
-    let mut y = pool::take(x.len());
+    let mut y = workspace::take(x.len());
     let per_job = planes_per_job(plane);
     y.par_chunks_mut((per_job * plane).max(1))
         .enumerate()
@@ -271,14 +271,14 @@ pub(super) fn backward(
     let totals = if let Some(k) = &expanded {
         small::gated_totals(x, dy, dims, k, relu)
     } else {
-        let mut sums = pool::take(2 * batch * channels);
+        let mut sums = workspace::take(2 * batch * channels);
         sums.par_chunks_mut(2 * per_job)
             .enumerate()
             .for_each(|(job, out)| {
                 gradient_sums_run(x, dy, plane, job * per_job, &channel, relu, out)
             });
         let totals = channel_totals(&sums, batch, channels);
-        pool::give(sums);
+        workspace::give(sums);
         totals
     };
     let (mut dweight, mut dbias) = (vec![0.0f32; channels], vec![0.0f32; channels]);
@@ -301,7 +301,7 @@ pub(super) fn backward(
         let dx = small::input_gradient(x, dy, channels * plane, &k, relu);
         return (dx, dweight, dbias);
     }
-    let mut dx = pool::take(x.len());
+    let mut dx = workspace::take(x.len());
     dx.par_chunks_mut((per_job * plane).max(1))
         .enumerate()
         .for_each(|(job, out)| {

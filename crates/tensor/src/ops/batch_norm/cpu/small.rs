@@ -6,8 +6,8 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::pool;
 use crate::cpu::simd::{gate, multiversion};
+use crate::cpu::workspace;
 
 /// Positions per task.
 const CHUNK: usize = 1024;
@@ -142,7 +142,7 @@ pub(super) fn normalize(
     shift: &[f32],
     relu: bool,
 ) -> Vec<f32> {
-    let mut y = pool::take(x.len());
+    let mut y = workspace::take(x.len());
     y.par_chunks_mut(image)
         .zip(x.par_chunks(image))
         .for_each(|(y, x)| normalize_image(x, y, scale, shift, relu));
@@ -176,7 +176,7 @@ pub(super) fn input_gradient(
     k: &GradientConstants,
     relu: bool,
 ) -> Vec<f32> {
-    let mut dx = pool::take(x.len());
+    let mut dx = workspace::take(x.len());
     dx.par_chunks_mut(image)
         .zip(x.par_chunks(image).zip(dy.par_chunks(image)))
         .for_each(|(dx, (x, dy))| input_gradient_image(x, dy, dx, k, relu));

@@ -23,8 +23,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::cpu::pool::{self, HostBuffer};
 use crate::cpu::simd::{every_second, interleave, shifted_dots, weighted_shifts};
+use crate::cpu::workspace::{self, HostBuffer};
 use crate::cpu::{copy_row, items_per_job, Planes};
 use crate::ops::conv2d::Conv2dShape;
 
@@ -313,7 +313,7 @@ fn group_size(batch: usize, elements_per_image: usize) -> usize {
 /// vectors busy alone, and single-image tasks run in memory order (see [`tasks`]).
 const SINGLE_IMAGE_ELEMENTS: usize = 512;
 
-/// A task's phase planes and wide output rows, from the workspace pool, zeroed: a buffer is
+/// A task's phase planes and wide output rows, from the workspace, zeroed: a buffer is
 /// only ever used with the geometry it was made for, whose padding positions no call writes
 /// (see [`Geometry::split`]).
 fn scratch(g: &Geometry) -> (HostBuffer, HostBuffer) {
@@ -410,7 +410,7 @@ pub(super) fn forward(
         return tiny::forward(x, map, w, s);
     }
     let g = Geometry::new(s);
-    let mut y = pool::take(s.batch * s.out_channels * g.oh * g.ow);
+    let mut y = workspace::take(s.batch * s.out_channels * g.oh * g.ow);
     forward_all(
         &g,
         s,
@@ -448,7 +448,7 @@ fn forward_all(
 pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let g = Geometry::new(s);
     let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
-    let mut dx = pool::take(s.batch * s.in_channels * in_plane);
+    let mut dx = workspace::take(s.batch * s.in_channels * in_plane);
     let out = Planes::new(&mut dx, in_plane);
     if let Some(t) = g.transposed(s.batch) {
         forward_all(&t, s, dy, None, &channel_taps(&t, w, true), &out);
@@ -539,7 +539,7 @@ pub(super) fn backward(
     // Where the wide-row view of the output gradient starts in its padded layout.
     let shift = g.pad * g.wq + g.pad;
     let c = s.in_channels;
-    let mut dx = pool::take(s.batch * c * in_plane);
+    let mut dx = workspace::take(s.batch * c * in_plane);
     let out = Planes::new(&mut dx, in_plane);
     let offsets = g.offsets();
     let dw = weight_gradient(
@@ -627,7 +627,7 @@ fn weight_gradient<S: Send>(
     let channels = s.out_channels;
     let mut dw = vec![0.0f32; channels * taps];
     if g.group == 1 && s.batch > 1 {
-        let mut partial = pool::take(s.batch * channels * taps);
+        let mut partial = workspace::take(s.batch * channels * taps);
         partial
             .par_chunks_mut(taps)
             .enumerate()
@@ -653,7 +653,7 @@ fn weight_gradient<S: Send>(
                 *sum += *v as f64;
             }
         }
-        pool::give(partial);
+        workspace::give(partial);
         for (out, sum) in dw.iter_mut().zip(sums) {
             *out = sum as f32;
         }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::valid_outputs;
 use crate::cpu::gemm::{matmul, Mat};
 use crate::cpu::ordered_sum;
-use crate::cpu::pool::{self, HostBuffer};
+use crate::cpu::workspace::{self, HostBuffer};
 use crate::ops::conv2d::Conv2dShape;
 
 struct Sizes {
@@ -96,7 +96,7 @@ fn col2im(cols: &[f32], dx: &mut [f32], s: &Conv2dShape) {
 
 pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let z = Sizes::new(s);
-    let mut y = pool::take(s.batch * z.out_image);
+    let mut y = workspace::take(s.batch * z.out_image);
     y.par_chunks_mut(z.out_image)
         .zip(x.par_chunks(z.in_image))
         .for_each_init(
@@ -140,7 +140,7 @@ pub(super) fn backward(
     let mut dx = Vec::new();
     if want_input_grad {
         // dcols = W_g^T (rows x Cout_g) * dy[n, g], then scattered back into the image.
-        dx = pool::zeroed(s.batch * z.in_image); // col2im accumulates
+        dx = workspace::zeroed(s.batch * z.in_image); // col2im accumulates
         dx.par_chunks_mut(z.in_image)
             .zip(dy.par_chunks(z.out_image))
             .for_each_init(

@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{matmul, threads_for, Mat};
-use crate::cpu::pool::{self, HostBuffer};
+use crate::cpu::workspace::{self, HostBuffer};
 use crate::cpu::{copy_row, ordered_sum};
 use crate::ops::conv2d::Conv2dShape;
 
@@ -29,7 +29,7 @@ fn whole_batch(s: &Conv2dShape) -> bool {
 
 /// `(N, C, HW)` -> `(C, N*HW)`, into a workspace buffer.
 fn pack(src: &[f32], n: usize, c: usize, hw: usize) -> HostBuffer {
-    let mut dst = HostBuffer::new(pool::take(n * c * hw));
+    let mut dst = HostBuffer::new(workspace::take(n * c * hw));
     dst.par_chunks_mut(n * hw)
         .enumerate()
         .for_each(|(ch, row)| {
@@ -42,7 +42,7 @@ fn pack(src: &[f32], n: usize, c: usize, hw: usize) -> HostBuffer {
 
 /// `(C, N*HW)` -> `(N, C, HW)`.
 fn unpack(src: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut dst = pool::take(n * c * hw);
+    let mut dst = workspace::take(n * c * hw);
     dst.par_chunks_mut(c * hw)
         .enumerate()
         .for_each(|(i, image)| {
@@ -60,7 +60,7 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
         // 1x1 planes: the batch is already an N x Cin' matrix, and out = input * weight^T is
         // N x Cout' in NCHW order: one product, no copies.
         let (cin, cout) = (weight.cols(), weight.rows());
-        let mut out = pool::take(s.batch * cout);
+        let mut out = workspace::take(s.batch * cout);
         // out (N x Cout') = input (N x Cin') * weight^T, the batch as the kernel's rows, when
         // weight^T lies row after row in memory (the input gradient: it is W). For the forward
         // pass a transposed copy of W cost as much as the product: `gemm` takes it as a view.
@@ -83,7 +83,7 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
     }
     if channel_mix::usable(pixels(s)) {
         let m = weight.rows();
-        let mut out = pool::take(s.batch * m * pixels(s));
+        let mut out = workspace::take(s.batch * m * pixels(s));
         channel_mix::product(weight, input, pixels(s), &mut out);
         return out;
     }
@@ -91,7 +91,7 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
         return packed_product(weight, &pack(input, s.batch, weight.cols(), pixels(s)), s);
     }
     let (cin, cout, pixels) = (weight.cols(), weight.rows(), pixels(s));
-    let mut out = pool::take(s.batch * cout * pixels);
+    let mut out = workspace::take(s.batch * cout * pixels);
     out.par_chunks_mut(cout * pixels)
         .zip(input.par_chunks(cin * pixels))
         .for_each(|(out, input)| {
@@ -104,7 +104,7 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
 /// whole batch, unpacked to NCHW.
 fn packed_product(weight: Mat<'_>, packed: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (cin, cout, n, pixels) = (weight.cols(), weight.rows(), s.batch, pixels(s));
-    let mut out = HostBuffer::new(pool::take(cout * n * pixels));
+    let mut out = HostBuffer::new(workspace::take(cout * n * pixels));
     if channel_mix::usable(n * pixels) {
         // The packed batch is one plane of N*HW pixels to the register-tiled kernel.
         channel_mix::product(weight, packed, n * pixels, &mut out);
@@ -133,7 +133,7 @@ pub(super) fn reads_mapped(s: &Conv2dShape) -> bool {
 /// as [`forward`]
 pub(super) fn forward_mapped(x: &[f32], map: InputMap<'_>, w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (cin, cout) = (s.in_channels, s.out_channels);
-    let mut out = pool::take(s.batch * cout * pixels(s));
+    let mut out = workspace::take(s.batch * cout * pixels(s));
     channel_mix::product_mapped(
         Mat::row_major(w, cout, cin),
         x,
@@ -164,7 +164,7 @@ pub(super) fn backward_mapped(
         );
     }
     // 4x4 planes take the packed weight gradient: the mapped input is written out for it.
-    let mut mapped = HostBuffer::new(pool::take(x.len()));
+    let mut mapped = HostBuffer::new(workspace::take(x.len()));
     mapped
         .par_chunks_mut(p)
         .zip(x.par_chunks(p))
@@ -205,7 +205,7 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
 /// inside it.
 fn packed_weight_gradient(dyt: &[f32], x: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (n, cin, cout, pixels) = (s.batch, s.in_channels, s.out_channels, pixels(s));
-    let mut dw = pool::take(cout * cin);
+    let mut dw = workspace::take(cout * cin);
     if channel_mix::usable(cin) {
         // dW = dY (Cout x N*HW, packed) * X^T, X^T laid out as N*HW rows of channels.
         let x_rows = positions_major(x, n, cin, pixels);
@@ -225,7 +225,7 @@ fn packed_weight_gradient(dyt: &[f32], x: &[f32], s: &Conv2dShape) -> Vec<f32> {
 /// `(N, C, HW)` -> `(N*HW, C)`: each image's `C x HW` block transposed, into a workspace
 /// buffer.
 fn positions_major(src: &[f32], n: usize, c: usize, hw: usize) -> HostBuffer {
-    let mut dst = HostBuffer::new(pool::take(n * c * hw));
+    let mut dst = HostBuffer::new(workspace::take(n * c * hw));
     dst.par_chunks_mut(c * hw)
         .zip(src.par_chunks(c * hw))
         .for_each(|(out, image)| {
@@ -244,7 +244,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     let (n, cin, cout, pixels) = (s.batch, s.in_channels, s.out_channels, pixels(s));
     if pixels == 1 {
         // dW (Cout x Cin) = dY^T (Cout x N) * X (N x Cin), straight over the NCHW buffers.
-        let mut dw = pool::take(cout * cin);
+        let mut dw = workspace::take(cout * cin);
         if channel_mix::usable(cin) {
             channel_mix::product(Mat::transposed(dy, cout, n), x, cin, &mut dw);
             return dw;

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::{channel_map, ChannelMap, InputMap};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::simd::{level, Level};
-use crate::cpu::{pool, Planes};
+use crate::cpu::{workspace, Planes};
 use crate::ops::conv2d::Conv2dShape;
 
 /// Planes of at most this many pixels may take this path (its per-plane buffers of vectors
@@ -104,7 +104,7 @@ pub(super) fn forward(
     );
     let taps = s.kernel_height * s.kernel_width;
     let list = triples(s);
-    let mut y = pool::take(s.batch * c * out_plane);
+    let mut y = workspace::take(s.batch * c * out_plane);
     #[cfg(target_arch = "x86_64")]
     if level() == Level::Avx512 {
         let (scale, shift, relu) = map_vectors(map, c);
@@ -164,7 +164,7 @@ pub(super) fn backward(
     );
     let taps = s.kernel_height * s.kernel_width;
     let list = triples(s);
-    let mut dx = pool::take(s.batch * c * in_plane);
+    let mut dx = workspace::take(s.batch * c * in_plane);
     #[cfg(target_arch = "x86_64")]
     if level() == Level::Avx512 {
         let (scale, shift, relu) = map_vectors(map, c);

@@ -1,9 +1,10 @@
-//! The two layer types of the search space: MBConv and the separable convolution.
+//! One layer of a block (`Layer`): the search space's two kinds, MBConv and the separable
+//! convolution. (A block of an architecture file, `eatnas_nn::Layer`, is a run of these.)
 
 use eatnas_tensor::{add, mbconv_inference, Device, MbconvWeights, Tensor};
 use rand::Rng;
 
-use super::conv_bn::{input_grad, ConvBn};
+use super::conv_bn::{input_grad, ConvBn, ConvSpec};
 use super::{Mode, Visitor};
 use crate::arch::{LayerSpec, Op};
 use crate::init::Init;
@@ -29,13 +30,13 @@ pub struct SepConv {
 
 /// One layer of a block.
 #[derive(Clone, Debug)]
-pub enum Block {
+pub enum Layer {
     MbConv(MbConv),
     Sep(SepConv),
 }
 
-impl Block {
-    pub fn new(spec: &LayerSpec, init: &Init, rng: &mut impl Rng) -> Result<Block> {
+impl Layer {
+    pub fn new(spec: &LayerSpec, init: &Init, rng: &mut impl Rng) -> Result<Layer> {
         let LayerSpec {
             op,
             kernel,
@@ -47,14 +48,15 @@ impl Block {
         Ok(match op.expansion() {
             Some(t) => {
                 let hidden = cin * t;
-                let expand = ConvBn::new(cin, hidden, 1, 1, 1, true, init, rng)?;
+                let expand = ConvBn::new(ConvSpec::pointwise(cin, hidden), init, rng)?;
                 let depthwise =
-                    ConvBn::new(hidden, hidden, kernel, stride, hidden, true, init, rng)?;
-                let mut project = ConvBn::new(hidden, cout, 1, 1, 1, false, init, rng)?;
+                    ConvBn::new(ConvSpec::depthwise(hidden, kernel, stride), init, rng)?;
+                let mut project =
+                    ConvBn::new(ConvSpec::pointwise(hidden, cout).linear(), init, rng)?;
                 if residual && init.zero_residual_bn {
                     project.bn.weight.value = Tensor::zeros(&[cout], Device::Cpu)?;
                 }
-                Block::MbConv(MbConv {
+                Layer::MbConv(MbConv {
                     expand,
                     depthwise,
                     project,
@@ -63,9 +65,9 @@ impl Block {
             }
             None => {
                 debug_assert_eq!(op, Op::Sep);
-                Block::Sep(SepConv {
-                    depthwise: ConvBn::new(cin, cin, kernel, stride, cin, true, init, rng)?,
-                    pointwise: ConvBn::new(cin, cout, 1, 1, 1, true, init, rng)?,
+                Layer::Sep(SepConv {
+                    depthwise: ConvBn::new(ConvSpec::depthwise(cin, kernel, stride), init, rng)?,
+                    pointwise: ConvBn::new(ConvSpec::pointwise(cin, cout), init, rng)?,
                     residual,
                 })
             }
@@ -76,7 +78,7 @@ impl Block {
     /// `x`: (N, Cin, H, W); returns (N, Cout, H / stride, W / stride) (rounded up)
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (out, residual) = match self {
-            Block::MbConv(b) => {
+            Layer::MbConv(b) => {
                 // Each batch norm and ReLU inside the block is applied by the next convolution
                 // as it reads (see `conv2d_normalized`): the expanded tensors are never written
                 // out, and the backward pass keeps the convolutions' outputs only.
@@ -84,7 +86,7 @@ impl Block {
                 let h = b.depthwise.forward_normalized_deferred(&h, mode)?;
                 (b.project.forward_normalized(&h, mode)?, b.residual)
             }
-            Block::Sep(b) => {
+            Layer::Sep(b) => {
                 let h = b.depthwise.forward(x, mode)?;
                 (b.pointwise.forward(&h, mode)?, b.residual)
             }
@@ -100,10 +102,10 @@ impl Block {
     /// one fused op (one kernel on a GPU), a separable convolution its two layers.
     ///
     /// # Shapes
-    /// as [`Block::forward`]
+    /// as [`Layer::forward`]
     pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Block::MbConv(b) => Ok(mbconv_inference(
+            Layer::MbConv(b) => Ok(mbconv_inference(
                 x,
                 &MbconvWeights {
                     expand: (&b.expand.weight.value, b.expand.bn_inference()),
@@ -113,7 +115,7 @@ impl Block {
                     residual: b.residual,
                 },
             )?),
-            Block::Sep(b) => {
+            Layer::Sep(b) => {
                 let out = b.pointwise.infer(&b.depthwise.infer(x)?)?;
                 if b.residual {
                     Ok(add(&out, x)?)
@@ -130,13 +132,13 @@ impl Block {
         let (dx, residual) = match self {
             // Each gradient is overwritten, not shadowed, so that it is freed as soon as the
             // next one exists (a shadowed binding would live to the end of the block).
-            Block::MbConv(b) => {
+            Layer::MbConv(b) => {
                 let mut d = input_grad(b.project.backward(dy)?)?;
                 d = input_grad(b.depthwise.backward(&d)?)?;
                 d = input_grad(b.expand.backward(&d)?)?;
                 (d, b.residual)
             }
-            Block::Sep(b) => {
+            Layer::Sep(b) => {
                 let mut d = input_grad(b.pointwise.backward(dy)?)?;
                 d = input_grad(b.depthwise.backward(&d)?)?;
                 (d, b.residual)
@@ -152,8 +154,8 @@ impl Block {
     /// Its convolutions, in order.
     pub fn conv_bns(&mut self) -> Vec<&mut ConvBn> {
         match self {
-            Block::MbConv(b) => vec![&mut b.expand, &mut b.depthwise, &mut b.project],
-            Block::Sep(b) => vec![&mut b.depthwise, &mut b.pointwise],
+            Layer::MbConv(b) => vec![&mut b.expand, &mut b.depthwise, &mut b.project],
+            Layer::Sep(b) => vec![&mut b.depthwise, &mut b.pointwise],
         }
     }
 
@@ -161,12 +163,12 @@ impl Block {
     /// `depthwise`, `pointwise`.
     pub fn visit(&mut self, prefix: &str, f: &mut Visitor<'_>) {
         match self {
-            Block::MbConv(b) => {
+            Layer::MbConv(b) => {
                 b.expand.visit(&format!("{prefix}.expand"), f);
                 b.depthwise.visit(&format!("{prefix}.depthwise"), f);
                 b.project.visit(&format!("{prefix}.project"), f);
             }
-            Block::Sep(b) => {
+            Layer::Sep(b) => {
                 b.depthwise.visit(&format!("{prefix}.depthwise"), f);
                 b.pointwise.visit(&format!("{prefix}.pointwise"), f);
             }

@@ -1,18 +1,25 @@
-//! The reused workspace of the CPU backend: a pool of freed host buffers, matched by exact length.
+//! The reused workspace of the CPU backend: freed host buffers kept for reuse, matched by exact
+//! length.
 //!
 //! A training step allocates and frees the same activation and gradient sizes every step. Fresh
 //! allocations of that size come from the kernel as untouched pages, and the first write to each
 //! page faults and zeroes it: for a 58 MB activation that is ~15,000 faults, a quarter of the time
 //! of a depthwise convolution. Buffers of at least [`MIN_LEN`] elements therefore go back to this
-//! pool when their tensor is dropped, and the next request of the same length takes one back:
+//! workspace when their tensor is dropped, and the next request of the same length takes one back:
 //! from the second step on, a training step makes no large allocation.
 //!
-//! The price is memory: while a forward pass runs, the pool still holds the last step's gradient
-//! buffers. So the pool holds at most [`capacity_bytes`] (`EATNAS_HOST_POOL_MB`, default 1024;
+//! The price is memory: while a forward pass runs, the workspace still holds the last step's
+//! gradient buffers. So it holds at most [`capacity_bytes`] (`EATNAS_WORKSPACE_MB`, default 1024;
 //! 0 turns it off); past that the buffers freed longest ago are released to the system.
-//! Measured on the demo pipeline (peak set by its final training, batch 128): no pool 8:25 and
-//! 1.9 GB peak, 1024 MB 6:14 and 2.7 GB, 2048 MB 6:15 and 3.5 GB. [`release`] empties it (the
-//! search does after each candidate).
+//! Measured on the demo pipeline (peak set by its final training, batch 128): no workspace 8:25
+//! and 1.9 GB peak, 1024 MB 6:14 and 2.7 GB, 2048 MB 6:15 and 3.5 GB. [`release`] empties it
+//! (the search does after each candidate).
+//!
+//! [`take`] hands out a buffer whose contents are unspecified, and its callers overwrite all of
+//! it. A caller that reads what it did not write gets the previous user's values: plausible
+//! numbers, so the bug can pass unseen. With `EATNAS_POISON_WORKSPACE=1` (set by `cargo xtask
+//! test` for every test run) every buffer [`take`] hands out is filled with NaN first, as the CUDA
+//! emulator fills fresh device memory, so such a read turns the result into NaN.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, OnceLock};
@@ -20,13 +27,13 @@ use std::sync::{Mutex, OnceLock};
 /// Smaller buffers are left to the system allocator, which recycles them well.
 pub(crate) const MIN_LEN: usize = 16 * 1024;
 
-struct Pool {
+struct Held {
     /// Freed buffers, oldest first.
     free: VecDeque<Vec<f32>>,
     bytes: usize,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
+static HELD: Mutex<Held> = Mutex::new(Held {
     free: VecDeque::new(),
     bytes: 0,
 });
@@ -34,7 +41,7 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
 fn capacity_bytes() -> usize {
     static CAPACITY: OnceLock<usize> = OnceLock::new();
     *CAPACITY.get_or_init(|| {
-        std::env::var("EATNAS_HOST_POOL_MB")
+        std::env::var("EATNAS_WORKSPACE_MB")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(1024)
@@ -42,26 +49,43 @@ fn capacity_bytes() -> usize {
     })
 }
 
-fn lock() -> std::sync::MutexGuard<'static, Pool> {
-    // A panic while holding the lock leaves the pool consistent (every operation is a push or a
+/// Whether [`take`] fills its buffers with NaN (`EATNAS_POISON_WORKSPACE=1`).
+fn poisoned() -> bool {
+    static POISON: OnceLock<bool> = OnceLock::new();
+    *POISON.get_or_init(|| std::env::var("EATNAS_POISON_WORKSPACE").is_ok_and(|v| v == "1"))
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Held> {
+    // A panic while holding the lock leaves the list consistent (every operation is a push or a
     // remove), so a poisoned lock is safe to keep using.
-    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A buffer of exactly `len` elements whose values are unspecified (a recycled buffer keeps
 /// what it held): for outputs that the caller overwrites entirely.
+/// NaN-filled under `EATNAS_POISON_WORKSPACE=1`.
 pub(crate) fn take(len: usize) -> Vec<f32> {
-    if len >= MIN_LEN {
-        let mut pool = lock();
-        // Newest first: a buffer freed a moment ago is the likeliest to still be in cache.
-        if let Some(i) = pool.free.iter().rposition(|b| b.len() == len) {
-            let buffer = pool.free.remove(i).expect("index from rposition");
-            pool.bytes -= len * 4;
-            return buffer;
-        }
+    let mut buffer = reuse(len).unwrap_or_else(|| {
+        // calloc'd: the pages are zero-filled lazily by the system on first write.
+        vec![0.0; len]
+    });
+    if poisoned() {
+        buffer.fill(f32::NAN);
     }
-    // calloc'd: the pages are zero-filled lazily by the system on first write.
-    vec![0.0; len]
+    buffer
+}
+
+/// A held buffer of exactly `len` elements, if there is one.
+fn reuse(len: usize) -> Option<Vec<f32>> {
+    if len < MIN_LEN {
+        return None;
+    }
+    let mut held = lock();
+    // Newest first: a buffer freed a moment ago is the likeliest to still be in cache.
+    let i = held.free.iter().rposition(|b| b.len() == len)?;
+    let buffer = held.free.remove(i).expect("index from rposition");
+    held.bytes -= len * 4;
+    Some(buffer)
 }
 
 /// A buffer of `len` zeros.
@@ -77,35 +101,35 @@ pub(crate) fn give(buffer: Vec<f32>) {
     if len < MIN_LEN || len * 4 > capacity_bytes() {
         return;
     }
-    let mut pool = lock();
-    pool.bytes += len * 4;
-    pool.free.push_back(buffer);
-    while pool.bytes > capacity_bytes() {
-        let oldest = pool
+    let mut held = lock();
+    held.bytes += len * 4;
+    held.free.push_back(buffer);
+    while held.bytes > capacity_bytes() {
+        let oldest = held
             .free
             .pop_front()
             .expect("bytes > 0 means a buffer is held");
-        pool.bytes -= oldest.len() * 4;
+        held.bytes -= oldest.len() * 4;
     }
 }
 
-/// Releases every pooled buffer to the system; returns the bytes released. For a program done
+/// Releases every held buffer to the system; returns the bytes released. For a program done
 /// with a network whose activation sizes will not come back: the search calls it after each
-/// candidate, so that the pool does not fill up with the sizes of networks trained before.
+/// candidate, so that the workspace does not fill up with the sizes of networks trained before.
 pub fn release() -> usize {
-    let mut pool = lock();
-    let bytes = pool.bytes;
-    pool.free.clear();
-    pool.bytes = 0;
+    let mut held = lock();
+    let bytes = held.bytes;
+    held.free.clear();
+    held.bytes = 0;
     bytes
 }
 
-/// Bytes the pool holds now.
-pub fn pooled_bytes() -> usize {
+/// Bytes the workspace holds now.
+pub fn held_bytes() -> usize {
     lock().bytes
 }
 
-/// A host buffer that returns to the pool when dropped.
+/// A host buffer that returns to the workspace when dropped.
 #[derive(Debug)]
 pub(crate) struct HostBuffer(Vec<f32>);
 
@@ -114,7 +138,7 @@ impl HostBuffer {
         HostBuffer(data)
     }
 
-    /// `len` zeros from the pool: scratch space of a kernel, back to the pool when dropped.
+    /// `len` zeros from the workspace: scratch space of a kernel, back to it when dropped.
     pub(crate) fn zeroed(len: usize) -> HostBuffer {
         HostBuffer(zeroed(len))
     }
