@@ -1,5 +1,5 @@
 //! One layer of a block (`Layer`): the search space's two kinds, MBConv and the separable
-//! convolution. (A block of an architecture file, `eatnas_nn::Layer`, is a run of these.)
+//! convolution. (A block of an architecture file, `eatnas_nn::Block`, is a run of these.)
 
 use eatnas_tensor::{add, mbconv_inference, Device, MbconvWeights, Tensor};
 use rand::Rng;
