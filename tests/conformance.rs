@@ -286,8 +286,8 @@ fn network_case(f: &Fixture, device: Device, c: &mut Checker) -> CaseResult {
     Ok(())
 }
 
-#[test]
-fn every_torch_fixture_matches_on_every_device() {
+/// The fixture files, sorted, loaded (a file that does not load is an `Err` naming it).
+fn fixtures() -> Vec<Result<Fixture, String>> {
     let dir = fixtures_dir();
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| {
@@ -305,38 +305,46 @@ fn every_torch_fixture_matches_on_every_device() {
         "no *.safetensors fixtures in {}",
         dir.display()
     );
+    paths.iter().map(|p| Fixture::load(p)).collect()
+}
 
+type Case = fn(&Fixture, Device, &mut Checker) -> CaseResult;
+
+/// Every fixture kind (the `op` of its metadata) and the check of that kind.
+const KINDS: &[(&str, Case)] = &[
+    ("conv2d", conv2d_case),
+    ("batchnorm2d", batchnorm_case),
+    ("pool_linear_ce", pool_linear_ce_case),
+    ("block", block_case),
+    ("network", network_case),
+];
+
+/// Checks every fixture of kind `op` on every available device: the shared loop of the tests
+/// below, one test per fixture kind so that a failure names it.
+fn fixtures_of_kind_match_on_every_device(op: &str) {
+    let case = KINDS
+        .iter()
+        .find(|(kind, _)| *kind == op)
+        .map(|&(_, case)| case)
+        .unwrap_or_else(|| panic!("no check for fixture kind `{op}`"));
     let devices = Device::available();
     if !devices.iter().any(|d| matches!(d, Device::Cuda(_))) {
-        println!("conformance: no CUDA device available, skipped the CUDA device");
+        println!("conformance {op}: no CUDA device available, skipped the CUDA device");
     }
     let mut failures = Vec::new();
-    let mut ops_seen = BTreeMap::<String, usize>::new();
-    for path in &paths {
-        let fixture = match Fixture::load(path) {
-            Ok(f) => f,
-            Err(e) => {
-                failures.push(e);
-                continue;
-            }
-        };
-        let op = fixture.meta_str("op").unwrap_or("<missing>").to_string();
-        *ops_seen.entry(op.clone()).or_default() += 1;
+    let mut files = 0;
+    for fixture in fixtures().into_iter().flatten() {
+        if fixture.meta_str("op").ok() != Some(op) {
+            continue;
+        }
+        files += 1;
         for &device in &devices {
             let mut checker = Checker {
                 fixture: &fixture,
                 worst: 0.0,
                 failures: Vec::new(),
             };
-            let outcome = match op.as_str() {
-                "conv2d" => conv2d_case(&fixture, device, &mut checker),
-                "batchnorm2d" => batchnorm_case(&fixture, device, &mut checker),
-                "pool_linear_ce" => pool_linear_ce_case(&fixture, device, &mut checker),
-                "block" => block_case(&fixture, device, &mut checker),
-                "network" => network_case(&fixture, device, &mut checker),
-                other => Err(format!("unknown op `{other}`")),
-            };
-            if let Err(e) = outcome {
+            if let Err(e) = case(&fixture, device, &mut checker) {
                 checker.failures.push(e);
             }
             if checker.failures.is_empty() {
@@ -351,14 +359,63 @@ fn every_torch_fixture_matches_on_every_device() {
             }
         }
     }
-    println!(
-        "conformance: {} files, cases by op {ops_seen:?}",
-        paths.len()
+    println!("conformance {op}: {files} files");
+    assert!(
+        files > 0,
+        "no `{op}` fixtures in {}",
+        fixtures_dir().display()
     );
     assert!(
         failures.is_empty(),
-        "{} conformance failures:\n{}",
+        "{} `{op}` conformance failures:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Every fixture file loads and is of a kind one of the tests below checks, so that none is
+/// left unchecked.
+#[test]
+fn every_torch_fixture_is_of_a_checked_kind() {
+    let mut failures = Vec::new();
+    let mut kinds = BTreeMap::<String, usize>::new();
+    for fixture in fixtures() {
+        match fixture {
+            Err(e) => failures.push(e),
+            Ok(f) => match f.meta_str("op") {
+                Ok(op) if KINDS.iter().any(|(kind, _)| *kind == op) => {
+                    *kinds.entry(op.to_string()).or_default() += 1
+                }
+                Ok(op) => failures.push(format!("{}: unknown op `{op}`", f.name)),
+                Err(e) => failures.push(format!("{}: {e}", f.name)),
+            },
+        }
+    }
+    println!("conformance: fixtures by kind {kinds:?}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn conv2d_fixtures_match_on_every_device() {
+    fixtures_of_kind_match_on_every_device("conv2d");
+}
+
+#[test]
+fn batchnorm2d_fixtures_match_on_every_device() {
+    fixtures_of_kind_match_on_every_device("batchnorm2d");
+}
+
+#[test]
+fn pool_linear_ce_fixtures_match_on_every_device() {
+    fixtures_of_kind_match_on_every_device("pool_linear_ce");
+}
+
+#[test]
+fn block_fixtures_match_on_every_device() {
+    fixtures_of_kind_match_on_every_device("block");
+}
+
+#[test]
+fn network_fixtures_match_on_every_device() {
+    fixtures_of_kind_match_on_every_device("network");
 }

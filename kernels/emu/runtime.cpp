@@ -8,13 +8,15 @@
 // writes past the end of a buffer aborts the process with the kernel's name.
 //
 // `wmma_emu.h` stands in for the tensor-core fragments (whole tiles per thread). Not emulated:
-// timing, concurrency between blocks.
+// timing, concurrency between blocks. Calls from several host threads (the test harness runs
+// tests in parallel) are serialised by one lock, as a real driver is safe to call from any thread.
 #include <ucontext.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -204,6 +206,9 @@ CUresult cuStreamQuery(void*) { return OK; }
 CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) { *free_bytes = *total = size_t(8) << 30; return OK; }
 
 // Live allocations: address -> requested bytes. Each has GUARD bytes of 0xff after it.
+// Held by every call that touches device memory or launches: one caller at a time.
+static std::mutex driver_lock;
+
 static std::map<CUdeviceptr, size_t>& allocations() {
     static std::map<CUdeviceptr, size_t> live;
     return live;
@@ -223,6 +228,7 @@ static void check_guards(const char* after) {
 }
 
 CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
+    std::lock_guard<std::mutex> hold(driver_lock);
     const size_t total = (bytes + GUARD + 255) / 256 * 256;
     void* p = std::aligned_alloc(256, total);
     if (!p) return OUT_OF_MEMORY;
@@ -232,19 +238,20 @@ CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
     return OK;
 }
 CUresult cuMemFree_v2(CUdeviceptr ptr) {
+    std::lock_guard<std::mutex> hold(driver_lock);
     allocations().erase(ptr);
     std::free((void*)ptr);
     return OK;
 }
 CUresult cuMemAllocAsync(CUdeviceptr* ptr, size_t bytes, void*) { return cuMemAlloc_v2(ptr, bytes); }
 CUresult cuMemFreeAsync(CUdeviceptr ptr, void*) { return cuMemFree_v2(ptr); }
-CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) { std::memcpy((void*)dst, src, n); return OK; }
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) { std::lock_guard<std::mutex> hold(driver_lock); std::memcpy((void*)dst, src, n); return OK; }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, void*) { return cuMemcpyHtoD_v2(dst, src, n); }
-CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) { std::memcpy(dst, (void*)src, n); return OK; }
+CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) { std::lock_guard<std::mutex> hold(driver_lock); std::memcpy(dst, (void*)src, n); return OK; }
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, void*) { return cuMemcpyDtoH_v2(dst, src, n); }
-CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) { std::memmove((void*)dst, (void*)src, n); return OK; }
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) { std::lock_guard<std::mutex> hold(driver_lock); std::memmove((void*)dst, (void*)src, n); return OK; }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void*) { return cuMemcpyDtoD_v2(dst, src, n); }
-CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) { std::memset((void*)dst, v, n); return OK; }
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) { std::lock_guard<std::mutex> hold(driver_lock); std::memset((void*)dst, v, n); return OK; }
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void*) { return cuMemsetD8_v2(dst, v, n); }
 
 CUresult cuModuleLoadData(void** module, const void*) { *module = &module_token; return OK; }
@@ -257,6 +264,7 @@ CUresult cuModuleGetFunction(void** function, void*, const char* name) {
 }
 CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned shared, void*, void** params, void**) {
+    std::lock_guard<std::mutex> hold(driver_lock);
     if (bx * by * bz == 0 || bx * by * bz > 1024 || gx * gy * gz == 0 || by != 1 || bz != 1) return INVALID_VALUE;
     if (shared > 48 * 1024) return INVALID_VALUE;  // without the opt-in attribute, as on the GPU
     auto* invoker = static_cast<emu::Invoker*>(function);

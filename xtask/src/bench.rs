@@ -7,45 +7,27 @@ use std::process::{Command, Stdio};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-struct Options {
-    json: bool,
-    threads: usize,
-    rows: Option<Vec<String>>,
+/// What `bench` measures.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Target {
+    /// The CPU backend's ops and training steps.
+    Cpu,
 }
 
-fn parse(args: &[String]) -> Result<Options> {
-    match args.first().map(String::as_str) {
-        Some("cpu") => {}
-        Some(other) => bail!("`bench {other}`: the benchmark targets are: cpu"),
-        None => bail!("`bench` needs a target: cpu"),
-    }
-    let mut options = Options {
-        json: false,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        rows: None,
-    };
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--json" => options.json = true,
-            "--threads" => {
-                let value = rest
-                    .next()
-                    .ok_or_else(|| anyhow!("--threads needs a count"))?;
-                options.threads = value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    anyhow!("--threads: expected a positive count, got {value:?}")
-                })?;
-            }
-            "--rows" => {
-                let value = rest
-                    .next()
-                    .ok_or_else(|| anyhow!("--rows needs row names"))?;
-                options.rows = Some(value.split(',').map(str::to_owned).collect());
-            }
-            other => bail!("unknown option {other:?} of `bench cpu` (see `cargo xtask help`)"),
-        }
-    }
-    Ok(options)
+#[derive(clap::Args)]
+pub struct Args {
+    /// What to benchmark.
+    #[arg(value_enum)]
+    target: Target,
+    /// The last line of stdout is a JSON array of the rows.
+    #[arg(long)]
+    json: bool,
+    /// Threads for both sides (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: Option<u64>,
+    /// Only these rows (names separated by commas).
+    #[arg(long, value_delimiter = ',')]
+    rows: Option<Vec<String>>,
 }
 
 fn root() -> PathBuf {
@@ -129,8 +111,12 @@ fn number(value: &Value, key: &str, what: &str) -> Result<f64> {
         .ok_or_else(|| anyhow!("{what}: no number {key:?} in {value}"))
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let options = parse(args)?;
+pub fn run(options: &Args) -> Result<()> {
+    let Target::Cpu = options.target;
+    let threads = options.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n as usize,
+    );
     let root = root();
     let shared = root.join("../shared");
     if !shared.join("fixtures/torch/counts.json").is_file() {
@@ -139,7 +125,7 @@ pub fn run(args: &[String]) -> Result<()> {
             shared.display()
         );
     }
-    let threads = options.threads.to_string();
+    let threads = threads.to_string();
     let python = python(&root)?;
     let binary = bench_binary(&root)?;
     let bench = || {

@@ -34,23 +34,33 @@ struct Trial {
     differences: Vec<String>,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many killed-and-resumed runs.
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// Seeds the kill moments.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The configuration to run (default: configs/tiny.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the runs go (default: target/chaos).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
     let root = crate::kernels::workspace_root();
-    let mut kills = 5usize;
-    let mut seed = 0u64;
-    let mut config = root.join("configs/tiny.toml");
-    let mut out = root.join("target/chaos");
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--kills" => kills = value()?.parse().context("--kills needs a count")?,
-            "--seed" => seed = value()?.parse().context("--seed needs a number")?,
-            "--config" => config = PathBuf::from(value()?),
-            "--out" => out = PathBuf::from(value()?),
-            other => bail!("chaos: unknown argument `{other}`"),
-        }
-    }
+    let (kills, seed) = (args.kills, args.seed);
+    let config = args
+        .config
+        .clone()
+        .unwrap_or_else(|| root.join("configs/tiny.toml"));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("target/chaos"));
     let cli = build_cli(&root)?;
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

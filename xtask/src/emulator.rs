@@ -8,21 +8,25 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-pub fn run(args: &[String]) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also run the op and conformance tests on it (LD_LIBRARY_PATH=target/cuda-emu).
+    #[arg(value_parser = ["test"])]
+    test: Option<String>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
     let root = super::kernels::workspace_root();
     let lib_dir = build(&root)?;
-    match args.first().map(String::as_str) {
-        None => {
-            println!(
-                "built {}/libcuda.so; use it with LD_LIBRARY_PATH={}",
-                lib_dir.display(),
-                lib_dir.display()
-            );
-            Ok(())
-        }
-        Some("test") => test(&root, &lib_dir),
-        Some(other) => bail!("cuda-emulator takes nothing or `test`, got `{other}`"),
+    if args.test.is_some() {
+        return test(&root, &lib_dir);
     }
+    println!(
+        "built {}/libcuda.so; use it with LD_LIBRARY_PATH={}",
+        lib_dir.display(),
+        lib_dir.display()
+    );
+    Ok(())
 }
 
 /// `__shared__` declarations become static storage (one block runs at a time), and
@@ -137,15 +141,14 @@ fn cargo_test(
 /// (so a driver that was not picked up cannot pass).
 pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
     let lib_dir = lib_dir.canonicalize()?; // the tests run from their package's folder
+                                           // `--workspace` (the test files' names are unique in it) resolves the dependencies' features
+                                           // as `cargo test --workspace` did, so nothing is compiled again.
     let tests = [
-        "-p",
-        "eatnas-tensor",
+        "--workspace",
         "--test",
         "devices",
         "--test",
         "gradcheck",
-        "-p",
-        "eatnas",
         "--test",
         "conformance",
         "--test",
@@ -161,7 +164,7 @@ pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
         .lines()
         .filter(|l| {
             l.contains("[cuda:0] ok")
-                || l.starts_with("devices: cuda:0")
+                || (l.starts_with("devices ") && l.contains(": cuda:0 ("))
                 || l.starts_with("network: cuda:0")
         })
         .count();
@@ -173,12 +176,7 @@ pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
     }
     // The TF32 tensor-core products (emulated wmma) against the CPU, at TF32's bound.
     let tf32 = [("EATNAS_CUDA_MATH", "tf32")];
-    let (passed, text) = cargo_test(
-        root,
-        &lib_dir,
-        &tf32,
-        &["-p", "eatnas-tensor", "--test", "devices"],
-    )?;
+    let (passed, text) = cargo_test(root, &lib_dir, &tf32, &["--workspace", "--test", "devices"])?;
     if !passed || !text.contains("TF32 products") {
         bail!("the TF32 products failed (or did not run) on the emulated CUDA device");
     }

@@ -23,18 +23,19 @@ const MICRO: &str = r#"{"format":"eatnas-arch/1","name":"micro","stem":{"channel
            {"op":"sep","kernel":5,"skip":true,"layers":1,"width":1.0,"base_channels":16,"stride":2}],
  "head":{"channels":32}}"#;
 
-pub fn run(args: &[String]) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many points the disk fills up at.
+    #[arg(long, default_value_t = 3)]
+    points: usize,
+    /// Seeds the points.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(args: &Args) -> Result<()> {
     let root = crate::kernels::workspace_root();
-    let (mut points, mut seed) = (3usize, 0u64);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--points" => points = value()?.parse().context("--points needs a count")?,
-            "--seed" => seed = value()?.parse().context("--seed needs a number")?,
-            other => bail!("full-disk: unknown argument `{other}`"),
-        }
-    }
+    let (points, seed) = (args.points, args.seed);
     let cli = build_cli(&root)?;
     let config = root.join("configs/tiny.toml");
     let out = root.join("target/full-disk");

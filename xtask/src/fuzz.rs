@@ -28,32 +28,25 @@ struct Outcome {
     failure: Option<String>,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut seconds = DEFAULT_SECONDS;
-    // One libFuzzer process per core at a time by default: each is single-threaded.
-    let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut targets = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--seconds" => {
-                seconds = it
-                    .next()
-                    .context("--seconds needs a number")?
-                    .parse()
-                    .context("--seconds needs a whole number of seconds")?
-            }
-            "--jobs" => {
-                jobs = it
-                    .next()
-                    .context("--jobs needs a number")?
-                    .parse()
-                    .context("--jobs needs a whole number of processes")?
-            }
-            flag if flag.starts_with('-') => bail!("fuzz: unknown option `{flag}`"),
-            target => targets.push(target.to_string()),
-        }
-    }
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds per target.
+    #[arg(long, default_value_t = DEFAULT_SECONDS)]
+    seconds: u64,
+    /// libFuzzer processes at a time (default: one per core; each is single-threaded).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+    /// The targets to run (default: every one).
+    targets: Vec<String>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let seconds = args.seconds;
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n as usize,
+    );
+    let mut targets = args.targets.clone();
     let root = crate::kernels::workspace_root();
     let fuzz_dir = root.join("tests/fuzz");
     let known = list_targets(&fuzz_dir)?;

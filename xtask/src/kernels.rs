@@ -17,10 +17,7 @@ pub const TARGET: &str = "compute_80";
 /// 580 loads (newer toolkits write PTX that driver rejects).
 const TOOLKIT_PACKAGE: &str = "cuda-toolkit[nvcc,nvvm,crt,cudart,cccl]==13.0.2";
 
-pub fn run(args: &[String]) -> Result<()> {
-    if let Some(arg) = args.first() {
-        bail!("build-kernels takes no arguments, got `{arg}`");
-    }
+pub fn run() -> Result<()> {
     let root = workspace_root();
     let kernels = root.join("kernels");
     let sources = kernel_sources(&kernels)?;

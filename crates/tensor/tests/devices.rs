@@ -231,32 +231,30 @@ fn mbconv_cases(r: &mut Run) {
     }
 }
 
-fn run_every_op(device: Device) -> Results {
+fn run_on(device: Device, cases: fn(&mut Run)) -> Results {
     let mut r = Run {
         device,
         rng: ChaCha8Rng::seed_from_u64(7),
         out: Vec::new(),
     };
-    conv_cases(&mut r);
-    batch_norm_cases(&mut r);
-    head_cases(&mut r);
-    mbconv_cases(&mut r);
+    cases(&mut r);
     r.out
 }
 
-#[test]
-fn every_op_gives_the_cpu_results_on_every_device() {
-    let reference = run_every_op(Device::Cpu);
+/// Runs one op family's `cases` on the CPU and on every other available device and compares the
+/// results: the shared loop of the tests below, one test per family so that a failure names it.
+fn gives_the_cpu_results_on_every_device(family: &str, cases: fn(&mut Run)) {
+    let reference = run_on(Device::Cpu, cases);
     let devices = Device::available();
     if devices.len() == 1 {
-        println!("devices: no CUDA device available, skipped the CUDA device");
+        println!("devices {family}: no CUDA device available, skipped the CUDA device");
     }
     // With `EATNAS_CUDA_MATH=tf32` the GPU's products round their inputs to 10 mantissa bits.
     let tf32 = std::env::var("EATNAS_CUDA_MATH").is_ok_and(|v| v.eq_ignore_ascii_case("tf32"));
     let bound = if tf32 { 2e-2 } else { 2e-4 };
     let mut failures = Vec::new();
     for device in devices {
-        let results = run_every_op(device);
+        let results = run_on(device, cases);
         assert_eq!(results.len(), reference.len());
         let mut worst = 0.0f64;
         for ((name, got), (_, want)) in results.iter().zip(&reference) {
@@ -274,7 +272,7 @@ fn every_op_gives_the_cpu_results_on_every_device() {
             }
         }
         println!(
-            "devices: {device} ({}){} worst relative error {worst:.2e} over {} results",
+            "devices {family}: {device} ({}){} worst relative error {worst:.2e} over {} results",
             device.name(),
             if tf32 && device != Device::Cpu {
                 ", TF32 products"
@@ -285,4 +283,24 @@ fn every_op_gives_the_cpu_results_on_every_device() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn conv2d_gives_the_cpu_results_on_every_device() {
+    gives_the_cpu_results_on_every_device("conv2d", conv_cases);
+}
+
+#[test]
+fn batch_norm_gives_the_cpu_results_on_every_device() {
+    gives_the_cpu_results_on_every_device("batch_norm2d", batch_norm_cases);
+}
+
+#[test]
+fn head_gives_the_cpu_results_on_every_device() {
+    gives_the_cpu_results_on_every_device("head", head_cases);
+}
+
+#[test]
+fn mbconv_gives_the_cpu_results_on_every_device() {
+    gives_the_cpu_results_on_every_device("mbconv", mbconv_cases);
 }

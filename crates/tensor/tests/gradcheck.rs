@@ -314,19 +314,41 @@ fn pool_linear_ce_case(device: Device, rng: &mut ChaCha8Rng) {
     }
 }
 
-#[test]
-fn every_op_backward_matches_finite_differences_on_every_device() {
+/// Runs one op family's `case` on every available device, each from the same seeded generator:
+/// the shared loop of the tests below, one test per family so that a failure names it.
+fn on_every_device(family: &str, case: fn(Device, &mut ChaCha8Rng)) {
     let seed = seed();
     let devices = Device::available();
     if devices.len() == 1 {
-        println!("gradcheck: no CUDA device available, skipped the CUDA device");
+        println!("gradcheck {family}: no CUDA device available, skipped the CUDA device");
     }
     for device in devices {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        conv_case(device, &mut rng);
-        batch_norm_case(device, &mut rng);
-        batch_norm_relu_case(device, &mut rng);
-        elementwise_case(device, &mut rng);
-        pool_linear_ce_case(device, &mut rng);
+        case(device, &mut rng);
     }
+}
+
+#[test]
+fn conv2d_backward_matches_finite_differences() {
+    on_every_device("conv2d", conv_case);
+}
+
+#[test]
+fn batch_norm_backward_matches_finite_differences() {
+    on_every_device("batch_norm2d", batch_norm_case);
+}
+
+#[test]
+fn batch_norm_relu_backward_matches_the_unfused_ops() {
+    on_every_device("batch_norm2d+relu", batch_norm_relu_case);
+}
+
+#[test]
+fn elementwise_backward_matches_finite_differences() {
+    on_every_device("elementwise", elementwise_case);
+}
+
+#[test]
+fn pool_linear_cross_entropy_backward_matches_finite_differences() {
+    on_every_device("pool+linear+cross_entropy", pool_linear_ce_case);
 }

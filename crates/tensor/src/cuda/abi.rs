@@ -60,6 +60,75 @@ pub(crate) struct GemmShape {
     pub pad: i32,
 }
 
+impl GemmShape {
+    /// One product `C (m x n) = A (m x k) B (k x n)`, all three row-major and contiguous,
+    /// `alpha = 1`, `beta = 0`. The `with_*` methods below change one layout each.
+    pub(crate) fn row_major(m: usize, n: usize, k: usize) -> GemmShape {
+        GemmShape {
+            m,
+            n,
+            k,
+            batch: 1,
+            a_m: k as isize,
+            a_k: 1,
+            b_k: n as isize,
+            b_n: 1,
+            c_m: n as isize,
+            c_n: 1,
+            alpha: 1.0,
+            ..GemmShape::default()
+        }
+    }
+
+    /// `A` is stored transposed: a row-major k x m matrix.
+    pub(crate) fn with_a_transposed(self) -> GemmShape {
+        GemmShape {
+            a_m: 1,
+            a_k: self.m as isize,
+            ..self
+        }
+    }
+
+    /// `B` is stored transposed: a row-major n x k matrix.
+    pub(crate) fn with_b_transposed(self) -> GemmShape {
+        GemmShape {
+            b_k: 1,
+            b_n: self.k as isize,
+            ..self
+        }
+    }
+
+    /// `batch` products over consecutive matrices of A, B and C (each steps by its own size).
+    pub(crate) fn with_batch(self, batch: usize) -> GemmShape {
+        GemmShape {
+            batch,
+            a_batch: (self.m * self.k) as isize,
+            b_batch: (self.k * self.n) as isize,
+            c_batch: (self.m * self.n) as isize,
+            ..self
+        }
+    }
+
+    /// Every product of the batch reads the same `A` (a weight against a batch of images).
+    pub(crate) fn with_shared_a(self) -> GemmShape {
+        GemmShape { a_batch: 0, ..self }
+    }
+
+    /// One `C`, the sum of the batch's products (a weight gradient over a batch of images).
+    pub(crate) fn with_batch_summed(self) -> GemmShape {
+        GemmShape {
+            c_batch: 0,
+            reduce_batch: 1,
+            ..self
+        }
+    }
+
+    /// `C += A B`: `beta = 1`.
+    pub(crate) fn accumulating(self) -> GemmShape {
+        GemmShape { beta: 1.0, ..self }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SgdParams {
@@ -199,5 +268,130 @@ mod tests {
                 "{name}: size, Rust (left) against the .cu side (right)"
             );
         }
+    }
+
+    /// `C = alpha A B + beta C` by the shape's strides, as `kernels/gemm.cu` reads them.
+    fn strided_gemm(s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+        let at = |base: isize, i: usize, di: isize, j: usize, dj: isize| {
+            (base + i as isize * di + j as isize * dj) as usize
+        };
+        for batch in 0..s.batch {
+            let (ab, bb, cb) = (
+                batch as isize * s.a_batch,
+                batch as isize * s.b_batch,
+                batch as isize * s.c_batch,
+            );
+            for i in 0..s.m {
+                for j in 0..s.n {
+                    let dot: f32 = (0..s.k)
+                        .map(|p| a[at(ab, i, s.a_m, p, s.a_k)] * b[at(bb, p, s.b_k, j, s.b_n)])
+                        .sum();
+                    let out = &mut c[at(cb, i, s.c_m, j, s.c_n)];
+                    // Summed batches: the first product applies beta, the others add.
+                    let beta = if s.reduce_batch != 0 && batch > 0 {
+                        1.0
+                    } else {
+                        s.beta
+                    };
+                    *out = s.alpha * dot + beta * *out;
+                }
+            }
+        }
+    }
+
+    /// The plain product of row-major `a` (m x k) and `b` (k x n).
+    fn matmul(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        (0..m * n)
+            .map(|ij| (0..k).map(|p| a[ij / n * k + p] * b[p * n + ij % n]).sum())
+            .collect()
+    }
+
+    fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|ij| x[ij % rows * cols + ij / rows])
+            .collect()
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7 + seed * 13) % 11) as f32 - 5.0)
+            .collect()
+    }
+
+    /// Each constructor's strides compute the product it says, on a strided reference.
+    #[test]
+    fn gemm_shape_constructors_describe_their_layouts() {
+        let (m, n, k, batch) = (3, 4, 5, 2);
+        let (a, b) = (values(m * k, 1), values(k * n, 2));
+        let product = matmul(&a, &b, m, n, k);
+        let check = |what: &str, s: GemmShape, a: &[f32], b: &[f32], c0: &[f32], want: &[f32]| {
+            let mut c = c0.to_vec();
+            strided_gemm(&s, a, b, &mut c);
+            assert_eq!(c, want, "{what}: {s:?}");
+        };
+        let zeros = vec![0.0; m * n];
+        check(
+            "row_major",
+            GemmShape::row_major(m, n, k),
+            &a,
+            &b,
+            &zeros,
+            &product,
+        );
+        check(
+            "with_a_transposed",
+            GemmShape::row_major(m, n, k).with_a_transposed(),
+            &transpose(&a, m, k),
+            &b,
+            &zeros,
+            &product,
+        );
+        check(
+            "with_b_transposed",
+            GemmShape::row_major(m, n, k).with_b_transposed(),
+            &a,
+            &transpose(&b, k, n),
+            &zeros,
+            &product,
+        );
+        let ones = vec![1.0; m * n];
+        let plus_one: Vec<f32> = product.iter().map(|v| v + 1.0).collect();
+        check(
+            "accumulating",
+            GemmShape::row_major(m, n, k).accumulating(),
+            &a,
+            &b,
+            &ones,
+            &plus_one,
+        );
+        // A batch of B's against one A, and the sum over a batch of both.
+        let b2 = [b.clone(), values(k * n, 3)].concat();
+        let batched: Vec<f32> = [product.clone(), matmul(&a, &b2[k * n..], m, n, k)].concat();
+        check(
+            "with_batch + with_shared_a",
+            GemmShape::row_major(m, n, k)
+                .with_batch(batch)
+                .with_shared_a(),
+            &a,
+            &b2,
+            &vec![0.0; batch * m * n],
+            &batched,
+        );
+        let a2 = [a.clone(), values(m * k, 4)].concat();
+        let summed: Vec<f32> = product
+            .iter()
+            .zip(matmul(&a2[m * k..], &b2[k * n..], m, n, k))
+            .map(|(x, y)| x + y)
+            .collect();
+        check(
+            "with_batch + with_batch_summed",
+            GemmShape::row_major(m, n, k)
+                .with_batch(batch)
+                .with_batch_summed(),
+            &a2,
+            &b2,
+            &zeros,
+            &summed,
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError};
 use cudarc::nvrtc::Ptx;
 
-use super::kernels::{Module, ENTRY_POINTS};
+use super::kernels::{Kernel, Module};
 use crate::{Device, Error, Result};
 
 pub(crate) struct CudaDevice {
@@ -18,7 +18,7 @@ pub(crate) struct CudaDevice {
     pub(crate) sm_count: usize,
     pub(crate) name: String,
     modules: Mutex<HashMap<Module, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    functions: Mutex<HashMap<Kernel, CudaFunction>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -141,22 +141,17 @@ impl CudaDevice {
         }
     }
 
-    /// The kernel `name` of `module` (which must be listed in `ENTRY_POINTS`), loaded on first use.
-    pub(crate) fn function(&self, module: Module, name: &'static str) -> Result<CudaFunction> {
+    /// `kernel`'s function, its module loaded on first use.
+    pub(crate) fn function(&self, kernel: Kernel) -> Result<CudaFunction> {
         if let Some(f) = self
             .functions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(name)
+            .get(&kernel)
         {
-            return Ok(f.clone()); // checked against the table when first loaded
+            return Ok(f.clone());
         }
-        if !ENTRY_POINTS.contains(&(module, name)) {
-            return Err(Error::argument(
-                "cuda",
-                format!("{name} is not an entry point of {}.cu", module.stem()),
-            ));
-        }
+        let (module, name) = (kernel.module(), kernel.name());
         let module_handle = {
             let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
             match modules.get(&module) {
@@ -180,7 +175,7 @@ impl CudaDevice {
         self.functions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name, f.clone());
+            .insert(kernel, f.clone());
         Ok(f)
     }
 

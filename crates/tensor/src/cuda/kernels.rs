@@ -55,52 +55,114 @@ modules! {
     Sgd => "sgd",
 }
 
-/// Every entry point the Rust side launches; `CudaDevice::function` refuses any other name, and
-/// a CPU test checks each is in the PTX.
-pub(crate) const ENTRY_POINTS: &[(Module, &str)] = &[
-    (Module::BatchNorm, "batch_norm_partial_sums_f32"),
-    (Module::BatchNorm, "batch_norm_finalize_f32"),
-    (Module::BatchNorm, "batch_norm_eval_affine_f32"),
-    (Module::BatchNorm, "batch_norm_apply_f32"),
-    (Module::BatchNorm, "batch_norm_backward_partial_sums_f32"),
-    (Module::BatchNorm, "batch_norm_backward_finalize_f32"),
-    (Module::BatchNorm, "batch_norm_backward_apply_f32"),
-    (Module::Conv2d, "conv2d_forward_f32"),
-    (Module::Conv2d, "conv2d_backward_input_f32"),
-    (Module::Conv2d, "conv2d_backward_weight_f32"),
-    (Module::CrossEntropy, "softmax_cross_entropy_f32"),
-    (Module::Depthwise, "depthwise_k3s1_forward_f32"),
-    (Module::Depthwise, "depthwise_k3s2_forward_f32"),
-    (Module::Depthwise, "depthwise_k5s1_forward_f32"),
-    (Module::Depthwise, "depthwise_k5s2_forward_f32"),
-    (Module::Depthwise, "depthwise_k7s1_forward_f32"),
-    (Module::Depthwise, "depthwise_k7s2_forward_f32"),
-    (Module::Depthwise, "depthwise_k3s1_backward_input_f32"),
-    (Module::Depthwise, "depthwise_k3s2_backward_input_f32"),
-    (Module::Depthwise, "depthwise_k5s1_backward_input_f32"),
-    (Module::Depthwise, "depthwise_k5s2_backward_input_f32"),
-    (Module::Depthwise, "depthwise_k7s1_backward_input_f32"),
-    (Module::Depthwise, "depthwise_k7s2_backward_input_f32"),
-    (Module::Depthwise, "depthwise_k3s1_backward_weight_f32"),
-    (Module::Depthwise, "depthwise_k3s2_backward_weight_f32"),
-    (Module::Depthwise, "depthwise_k5s1_backward_weight_f32"),
-    (Module::Depthwise, "depthwise_k5s2_backward_weight_f32"),
-    (Module::Depthwise, "depthwise_k7s1_backward_weight_f32"),
-    (Module::Depthwise, "depthwise_k7s2_backward_weight_f32"),
-    (Module::Elementwise, "fill_f32"),
-    (Module::Elementwise, "relu_f32"),
-    (Module::Elementwise, "relu_backward_f32"),
-    (Module::Elementwise, "add_f32"),
-    (Module::Elementwise, "broadcast_rows_f32"),
-    (Module::Elementwise, "sum_rows_f32"),
-    (Module::Gemm, "gemm_f32"),
-    (Module::Gemm, "gemm_tf32"),
-    (Module::Gemm, "sum_slices_f32"),
-    (Module::Mbconv, "mbconv_inference_f32"),
-    (Module::Pool, "global_avg_pool_forward_f32"),
-    (Module::Pool, "global_avg_pool_backward_f32"),
-    (Module::Sgd, "sgd_step_f32"),
-];
+/// The enum of every entry point the Rust side launches, with its module and name: the one
+/// table of kernel names. The launches name a `Kernel`, so a misspelt kernel does not compile,
+/// and a CPU test checks that each is an entry point of its PTX.
+macro_rules! kernels {
+    ($($kernel:ident => $module:ident :: $name:literal),* $(,)?) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub(crate) enum Kernel {
+            $($kernel),*
+        }
+
+        impl Kernel {
+            #[cfg_attr(not(test), allow(dead_code))]
+            pub(crate) const ALL: &'static [Kernel] = &[$(Kernel::$kernel),*];
+
+            /// The `.cu` file that defines it.
+            pub(crate) fn module(self) -> Module {
+                match self { $(Kernel::$kernel => Module::$module),* }
+            }
+
+            /// Its entry-point name in the PTX.
+            pub(crate) fn name(self) -> &'static str {
+                match self { $(Kernel::$kernel => $name),* }
+            }
+        }
+    };
+}
+
+kernels! {
+    BatchNormPartialSums => BatchNorm::"batch_norm_partial_sums_f32",
+    BatchNormFinalize => BatchNorm::"batch_norm_finalize_f32",
+    BatchNormEvalAffine => BatchNorm::"batch_norm_eval_affine_f32",
+    BatchNormApply => BatchNorm::"batch_norm_apply_f32",
+    BatchNormBackwardPartialSums => BatchNorm::"batch_norm_backward_partial_sums_f32",
+    BatchNormBackwardFinalize => BatchNorm::"batch_norm_backward_finalize_f32",
+    BatchNormBackwardApply => BatchNorm::"batch_norm_backward_apply_f32",
+    Conv2dForward => Conv2d::"conv2d_forward_f32",
+    Conv2dBackwardInput => Conv2d::"conv2d_backward_input_f32",
+    Conv2dBackwardWeight => Conv2d::"conv2d_backward_weight_f32",
+    SoftmaxCrossEntropy => CrossEntropy::"softmax_cross_entropy_f32",
+    DepthwiseK3s1Forward => Depthwise::"depthwise_k3s1_forward_f32",
+    DepthwiseK3s2Forward => Depthwise::"depthwise_k3s2_forward_f32",
+    DepthwiseK5s1Forward => Depthwise::"depthwise_k5s1_forward_f32",
+    DepthwiseK5s2Forward => Depthwise::"depthwise_k5s2_forward_f32",
+    DepthwiseK7s1Forward => Depthwise::"depthwise_k7s1_forward_f32",
+    DepthwiseK7s2Forward => Depthwise::"depthwise_k7s2_forward_f32",
+    DepthwiseK3s1BackwardInput => Depthwise::"depthwise_k3s1_backward_input_f32",
+    DepthwiseK3s2BackwardInput => Depthwise::"depthwise_k3s2_backward_input_f32",
+    DepthwiseK5s1BackwardInput => Depthwise::"depthwise_k5s1_backward_input_f32",
+    DepthwiseK5s2BackwardInput => Depthwise::"depthwise_k5s2_backward_input_f32",
+    DepthwiseK7s1BackwardInput => Depthwise::"depthwise_k7s1_backward_input_f32",
+    DepthwiseK7s2BackwardInput => Depthwise::"depthwise_k7s2_backward_input_f32",
+    DepthwiseK3s1BackwardWeight => Depthwise::"depthwise_k3s1_backward_weight_f32",
+    DepthwiseK3s2BackwardWeight => Depthwise::"depthwise_k3s2_backward_weight_f32",
+    DepthwiseK5s1BackwardWeight => Depthwise::"depthwise_k5s1_backward_weight_f32",
+    DepthwiseK5s2BackwardWeight => Depthwise::"depthwise_k5s2_backward_weight_f32",
+    DepthwiseK7s1BackwardWeight => Depthwise::"depthwise_k7s1_backward_weight_f32",
+    DepthwiseK7s2BackwardWeight => Depthwise::"depthwise_k7s2_backward_weight_f32",
+    Relu => Elementwise::"relu_f32",
+    ReluBackward => Elementwise::"relu_backward_f32",
+    Add => Elementwise::"add_f32",
+    BroadcastRows => Elementwise::"broadcast_rows_f32",
+    SumRows => Elementwise::"sum_rows_f32",
+    GemmF32 => Gemm::"gemm_f32",
+    GemmTf32 => Gemm::"gemm_tf32",
+    SumSlices => Gemm::"sum_slices_f32",
+    MbconvInference => Mbconv::"mbconv_inference_f32",
+    GlobalAvgPoolForward => Pool::"global_avg_pool_forward_f32",
+    GlobalAvgPoolBackward => Pool::"global_avg_pool_backward_f32",
+    SgdStep => Sgd::"sgd_step_f32",
+}
+
+/// Which of the three depthwise kernels of one (kernel size, stride).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DepthwisePass {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+impl Kernel {
+    /// The depthwise kernel of a square `kernel` x `kernel` filter at `stride`, for `pass`;
+    /// `None` where no specialised kernel exists (the convolution then takes the general path).
+    pub(crate) fn depthwise(kernel: usize, stride: usize, pass: DepthwisePass) -> Option<Kernel> {
+        use DepthwisePass::*;
+        use Kernel::*;
+        Some(match (kernel, stride, pass) {
+            (3, 1, Forward) => DepthwiseK3s1Forward,
+            (3, 2, Forward) => DepthwiseK3s2Forward,
+            (5, 1, Forward) => DepthwiseK5s1Forward,
+            (5, 2, Forward) => DepthwiseK5s2Forward,
+            (7, 1, Forward) => DepthwiseK7s1Forward,
+            (7, 2, Forward) => DepthwiseK7s2Forward,
+            (3, 1, BackwardInput) => DepthwiseK3s1BackwardInput,
+            (3, 2, BackwardInput) => DepthwiseK3s2BackwardInput,
+            (5, 1, BackwardInput) => DepthwiseK5s1BackwardInput,
+            (5, 2, BackwardInput) => DepthwiseK5s2BackwardInput,
+            (7, 1, BackwardInput) => DepthwiseK7s1BackwardInput,
+            (7, 2, BackwardInput) => DepthwiseK7s2BackwardInput,
+            (3, 1, BackwardWeight) => DepthwiseK3s1BackwardWeight,
+            (3, 2, BackwardWeight) => DepthwiseK3s2BackwardWeight,
+            (5, 1, BackwardWeight) => DepthwiseK5s1BackwardWeight,
+            (5, 2, BackwardWeight) => DepthwiseK5s2BackwardWeight,
+            (7, 1, BackwardWeight) => DepthwiseK7s1BackwardWeight,
+            (7, 2, BackwardWeight) => DepthwiseK7s2BackwardWeight,
+            _ => return None,
+        })
+    }
+}
 
 /// The sha256 of the kernel sources the committed PTX was built from (first line of
 /// `kernels/ptx/SOURCES.sha256`, written by `cargo xtask build-kernels`).
@@ -119,11 +181,12 @@ mod tests {
 
     #[test]
     fn every_launched_entry_point_is_in_the_ptx() {
-        for &(module, name) in ENTRY_POINTS {
+        for &kernel in Kernel::ALL {
+            let (module, name) = (kernel.module(), kernel.name());
             let needle = format!(".entry {name}(");
             assert!(
                 module.ptx().contains(&needle),
-                "{name} is not an entry point of kernels/ptx/{}.ptx; run `cargo xtask build-kernels`",
+                "{kernel:?}: {name} is not an entry point of kernels/ptx/{}.ptx; run `cargo xtask build-kernels`",
                 module.stem()
             );
         }

@@ -53,16 +53,19 @@ pub(crate) fn grid_2d(x: usize, y: usize, threads: u32, shared: u32) -> LaunchCo
     }
 }
 
-/// Launches kernel `$name` of module `$module` on `$dev`'s stream with the arguments in order;
-/// a driver failure becomes an error naming `$op`.
+/// Launches `$kernel` (a [`kernels::Kernel`]) on `$dev`'s stream with the arguments in order; a
+/// driver failure becomes an error naming `$op`. The one way a kernel is launched: each kernel
+/// family's Rust function (`ops/<op>/cuda.rs`, `cuda/gemm.rs`) builds its parameter struct and
+/// grid, then calls this.
 ///
 /// Every kernel indexes its buffers only through the shape arguments it is given, and every
 /// caller builds those from shapes it has checked against the buffers' lengths: that is the
 /// safety argument of each launch.
 macro_rules! launch {
-    ($dev:expr, $op:expr, $module:ident :: $name:literal, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
+    ($dev:expr, $op:expr, $kernel:expr, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
         let dev: &$crate::cuda::CudaDevice = &$dev;
-        let f = dev.function($crate::cuda::kernels::Module::$module, $name)?;
+        let kernel: $crate::cuda::kernels::Kernel = $kernel;
+        let f = dev.function(kernel)?;
         let mut builder = dev.stream.launch_builder(&f);
         $( cudarc::driver::PushKernelArg::arg(&mut builder, $arg); )*
         // SAFETY: see the macro's documentation.

@@ -107,6 +107,7 @@ mod cpu {
 
 mod cuda {
     use super::CrossEntropy;
+    use crate::cuda::kernels::Kernel;
     use crate::cuda::launch;
     use crate::{Result, Tensor};
     use cudarc::driver::LaunchConfig;
@@ -132,9 +133,21 @@ mod cuda {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(dev, OP, CrossEntropy::"softmax_cross_entropy_f32", cfg, [
-            &ls.slice, &labels_dev, &mut dlogits, &mut row_stats, &rows, &classes, &smoothing,
-        ])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::SoftmaxCrossEntropy,
+            cfg,
+            [
+                &ls.slice,
+                &labels_dev,
+                &mut dlogits,
+                &mut row_stats,
+                &rows,
+                &classes,
+                &smoothing,
+            ]
+        )?;
         let stats = dev.download(&row_stats, 2 * rows)?;
         let (losses, hits) = stats.split_at(rows);
         let loss = losses.iter().map(|&l| l as f64).sum::<f64>() / rows as f64;

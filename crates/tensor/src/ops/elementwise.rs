@@ -83,6 +83,7 @@ mod cpu {
 }
 
 mod cuda {
+    use crate::cuda::kernels::Kernel;
     use crate::cuda::{grid_1d, launch};
     use crate::{Result, Tensor};
 
@@ -92,7 +93,13 @@ mod cuda {
         let dev = &xs.device;
         let len = x.elem_count();
         let mut y = dev.alloc(len)?;
-        launch!(dev, op, Elementwise::"relu_f32", grid_1d(len), [&xs.slice, &mut y, &len])?;
+        launch!(
+            dev,
+            op,
+            Kernel::Relu,
+            grid_1d(len),
+            [&xs.slice, &mut y, &len]
+        )?;
         Ok(Tensor::from_cuda(y, dev.clone(), x.shape()))
     }
 
@@ -104,12 +111,20 @@ mod cuda {
         let mut y = dev.alloc(len)?;
         let cfg = grid_1d(len);
         match op {
-            "add" => {
-                launch!(dev, op, Elementwise::"add_f32", cfg, [&sa.slice, &sb.slice, &mut y, &len])?
-            }
-            _ => {
-                launch!(dev, op, Elementwise::"relu_backward_f32", cfg, [&sa.slice, &sb.slice, &mut y, &len])?
-            }
+            "add" => launch!(
+                dev,
+                op,
+                Kernel::Add,
+                cfg,
+                [&sa.slice, &sb.slice, &mut y, &len]
+            )?,
+            _ => launch!(
+                dev,
+                op,
+                Kernel::ReluBackward,
+                cfg,
+                [&sa.slice, &sb.slice, &mut y, &len]
+            )?,
         }
         Ok(Tensor::from_cuda(y, dev.clone(), a.shape()))
     }

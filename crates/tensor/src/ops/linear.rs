@@ -97,6 +97,7 @@ pub fn linear_backward(
 mod cuda {
     use crate::cuda::abi::GemmShape;
     use crate::cuda::gemm::gemm;
+    use crate::cuda::kernels::Kernel;
     use crate::cuda::{grid_1d, launch};
     use crate::{Result, Tensor};
 
@@ -113,22 +114,17 @@ mod cuda {
         let (xs, ws, bs) = (x.cuda(OP)?, w.cuda(OP)?, b.cuda(OP)?);
         let dev = &xs.device;
         let mut y = dev.alloc(batch * outputs)?;
-        launch!(dev, OP, Elementwise::"broadcast_rows_f32", grid_1d(batch * outputs), [&bs.slice, &mut y, &batch, &outputs])?;
-        let shape = GemmShape {
-            m: batch,
-            n: outputs,
-            k: inputs,
-            batch: 1,
-            a_m: inputs as isize,
-            a_k: 1,
-            b_k: 1,
-            b_n: inputs as isize,
-            c_m: outputs as isize,
-            c_n: 1,
-            alpha: 1.0,
-            beta: 1.0,
-            ..GemmShape::default()
-        };
+        launch!(
+            dev,
+            OP,
+            Kernel::BroadcastRows,
+            grid_1d(batch * outputs),
+            [&bs.slice, &mut y, &batch, &outputs]
+        )?;
+        // y (batch x outputs) += x (batch x inputs) . W^T, W stored outputs x inputs
+        let shape = GemmShape::row_major(batch, outputs, inputs)
+            .with_b_transposed()
+            .accumulating();
         gemm(dev, shape, &xs.slice, &ws.slice, &mut y)?;
         Ok(Tensor::from_cuda(y, dev.clone(), &[batch, outputs]))
     }
@@ -146,41 +142,21 @@ mod cuda {
         let (xs, ws, gs) = (x.cuda(OP)?, w.cuda(OP)?, dy.cuda(OP)?);
         let dev = &xs.device;
         let mut dx = dev.alloc(batch * inputs)?;
-        let dx_shape = GemmShape {
-            m: batch,
-            n: inputs,
-            k: outputs,
-            batch: 1,
-            a_m: outputs as isize,
-            a_k: 1,
-            b_k: inputs as isize,
-            b_n: 1,
-            c_m: inputs as isize,
-            c_n: 1,
-            alpha: 1.0,
-            beta: 0.0,
-            ..GemmShape::default()
-        };
+        // dx (batch x inputs) = dy (batch x outputs) . W (outputs x inputs)
+        let dx_shape = GemmShape::row_major(batch, inputs, outputs);
         gemm(dev, dx_shape, &gs.slice, &ws.slice, &mut dx)?;
         let mut dw = dev.alloc(outputs * inputs)?;
-        let dw_shape = GemmShape {
-            m: outputs,
-            n: inputs,
-            k: batch,
-            batch: 1,
-            a_m: 1,
-            a_k: outputs as isize,
-            b_k: inputs as isize,
-            b_n: 1,
-            c_m: inputs as isize,
-            c_n: 1,
-            alpha: 1.0,
-            beta: 0.0,
-            ..GemmShape::default()
-        };
+        // dW (outputs x inputs) = dy^T (outputs x batch) . x (batch x inputs)
+        let dw_shape = GemmShape::row_major(outputs, inputs, batch).with_a_transposed();
         gemm(dev, dw_shape, &gs.slice, &xs.slice, &mut dw)?;
         let mut db = dev.alloc(outputs)?;
-        launch!(dev, OP, Elementwise::"sum_rows_f32", grid_1d(outputs), [&gs.slice, &mut db, &batch, &outputs])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::SumRows,
+            grid_1d(outputs),
+            [&gs.slice, &mut db, &batch, &outputs]
+        )?;
         Ok((
             Tensor::from_cuda(dx, dev.clone(), &[batch, inputs]),
             Tensor::from_cuda(dw, dev.clone(), &[outputs, inputs]),

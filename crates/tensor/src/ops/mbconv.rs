@@ -168,6 +168,7 @@ fn layer_by_layer(x: &Tensor, b: &MbconvWeights, dims: &MbconvDims) -> Result<Te
 mod cuda {
     use super::{BnInference, MbconvDims, MbconvWeights};
     use crate::cuda::abi::MbconvShape;
+    use crate::cuda::kernels::Kernel;
     use crate::cuda::launch;
     use crate::ops::batch_norm::cuda::eval_affine;
     use crate::{Result, Tensor};
@@ -233,10 +234,26 @@ mod cuda {
             block_dim: (256, 1, 1),
             shared_mem_bytes: (floats(chunk) * 4) as u32,
         };
-        launch!(dev, OP, Mbconv::"mbconv_inference_f32", cfg, [
-            &shape, &xs.slice, &b.expand.0.cuda(OP)?.slice, &es, &esh, &b.depthwise.0.cuda(OP)?.slice, &ds, &dsh,
-            &b.project.0.cuda(OP)?.slice, &ps, &psh, &mut y,
-        ])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::MbconvInference,
+            cfg,
+            [
+                &shape,
+                &xs.slice,
+                &b.expand.0.cuda(OP)?.slice,
+                &es,
+                &esh,
+                &b.depthwise.0.cuda(OP)?.slice,
+                &ds,
+                &dsh,
+                &b.project.0.cuda(OP)?.slice,
+                &ps,
+                &psh,
+                &mut y,
+            ]
+        )?;
         Ok(Some(Tensor::from_cuda(y, dev, &out_dims)))
     }
 }

@@ -47,6 +47,7 @@ mod cpu {
 }
 
 mod cuda {
+    use crate::cuda::kernels::Kernel;
     use crate::cuda::{grid_1d, launch};
     use crate::{Result, Tensor};
     use cudarc::driver::LaunchConfig;
@@ -63,7 +64,13 @@ mod cuda {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        launch!(dev, OP, Pool::"global_avg_pool_forward_f32", cfg, [&xs.slice, &mut y, &planes, &plane])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::GlobalAvgPoolForward,
+            cfg,
+            [&xs.slice, &mut y, &planes, &plane]
+        )?;
         Ok(Tensor::from_cuda(y, dev.clone(), &[n, c]))
     }
 
@@ -73,7 +80,13 @@ mod cuda {
         let dev = &gs.device;
         let (planes, plane) = (dims[0] * dims[1], dims[2] * dims[3]);
         let mut dx = dev.alloc(planes * plane)?;
-        launch!(dev, OP, Pool::"global_avg_pool_backward_f32", grid_1d(planes * plane), [&gs.slice, &mut dx, &planes, &plane])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::GlobalAvgPoolBackward,
+            grid_1d(planes * plane),
+            [&gs.slice, &mut dx, &planes, &plane]
+        )?;
         Ok(Tensor::from_cuda(dx, dev.clone(), &dims))
     }
 }

@@ -61,6 +61,7 @@ pub fn sgd_step(
 mod cuda {
     use super::SgdStep;
     use crate::cuda::abi::SgdParams;
+    use crate::cuda::kernels::Kernel;
     use crate::cuda::{grid_1d, launch};
     use crate::{Result, Tensor};
 
@@ -83,6 +84,6 @@ mod cuda {
         let g = &grad.cuda(OP)?.slice;
         let b = buffer.cuda_mut(OP)?;
         let p = param.cuda_mut(OP)?;
-        launch!(dev, OP, Sgd::"sgd_step_f32", grid_1d(len), [&params, p, g, b])
+        launch!(dev, OP, Kernel::SgdStep, grid_1d(len), [&params, p, g, b])
     }
 }

@@ -5,6 +5,7 @@ use cudarc::driver::CudaSlice;
 
 use super::{BatchNormConfig, BatchNormStats, Normalized};
 use crate::cuda::abi::PlaneShape;
+use crate::cuda::kernels::Kernel;
 use crate::cuda::{grid_1d, launch, THREADS};
 use crate::{Result, Tensor};
 
@@ -28,17 +29,41 @@ pub(super) fn train_forward(
     let splits = dev.reduction_splits(channels, s.batch * s.plane);
     let mut partial = dev.zeros_f64(splits * channels * 2)?;
     let cfg = crate::cuda::grid_2d(channels, splits, THREADS, 0);
-    launch!(dev, OP, BatchNorm::"batch_norm_partial_sums_f32", cfg, [&s, &xs.slice, &mut partial, &splits])?;
+    launch!(
+        dev,
+        OP,
+        Kernel::BatchNormPartialSums,
+        cfg,
+        [&s, &xs.slice, &mut partial, &splits]
+    )?;
     let (mut mean, mut inv_std) = (dev.alloc(channels)?, dev.alloc(channels)?);
     let (mut scale, mut shift) = (dev.alloc(channels)?, dev.alloc(channels)?);
     {
         let (w, b) = (&weight.cuda(OP)?.slice, &bias.cuda(OP)?.slice);
         let rm = running_mean.cuda_mut(OP)?;
         let rv = running_var.cuda_mut(OP)?;
-        launch!(dev, OP, BatchNorm::"batch_norm_finalize_f32", grid_1d(channels), [
-            &s, &partial, &splits, &xs.slice, w, b, &mut mean, &mut inv_std, &mut scale, &mut shift, rm, rv,
-            &momentum, &eps,
-        ])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::BatchNormFinalize,
+            grid_1d(channels),
+            [
+                &s,
+                &partial,
+                &splits,
+                &xs.slice,
+                w,
+                b,
+                &mut mean,
+                &mut inv_std,
+                &mut scale,
+                &mut shift,
+                rm,
+                rv,
+                &momentum,
+                &eps,
+            ]
+        )?;
     }
     let stats = BatchNormStats {
         mean: Tensor::from_cuda(mean, dev.clone(), &[channels]),
@@ -71,7 +96,13 @@ pub(super) fn apply(
     let mut y = dev.alloc(s.len())?;
     let relu_flag = relu as i32;
     let (scale, shift) = (&scale.cuda(op)?.slice, &shift.cuda(op)?.slice);
-    launch!(dev, op, BatchNorm::"batch_norm_apply_f32", grid_1d(s.len()), [&s, &xs.slice, scale, shift, &relu_flag, &mut y])?;
+    launch!(
+        dev,
+        op,
+        Kernel::BatchNormApply,
+        grid_1d(s.len()),
+        [&s, &xs.slice, scale, shift, &relu_flag, &mut y]
+    )?;
     Ok(Tensor::from_cuda(y, dev, x.shape()))
 }
 
@@ -99,10 +130,23 @@ pub(crate) fn eval_affine(
         dev.alloc(channels)?,
         dev.alloc(channels)?,
     );
-    launch!(dev, op, BatchNorm::"batch_norm_eval_affine_f32", grid_1d(channels), [
-        &channels, &running_mean.cuda(op)?.slice, &running_var.cuda(op)?.slice, &weight.cuda(op)?.slice,
-        &bias.cuda(op)?.slice, &eps, &mut inv_std, &mut scale, &mut shift,
-    ])?;
+    launch!(
+        dev,
+        op,
+        Kernel::BatchNormEvalAffine,
+        grid_1d(channels),
+        [
+            &channels,
+            &running_mean.cuda(op)?.slice,
+            &running_var.cuda(op)?.slice,
+            &weight.cuda(op)?.slice,
+            &bias.cuda(op)?.slice,
+            &eps,
+            &mut inv_std,
+            &mut scale,
+            &mut shift,
+        ]
+    )?;
     Ok(EvalAffine {
         inv_std,
         scale,
@@ -165,17 +209,40 @@ pub(super) fn backward(
     let splits = dev.reduction_splits(channels, s.batch * s.plane);
     let mut partial = dev.zeros_f64(splits * channels * 2)?;
     let cfg = crate::cuda::grid_2d(channels, splits, THREADS, 0);
-    launch!(dev, OP, BatchNorm::"batch_norm_backward_partial_sums_f32", cfg, [
-        &s, &xs.slice, g, mean, inv_std, w, b, &relu, &mut partial, &splits,
-    ])?;
+    launch!(
+        dev,
+        OP,
+        Kernel::BatchNormBackwardPartialSums,
+        cfg,
+        [
+            &s,
+            &xs.slice,
+            g,
+            mean,
+            inv_std,
+            w,
+            b,
+            &relu,
+            &mut partial,
+            &splits,
+        ]
+    )?;
     let (mut dweight, mut dbias) = (dev.alloc(channels)?, dev.alloc(channels)?);
-    launch!(dev, OP, BatchNorm::"batch_norm_backward_finalize_f32", grid_1d(channels), [
-        &s, &partial, &splits, inv_std, &mut dweight, &mut dbias,
-    ])?;
+    launch!(
+        dev,
+        OP,
+        Kernel::BatchNormBackwardFinalize,
+        grid_1d(channels),
+        [&s, &partial, &splits, inv_std, &mut dweight, &mut dbias,]
+    )?;
     let mut dx = dev.alloc(s.len())?;
-    launch!(dev, OP, BatchNorm::"batch_norm_backward_apply_f32", grid_1d(s.len()), [
-        &s, &xs.slice, g, mean, inv_std, w, b, &dweight, &dbias, &relu, &training, &mut dx,
-    ])?;
+    launch!(
+        dev,
+        OP,
+        Kernel::BatchNormBackwardApply,
+        grid_1d(s.len()),
+        [&s, &xs.slice, g, mean, inv_std, w, b, &dweight, &dbias, &relu, &training, &mut dx,]
+    )?;
     Ok((
         Tensor::from_cuda(dx, dev.clone(), x.shape()),
         Tensor::from_cuda(dweight, dev.clone(), &[channels]),

@@ -1,10 +1,9 @@
 //! CPU kernels of the convolution: a direct depthwise kernel, 1x1 as a matrix product straight
 //! over NCHW, and im2col + GEMM for everything else (the stem, grouped convolutions).
 
-mod channel_mix;
+mod conv1x1;
 mod depthwise;
 mod im2col;
-mod pointwise;
 
 use super::Conv2dShape;
 
@@ -60,7 +59,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     if s.is_depthwise() {
         depthwise::forward(x, None, w, s)
     } else if s.is_pointwise() {
-        pointwise::forward(x, w, s)
+        conv1x1::forward(x, w, s)
     } else {
         im2col::forward(x, w, s)
     }
@@ -70,7 +69,7 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
     if s.is_depthwise() {
         depthwise::backward(x, None, w, dy, s)
     } else if s.is_pointwise() {
-        pointwise::backward(x, w, dy, s)
+        conv1x1::backward(x, w, dy, s)
     } else {
         im2col::backward(x, w, dy, s, true)
     }
@@ -80,7 +79,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     if s.is_depthwise() {
         depthwise::backward_weight(x, None, dy, s)
     } else if s.is_pointwise() {
-        pointwise::backward_weight(x, dy, s)
+        conv1x1::backward_weight(x, dy, s)
     } else {
         // The weight is not read when only dweight is wanted; an empty slice stands in.
         im2col::backward(x, &[], dy, s, false).1
@@ -91,7 +90,7 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
 /// convolutions, and 1x1 ones on AVX-512 with planes of 16+ pixels. Otherwise the caller writes
 /// the mapped input out first.
 pub(super) fn reads_mapped(s: &Conv2dShape) -> bool {
-    s.is_depthwise() || (s.is_pointwise() && pointwise::reads_mapped(s))
+    s.is_depthwise() || (s.is_pointwise() && conv1x1::reads_mapped(s))
 }
 
 /// The convolution of `map(x)`, the map applied as the input is read ([`reads_mapped`]).
@@ -99,7 +98,7 @@ pub(super) fn forward_mapped(x: &[f32], map: InputMap<'_>, w: &[f32], s: &Conv2d
     if s.is_depthwise() {
         depthwise::forward(x, Some(map), w, s)
     } else {
-        pointwise::forward_mapped(x, map, w, s)
+        conv1x1::forward_mapped(x, map, w, s)
     }
 }
 
@@ -114,7 +113,7 @@ pub(super) fn backward_mapped(
     if s.is_depthwise() {
         depthwise::backward(x, Some(map), w, dy, s)
     } else {
-        pointwise::backward_mapped(x, map, w, dy, s)
+        conv1x1::backward_mapped(x, map, w, dy, s)
     }
 }
 

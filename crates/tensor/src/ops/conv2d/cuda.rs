@@ -6,9 +6,10 @@ use cudarc::driver::CudaSlice;
 
 use super::Conv2dShape;
 use crate::cuda::abi::{DepthwiseTile, GemmShape};
-use crate::cuda::gemm::gemm;
-use crate::cuda::{grid_1d, launch, CudaDevice};
-use crate::{Result, Tensor};
+use crate::cuda::gemm::{gemm, sum_slices_into};
+use crate::cuda::kernels::{DepthwisePass, Kernel};
+use crate::cuda::{launch, CudaDevice};
+use crate::{Error, Result, Tensor};
 
 /// Depthwise shapes the specialised kernels cover.
 fn depthwise_kernel(s: &Conv2dShape) -> Option<(usize, usize)> {
@@ -53,79 +54,17 @@ fn config(blocks: u32, t: &DepthwiseTile, shared_floats: usize) -> cudarc::drive
     }
 }
 
-/// The depthwise entry point for (kernel, stride, pass).
-fn depthwise_entry(k: usize, stride: usize, pass: &str) -> &'static str {
-    const NAMES: [[[&str; 3]; 2]; 3] = [
-        [
-            [
-                "depthwise_k3s1_forward_f32",
-                "depthwise_k3s1_backward_input_f32",
-                "depthwise_k3s1_backward_weight_f32",
-            ],
-            [
-                "depthwise_k3s2_forward_f32",
-                "depthwise_k3s2_backward_input_f32",
-                "depthwise_k3s2_backward_weight_f32",
-            ],
-        ],
-        [
-            [
-                "depthwise_k5s1_forward_f32",
-                "depthwise_k5s1_backward_input_f32",
-                "depthwise_k5s1_backward_weight_f32",
-            ],
-            [
-                "depthwise_k5s2_forward_f32",
-                "depthwise_k5s2_backward_input_f32",
-                "depthwise_k5s2_backward_weight_f32",
-            ],
-        ],
-        [
-            [
-                "depthwise_k7s1_forward_f32",
-                "depthwise_k7s1_backward_input_f32",
-                "depthwise_k7s1_backward_weight_f32",
-            ],
-            [
-                "depthwise_k7s2_forward_f32",
-                "depthwise_k7s2_backward_input_f32",
-                "depthwise_k7s2_backward_weight_f32",
-            ],
-        ],
-    ];
-    let pass = match pass {
-        "forward" => 0,
-        "backward_input" => 1,
-        _ => 2,
-    };
-    NAMES[(k - 3) / 2][stride - 1][pass]
-}
-
-/// Launches a depthwise kernel by its runtime name (the entry table checks it).
-#[allow(clippy::too_many_arguments)]
-fn launch_depthwise(
-    dev: &CudaDevice,
-    name: &'static str,
-    cfg: cudarc::driver::LaunchConfig,
-    s: &Conv2dShape,
-    t: &DepthwiseTile,
-    a: &CudaSlice<f32>,
-    b: &CudaSlice<f32>,
-    out: &mut CudaSlice<f32>,
-    splits: Option<usize>,
-) -> Result<()> {
-    use cudarc::driver::PushKernelArg;
-    let f = dev.function(crate::cuda::kernels::Module::Depthwise, name)?;
-    let mut builder = dev.stream.launch_builder(&f);
-    builder.arg(s).arg(t).arg(a).arg(b).arg(out);
-    if let Some(splits) = splits.as_ref() {
-        builder.arg(splits);
-    }
-    // SAFETY: the kernels index x, w, dy and the outputs through `s` and `t`, built from the
-    // checked tensor shapes; the dynamic shared memory is sized for `t` by the callers.
-    unsafe { builder.launch(cfg) }
-        .map(|_| ())
-        .map_err(|e| dev.error(name, e))
+/// The depthwise kernel of `pass` for `s` (which `depthwise_kernel` accepted).
+fn depthwise(s: &Conv2dShape, pass: DepthwisePass) -> Result<Kernel> {
+    Kernel::depthwise(s.kernel_height, s.stride, pass).ok_or_else(|| {
+        Error::argument(
+            "conv2d",
+            format!(
+                "no depthwise kernel for {}x{} at stride {}",
+                s.kernel_height, s.kernel_width, s.stride
+            ),
+        )
+    })
 }
 
 /// Sums `splits` partial weight gradients of `len` values each into a new buffer.
@@ -136,7 +75,14 @@ fn sum_partials(
     len: usize,
 ) -> Result<CudaSlice<f32>> {
     let mut out = dev.alloc(len)?;
-    launch!(dev, "conv2d_backward_weight", Gemm::"sum_slices_f32", grid_1d(len), [partial, &mut out, &splits, &len])?;
+    sum_slices_into(
+        dev,
+        "conv2d_backward_weight",
+        partial,
+        splits,
+        len,
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -154,27 +100,12 @@ fn tile_grid(rows: usize, columns: usize, z: usize) -> cudarc::driver::LaunchCon
     }
 }
 
+/// y[n] (Cout x HW) = w (Cout x Cin) . x[n] (Cin x HW)
 fn pointwise_forward_shape(s: &Conv2dShape) -> GemmShape {
     let (cin, cout, hw) = (s.in_channels, s.out_channels, s.out_height * s.out_width);
-    // y[n] (Cout x HW) = w (Cout x Cin) . x[n] (Cin x HW)
-    GemmShape {
-        m: cout,
-        n: hw,
-        k: cin,
-        batch: s.batch,
-        a_m: cin as isize,
-        a_k: 1,
-        a_batch: 0,
-        b_k: hw as isize,
-        b_n: 1,
-        b_batch: (cin * hw) as isize,
-        c_m: hw as isize,
-        c_n: 1,
-        c_batch: (cout * hw) as isize,
-        alpha: 1.0,
-        beta: 0.0,
-        ..GemmShape::default()
-    }
+    GemmShape::row_major(cout, hw, cin)
+        .with_batch(s.batch)
+        .with_shared_a()
 }
 
 pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dShape) -> Result<Tensor> {
@@ -186,16 +117,12 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dShape) -> Result<Tensor>
         let t = tile_for(s.out_height, s.out_width, false);
         let shared = t.planes * ((t.tile_h - 1) * stride + k) * ((t.tile_w - 1) * stride + k);
         let cfg = config(blocks(s, &t), &t, shared);
-        launch_depthwise(
+        launch!(
             dev,
-            depthwise_entry(k, stride, "forward"),
+            OP,
+            depthwise(s, DepthwisePass::Forward)?,
             cfg,
-            s,
-            &t,
-            &xs.slice,
-            &ws.slice,
-            &mut y,
-            None,
+            [s, &t, &xs.slice, &ws.slice, &mut y]
         )?;
     } else if s.is_pointwise() {
         gemm(
@@ -211,7 +138,13 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dShape) -> Result<Tensor>
             s.batch * s.out_height * s.out_width,
             s.groups,
         );
-        launch!(dev, OP, Conv2d::"conv2d_forward_f32", cfg, [s, &xs.slice, &ws.slice, &mut y])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::Conv2dForward,
+            cfg,
+            [s, &xs.slice, &ws.slice, &mut y]
+        )?;
     }
     Ok(Tensor::from_cuda(y, dev.clone(), &s.output_dims()))
 }
@@ -228,38 +161,20 @@ pub(super) fn backward_input(w: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Result
         let rows = (t.tile_h + k - 2) / stride + 2;
         let cols = (t.tile_w + k - 2) / stride + 2;
         let cfg = config(blocks(s, &t), &t, t.planes * rows * cols);
-        launch_depthwise(
+        launch!(
             dev,
-            depthwise_entry(k, stride, "backward_input"),
+            OP,
+            depthwise(s, DepthwisePass::BackwardInput)?,
             cfg,
-            s,
-            &t,
-            &gs.slice,
-            &ws.slice,
-            &mut dx,
-            None,
+            [s, &t, &gs.slice, &ws.slice, &mut dx]
         )?;
     } else if s.is_pointwise() {
         let (cin, cout, hw) = (s.in_channels, s.out_channels, s.out_height * s.out_width);
         // dx[n] (Cin x HW) = w^T (Cin x Cout) . dy[n] (Cout x HW)
-        let shape = GemmShape {
-            m: cin,
-            n: hw,
-            k: cout,
-            batch: s.batch,
-            a_m: 1,
-            a_k: cin as isize,
-            a_batch: 0,
-            b_k: hw as isize,
-            b_n: 1,
-            b_batch: (cout * hw) as isize,
-            c_m: hw as isize,
-            c_n: 1,
-            c_batch: (cin * hw) as isize,
-            alpha: 1.0,
-            beta: 0.0,
-            ..GemmShape::default()
-        };
+        let shape = GemmShape::row_major(cin, hw, cout)
+            .with_a_transposed()
+            .with_batch(s.batch)
+            .with_shared_a();
         gemm(dev, shape, &ws.slice, &gs.slice, &mut dx)?;
     } else {
         let cfg = tile_grid(
@@ -267,7 +182,13 @@ pub(super) fn backward_input(w: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Result
             s.batch * s.in_height * s.in_width,
             s.groups,
         );
-        launch!(dev, OP, Conv2d::"conv2d_backward_input_f32", cfg, [s, &gs.slice, &ws.slice, &mut dx])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::Conv2dBackwardInput,
+            cfg,
+            [s, &gs.slice, &ws.slice, &mut dx]
+        )?;
     }
     Ok(Tensor::from_cuda(dx, dev.clone(), &s.input_dims()))
 }
@@ -288,40 +209,21 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Resul
             block_dim: ((t.tile_h * t.tile_w) as u32, 1, 1),
             shared_mem_bytes: (shared * 4) as u32,
         };
-        launch_depthwise(
+        launch!(
             dev,
-            depthwise_entry(k, stride, "backward_weight"),
+            OP,
+            depthwise(s, DepthwisePass::BackwardWeight)?,
             cfg,
-            s,
-            &t,
-            &xs.slice,
-            &gs.slice,
-            &mut partial,
-            Some(splits),
+            [s, &t, &xs.slice, &gs.slice, &mut partial, &splits]
         )?;
         sum_partials(dev, &partial, splits, len)?
     } else if s.is_pointwise() {
         let (cin, cout, hw) = (s.in_channels, s.out_channels, s.out_height * s.out_width);
         // dw (Cout x Cin) = sum over images of dy[n] (Cout x HW) . x[n]^T (HW x Cin)
-        let shape = GemmShape {
-            m: cout,
-            n: cin,
-            k: hw,
-            batch: s.batch,
-            a_m: hw as isize,
-            a_k: 1,
-            a_batch: (cout * hw) as isize,
-            b_k: 1,
-            b_n: hw as isize,
-            b_batch: (cin * hw) as isize,
-            c_m: cin as isize,
-            c_n: 1,
-            c_batch: 0,
-            alpha: 1.0,
-            beta: 0.0,
-            reduce_batch: 1,
-            ..GemmShape::default()
-        };
+        let shape = GemmShape::row_major(cout, cin, hw)
+            .with_b_transposed()
+            .with_batch(s.batch)
+            .with_batch_summed();
         let mut dw = dev.alloc(len)?;
         gemm(dev, shape, &gs.slice, &xs.slice, &mut dw)?;
         dw
@@ -332,7 +234,13 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Resul
         let splits = dev.reduction_splits(tiles, pixels);
         let mut partial = dev.alloc(splits * len)?;
         let cfg = tile_grid(cout_g, k_total, s.groups * splits);
-        launch!(dev, OP, Conv2d::"conv2d_backward_weight_f32", cfg, [s, &xs.slice, &gs.slice, &mut partial, &splits])?;
+        launch!(
+            dev,
+            OP,
+            Kernel::Conv2dBackwardWeight,
+            cfg,
+            [s, &xs.slice, &gs.slice, &mut partial, &splits]
+        )?;
         sum_partials(dev, &partial, splits, len)?
     };
     Ok(Tensor::from_cuda(dw, dev.clone(), &s.weight_dims()))

@@ -1,7 +1,7 @@
 //! 1x1, stride-1 convolution as matrix products over NCHW (1x1 planes: the batch is the
 //! matrix, one product), otherwise cut one of three ways:
 //! - on AVX-512 with planes of 16+ pixels, `y[n] = W * x[n]` for every image by the
-//!   register-tiled kernels of [`channel_mix`] (forward, input gradient, and the weight gradient
+//!   register-tiled kernels of [`avx512`] (forward, input gradient, and the weight gradient
 //!   from 7x7 planes up);
 //! - per image, `y[n] (Cout x HW) = W (Cout x Cin) * x[n] (Cin x HW)`, straight over NCHW with
 //!   no copies, images in parallel, when the planes are large (`gemm`, without AVX-512);
@@ -9,7 +9,7 @@
 //!   are small (late layers, 7x7 down to 2x2): there a per-image product would have a handful
 //!   of columns and run at a fraction of the machine's rate, so the operands are first packed
 //!   channel-major (one copy of each, small next to the product's work); the product itself is
-//!   [`channel_mix`]'s where it runs, else `gemm`.
+//!   [`avx512`]'s where it runs, else `gemm`.
 
 use rayon::prelude::*;
 
@@ -18,7 +18,9 @@ use crate::cpu::workspace::{self, HostBuffer};
 use crate::cpu::{copy_row, ordered_sum};
 use crate::ops::conv2d::Conv2dShape;
 
-use super::{channel_mix, InputMap};
+use super::InputMap;
+
+mod avx512;
 
 /// Planes of fewer pixels than this take the whole-batch product.
 const PACK_BELOW: usize = 64;
@@ -65,9 +67,9 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
         // weight^T lies row after row in memory (the input gradient: it is W). For the forward
         // pass a transposed copy of W cost as much as the product: `gemm` takes it as a view.
         if let Some(weight_t) = weight.transpose().row_major_data() {
-            if channel_mix::usable(cout) {
+            if avx512::usable(cout) {
                 let rows = Mat::row_major(input, s.batch, cin);
-                channel_mix::product(rows, weight_t, cout, &mut out);
+                avx512::product(rows, weight_t, cout, &mut out);
                 return out;
             }
         }
@@ -81,10 +83,10 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
         );
         return out;
     }
-    if channel_mix::usable(pixels(s)) {
+    if avx512::usable(pixels(s)) {
         let m = weight.rows();
         let mut out = workspace::take(s.batch * m * pixels(s));
-        channel_mix::product(weight, input, pixels(s), &mut out);
+        avx512::product(weight, input, pixels(s), &mut out);
         return out;
     }
     if whole_batch(s) {
@@ -105,9 +107,9 @@ fn product(weight: Mat<'_>, input: &[f32], s: &Conv2dShape) -> Vec<f32> {
 fn packed_product(weight: Mat<'_>, packed: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (cin, cout, n, pixels) = (weight.cols(), weight.rows(), s.batch, pixels(s));
     let mut out = HostBuffer::new(workspace::take(cout * n * pixels));
-    if channel_mix::usable(n * pixels) {
+    if avx512::usable(n * pixels) {
         // The packed batch is one plane of N*HW pixels to the register-tiled kernel.
-        channel_mix::product(weight, packed, n * pixels, &mut out);
+        avx512::product(weight, packed, n * pixels, &mut out);
     } else {
         let input = Mat::row_major(packed, cin, n * pixels);
         matmul(&mut out, weight, input, false, rayon::current_num_threads());
@@ -123,7 +125,7 @@ fn pixels(s: &Conv2dShape) -> usize {
 /// (AVX-512, planes of 16+ pixels) apply a map as they load; elsewhere the caller writes the
 /// mapped input out first.
 pub(super) fn reads_mapped(s: &Conv2dShape) -> bool {
-    channel_mix::usable(pixels(s))
+    avx512::usable(pixels(s))
 }
 
 /// The forward pass of `map(x)`, the map applied channel by channel as `x` is loaded (the
@@ -134,7 +136,7 @@ pub(super) fn reads_mapped(s: &Conv2dShape) -> bool {
 pub(super) fn forward_mapped(x: &[f32], map: InputMap<'_>, w: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (cin, cout) = (s.in_channels, s.out_channels);
     let mut out = workspace::take(s.batch * cout * pixels(s));
-    channel_mix::product_mapped(
+    avx512::product_mapped(
         Mat::row_major(w, cout, cin),
         x,
         Some(map),
@@ -158,10 +160,7 @@ pub(super) fn backward_mapped(
     let (cin, cout, p) = (s.in_channels, s.out_channels, pixels(s));
     let dx = backward_input(w, dy, s);
     if p >= 32 {
-        return (
-            dx,
-            channel_mix::weight_gradient(dy, cout, x, Some(map), cin, p),
-        );
+        return (dx, avx512::weight_gradient(dy, cout, x, Some(map), cin, p));
     }
     // 4x4 planes take the packed weight gradient: the mapped input is written out for it.
     let mut mapped = HostBuffer::new(workspace::take(x.len()));
@@ -190,7 +189,7 @@ pub(super) fn backward_input(w: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32>
 /// # Shapes
 /// `x`: (N, Cin, H, W), `w`: (Cout, Cin, 1, 1), `dy`: (N, Cout, H, W); returns (dx, dw)
 pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Vec<f32>, Vec<f32>) {
-    if !whole_batch(s) || channel_mix::usable(pixels(s)) || pixels(s) == 1 {
+    if !whole_batch(s) || avx512::usable(pixels(s)) || pixels(s) == 1 {
         return (backward_input(w, dy, s), backward_weight(x, dy, s));
     }
     let dyt = pack(dy, s.batch, s.out_channels, pixels(s));
@@ -206,11 +205,11 @@ pub(super) fn backward(x: &[f32], w: &[f32], dy: &[f32], s: &Conv2dShape) -> (Ve
 fn packed_weight_gradient(dyt: &[f32], x: &[f32], s: &Conv2dShape) -> Vec<f32> {
     let (n, cin, cout, pixels) = (s.batch, s.in_channels, s.out_channels, pixels(s));
     let mut dw = workspace::take(cout * cin);
-    if channel_mix::usable(cin) {
+    if avx512::usable(cin) {
         // dW = dY (Cout x N*HW, packed) * X^T, X^T laid out as N*HW rows of channels.
         let x_rows = positions_major(x, n, cin, pixels);
         let dy_mat = Mat::row_major(dyt, cout, n * pixels);
-        channel_mix::product(dy_mat, &x_rows, cin, &mut dw);
+        avx512::product(dy_mat, &x_rows, cin, &mut dw);
         return dw;
     }
     let xt = pack(x, n, cin, pixels);
@@ -245,8 +244,8 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     if pixels == 1 {
         // dW (Cout x Cin) = dY^T (Cout x N) * X (N x Cin), straight over the NCHW buffers.
         let mut dw = workspace::take(cout * cin);
-        if channel_mix::usable(cin) {
-            channel_mix::product(Mat::transposed(dy, cout, n), x, cin, &mut dw);
+        if avx512::usable(cin) {
+            avx512::product(Mat::transposed(dy, cout, n), x, cin, &mut dw);
             return dw;
         }
         matmul(
@@ -260,8 +259,8 @@ pub(super) fn backward_weight(x: &[f32], dy: &[f32], s: &Conv2dShape) -> Vec<f32
     }
     // On 4x4 planes a dot-product tile does one vector step per image: the packed product
     // below measured faster there (7.6 against 4.7 ms for fmnist-ref's 480 -> 160 layer).
-    if channel_mix::usable(pixels) && pixels >= 32 {
-        return channel_mix::weight_gradient(dy, cout, x, None, cin, pixels);
+    if avx512::usable(pixels) && pixels >= 32 {
+        return avx512::weight_gradient(dy, cout, x, None, cin, pixels);
     }
     if whole_batch(s) {
         return packed_weight_gradient(&pack(dy, n, cout, pixels), x, s);
@@ -363,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_mapped_input_matches_the_input_written_out() {
-        if !channel_mix::usable(16) {
+        if !avx512::usable(16) {
             eprintln!("pointwise: no AVX-512 here, the mapped kernels do not run");
             return;
         }

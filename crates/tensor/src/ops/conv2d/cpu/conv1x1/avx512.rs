@@ -24,10 +24,10 @@
 
 use rayon::prelude::*;
 
-use super::InputMap;
 use crate::cpu::gemm::Mat;
 use crate::cpu::ordered_sum;
 use crate::cpu::simd::{level, Level};
+use crate::ops::conv2d::cpu::InputMap;
 
 /// Pixels per vector.
 const LANES: usize = 16;
@@ -63,7 +63,7 @@ pub(super) fn product_mapped(
 ) {
     assert!(
         usable(p),
-        "channel_mix::product needs AVX-512 and planes of 16+ pixels"
+        "conv1x1::avx512::product needs AVX-512 and planes of 16+ pixels"
     );
     let (m, k) = (a.rows(), a.cols());
     assert!(
@@ -110,7 +110,7 @@ pub(super) fn product_mapped(
         // `a`'s view was bounds-checked when it was made.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            avx512::run(&geometry, a, x, &out_ptr, vectors, rows)
+            intrinsics::run(&geometry, a, x, &out_ptr, vectors, rows)
         };
     });
 }
@@ -132,7 +132,7 @@ pub(super) fn weight_gradient(
 ) -> Vec<f32> {
     assert!(
         usable(p),
-        "channel_mix::weight_gradient needs AVX-512 and planes of 16+ pixels"
+        "conv1x1::avx512::weight_gradient needs AVX-512 and planes of 16+ pixels"
     );
     assert!(
         m > 0 && k > 0 && dy.len().is_multiple_of(m * p),
@@ -152,7 +152,7 @@ pub(super) fn weight_gradient(
         // `x` (lengths checked above) and `dw` holds M x K values.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            avx512::weight_gradient(&g, dy, x, run, dw)
+            intrinsics::weight_gradient(&g, dy, x, run, dw)
         };
     })
 }
@@ -179,11 +179,11 @@ struct Geometry<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+mod intrinsics {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::{Geometry, GradientGeometry, SharedOut, LANES, ROWS, VECS};
+    use super::{Geometry, GradientGeometry, InputMap, SharedOut, LANES, ROWS, VECS};
     use crate::cpu::gemm::Mat;
 
     /// `map(v)` for channel `c` (mul, add, max: batch norm's own output expression).
@@ -191,7 +191,7 @@ mod avx512 {
     /// # Safety
     /// AVX-512F must be available (inlined into the kernels that enable it).
     #[inline(always)]
-    unsafe fn mapped(map: Option<super::InputMap<'_>>, c: usize, v: __m512) -> __m512 {
+    unsafe fn mapped(map: Option<InputMap<'_>>, c: usize, v: __m512) -> __m512 {
         match map {
             None => v,
             // SAFETY: AVX-512F, by the caller's contract.
@@ -406,7 +406,7 @@ mod tests {
     #[test]
     fn weight_gradient_matches_the_definition() {
         if !usable(LANES) {
-            eprintln!("channel_mix: no AVX-512 here, nothing to test");
+            eprintln!("conv1x1::avx512: no AVX-512 here, nothing to test");
             return;
         }
         // Edge tiles in both directions, masked plane tails, several runs of images.
@@ -439,7 +439,7 @@ mod tests {
     #[test]
     fn matches_the_definition_on_every_tile_shape() {
         if !usable(LANES) {
-            eprintln!("channel_mix: no AVX-512 here, nothing to test");
+            eprintln!("conv1x1::avx512: no AVX-512 here, nothing to test");
             return;
         }
         // Row counts around the tile's 8, planes from one vector to several with a masked
