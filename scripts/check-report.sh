@@ -9,12 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="$(realpath -m "${1:-target/report-check}")"
-if ! command -v chromium >/dev/null; then
-  [ "$(id -u)" = 0 ] || { echo "check-report: chromium is missing and installing it needs root" >&2; exit 1; }
-  echo "check-report: installing chromium from Debian's packages" >&2
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
-fi
+scripts/install-chromium.sh
 cargo build --release -q -p eatnas-cli
 rm -rf "$out"
 mkdir -p "$out"
