@@ -72,6 +72,11 @@ run() {
     step torch_bench 120 python3 benches/baselines/pytorch_cuda.py
     step train 90 "$bin/eatnas-cli" train --arch "$EATNAS_SHARED/spec/fmnist-ref.json" \
         --data fashion-mnist --epochs 1 --device cuda:0 --out /tmp/eatnas-train --json
+    # The demo large task's latency table on the GPU and its predictor's error on 30 networks
+    # (issue 18; docs/latency.md). Last, so that a slow table cannot cost the steps above.
+    step latency 90 bash -c "'$bin/eatnas-cli' latency build --device cuda:0 --repeats 5 \
+        --out '$OUT/latency-cuda.json' && '$bin/eatnas-cli' latency check --device cuda:0 \
+        --table '$OUT/latency-cuda.json' --networks 30 --repeats 5"
     {
         echo "# eatnas device check"
         echo
@@ -94,6 +99,11 @@ run() {
         echo "## Training (fmnist-ref, 1 epoch, cuda:0)"
         echo '```'
         tail -3 "$OUT/train.log"
+        echo '```'
+        echo
+        echo "## Latency table (demo large task, cuda:0)"
+        echo '```'
+        grep -E "^wrote|relative error|error:" "$OUT/latency.log"
         echo '```'
     } >"$OUT/report.md"
     cat "$OUT/report.md"

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use eatnas_nn::{Arch, Counts};
+use eatnas_tensor::Device;
+use eatnas_train::latency::{LatencyTable, Provenance};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,6 +20,10 @@ pub struct Args {
     /// Input channels (3 for colour images, 1 for greyscale).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     in_channels: u32,
+    /// A latency table (`eatnas-cli latency build`) measured for this resolution, input
+    /// channels and classes: prints the network's predicted latency beside its MAdds.
+    #[arg(long)]
+    latency: Option<PathBuf>,
     /// Print one JSON object with the counts as the last line.
     #[arg(long)]
     json: bool,
@@ -56,8 +62,30 @@ pub fn run(args: &Args) -> Result<()> {
         "{:<28} {:>16} {:>14} {:>12}",
         "total", "", counts.madds, counts.params
     );
+    let latency = match &args.latency {
+        None => None,
+        Some(path) => {
+            let table = LatencyTable::load(path)?;
+            let p = &table.provenance;
+            let here = Provenance::here(
+                Device::parse(&p.device)?,
+                args.resolution as usize,
+                p.batch,
+                args.in_channels as usize,
+                args.classes as usize,
+            );
+            table.check_fits(&here)?;
+            let t = table.predict(&arch)?;
+            println!(
+                "predicted latency on {} ({}), batch {}: inference {:.3} ms, training step {:.3} ms",
+                p.device, p.device_name, p.batch, t.inference_ms, t.training_ms
+            );
+            Some(serde_json::json!({"device": p.device, "batch": p.batch, "predicted": t}))
+        }
+    };
     if args.json {
         let summary = serde_json::json!({
+            "latency": latency,
             "arch": arch.name,
             "resolution": args.resolution,
             "classes": args.classes,

@@ -6,6 +6,7 @@ mod evaluate;
 mod export;
 mod fidelity;
 mod inspect;
+mod latency;
 mod report;
 mod search;
 mod train;
@@ -57,6 +58,8 @@ enum Command {
     Evaluate(evaluate::Args),
     /// Write a checkpoint's network as a standalone PyTorch module.
     Export(export::Args),
+    /// Measured latency on this machine's device: build a task's table, check its predictor.
+    Latency(latency::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Command::Fidelity(args) => fidelity::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Latency(args) => latency::run(&args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

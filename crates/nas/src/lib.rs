@@ -12,6 +12,7 @@ pub mod executor;
 pub mod fidelity;
 pub mod fitness;
 pub mod job;
+pub mod latency;
 pub mod lock;
 pub mod pipeline;
 pub mod plots;

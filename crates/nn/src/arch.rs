@@ -24,7 +24,7 @@ pub const MAX_CHANNELS: usize = 8192;
 pub const MAX_STEM_KERNEL: usize = 15;
 
 /// The operation of a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
     /// Separable convolution: depthwise, then 1x1.

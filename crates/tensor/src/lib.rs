@@ -33,3 +33,23 @@ pub use ops::mbconv::{mbconv_inference, BnInference, MbconvWeights};
 pub use ops::pool::{global_avg_pool, global_avg_pool_backward};
 pub use ops::sgd::{sgd_step, SgdStep};
 pub use tensor::Tensor;
+
+/// The vector instructions the CPU backend uses here: `avx512`, `avx2` or `portable`
+/// (`EATNAS_SIMD` can lower it). Speeds measured on one level do not hold on another.
+pub fn cpu_simd() -> &'static str {
+    match cpu::simd::level() {
+        cpu::simd::Level::Avx512 => "avx512",
+        cpu::simd::Level::Avx2 => "avx2",
+        cpu::simd::Level::Portable => "portable",
+    }
+}
+
+/// The sha256 of the CUDA kernel sources (`kernels/*.cu`) the embedded PTX was built from: it
+/// names the kernels a measurement ran on.
+pub fn kernel_sources_sha256() -> &'static str {
+    include_str!("../../../kernels/ptx/SOURCES.sha256")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+}

@@ -31,6 +31,10 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// A latency table that cannot be built, read or used here.
+    #[error("latency: {0}")]
+    Latency(String),
+
     /// A network that cannot be written in an export format.
     #[error("export: {0}")]
     Export(String),

@@ -8,6 +8,7 @@ mod error;
 mod evaluate;
 pub mod export;
 pub mod fs;
+pub mod latency;
 mod optimizer;
 mod schedule;
 mod trainer;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use eatnas_nn::layers::Visitor;
 use eatnas_nn::{Network, Slot};
 use eatnas_tensor::{sgd_step, SgdStep, Tensor};
 
@@ -40,10 +41,16 @@ impl Sgd {
     /// Updates every parameter of `net` from the gradients of its last backward pass, and
     /// clears those gradients.
     pub fn step(&mut self, net: &mut Network, lr: f32) -> Result<()> {
+        self.step_visited(&mut |f| net.visit(f), lr)
+    }
+
+    /// [`Sgd::step`] over the parameters that `visit` hands its visitor (a network's, or one
+    /// layer's when its cost is measured alone).
+    pub fn step_visited(&mut self, visit: &mut dyn FnMut(&mut Visitor<'_>), lr: f32) -> Result<()> {
         let mut failure = None;
         let (momentum, weight_decay, nesterov) = (self.momentum, self.weight_decay, self.nesterov);
         let buffers = &mut self.buffers;
-        net.visit(&mut |name, slot| {
+        visit(&mut |name, slot| {
             let Slot::Param(param) = slot else { return };
             if failure.is_some() {
                 return;

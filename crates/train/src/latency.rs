@@ -1,0 +1,650 @@
+//! Measured latency on the device a network runs on: a table of every piece a search space can
+//! produce (the stem, each layer configuration at its input size, the head), each timed alone on
+//! eatnas's own kernels in inference and as a training step, and a network's latency predicted
+//! as the sum of its pieces plus a per-network overhead measured on whole networks.
+//!
+//! A table holds where it was measured (device, threads, eatnas version, kernel sources' hash,
+//! resolution, batch); [`LatencyTable::check_fits`] refuses it anywhere else, and a piece missing
+//! from it is an error naming the piece, never a zero.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use eatnas_nn::layers::{ConvBn, ConvSpec, HeadLayer, Layer, Mode, Visitor};
+use eatnas_nn::{Arch, Init, LayerSpec, Network, Op};
+use eatnas_tensor::{conv_output_size, softmax_cross_entropy, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{train_step, Error, Result, Sgd, StepError};
+
+/// The format tag of a table file.
+pub const FORMAT: &str = "eatnas-latency/1";
+
+/// What names the kernels a table was measured on: the eatnas version says the CPU kernels, the
+/// sha256 of the CUDA kernel sources the embedded PTX came from says the GPU's, and the CPU's
+/// vector instructions which CPU path ran.
+pub fn kernels_hash() -> String {
+    format!(
+        "cuda:{} cpu:{}",
+        eatnas_tensor::kernel_sources_sha256(),
+        eatnas_tensor::cpu_simd()
+    )
+}
+
+/// The device's name: the GPU's, or the CPU's model from /proc/cpuinfo.
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cpu => std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_string())
+            })
+            .unwrap_or_else(|| "cpu".into()),
+        Device::Cuda(_) => device.name(),
+    }
+}
+
+/// One piece of a network at its input size: what a table entry times.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "piece", rename_all = "snake_case")]
+pub enum Piece {
+    /// The stem convolution (+ BN + ReLU) on `resolution` x `resolution` images.
+    Stem {
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        resolution: usize,
+    },
+    /// One layer of a block, on `resolution` x `resolution` inputs.
+    Layer {
+        op: Op,
+        kernel: usize,
+        stride: usize,
+        in_channels: usize,
+        out_channels: usize,
+        residual: bool,
+        resolution: usize,
+    },
+    /// The head (1x1 conv, BN, ReLU, pool, classifier; the loss too when training).
+    Head {
+        in_channels: usize,
+        channels: usize,
+        classes: usize,
+        resolution: usize,
+    },
+}
+
+impl std::fmt::Display for Piece {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Piece::Stem {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                resolution,
+            } => write!(
+                f,
+                "stem {in_channels}->{out_channels} k{kernel} s{stride} at {resolution}x{resolution}"
+            ),
+            Piece::Layer {
+                op,
+                kernel,
+                stride,
+                in_channels,
+                out_channels,
+                residual,
+                resolution,
+            } => write!(
+                f,
+                "{} k{kernel} s{stride} {in_channels}->{out_channels}{} at {resolution}x{resolution}",
+                op.name(),
+                if *residual { " +skip" } else { "" }
+            ),
+            Piece::Head {
+                in_channels,
+                channels,
+                classes,
+                resolution,
+            } => write!(
+                f,
+                "head {in_channels}->{channels}->{classes} classes at {resolution}x{resolution}"
+            ),
+        }
+    }
+}
+
+/// The pieces of `arch` on `resolution` x `resolution` images of `in_channels` channels, in order.
+pub fn pieces(
+    arch: &Arch,
+    in_channels: usize,
+    resolution: usize,
+    classes: usize,
+) -> Result<Vec<Piece>> {
+    let out = |size: usize, kernel: usize, stride: usize| {
+        conv_output_size(size, kernel, stride, kernel / 2).ok_or_else(|| {
+            Error::Latency(format!(
+                "`{}`: a {kernel}x{kernel} convolution at stride {stride} leaves nothing of a \
+                 {size}x{size} input",
+                arch.name
+            ))
+        })
+    };
+    let mut pieces = vec![Piece::Stem {
+        in_channels,
+        out_channels: arch.stem.channels,
+        kernel: arch.stem.kernel,
+        stride: arch.stem.stride,
+        resolution,
+    }];
+    let mut size = out(resolution, arch.stem.kernel, arch.stem.stride)?;
+    for layer in arch.layers().iter().flatten() {
+        let LayerSpec {
+            op,
+            kernel,
+            stride,
+            in_channels,
+            out_channels,
+            residual,
+        } = *layer;
+        pieces.push(Piece::Layer {
+            op,
+            kernel,
+            stride,
+            in_channels,
+            out_channels,
+            residual,
+            resolution: size,
+        });
+        size = out(size, kernel, stride)?;
+    }
+    pieces.push(Piece::Head {
+        in_channels: arch.last_channels(),
+        channels: arch.head.channels,
+        classes,
+        resolution: size,
+    });
+    Ok(pieces)
+}
+
+/// Milliseconds of one inference pass and of one training step (forward in training mode,
+/// backward, the SGD update; for a whole network also the loss).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub inference_ms: f64,
+    pub training_ms: f64,
+}
+
+impl std::ops::Add for Timing {
+    type Output = Timing;
+    fn add(self, other: Timing) -> Timing {
+        Timing {
+            inference_ms: self.inference_ms + other.inference_ms,
+            training_ms: self.training_ms + other.training_ms,
+        }
+    }
+}
+
+/// How the pieces are timed.
+#[derive(Clone, Copy, Debug)]
+pub struct Measure {
+    pub device: Device,
+    pub batch: usize,
+    /// Untimed runs before the timed ones.
+    pub warmup: usize,
+    /// Timed runs; the median is kept.
+    pub repeats: usize,
+}
+
+/// Where a table was measured: it is refused anywhere else.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// The CPU model (and its SIMD level) or the GPU's name.
+    pub device_name: String,
+    /// Worker threads of the CPU backend (rayon's pool).
+    pub threads: usize,
+    pub eatnas_version: String,
+    /// [`kernels_hash`] when measured.
+    pub kernels: String,
+    pub resolution: usize,
+    pub batch: usize,
+    pub in_channels: usize,
+    pub classes: usize,
+}
+
+impl Provenance {
+    /// This process's provenance for measuring on `device` with these input dimensions.
+    pub fn here(
+        device: Device,
+        resolution: usize,
+        batch: usize,
+        in_channels: usize,
+        classes: usize,
+    ) -> Provenance {
+        Provenance {
+            device: device.to_string(),
+            device_name: device_name(device),
+            threads: rayon::current_num_threads(),
+            eatnas_version: env!("CARGO_PKG_VERSION").into(),
+            kernels: kernels_hash(),
+            resolution,
+            batch,
+            in_channels,
+            classes,
+        }
+    }
+}
+
+/// One measured piece.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub piece: Piece,
+    #[serde(flatten)]
+    pub timing: Timing,
+}
+
+/// A latency table (`eatnas-cli latency build`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyTable {
+    pub format: String,
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    /// Whole-network time the pieces do not account for (launches between layers, the loss and
+    /// the optimizer's bookkeeping, cache effects): the median over `calibration_networks` of
+    /// the measured time less the pieces' sum.
+    pub overhead: Timing,
+    pub calibration_networks: usize,
+    pub entries: Vec<Entry>,
+}
+
+/// A network's latency against its prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Comparison {
+    pub measured: Timing,
+    pub predicted: Timing,
+}
+
+impl LatencyTable {
+    /// Times every piece of `pieces` (duplicates once), then the whole networks of
+    /// `calibration` to measure the per-network overhead. `progress(done, total)` after each.
+    pub fn build(
+        pieces: impl IntoIterator<Item = Piece>,
+        calibration: &[Arch],
+        provenance: Provenance,
+        measure: Measure,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<LatencyTable> {
+        let mut unique: Vec<Piece> = pieces.into_iter().collect();
+        unique.sort();
+        unique.dedup();
+        let total = unique.len() + calibration.len();
+        let mut entries = Vec::with_capacity(unique.len());
+        for (i, piece) in unique.into_iter().enumerate() {
+            let timing = time_piece(&piece, measure)?;
+            entries.push(Entry { piece, timing });
+            progress(i + 1, total);
+        }
+        let mut table = LatencyTable {
+            format: FORMAT.into(),
+            provenance,
+            overhead: Timing::default(),
+            calibration_networks: calibration.len(),
+            entries,
+        };
+        let (mut inference, mut training) = (Vec::new(), Vec::new());
+        for (i, arch) in calibration.iter().enumerate() {
+            let sum = table.sum_of_pieces(arch)?;
+            let whole = time_network(arch, &table.provenance, measure)?;
+            inference.push(whole.inference_ms - sum.inference_ms);
+            training.push(whole.training_ms - sum.training_ms);
+            progress(table.entries.len() + i + 1, total);
+        }
+        table.overhead = Timing {
+            inference_ms: median(&mut inference),
+            training_ms: median(&mut training),
+        };
+        Ok(table)
+    }
+
+    /// The sum of `arch`'s pieces, without the overhead; an error naming the first piece the
+    /// table does not have.
+    fn sum_of_pieces(&self, arch: &Arch) -> Result<Timing> {
+        let p = &self.provenance;
+        let index: BTreeMap<&Piece, Timing> =
+            self.entries.iter().map(|e| (&e.piece, e.timing)).collect();
+        pieces(arch, p.in_channels, p.resolution, p.classes)?
+            .iter()
+            .try_fold(Timing::default(), |sum, piece| {
+                index.get(piece).map(|&t| sum + t).ok_or_else(|| {
+                    Error::Latency(format!(
+                        "`{}` has a piece the table does not: {piece} (build the table for this \
+                         search space and macro)",
+                        arch.name
+                    ))
+                })
+            })
+    }
+
+    /// `arch`'s predicted latency: the sum of its pieces plus the per-network overhead.
+    pub fn predict(&self, arch: &Arch) -> Result<Timing> {
+        Ok(self.sum_of_pieces(arch)? + self.overhead)
+    }
+
+    /// `arch` timed whole (as in [`LatencyTable::build`]'s calibration) beside its prediction.
+    pub fn compare(&self, arch: &Arch, measure: Measure) -> Result<Comparison> {
+        Ok(Comparison {
+            predicted: self.predict(arch)?,
+            measured: time_network(arch, &self.provenance, measure)?,
+        })
+    }
+
+    /// An error unless this table was measured for `wanted` (device, version, kernels,
+    /// resolution, batch, input channels and classes; the device's name and threads too).
+    pub fn check_fits(&self, wanted: &Provenance) -> Result<()> {
+        let have = &self.provenance;
+        let mut differences = Vec::new();
+        let mut differ = |what: &str, have: String, want: String| {
+            if have != want {
+                differences.push(format!("{what} {have} (wanted {want})"));
+            }
+        };
+        differ("device", have.device.clone(), wanted.device.clone());
+        differ(
+            "device name",
+            have.device_name.clone(),
+            wanted.device_name.clone(),
+        );
+        differ(
+            "threads",
+            have.threads.to_string(),
+            wanted.threads.to_string(),
+        );
+        differ(
+            "eatnas version",
+            have.eatnas_version.clone(),
+            wanted.eatnas_version.clone(),
+        );
+        differ("kernels", have.kernels.clone(), wanted.kernels.clone());
+        differ(
+            "resolution",
+            have.resolution.to_string(),
+            wanted.resolution.to_string(),
+        );
+        differ("batch", have.batch.to_string(), wanted.batch.to_string());
+        differ(
+            "input channels",
+            have.in_channels.to_string(),
+            wanted.in_channels.to_string(),
+        );
+        differ(
+            "classes",
+            have.classes.to_string(),
+            wanted.classes.to_string(),
+        );
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Latency(format!(
+                "the table was measured with {}: build one here with `eatnas-cli latency build`",
+                differences.join(", ")
+            )))
+        }
+    }
+
+    /// Reads a table file; an error names the file and what is wrong with it.
+    pub fn load(path: &Path) -> Result<LatencyTable> {
+        let bad = |message: String| Error::Latency(format!("{}: {message}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let table: LatencyTable =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a latency table: {e}")))?;
+        if table.format != FORMAT {
+            return Err(bad(format!(
+                "format `{}`, expected `{FORMAT}`",
+                table.format
+            )));
+        }
+        if let Some(e) = table
+            .entries
+            .iter()
+            .find(|e| !(e.timing.inference_ms >= 0.0 && e.timing.training_ms >= 0.0))
+        {
+            return Err(bad(format!(
+                "{} has a time that is not a non-negative number",
+                e.piece
+            )));
+        }
+        Ok(table)
+    }
+
+    /// Writes the table (to a temporary file, then renamed).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Latency(format!("serialising the table: {e}")))?;
+        crate::fs::write_atomic(path, text.as_bytes())
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The median of `measure.repeats` timed runs of `run` after `measure.warmup` untimed ones, in
+/// milliseconds; the device is synchronised around each timed run.
+fn median_ms(measure: Measure, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..measure.warmup {
+        run()?;
+    }
+    measure.device.synchronize()?;
+    let mut times = Vec::with_capacity(measure.repeats.max(1));
+    for _ in 0..measure.repeats.max(1) {
+        let start = Instant::now();
+        run()?;
+        measure.device.synchronize()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(&mut times))
+}
+
+fn random(shape: &[usize], device: Device, rng: &mut impl Rng) -> Result<Tensor> {
+    let values = (0..shape.iter().product())
+        .map(|_| rng.gen_range(-1.0f32..1.0))
+        .collect();
+    Ok(Tensor::from_vec(values, shape)?.to_device(device)?)
+}
+
+/// The parameters and buffers a visitor names, moved to `device`.
+fn move_to(visit: &mut dyn FnMut(&mut Visitor<'_>), device: Device) -> Result<()> {
+    let mut failure = None;
+    visit(&mut |_, slot| {
+        let tensor = match slot {
+            eatnas_nn::Slot::Param(p) => &mut p.value,
+            eatnas_nn::Slot::Buffer(b) => b,
+        };
+        match tensor.to_device(device) {
+            Ok(moved) => *tensor = moved,
+            Err(e) => failure = Some(e),
+        }
+    });
+    failure.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// The module a piece is, built as `Network` builds it (default initialisation).
+enum Module {
+    Stem(ConvBn),
+    Layer(Layer),
+    Head(HeadLayer),
+}
+
+impl Module {
+    fn new(piece: &Piece, rng: &mut ChaCha8Rng) -> Result<Module> {
+        let init = Init::default();
+        Ok(match *piece {
+            Piece::Stem {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                ..
+            } => {
+                let spec = ConvSpec::dense(in_channels, out_channels, kernel, stride);
+                let mut stem = ConvBn::new(spec, &init, rng)?;
+                stem.input_grad = false;
+                Module::Stem(stem)
+            }
+            Piece::Layer {
+                op,
+                kernel,
+                stride,
+                in_channels,
+                out_channels,
+                residual,
+                ..
+            } => Module::Layer(Layer::new(
+                &LayerSpec {
+                    op,
+                    kernel,
+                    stride,
+                    in_channels,
+                    out_channels,
+                    residual,
+                },
+                &init,
+                rng,
+            )?),
+            Piece::Head {
+                in_channels,
+                channels,
+                classes,
+                ..
+            } => Module::Head(HeadLayer::new(in_channels, channels, classes, &init, rng)?),
+        })
+    }
+
+    fn visit(&mut self, f: &mut Visitor<'_>) {
+        match self {
+            Module::Stem(m) => m.visit("stem", f),
+            Module::Layer(m) => m.visit("layer", f),
+            Module::Head(m) => m.visit(f),
+        }
+    }
+
+    fn infer(&mut self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Module::Stem(m) => m.infer(x)?,
+            Module::Layer(m) => m.infer(x)?,
+            Module::Head(m) => m.forward(x, Mode::Eval)?,
+        })
+    }
+
+    /// Forward in training mode and backward from `dy` (from the loss of random labels, for
+    /// the head).
+    fn forward_backward(&mut self, x: &Tensor, dy: &Tensor, labels: &[usize]) -> Result<()> {
+        match self {
+            Module::Stem(m) => {
+                m.forward(x, Mode::Train)?;
+                m.backward(dy)?;
+            }
+            Module::Layer(m) => {
+                m.forward(x, Mode::Train)?;
+                m.backward(dy)?;
+            }
+            Module::Head(m) => {
+                let logits = m.forward(x, Mode::Train)?;
+                let ce = softmax_cross_entropy(&logits, labels, 0.0)?;
+                m.backward(&ce.dlogits)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One piece timed alone on `measure.device`.
+pub fn time_piece(piece: &Piece, measure: Measure) -> Result<Timing> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut module = Module::new(piece, &mut rng)?;
+    move_to(&mut |f| module.visit(f), measure.device)?;
+    let (channels, resolution, classes) = match *piece {
+        Piece::Stem {
+            in_channels,
+            resolution,
+            ..
+        }
+        | Piece::Layer {
+            in_channels,
+            resolution,
+            ..
+        } => (in_channels, resolution, 1),
+        Piece::Head {
+            in_channels,
+            resolution,
+            classes,
+            ..
+        } => (in_channels, resolution, classes),
+    };
+    let x = random(
+        &[measure.batch, channels, resolution, resolution],
+        measure.device,
+        &mut rng,
+    )?;
+    let y = module.infer(&x)?;
+    let dy = random(y.shape(), measure.device, &mut rng)?;
+    let labels: Vec<usize> = (0..measure.batch).map(|i| i % classes).collect();
+    let inference_ms = median_ms(measure, || module.infer(&x).map(drop))?;
+    let mut sgd = Sgd::new(0.9, 4e-5, true);
+    let training_ms = median_ms(measure, || {
+        module.forward_backward(&x, &dy, &labels)?;
+        sgd.step_visited(&mut |f| module.visit(f), 1e-3)
+    })?;
+    Ok(Timing {
+        inference_ms,
+        training_ms,
+    })
+}
+
+/// A whole network of `arch` timed: `Network::predict` on a batch, and `train_step`.
+pub fn time_network(arch: &Arch, provenance: &Provenance, measure: Measure) -> Result<Timing> {
+    let p = provenance;
+    let mut net = Network::new(arch, p.in_channels, p.classes, 0)?;
+    net.to_device(measure.device)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let x = random(
+        &[measure.batch, p.in_channels, p.resolution, p.resolution],
+        measure.device,
+        &mut rng,
+    )?;
+    let labels: Vec<usize> = (0..measure.batch).map(|i| i % p.classes).collect();
+    let inference_ms = median_ms(measure, || net.predict(&x).map(drop).map_err(Error::from))?;
+    let mut sgd = Sgd::new(0.9, 4e-5, true);
+    let training_ms = median_ms(measure, || {
+        match train_step(&mut net, &mut sgd, &x, &labels, 0.0, 1e-3) {
+            Ok(_) => Ok(()),
+            Err(StepError::Failed(e)) => Err(e),
+            Err(StepError::Diverged(ce)) => Err(Error::Latency(format!(
+                "timing `{}`: the loss of random data became {}",
+                arch.name, ce.loss
+            ))),
+        }
+    })?;
+    Ok(Timing {
+        inference_ms,
+        training_ms,
+    })
+}

@@ -1,0 +1,150 @@
+//! Latency tables: prediction as the sum of measured pieces plus the overhead, a missing piece
+//! named, a table of another device, resolution, batch or version refused, files round-tripped
+//! and bad files named.
+
+use eatnas_nn::Arch;
+use eatnas_tensor::Device;
+use eatnas_train::latency::{pieces, LatencyTable, Measure, Provenance, FORMAT};
+
+const MICRO: &str = r#"{"format":"eatnas-arch/1","name":"micro","stem":{"channels":8,"kernel":3,"stride":2},
+ "blocks":[{"op":"mb3","kernel":3,"skip":true,"layers":2,"width":1.0,"base_channels":8,"stride":1},
+           {"op":"sep","kernel":5,"skip":true,"layers":1,"width":1.0,"base_channels":16,"stride":2}],
+ "head":{"channels":32}}"#;
+
+const QUICK: Measure = Measure {
+    device: Device::Cpu,
+    batch: 2,
+    warmup: 0,
+    repeats: 1,
+};
+
+fn micro() -> Arch {
+    Arch::from_json(MICRO, "micro").unwrap()
+}
+
+fn provenance() -> Provenance {
+    Provenance::here(Device::Cpu, 12, 2, 1, 3)
+}
+
+fn table() -> LatencyTable {
+    let arch = micro();
+    LatencyTable::build(
+        pieces(&arch, 1, 12, 3).unwrap(),
+        &[arch],
+        provenance(),
+        QUICK,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn pieces_follow_the_architecture_with_their_input_sizes() {
+    let listed: Vec<String> = pieces(&micro(), 1, 12, 3)
+        .unwrap()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "stem 1->8 k3 s2 at 12x12",
+            "mb3 k3 s1 8->8 +skip at 6x6",
+            "mb3 k3 s1 8->8 +skip at 6x6",
+            "sep k5 s2 8->16 at 6x6",
+            "head 16->32->3 classes at 3x3",
+        ]
+    );
+}
+
+#[test]
+fn a_prediction_is_the_sum_of_the_pieces_plus_the_overhead() {
+    let table = table();
+    // The two identical mb3 layers are one entry.
+    assert_eq!(table.entries.len(), 4, "entries: {:?}", table.entries);
+    assert!(table
+        .entries
+        .iter()
+        .all(|e| e.timing.inference_ms > 0.0 && e.timing.training_ms > 0.0));
+    let arch = micro();
+    let sum = pieces(&arch, 1, 12, 3)
+        .unwrap()
+        .iter()
+        .map(|p| table.entries.iter().find(|e| &e.piece == p).unwrap().timing)
+        .fold(table.overhead, |a, b| a + b);
+    let predicted = table.predict(&arch).unwrap();
+    assert!((predicted.inference_ms - sum.inference_ms).abs() < 1e-12);
+    assert!((predicted.training_ms - sum.training_ms).abs() < 1e-12);
+    // Calibrated on this very network: the prediction is its measurement (a median of one).
+    let measured = table.compare(&arch, QUICK).unwrap().measured;
+    assert!(measured.training_ms > 0.0);
+}
+
+#[test]
+fn a_piece_missing_from_the_table_is_named() {
+    let mut table = table();
+    table
+        .entries
+        .retain(|e| !e.piece.to_string().starts_with("sep"));
+    let error = table.predict(&micro()).unwrap_err().to_string();
+    assert!(
+        error.contains("sep k5 s2 8->16 at 6x6"),
+        "the error does not name the missing piece: {error}"
+    );
+}
+
+#[test]
+fn a_table_measured_elsewhere_is_refused() {
+    let table = table();
+    table.check_fits(&provenance()).unwrap();
+    let cases: [(&str, fn(&mut Provenance)); 5] = [
+        ("device", |p| p.device = "cuda:0".into()),
+        ("resolution", |p| p.resolution = 28),
+        ("batch", |p| p.batch = 64),
+        ("eatnas version", |p| p.eatnas_version = "0.0.1".into()),
+        ("kernels", |p| p.kernels = "cuda:0000 cpu:avx2".into()),
+    ];
+    for (what, change) in cases {
+        let mut wanted = provenance();
+        change(&mut wanted);
+        let error = table.check_fits(&wanted).unwrap_err().to_string();
+        assert!(
+            error.contains(what),
+            "a table of another {what} was not refused by name: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_table_survives_its_file_and_a_bad_file_is_named() {
+    let dir = std::env::temp_dir().join(format!("eatnas-latency-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("table.json");
+    let table = table();
+    table.save(&path).unwrap();
+    assert_eq!(LatencyTable::load(&path).unwrap(), table);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let other = dir.join("other.json");
+    std::fs::write(&other, text.replace(FORMAT, "eatnas-latency/9")).unwrap();
+    let error = LatencyTable::load(&other).unwrap_err().to_string();
+    assert!(
+        error.contains("other.json") && error.contains("eatnas-latency/9"),
+        "{error}"
+    );
+
+    std::fs::write(&other, &text[..text.len() / 2]).unwrap();
+    let error = LatencyTable::load(&other).unwrap_err().to_string();
+    assert!(error.contains("not a latency table"), "{error}");
+
+    let negative = serde_json::to_string(&{
+        let mut t = table.clone();
+        t.entries[0].timing.training_ms = -1.0;
+        t
+    })
+    .unwrap();
+    std::fs::write(&other, negative).unwrap();
+    let error = LatencyTable::load(&other).unwrap_err().to_string();
+    assert!(error.contains("non-negative"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
