@@ -113,10 +113,7 @@ fn number(value: &Value, key: &str, what: &str) -> Result<f64> {
 
 pub fn run(options: &Args) -> Result<()> {
     let Target::Cpu = options.target;
-    let threads = options.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |n| n as usize,
-    );
+    let threads = options.threads.map_or_else(crate::cores, |n| n as usize);
     let root = root();
     let shared = root.join("../shared");
     if !shared.join("fixtures/torch/counts.json").is_file() {

@@ -140,9 +140,10 @@ fn cargo_test(
 /// the op tests again with the opt-in TF32 products; fails unless they actually ran on `cuda:0`
 /// (so a driver that was not picked up cannot pass).
 pub fn test(root: &Path, lib_dir: &Path) -> Result<()> {
-    let lib_dir = lib_dir.canonicalize()?; // the tests run from their package's folder
-                                           // `--workspace` (the test files' names are unique in it) resolves the dependencies' features
-                                           // as `cargo test --workspace` did, so nothing is compiled again.
+    // The tests run from their package's folder.
+    let lib_dir = lib_dir.canonicalize()?;
+    // `--workspace` (the test files' names are unique in it) resolves the dependencies' features
+    // as `cargo test --workspace` did, so nothing is compiled again.
     let tests = [
         "--workspace",
         "--test",

@@ -42,10 +42,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let seconds = args.seconds;
-    let jobs = args.jobs.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |n| n as usize,
-    );
+    let jobs = args.jobs.map_or_else(crate::cores, |n| n as usize);
     let mut targets = args.targets.clone();
     let root = crate::kernels::workspace_root();
     let fuzz_dir = root.join("tests/fuzz");

@@ -69,6 +69,11 @@ enum Command {
     Fuzz(fuzz::Args),
 }
 
+/// The default parallelism of `bench` and `fuzz`: one thread (or libFuzzer process) per core.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Set for every test run: the CPU workspace hands out NaN-filled buffers, so that a kernel that
 /// reads what it did not write fails its test instead of reading the previous user's values.
 pub const POISON_WORKSPACE: (&str, &str) = ("EATNAS_POISON_WORKSPACE", "1");

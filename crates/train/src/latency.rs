@@ -350,46 +350,24 @@ impl LatencyTable {
     /// An error unless this table was measured for `wanted` (device, version, kernels,
     /// resolution, batch, input channels and classes; the device's name and threads too).
     pub fn check_fits(&self, wanted: &Provenance) -> Result<()> {
-        let have = &self.provenance;
-        let mut differences = Vec::new();
-        let mut differ = |what: &str, have: String, want: String| {
-            if have != want {
-                differences.push(format!("{what} {have} (wanted {want})"));
-            }
-        };
-        differ("device", have.device.clone(), wanted.device.clone());
-        differ(
-            "device name",
-            have.device_name.clone(),
-            wanted.device_name.clone(),
-        );
-        differ(
-            "threads",
-            have.threads.to_string(),
-            wanted.threads.to_string(),
-        );
-        differ(
-            "eatnas version",
-            have.eatnas_version.clone(),
-            wanted.eatnas_version.clone(),
-        );
-        differ("kernels", have.kernels.clone(), wanted.kernels.clone());
-        differ(
-            "resolution",
-            have.resolution.to_string(),
-            wanted.resolution.to_string(),
-        );
-        differ("batch", have.batch.to_string(), wanted.batch.to_string());
-        differ(
-            "input channels",
-            have.in_channels.to_string(),
-            wanted.in_channels.to_string(),
-        );
-        differ(
-            "classes",
-            have.classes.to_string(),
-            wanted.classes.to_string(),
-        );
+        let fields: [(&str, fn(&Provenance) -> String); 9] = [
+            ("device", |p| p.device.clone()),
+            ("device name", |p| p.device_name.clone()),
+            ("threads", |p| p.threads.to_string()),
+            ("eatnas version", |p| p.eatnas_version.clone()),
+            ("kernels", |p| p.kernels.clone()),
+            ("resolution", |p| p.resolution.to_string()),
+            ("batch", |p| p.batch.to_string()),
+            ("input channels", |p| p.in_channels.to_string()),
+            ("classes", |p| p.classes.to_string()),
+        ];
+        let differences: Vec<String> = fields
+            .iter()
+            .filter_map(|(what, of)| {
+                let (have, want) = (of(&self.provenance), of(wanted));
+                (have != want).then(|| format!("{what} {have} (wanted {want})"))
+            })
+            .collect();
         if differences.is_empty() {
             Ok(())
         } else {

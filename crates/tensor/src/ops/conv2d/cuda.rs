@@ -9,16 +9,16 @@ use crate::cuda::abi::{DepthwiseTile, GemmShape};
 use crate::cuda::gemm::{gemm, sum_slices_into};
 use crate::cuda::kernels::{DepthwisePass, Kernel};
 use crate::cuda::{launch, CudaDevice};
-use crate::{Error, Result, Tensor};
+use crate::{Result, Tensor};
 
-/// Depthwise shapes the specialised kernels cover.
-fn depthwise_kernel(s: &Conv2dShape) -> Option<(usize, usize)> {
+/// The specialised depthwise kernel of `pass` for `s`, if there is one (square 3x3, 5x5, 7x7 at
+/// stride 1 or 2: the kernel table of `Kernel::depthwise` says which).
+fn depthwise_kernel(s: &Conv2dShape, pass: DepthwisePass) -> Option<Kernel> {
     let square = s.kernel_height == s.kernel_width;
-    (s.is_depthwise()
-        && square
-        && matches!(s.kernel_height, 3 | 5 | 7)
-        && matches!(s.stride, 1 | 2))
-    .then_some((s.kernel_height, s.stride))
+    if !(s.is_depthwise() && square) {
+        return None;
+    }
+    Kernel::depthwise(s.kernel_height, s.stride, pass)
 }
 
 /// 256 threads over `planes` planes of a tile_h x tile_w tile each, so that 7x7 and smaller
@@ -52,19 +52,6 @@ fn config(blocks: u32, t: &DepthwiseTile, shared_floats: usize) -> cudarc::drive
         block_dim: ((t.tile_h * t.tile_w * t.planes) as u32, 1, 1),
         shared_mem_bytes: (shared_floats * 4) as u32,
     }
-}
-
-/// The depthwise kernel of `pass` for `s` (which `depthwise_kernel` accepted).
-fn depthwise(s: &Conv2dShape, pass: DepthwisePass) -> Result<Kernel> {
-    Kernel::depthwise(s.kernel_height, s.stride, pass).ok_or_else(|| {
-        Error::argument(
-            "conv2d",
-            format!(
-                "no depthwise kernel for {}x{} at stride {}",
-                s.kernel_height, s.kernel_width, s.stride
-            ),
-        )
-    })
 }
 
 /// Sums `splits` partial weight gradients of `len` values each into a new buffer.
@@ -113,17 +100,12 @@ pub(super) fn forward(x: &Tensor, w: &Tensor, s: &Conv2dShape) -> Result<Tensor>
     let (xs, ws) = (x.cuda(OP)?, w.cuda(OP)?);
     let dev = &xs.device;
     let mut y = dev.alloc(s.output_dims().iter().product())?;
-    if let Some((k, stride)) = depthwise_kernel(s) {
+    if let Some(kernel) = depthwise_kernel(s, DepthwisePass::Forward) {
+        let (k, stride) = (s.kernel_height, s.stride);
         let t = tile_for(s.out_height, s.out_width, false);
         let shared = t.planes * ((t.tile_h - 1) * stride + k) * ((t.tile_w - 1) * stride + k);
         let cfg = config(blocks(s, &t), &t, shared);
-        launch!(
-            dev,
-            OP,
-            depthwise(s, DepthwisePass::Forward)?,
-            cfg,
-            [s, &t, &xs.slice, &ws.slice, &mut y]
-        )?;
+        launch!(dev, OP, kernel, cfg, [s, &t, &xs.slice, &ws.slice, &mut y])?;
     } else if s.is_pointwise() {
         gemm(
             dev,
@@ -156,18 +138,13 @@ pub(super) fn backward_input(w: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Result
     let dev = &ws.device;
     let len: usize = s.input_dims().iter().product();
     let mut dx = dev.alloc(len)?;
-    if let Some((k, stride)) = depthwise_kernel(s) {
+    if let Some(kernel) = depthwise_kernel(s, DepthwisePass::BackwardInput) {
+        let (k, stride) = (s.kernel_height, s.stride);
         let t = tile_for(s.in_height, s.in_width, false);
         let rows = (t.tile_h + k - 2) / stride + 2;
         let cols = (t.tile_w + k - 2) / stride + 2;
         let cfg = config(blocks(s, &t), &t, t.planes * rows * cols);
-        launch!(
-            dev,
-            OP,
-            depthwise(s, DepthwisePass::BackwardInput)?,
-            cfg,
-            [s, &t, &gs.slice, &ws.slice, &mut dx]
-        )?;
+        launch!(dev, OP, kernel, cfg, [s, &t, &gs.slice, &ws.slice, &mut dx])?;
     } else if s.is_pointwise() {
         let (cin, cout, hw) = (s.in_channels, s.out_channels, s.out_height * s.out_width);
         // dx[n] (Cin x HW) = w^T (Cin x Cout) . dy[n] (Cout x HW)
@@ -199,7 +176,8 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Resul
     let dev = &xs.device;
     let len: usize = s.weight_dims().iter().product();
     let pixels = s.batch * s.out_height * s.out_width;
-    let dw = if let Some((k, stride)) = depthwise_kernel(s) {
+    let dw = if let Some(kernel) = depthwise_kernel(s, DepthwisePass::BackwardWeight) {
+        let (k, stride) = (s.kernel_height, s.stride);
         let t = tile_for(s.out_height, s.out_width, true);
         let splits = dev.reduction_splits(s.in_channels, pixels).min(s.batch);
         let mut partial = dev.alloc(splits * len)?;
@@ -212,7 +190,7 @@ pub(super) fn backward_weight(x: &Tensor, dy: &Tensor, s: &Conv2dShape) -> Resul
         launch!(
             dev,
             OP,
-            depthwise(s, DepthwisePass::BackwardWeight)?,
+            kernel,
             cfg,
             [s, &t, &xs.slice, &gs.slice, &mut partial, &splits]
         )?;
