@@ -4,7 +4,7 @@
 use eatnas_nn::InitScheme;
 use serde::{Deserialize, Serialize};
 
-use crate::evolution::EvolutionConfig;
+use crate::evolution::{EvolutionConfig, Selection};
 use crate::executor::ExecutorConfig;
 use crate::fitness::FitnessConfig;
 use crate::space::{MacroConfig, SpaceConfig};
@@ -122,6 +122,7 @@ impl Default for SearchConfig {
                 budget: 16,
                 top_k: 3,
                 multi_fidelity: None,
+                selection: Selection::Fitness,
             },
             transfer: TransferConfig::default(),
             large: TaskConfig {
@@ -139,6 +140,7 @@ impl Default for SearchConfig {
                 budget: 16,
                 top_k: 3,
                 multi_fidelity: None,
+                selection: Selection::Fitness,
             },
             scratch_baseline: true,
             final_training: FinalConfig::default(),
@@ -178,6 +180,8 @@ impl SearchConfig {
         self.large.validate("large")?;
         self.stage1.validate("stage1")?;
         self.stage2.validate("stage2")?;
+        self.small_fitness.validate("small_fitness")?;
+        self.large_fitness.validate("large_fitness")?;
         for (name, stage, task) in [
             ("stage1", &self.stage1, &self.small),
             ("stage2", &self.stage2, &self.large),

@@ -28,6 +28,9 @@ pub struct EvolutionConfig {
     /// task's full proxy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multi_fidelity: Option<MultiFidelity>,
+    /// How a tournament picks its parent.
+    #[serde(skip_serializing_if = "Selection::is_fitness")]
+    pub selection: Selection,
 }
 
 impl Default for EvolutionConfig {
@@ -38,7 +41,27 @@ impl Default for EvolutionConfig {
             budget: 100,
             top_k: 5,
             multi_fidelity: None,
+            selection: Selection::Fitness,
         }
+    }
+}
+
+/// How a tournament picks the parent among the members it draws.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// The highest fitness (then fewer MAdds, then the older).
+    #[default]
+    Fitness,
+    /// The lowest Pareto rank of (accuracy, latency) in the population (MAdds when the task has
+    /// no latency objective), then the larger crowding distance: parents spread along the front
+    /// of accuracy against cost, and aging still retires the oldest.
+    Pareto,
+}
+
+impl Selection {
+    fn is_fitness(&self) -> bool {
+        *self == Selection::Fitness
     }
 }
 
@@ -191,6 +214,10 @@ pub struct Outcome {
     /// What it took from a parent's trained weights, when it had a parent's.
     #[serde(default)]
     pub inherited: Option<crate::job::Inherited>,
+    /// Milliseconds on the target device, predicted by the coordinator from the stage's latency
+    /// table (absent without a latency objective).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -201,9 +228,19 @@ pub struct Member {
     pub fitness: f64,
     pub madds: u64,
     pub params: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 impl Member {
+    /// The member as a point of the Pareto ranking: its cost (predicted latency, else MAdds)
+    /// and its accuracy (0 when its fitness is 0: a failed training or a broken cap).
+    pub fn pareto_point(&self) -> crate::pareto::Point {
+        let cost = self.latency_ms.unwrap_or(self.madds as f64);
+        let value = if self.fitness > 0.0 { self.accuracy } else { 0.0 };
+        (cost, value)
+    }
+
     /// Best first: higher fitness, then fewer MAdds, then the earlier id.
     pub fn rank(&self, other: &Member) -> std::cmp::Ordering {
         other
@@ -254,6 +291,9 @@ pub struct Record {
     /// What it took from a parent's trained weights.
     #[serde(default)]
     pub inherited: Option<crate::job::Inherited>,
+    /// Predicted milliseconds on the target device (with a latency objective).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 /// Where and when an evaluation ran.
@@ -407,12 +447,33 @@ impl EvolutionState {
     fn mutation(&mut self) -> (Genome, Origin) {
         let size = self.population.len();
         let drawn = sample(&mut self.rng, size, self.config.sample.min(size));
-        let parent = drawn
-            .iter()
-            .map(|i| &self.population[i])
-            .reduce(|best, m| if m.better_than(best) { m } else { best })
-            .expect("a tournament of at least one")
-            .clone();
+        let winner = match self.config.selection {
+            Selection::Fitness => drawn
+                .iter()
+                .reduce(|best, i| {
+                    if self.population[i].better_than(&self.population[best]) {
+                        i
+                    } else {
+                        best
+                    }
+                })
+                .expect("a tournament of at least one"),
+            Selection::Pareto => {
+                let points: Vec<_> = self.population.iter().map(Member::pareto_point).collect();
+                let rank = crate::pareto::ranks(&points);
+                let crowding = crate::pareto::crowding(&points, &rank);
+                drawn
+                    .iter()
+                    .min_by(|&a, &b| {
+                        rank[a]
+                            .cmp(&rank[b])
+                            .then(crowding[b].total_cmp(&crowding[a]))
+                            .then(self.population[a].rank(&self.population[b]))
+                    })
+                    .expect("a tournament of at least one")
+            }
+        };
+        let parent = self.population[winner].clone();
         let mut child = parent.genome.mutate(&self.space, &mut self.rng);
         for _ in 0..FRESH_TRIES {
             if !self.seen(&child) {
@@ -471,9 +532,12 @@ impl EvolutionState {
         let (accuracy, fitness) = if outcome.error.is_some() {
             (0.0, 0.0)
         } else {
-            let fitness = self
-                .fitness
-                .fitness(outcome.accuracy, outcome.madds, outcome.params);
+            let fitness = self.fitness.fitness(
+                outcome.accuracy,
+                outcome.madds,
+                outcome.params,
+                outcome.latency_ms,
+            );
             (outcome.accuracy, fitness)
         };
         let member = Member {
@@ -483,6 +547,7 @@ impl EvolutionState {
             fitness,
             madds: outcome.madds,
             params: outcome.params,
+            latency_ms: outcome.latency_ms,
         };
         self.cache
             .entry(candidate.genome.key())
@@ -519,6 +584,7 @@ impl EvolutionState {
             cached,
             error: outcome.error,
             inherited: outcome.inherited,
+            latency_ms: outcome.latency_ms,
             quality: Quality::of(&fitness_values, self.config.top_k),
             failed: false,
             retries: 0,
@@ -538,6 +604,7 @@ impl EvolutionState {
             seconds: 0.0,
             error: Some(reason),
             inherited: None,
+            latency_ms: None,
         };
         let key = candidate.genome.key();
         let cached_before = self.cache.contains_key(&key);

@@ -430,6 +430,8 @@ impl JobRunner for ProxyTraining {
             seconds: started.elapsed().as_secs_f64(),
             error,
             inherited: inherited.clone(),
+            // Predicted by the coordinator, which holds the stage's latency table.
+            latency_ms: None,
         };
         let result = match trainer.train(&mut |_| {}) {
             Ok(()) => trainer.evaluate_val().map_err(Into::into).and_then(|val| {

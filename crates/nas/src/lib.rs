@@ -14,6 +14,7 @@ pub mod fitness;
 pub mod job;
 pub mod latency;
 pub mod lock;
+pub mod pareto;
 pub mod pipeline;
 pub mod plots;
 pub mod report;
@@ -27,10 +28,10 @@ pub use config::{FinalConfig, SearchConfig, TransferConfig};
 pub use error::{Error, Result};
 pub use evolution::{
     Candidate, EvolutionConfig, EvolutionState, Initializer, Member, MultiFidelity, Origin,
-    Outcome, Ran, Record, RungResult, Unpromoted,
+    Outcome, Ran, Record, RungResult, Selection, Unpromoted,
 };
 pub use executor::{ExecutorConfig, ExecutorKind, SlurmConfig};
-pub use fitness::{FitnessConfig, Quality};
+pub use fitness::{FitnessConfig, LatencyObjective, LatencyPass, Quality};
 pub use job::{Job, JobResult, JobRunner, ProxyTraining, Weights};
 pub use pipeline::{resume, start, Command, Event, Session};
 pub use space::{Gene, Genome, MacroConfig, SpaceConfig};

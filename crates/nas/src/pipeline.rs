@@ -26,8 +26,8 @@ use crate::runner::{
 };
 use crate::space::Genome;
 use crate::summary::{
-    process_cpu_seconds, BestMember, Comparison, ComparisonPoint, FinalSummary, StageSummary,
-    Summary,
+    process_cpu_seconds, BestMember, Comparison, ComparisonPoint, FinalSummary, FrontMember,
+    StageSummary, Summary,
 };
 use crate::task::TaskConfig;
 use crate::{Error, Result, VERSION};
@@ -336,6 +336,17 @@ impl<'a> Pipeline<'a> {
             // A missing or unreadable dataset stops the search here, not in every candidate.
             self.training.data(plan.task, self.config.seed)?;
         }
+        // A table of another device, resolution, batch or version, or one that lacks a piece of
+        // the space, stops the search here too.
+        let latency = match &plan.fitness.latency {
+            Some(objective) if !saved.state.done() => Some(crate::latency::StageLatency::open(
+                objective,
+                &self.config.space,
+                plan.task,
+                &stage_dir,
+            )?),
+            _ => None,
+        };
         let run = StageRun {
             dir: &stage_dir,
             search: &self.search.clone(),
@@ -346,6 +357,7 @@ impl<'a> Pipeline<'a> {
             max_retries: self.config.executor.max_retries,
             transfer_weights: plan.transfer_weights.clone(),
             keep_best_weights: plan.keep_best_weights,
+            latency: latency.as_ref(),
         };
         let session = self.session;
         let control = Control {
@@ -506,7 +518,8 @@ impl<'a> Pipeline<'a> {
         }
         let winner_stage = plans[0].name;
         let mut curves: Vec<(String, Vec<f64>)> = Vec::new();
-        let mut points: Vec<(String, Vec<(u64, f64)>)> = Vec::new();
+        let mut points: Vec<(String, Vec<crate::pareto::Point>)> = Vec::new();
+        let cost = crate::pareto::CostAxis::of(&config.large_fitness);
         for plan in plans {
             let name = plan.name;
             let state = self.stage(plan, on_event)?;
@@ -522,7 +535,7 @@ impl<'a> Pipeline<'a> {
                 state
                     .evaluated
                     .iter()
-                    .map(|m| (m.madds, m.accuracy))
+                    .filter_map(|m| Some((cost.cost(m.madds, m.latency_ms)?, m.accuracy)))
                     .collect(),
             ));
             match name {
@@ -545,6 +558,7 @@ impl<'a> Pipeline<'a> {
         pareto_chart(
             &pareto_path,
             "Every evaluated network on the large task",
+            &cost,
             &points,
         )?;
         summary.outputs.extend([quality_path, pareto_path]);
@@ -613,10 +627,12 @@ impl<'a> Pipeline<'a> {
                 fitness: best.fitness,
                 madds: best.madds,
                 params: best.params,
+                latency_ms: best.latency_ms,
                 arch,
             },
             final_population_top_k_mean: curve.last().copied(),
             quality_curve: curve,
+            pareto_front: pareto_front(state),
         })
     }
 
@@ -661,6 +677,28 @@ fn read_history(stage_dir: &Path) -> Result<Vec<Record>> {
         Some((line, e)) => Err(Error::corrupt(&path, format!("line {line}: {e}"))),
         None => Ok(records),
     }
+}
+
+/// The non-dominated members of everything `state` evaluated (failed ones left out), by
+/// increasing cost.
+fn pareto_front(state: &EvolutionState) -> Vec<FrontMember> {
+    let members: Vec<&crate::evolution::Member> =
+        state.evaluated.iter().filter(|m| m.fitness > 0.0).collect();
+    let points: Vec<_> = members.iter().map(|m| m.pareto_point()).collect();
+    crate::pareto::front(&points)
+        .into_iter()
+        .map(|i| {
+            let m = members[i];
+            FrontMember {
+                id: m.id,
+                genome: m.genome.key(),
+                accuracy: m.accuracy,
+                fitness: m.fitness,
+                madds: m.madds,
+                latency_ms: m.latency_ms,
+            }
+        })
+        .collect()
 }
 
 /// The transfer's quality curve against the one from scratch at the population, half way and the

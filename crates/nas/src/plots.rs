@@ -1,10 +1,12 @@
 //! SVG charts of a search: population quality against evaluations (transfer and scratch on one
-//! chart), and accuracy against MAdds for every evaluated network with the Pareto front marked.
+//! chart), and accuracy against cost (MAdds, or predicted latency) for every evaluated network
+//! with the Pareto front marked.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::pareto::{front, CostAxis, Point};
 use crate::{Error, Result};
 
 const COLOURS: [RGBColor; 4] = [
@@ -81,27 +83,18 @@ pub fn quality_chart(
     root.present().map_err(|e| fail(e.to_string()))
 }
 
-/// The points not dominated by another (no other has fewer or equal MAdds and higher or equal
-/// accuracy, one of them strictly), sorted by MAdds.
-pub fn pareto_front(points: &[(u64, f64)]) -> Vec<(u64, f64)> {
-    let mut sorted = points.to_vec();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
-    let mut front: Vec<(u64, f64)> = Vec::new();
-    for p in sorted {
-        if front.last().is_none_or(|last| p.1 > last.1) {
-            front.push(p);
-        }
-    }
-    front
-}
-
-/// Accuracy against MAdds, one colour per series `(label, points)`, the front over all points
-/// drawn as a line.
-pub fn pareto_chart(path: &Path, title: &str, series: &[(String, Vec<(u64, f64)>)]) -> Result<()> {
+/// Accuracy against `axis`'s cost, one colour per series `(label, (cost, accuracy) points)`, the
+/// front over all points drawn as a line.
+pub fn pareto_chart(
+    path: &Path,
+    title: &str,
+    axis: &CostAxis,
+    series: &[(String, Vec<Point>)],
+) -> Result<()> {
     let fail = plot_error(path);
-    let all: Vec<(u64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-    let x_max = all.iter().map(|p| p.0).max().unwrap_or(1) as f64 * 1.05;
-    let x_min = all.iter().map(|p| p.0).min().unwrap_or(0) as f64 * 0.95;
+    let all: Vec<Point> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let x_max = all.iter().map(|p| p.0).fold(0.0f64, f64::max) * 1.05;
+    let x_min = all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min).min(x_max) * 0.95;
     let y_min = all
         .iter()
         .map(|p| p.1)
@@ -116,15 +109,15 @@ pub fn pareto_chart(path: &Path, title: &str, series: &[(String, Vec<(u64, f64)>
         .x_label_area_size(45)
         .y_label_area_size(65)
         .build_cartesian_2d(
-            x_min..x_max.max(x_min + 1.0),
+            x_min..x_max.max(x_min + 1e-3),
             (y_min - 0.02).max(0.0)..(y_max + 0.02).min(1.0),
         )
         .map_err(|e| fail(e.to_string()))?;
     chart
         .configure_mesh()
-        .x_desc("MAdds")
+        .x_desc(axis.label())
         .y_desc("validation top-1")
-        .x_label_formatter(&|x| format!("{:.2}M", x / 1e6))
+        .x_label_formatter(&|x| format!("{x:.2}"))
         .draw()
         .map_err(|e| fail(e.to_string()))?;
     for (i, (label, points)) in series.iter().enumerate() {
@@ -133,20 +126,20 @@ pub fn pareto_chart(path: &Path, title: &str, series: &[(String, Vec<(u64, f64)>
             .draw_series(
                 points
                     .iter()
-                    .map(|&(m, a)| Circle::new((m as f64, a), 4, colour.filled())),
+                    .map(|&(c, a)| Circle::new((c, a), 4, colour.filled())),
             )
             .map_err(|e| fail(e.to_string()))?
             .label(label.as_str())
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
     }
-    let front = pareto_front(&all);
+    let front = front(&all);
     chart
         .draw_series(LineSeries::new(
-            front.iter().map(|&(m, a)| (m as f64, a)),
+            front.iter().map(|&i| all[i]),
             BLACK.stroke_width(2),
         ))
         .map_err(|e| fail(e.to_string()))?
-        .label("Pareto front")
+        .label(format!("Pareto front of accuracy and {}", axis.name()))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
     chart
         .configure_series_labels()
@@ -228,22 +221,4 @@ pub fn fidelity_chart(path: &Path, report: &crate::fidelity::FidelityReport) -> 
         root.present().map_err(|e| fail(e.to_string()))?;
     }
     Ok(eatnas_train::fs::write_atomic(path, svg.as_bytes())?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pareto_front;
-
-    #[test]
-    fn the_front_keeps_only_undominated_points() {
-        let points = [
-            (10, 0.5),
-            (20, 0.7),
-            (15, 0.4),
-            (30, 0.6),
-            (40, 0.9),
-            (20, 0.65),
-        ];
-        assert_eq!(pareto_front(&points), vec![(10, 0.5), (20, 0.7), (40, 0.9)]);
-    }
 }

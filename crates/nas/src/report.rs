@@ -13,7 +13,7 @@ use eatnas_train::fs::write_atomic;
 
 use crate::config::SearchConfig;
 use crate::evolution::Record;
-use crate::plots::pareto_front;
+use crate::pareto::{front, CostAxis};
 use crate::runner::{parse_history, HISTORY_FILE, STATE_FILE};
 use crate::{Error, Result};
 
@@ -36,6 +36,8 @@ struct Stage {
     budget: usize,
     records: Vec<Record>,
     in_flight: usize,
+    /// What its networks' accuracy is drawn against.
+    cost: CostAxis,
 }
 
 fn escape(text: &str) -> String {
@@ -50,6 +52,7 @@ fn read_stage(
     dir: &Path,
     name: &'static str,
     budget: usize,
+    cost: CostAxis,
     skipped: &mut Vec<String>,
 ) -> Option<Stage> {
     let stage_dir = dir.join(name);
@@ -70,6 +73,7 @@ fn read_stage(
         budget,
         records,
         in_flight,
+        cost,
     })
 }
 
@@ -89,12 +93,18 @@ pub fn write_report(dir: &Path, live: bool) -> Result<ReportStats> {
     let stages: Vec<Stage> = STAGES
         .iter()
         .filter_map(|&name| {
-            let budget = if name == "stage1" {
-                config.stage1.budget
+            let (budget, fitness) = if name == "stage1" {
+                (config.stage1.budget, &config.small_fitness)
             } else {
-                config.stage2.budget
+                (config.stage2.budget, &config.large_fitness)
             };
-            read_stage(dir, name, budget, &mut stats.skipped)
+            read_stage(
+                dir,
+                name,
+                budget,
+                CostAxis::of(fitness),
+                &mut stats.skipped,
+            )
         })
         .collect();
     stats.rows = stages.iter().map(|s| s.records.len()).sum();
@@ -344,38 +354,69 @@ fn quality_section(html: &mut String, stages: &[Stage]) {
     html.push_str("</svg>\n");
 }
 
-/// Accuracy against MAdds of every evaluated network, the Pareto front of each stage drawn as a
-/// line, each point naming its architecture on hover.
+/// Accuracy against cost of every evaluated network, one chart per cost (MAdds, or the
+/// latency each stage's objective predicts), the Pareto front of each stage drawn as a line,
+/// each point naming its architecture on hover.
 fn pareto_section(html: &mut String, stages: &[Stage]) {
-    let all: Vec<&Record> = stages
+    let mut axes_seen: Vec<&CostAxis> = Vec::new();
+    for stage in stages {
+        if !axes_seen.contains(&&stage.cost) {
+            axes_seen.push(&stage.cost);
+        }
+    }
+    for (chart, axis) in axes_seen.into_iter().enumerate() {
+        let on_axis: Vec<&Stage> = stages.iter().filter(|s| &s.cost == axis).collect();
+        pareto_chart(html, chart, axis, &on_axis);
+    }
+}
+
+fn pareto_chart(html: &mut String, chart: usize, axis: &CostAxis, stages: &[&Stage]) {
+    let point = |r: &Record| Some((axis.cost(r.madds, r.latency_ms)?, r.accuracy));
+    let all: Vec<(f64, f64)> = stages
         .iter()
         .flat_map(|s| &s.records)
         .filter(|r| !r.failed)
+        .filter_map(point)
         .collect();
     if all.is_empty() {
         return;
     }
-    let (lo, hi) = all.iter().fold((u64::MAX, 0), |(lo, hi), r| {
-        (lo.min(r.madds), hi.max(r.madds))
+    let (lo, hi) = all.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+        (lo.min(p.0), hi.max(p.0))
     });
-    let top = all.iter().map(|r| r.accuracy).fold(0.0, f64::max);
+    let top = all.iter().map(|p| p.1).fold(0.0, f64::max);
     let axes = Axes {
-        x: (lo as f64 / 1e6, hi as f64 / 1e6),
+        x: (lo, hi),
         y: (0.0, (top * 1.05).max(1e-3)),
     };
-    html.push_str(
-        "<h2>Accuracy against MAdds</h2>\n<svg id=\"pareto\" viewBox=\"0 0 640 300\" role=\"img\">",
+    let id = if chart == 0 {
+        "pareto".to_string()
+    } else {
+        format!("pareto-{chart}")
+    };
+    let _ = write!(
+        html,
+        "<h2>Accuracy against {}</h2>\n<svg id=\"{id}\" class=\"pareto\" viewBox=\"0 0 640 300\" role=\"img\">",
+        axis.name()
     );
-    axes.frame(html, "MAdds (millions)", "validation top-1", &|v| {
+    axes.frame(html, &axis.label(), "validation top-1", &|v| {
         format!("{v:.2}")
     });
     for (i, stage) in stages.iter().enumerate() {
         let color = COLORS[i % 3];
+        let mut points = Vec::new();
         for r in stage.records.iter().filter(|r| !r.failed) {
-            let (x, y) = axes.px(r.madds as f64 / 1e6, r.accuracy);
+            let Some((cost, accuracy)) = point(r) else {
+                continue;
+            };
+            points.push((cost, accuracy));
+            let (x, y) = axes.px(cost, accuracy);
+            let latency = r
+                .latency_ms
+                .map_or(String::new(), |ms| format!(", {ms:.2} ms predicted"));
             let _ = write!(
                 html,
-                "<circle class=\"point\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\" opacity=\"0.7\"><title>{} #{}: {}\naccuracy {:.4}, {:.2}M MAdds, {:.1}k params</title></circle>",
+                "<circle class=\"point\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"{color}\" opacity=\"0.7\"><title>{} #{}: {}\naccuracy {:.4}, {:.2}M MAdds{latency}, {:.1}k params</title></circle>",
                 stage.name,
                 r.id,
                 escape(&r.genome),
@@ -384,23 +425,17 @@ fn pareto_section(html: &mut String, stages: &[Stage]) {
                 r.params as f64 / 1e3
             );
         }
-        let points: Vec<(u64, f64)> = stage
-            .records
-            .iter()
-            .filter(|r| !r.failed)
-            .map(|r| (r.madds, r.accuracy))
-            .collect();
-        let front: Vec<String> = pareto_front(&points)
-            .iter()
-            .map(|(m, a)| {
-                let (x, y) = axes.px(*m as f64 / 1e6, *a);
+        let line: Vec<String> = front(&points)
+            .into_iter()
+            .map(|i| {
+                let (x, y) = axes.px(points[i].0, points[i].1);
                 format!("{x:.1},{y:.1}")
             })
             .collect();
         let _ = write!(
             html,
             "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/>",
-            front.join(" ")
+            line.join(" ")
         );
     }
     legend(html, &stages.iter().map(|s| s.name).collect::<Vec<_>>());
@@ -420,6 +455,7 @@ fn table_section(html: &mut String, stages: &[Stage]) {
         ("accuracy", true),
         ("MAdds", true),
         ("params", true),
+        ("latency ms", true),
         ("seconds", true),
         ("where", false),
         ("retries", true),
@@ -459,7 +495,7 @@ fn table_section(html: &mut String, stages: &[Stage]) {
                 .map_or(String::new(), |e| format!(" title=\"{}\"", escape(e)));
             let _ = writeln!(
                 html,
-                "<tr class=\"{status}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td{title}>{status}</td><td>{}</td><td class=\"genome\">{}</td></tr>",
+                "<tr class=\"{status}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td{title}>{status}</td><td>{}</td><td class=\"genome\">{}</td></tr>",
                 stage.name,
                 r.evaluation,
                 r.id,
@@ -468,6 +504,7 @@ fn table_section(html: &mut String, stages: &[Stage]) {
                 r.accuracy,
                 r.madds,
                 r.params,
+                r.latency_ms.map_or("-".into(), |ms| format!("{ms:.3}")),
                 r.seconds,
                 escape(&place),
                 r.retries,

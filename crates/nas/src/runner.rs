@@ -134,6 +134,9 @@ pub struct StageRun<'a> {
     /// Keep the trained weights of the stage's best member (the basic architecture's, for a
     /// transfer of weights), beside those of possible parents.
     pub keep_best_weights: bool,
+    /// Predicts each candidate's latency on the target device, when the stage's fitness has a
+    /// latency objective.
+    pub latency: Option<&'a crate::latency::StageLatency>,
 }
 
 /// Asks the runner to stop (Ctrl-C, SIGTERM): with `detach`, jobs in flight are left running
@@ -450,9 +453,12 @@ impl Stage<'_, '_> {
         candidate: &Candidate,
         ticket: &str,
         result: JobResult,
-    ) -> Record {
+    ) -> Result<Record> {
         let entry = self.saved.jobs.get(&id).cloned().expect("an entry");
-        let JobResult { outcome, ran, .. } = result;
+        let JobResult { mut outcome, ran, .. } = result;
+        if let Some(latency) = self.run.latency {
+            outcome.latency_ms = Some(latency.predict_ms(&candidate.genome)?);
+        }
         let mut record = self
             .saved
             .state
@@ -472,7 +478,7 @@ impl Stage<'_, '_> {
             collected_at: unix_now(),
         });
         self.weights_kept.insert(id);
-        record
+        Ok(record)
     }
 
     /// With multi-fidelity: the epochs of the rung candidate `id` trains now.
@@ -494,7 +500,7 @@ impl Stage<'_, '_> {
         let entry = self.saved.jobs.get(&id).cloned().expect("an entry");
         let record = match ended {
             Ended::Completed(result) => match self.rung_epochs(id) {
-                None => self.completed(id, &candidate, ticket, result),
+                None => self.completed(id, &candidate, ticket, result)?,
                 Some(epochs) => {
                     let rung = RungResult {
                         epochs,
@@ -517,7 +523,7 @@ impl Stage<'_, '_> {
                         .iter()
                         .map(|r| r.seconds)
                         .sum();
-                    self.completed(id, &candidate, ticket, result)
+                    self.completed(id, &candidate, ticket, result)?
                 }
             },
             // Not the candidate's fault: retrying would fail the same way, and recording it as

@@ -42,6 +42,21 @@ pub struct StageSummary {
     pub final_population_top_k_mean: Option<f64>,
     /// Mean fitness of the population's top k after each evaluation.
     pub quality_curve: Vec<f64>,
+    /// The evaluated networks no other beats in both accuracy and cost (predicted latency with
+    /// a latency objective, else MAdds), by increasing cost: the trade-offs to choose from.
+    #[serde(default)]
+    pub pareto_front: Vec<FrontMember>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrontMember {
+    pub id: usize,
+    pub genome: String,
+    pub accuracy: f64,
+    pub fitness: f64,
+    pub madds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +67,9 @@ pub struct BestMember {
     pub fitness: f64,
     pub madds: u64,
     pub params: u64,
+    /// Predicted on the stage's target device (with a latency objective).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
     pub arch: Arch,
 }
 

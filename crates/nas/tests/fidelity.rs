@@ -86,6 +86,7 @@ impl JobRunner for Deterministic {
             seconds: if is_proxy { 1.0 } else { 5.0 },
             error: None,
             inherited: None,
+            latency_ms: None,
         };
         Ok((outcome, None))
     }

@@ -114,6 +114,7 @@ impl JobRunner for Synthetic {
             seconds: 0.0,
             error: None,
             inherited: None,
+            latency_ms: None,
         };
         Ok((outcome, None))
     }
@@ -126,6 +127,7 @@ fn state(initializer: Initializer, seed: u64) -> EvolutionState {
         budget: 30,
         top_k: 3,
         multi_fidelity: None,
+        selection: Default::default(),
     };
     EvolutionState::new(
         config,
@@ -168,6 +170,7 @@ fn run_task(
         max_retries: 2,
         transfer_weights: None,
         keep_best_weights: false,
+        latency: None,
     };
     let mut executor = LocalExecutor::new(runner, workers, &[]);
     let control = Control {
@@ -561,6 +564,7 @@ impl JobRunner for Recorder {
             seconds: 0.0,
             error: None,
             inherited: None,
+            latency_ms: None,
         };
         Ok((outcome, Some(Weights::from([("id".to_string(), mine)]))))
     }

@@ -266,6 +266,56 @@ pub struct LatencyTable {
     pub entries: Vec<Entry>,
 }
 
+/// A table indexed by piece, for predicting many networks (a search predicts every candidate).
+#[derive(Clone, Debug)]
+pub struct Predictor {
+    provenance: Provenance,
+    overhead: Timing,
+    index: BTreeMap<Piece, Timing>,
+}
+
+impl Predictor {
+    /// Whether the table has `piece`.
+    pub fn has(&self, piece: &Piece) -> bool {
+        self.index.contains_key(piece)
+    }
+
+    /// The sum of `arch`'s pieces, without the overhead; an error naming the first piece the
+    /// table does not have.
+    fn sum_of_pieces(&self, arch: &Arch) -> Result<Timing> {
+        let p = &self.provenance;
+        pieces(arch, p.in_channels, p.resolution, p.classes)?
+            .iter()
+            .try_fold(Timing::default(), |sum, piece| {
+                self.index.get(piece).map(|&t| sum + t).ok_or_else(|| {
+                    Error::Latency(format!(
+                        "`{}` has a piece the table does not: {piece} (build the table for this \
+                         search space and macro)",
+                        arch.name
+                    ))
+                })
+            })
+    }
+
+    /// `arch`'s predicted latency: the sum of its pieces plus the per-network overhead.
+    pub fn predict(&self, arch: &Arch) -> Result<Timing> {
+        Ok(self.sum_of_pieces(arch)? + self.overhead)
+    }
+}
+
+/// Where a search means its networks to run: a table is used as the latency objective of a
+/// stage only if it was measured there. Unlike [`Provenance`], the device need not be this
+/// machine's: a search may run on CPUs and target a GPU with a table built on one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Input resolution the table must have been measured at (`None`: the table's).
+    pub resolution: Option<usize>,
+    /// Batch size the table must have been measured at (`None`: the table's).
+    pub batch: Option<usize>,
+}
+
 /// A network's latency against its prediction.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Comparison {
@@ -301,8 +351,9 @@ impl LatencyTable {
             entries,
         };
         let (mut inference, mut training) = (Vec::new(), Vec::new());
+        let predictor = table.predictor();
         for (i, arch) in calibration.iter().enumerate() {
-            let sum = table.sum_of_pieces(arch)?;
+            let sum = predictor.sum_of_pieces(arch)?;
             let whole = time_network(arch, &table.provenance, measure)?;
             inference.push(whole.inference_ms - sum.inference_ms);
             training.push(whole.training_ms - sum.training_ms);
@@ -315,28 +366,22 @@ impl LatencyTable {
         Ok(table)
     }
 
-    /// The sum of `arch`'s pieces, without the overhead; an error naming the first piece the
-    /// table does not have.
-    fn sum_of_pieces(&self, arch: &Arch) -> Result<Timing> {
-        let p = &self.provenance;
-        let index: BTreeMap<&Piece, Timing> =
-            self.entries.iter().map(|e| (&e.piece, e.timing)).collect();
-        pieces(arch, p.in_channels, p.resolution, p.classes)?
-            .iter()
-            .try_fold(Timing::default(), |sum, piece| {
-                index.get(piece).map(|&t| sum + t).ok_or_else(|| {
-                    Error::Latency(format!(
-                        "`{}` has a piece the table does not: {piece} (build the table for this \
-                         search space and macro)",
-                        arch.name
-                    ))
-                })
-            })
+    /// The table indexed by piece.
+    pub fn predictor(&self) -> Predictor {
+        Predictor {
+            provenance: self.provenance.clone(),
+            overhead: self.overhead,
+            index: self
+                .entries
+                .iter()
+                .map(|e| (e.piece.clone(), e.timing))
+                .collect(),
+        }
     }
 
     /// `arch`'s predicted latency: the sum of its pieces plus the per-network overhead.
     pub fn predict(&self, arch: &Arch) -> Result<Timing> {
-        Ok(self.sum_of_pieces(arch)? + self.overhead)
+        self.predictor().predict(arch)
     }
 
     /// `arch` timed whole (as in [`LatencyTable::build`]'s calibration) beside its prediction.
@@ -373,6 +418,44 @@ impl LatencyTable {
         } else {
             Err(Error::Latency(format!(
                 "the table was measured with {}: build one here with `eatnas-cli latency build`",
+                differences.join(", ")
+            )))
+        }
+    }
+
+    /// An error unless this table was measured on `target`'s device (at its resolution and
+    /// batch when it names them) with this eatnas version and, for a GPU, the CUDA kernels
+    /// this build embeds. The CPU model and thread count are the target's own and not checked.
+    pub fn check_target(&self, target: &Target) -> Result<()> {
+        let p = &self.provenance;
+        let mut differences = Vec::new();
+        let mut differ = |what: &str, have: String, want: String| {
+            if have != want {
+                differences.push(format!("{what} {have} (wanted {want})"));
+            }
+        };
+        differ("device", p.device.clone(), target.device.clone());
+        differ(
+            "eatnas version",
+            p.eatnas_version.clone(),
+            env!("CARGO_PKG_VERSION").into(),
+        );
+        if p.device.starts_with("cuda") {
+            let cuda = |kernels: &str| kernels.split(' ').next().unwrap_or_default().to_string();
+            differ("CUDA kernels", cuda(&p.kernels), cuda(&kernels_hash()));
+        }
+        if let Some(resolution) = target.resolution {
+            differ("resolution", p.resolution.to_string(), resolution.to_string());
+        }
+        if let Some(batch) = target.batch {
+            differ("batch", p.batch.to_string(), batch.to_string());
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Latency(format!(
+                "the table was measured with {}: build one on the target with `eatnas-cli \
+                 latency build`",
                 differences.join(", ")
             )))
         }
