@@ -460,17 +460,9 @@ impl EvolutionState {
                 .expect("a tournament of at least one"),
             Selection::Pareto => {
                 let points: Vec<_> = self.population.iter().map(Member::pareto_point).collect();
-                let rank = crate::pareto::ranks(&points);
-                let crowding = crate::pareto::crowding(&points, &rank);
-                drawn
-                    .iter()
-                    .min_by(|&a, &b| {
-                        rank[a]
-                            .cmp(&rank[b])
-                            .then(crowding[b].total_cmp(&crowding[a]))
-                            .then(self.population[a].rank(&self.population[b]))
-                    })
-                    .expect("a tournament of at least one")
+                crate::pareto::select(&points, &drawn.into_vec(), |a, b| {
+                    self.population[a].rank(&self.population[b])
+                })
             }
         };
         let parent = self.population[winner].clone();

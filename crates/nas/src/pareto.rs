@@ -114,6 +114,27 @@ pub fn crowding(points: &[Point], rank: &[usize]) -> Vec<f64> {
     distance
 }
 
+/// The tournament winner among the `drawn` indices of `points` (the whole population, whose
+/// ranks and crowding it is judged by): the lowest Pareto rank, then the larger crowding
+/// distance, then `tie`'s order.
+pub fn select(
+    points: &[Point],
+    drawn: &[usize],
+    tie: impl Fn(usize, usize) -> std::cmp::Ordering,
+) -> usize {
+    let rank = ranks(points);
+    let crowding = crowding(points, &rank);
+    *drawn
+        .iter()
+        .min_by(|&&a, &&b| {
+            rank[a]
+                .cmp(&rank[b])
+                .then(crowding[b].total_cmp(&crowding[a]))
+                .then(tie(a, b))
+        })
+        .expect("a tournament of at least one")
+}
+
 /// The indices of the non-dominated points, by increasing cost; of equal points, the first.
 pub fn front(points: &[Point]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..points.len()).collect();
@@ -161,6 +182,27 @@ mod tests {
         assert!(d[0].is_infinite() && d[3].is_infinite(), "{d:?}");
         // Point 1 sits between 0 and 2, point 2 between 1 and 3: 2 has the wider gap.
         assert!(d[2] > d[1], "{d:?}");
+    }
+
+    #[test]
+    fn a_tournament_prefers_the_front_to_a_more_accurate_dominated_member() {
+        // Front: A, B, C, E; F is dominated by E alone, and more accurate than A, B and C.
+        let points = [
+            (1.0, 0.5),   // A
+            (2.0, 0.7),   // B
+            (4.0, 0.9),   // C
+            (3.0, 0.6),   // D, dominated by B
+            (5.0, 0.95),  // E
+            (10.0, 0.92), // F
+        ];
+        let by_index = |a: usize, b: usize| a.cmp(&b);
+        assert_eq!(select(&points, &[5, 0], by_index), 0, "F against A");
+        assert_eq!(select(&points, &[3, 1], by_index), 1, "D against B");
+        // B and C are inside the front; A is its end (infinite crowding).
+        assert_eq!(select(&points, &[1, 2, 0], by_index), 0, "B, C, A");
+        // Two ends: the tie-break decides.
+        let higher_value_first = |a: usize, b: usize| points[b].1.total_cmp(&points[a].1);
+        assert_eq!(select(&points, &[0, 4], higher_value_first), 4, "A against E");
     }
 
     #[test]
