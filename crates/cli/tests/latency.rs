@@ -124,6 +124,10 @@ fn a_search_against_predicted_latency_draws_its_pareto_front() {
         arch.to_str().unwrap(),
         "--resolution",
         "12",
+        "--classes",
+        "10",
+        "--in-channels",
+        "1",
         "--latency",
         table_s,
     ]);
