@@ -173,12 +173,13 @@ fn report(event: Event) {
     match event {
         Event::StageStarted { stage, done, budget } => eprintln!("== {stage}: {done}/{budget} evaluations done"),
         Event::Evaluated { stage, budget, record } => eprintln!(
-            "[{stage} {:>3}/{budget}] acc {:.4} fitness {:.4} {:>6.2}M MAdds {:>6.1}k params {:>5.1} s{}  | population top-k {:.4} best {:.4}",
+            "[{stage} {:>3}/{budget}] acc {:.4} fitness {:.4} {:>6.2}M MAdds {:>6.1}k params{} {:>5.1} s{}  | population top-k {:.4} best {:.4}",
             record.evaluation,
             record.accuracy,
             record.fitness,
             record.madds as f64 / 1e6,
             record.params as f64 / 1e3,
+            record.latency_ms.map_or(String::new(), |ms| format!(" {ms:>7.2} ms")),
             record.seconds,
             where_it_ran(record),
             record.quality.top_k_mean,
