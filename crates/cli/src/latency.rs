@@ -61,8 +61,8 @@ struct Where {
 struct BuildArgs {
     #[command(flatten)]
     at: Where,
-    /// Sampled whole networks the per-network overhead is measured on.
-    #[arg(long, default_value_t = 5)]
+    /// Sampled whole networks the per-network and per-piece corrections are fitted on.
+    #[arg(long, default_value_t = 12)]
     calibration: usize,
     /// Seeds the calibration networks (check samples with another seed by default).
     #[arg(long, default_value_t = 0)]
@@ -176,12 +176,15 @@ fn build(args: &BuildArgs) -> Result<()> {
     bar.finish_and_clear();
     table.save(&args.out)?;
     println!(
-        "wrote {}: {} pieces in {:.0} s; per-network overhead {:.3} ms inference, {:.3} ms training step",
+        "wrote {}: {} pieces in {:.0} s; per-network overhead {:.3} ms inference, {:.3} ms training \
+         step; per piece {:+.4} ms and {:+.4} ms",
         args.out.display(),
         table.entries.len(),
         start.elapsed().as_secs_f64(),
         table.overhead.inference_ms,
-        table.overhead.training_ms
+        table.overhead.training_ms,
+        table.per_piece.inference_ms,
+        table.per_piece.training_ms
     );
     Ok(())
 }

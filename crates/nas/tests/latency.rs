@@ -96,6 +96,7 @@ fn synthetic_table(device: &str) -> LatencyTable {
             inference_ms: 0.5,
             training_ms: 2.0,
         },
+        per_piece: Timing::default(),
         calibration_networks: 0,
         entries,
     }

@@ -1,7 +1,8 @@
 //! Measured latency on the device a network runs on: a table of every piece a search space can
 //! produce (the stem, each layer configuration at its input size, the head), each timed alone on
 //! eatnas's own kernels in inference and as a training step, and a network's latency predicted
-//! as the sum of its pieces plus a per-network overhead measured on whole networks.
+//! as the sum of its pieces plus a per-network and a per-piece correction fitted on whole
+//! networks.
 //!
 //! A table holds where it was measured (device, threads, eatnas version, kernel sources' hash,
 //! resolution, batch); [`LatencyTable::check_fits`] refuses it anywhere else, and a piece missing
@@ -259,9 +260,14 @@ pub struct LatencyTable {
     #[serde(flatten)]
     pub provenance: Provenance,
     /// Whole-network time the pieces do not account for (launches between layers, the loss and
-    /// the optimizer's bookkeeping, cache effects): the median over `calibration_networks` of
-    /// the measured time less the pieces' sum.
+    /// the optimizer's bookkeeping, cache effects): the intercept of the line fitted to the
+    /// calibration networks' measured time less the pieces' sum, against their piece count.
     pub overhead: Timing,
+    /// That line's slope: what a piece timed alone costs more (negative) or less than inside a
+    /// network, per piece (a cold start that consecutive layers share). Absent in tables of
+    /// eatnas before it: zero.
+    #[serde(default)]
+    pub per_piece: Timing,
     pub calibration_networks: usize,
     pub entries: Vec<Entry>,
 }
@@ -271,6 +277,7 @@ pub struct LatencyTable {
 pub struct Predictor {
     provenance: Provenance,
     overhead: Timing,
+    per_piece: Timing,
     index: BTreeMap<Piece, Timing>,
 }
 
@@ -280,11 +287,12 @@ impl Predictor {
         self.index.contains_key(piece)
     }
 
-    /// The sum of `arch`'s pieces, without the overhead; an error naming the first piece the
-    /// table does not have.
-    fn sum_of_pieces(&self, arch: &Arch) -> Result<Timing> {
+    /// The sum of `arch`'s pieces and their count, without the corrections; an error naming the
+    /// first piece the table does not have.
+    fn sum_of_pieces(&self, arch: &Arch) -> Result<(Timing, usize)> {
         let p = &self.provenance;
-        pieces(arch, p.in_channels, p.resolution, p.classes)?
+        let pieces = pieces(arch, p.in_channels, p.resolution, p.classes)?;
+        let sum = pieces
             .iter()
             .try_fold(Timing::default(), |sum, piece| {
                 self.index.get(piece).map(|&t| sum + t).ok_or_else(|| {
@@ -294,12 +302,21 @@ impl Predictor {
                         arch.name
                     ))
                 })
-            })
+            })?;
+        Ok((sum, pieces.len()))
     }
 
-    /// `arch`'s predicted latency: the sum of its pieces plus the per-network overhead.
+    /// `arch`'s predicted latency: the sum of its pieces, plus the per-network overhead, plus
+    /// the per-piece correction times its piece count.
     pub fn predict(&self, arch: &Arch) -> Result<Timing> {
-        Ok(self.sum_of_pieces(arch)? + self.overhead)
+        let (sum, count) = self.sum_of_pieces(arch)?;
+        let n = count as f64;
+        Ok(Timing {
+            inference_ms: sum.inference_ms
+                + self.overhead.inference_ms
+                + n * self.per_piece.inference_ms,
+            training_ms: sum.training_ms + self.overhead.training_ms + n * self.per_piece.training_ms,
+        })
     }
 }
 
@@ -347,21 +364,29 @@ impl LatencyTable {
             format: FORMAT.into(),
             provenance,
             overhead: Timing::default(),
+            per_piece: Timing::default(),
             calibration_networks: calibration.len(),
             entries,
         };
+        // Per calibration network: its piece count, and measured less summed time.
         let (mut inference, mut training) = (Vec::new(), Vec::new());
         let predictor = table.predictor();
         for (i, arch) in calibration.iter().enumerate() {
-            let sum = predictor.sum_of_pieces(arch)?;
+            let (sum, count) = predictor.sum_of_pieces(arch)?;
             let whole = time_network(arch, &table.provenance, measure)?;
-            inference.push(whole.inference_ms - sum.inference_ms);
-            training.push(whole.training_ms - sum.training_ms);
+            inference.push((count as f64, whole.inference_ms - sum.inference_ms));
+            training.push((count as f64, whole.training_ms - sum.training_ms));
             progress(table.entries.len() + i + 1, total);
         }
+        let (inference_overhead, inference_per_piece) = theil_sen(&inference);
+        let (training_overhead, training_per_piece) = theil_sen(&training);
         table.overhead = Timing {
-            inference_ms: median(&mut inference),
-            training_ms: median(&mut training),
+            inference_ms: inference_overhead,
+            training_ms: training_overhead,
+        };
+        table.per_piece = Timing {
+            inference_ms: inference_per_piece,
+            training_ms: training_per_piece,
         };
         Ok(table)
     }
@@ -371,6 +396,7 @@ impl LatencyTable {
         Predictor {
             provenance: self.provenance.clone(),
             overhead: self.overhead,
+            per_piece: self.per_piece,
             index: self
                 .entries
                 .iter()
@@ -379,7 +405,7 @@ impl LatencyTable {
         }
     }
 
-    /// `arch`'s predicted latency: the sum of its pieces plus the per-network overhead.
+    /// `arch`'s predicted latency (see [`Predictor::predict`]).
     pub fn predict(&self, arch: &Arch) -> Result<Timing> {
         self.predictor().predict(arch)
     }
@@ -492,6 +518,23 @@ impl LatencyTable {
             .map_err(|e| Error::Latency(format!("serialising the table: {e}")))?;
         crate::fs::write_atomic(path, text.as_bytes())
     }
+}
+
+/// The line `y = a + b x` through `(x, y)` points by Theil and Sen's estimator: `b` the median
+/// of the pairwise slopes, `a` the median of `y - b x`. Robust to the outliers a shared host's
+/// timings have (up to 29% of the points). Returns `(a, b)`; `b = 0` when every x is the same.
+pub fn theil_sen(points: &[(f64, f64)]) -> (f64, f64) {
+    let mut slopes = Vec::new();
+    for (i, &(x0, y0)) in points.iter().enumerate() {
+        for &(x1, y1) in &points[i + 1..] {
+            if x1 != x0 {
+                slopes.push((y1 - y0) / (x1 - x0));
+            }
+        }
+    }
+    let b = median(&mut slopes);
+    let mut intercepts: Vec<f64> = points.iter().map(|&(x, y)| y - b * x).collect();
+    (median(&mut intercepts), b)
 }
 
 fn median(values: &mut [f64]) -> f64 {

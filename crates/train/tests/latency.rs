@@ -4,7 +4,9 @@
 
 use eatnas_nn::Arch;
 use eatnas_tensor::Device;
-use eatnas_train::latency::{pieces, LatencyTable, Measure, Provenance, FORMAT};
+use eatnas_train::latency::{
+    pieces, theil_sen, LatencyTable, Measure, Provenance, Timing, FORMAT,
+};
 
 const MICRO: &str = r#"{"format":"eatnas-arch/1","name":"micro","stem":{"channels":8,"kernel":3,"stride":2},
  "blocks":[{"op":"mb3","kernel":3,"skip":true,"layers":2,"width":1.0,"base_channels":8,"stride":1},
@@ -58,8 +60,8 @@ fn pieces_follow_the_architecture_with_their_input_sizes() {
 }
 
 #[test]
-fn a_prediction_is_the_sum_of_the_pieces_plus_the_overhead() {
-    let table = table();
+fn a_prediction_is_the_sum_of_the_pieces_plus_the_corrections() {
+    let mut table = table();
     // The two identical mb3 layers are one entry.
     assert_eq!(table.entries.len(), 4, "entries: {:?}", table.entries);
     assert!(table
@@ -67,14 +69,21 @@ fn a_prediction_is_the_sum_of_the_pieces_plus_the_overhead() {
         .iter()
         .all(|e| e.timing.inference_ms > 0.0 && e.timing.training_ms > 0.0));
     let arch = micro();
-    let sum = pieces(&arch, 1, 12, 3)
-        .unwrap()
+    // One calibration network: no slope to fit.
+    assert_eq!(table.per_piece, Timing::default());
+    table.per_piece = Timing {
+        inference_ms: -0.01,
+        training_ms: 0.02,
+    };
+    let pieces = pieces(&arch, 1, 12, 3).unwrap();
+    let sum = pieces
         .iter()
         .map(|p| table.entries.iter().find(|e| &e.piece == p).unwrap().timing)
         .fold(table.overhead, |a, b| a + b);
+    let n = pieces.len() as f64;
     let predicted = table.predict(&arch).unwrap();
-    assert!((predicted.inference_ms - sum.inference_ms).abs() < 1e-12);
-    assert!((predicted.training_ms - sum.training_ms).abs() < 1e-12);
+    assert!((predicted.inference_ms - (sum.inference_ms - 0.01 * n)).abs() < 1e-12);
+    assert!((predicted.training_ms - (sum.training_ms + 0.02 * n)).abs() < 1e-12);
     // Calibrated on this very network: the prediction is its measurement (a median of one).
     let measured = table.compare(&arch, QUICK).unwrap().measured;
     assert!(measured.training_ms > 0.0);
@@ -147,4 +156,15 @@ fn a_table_survives_its_file_and_a_bad_file_is_named() {
     let error = LatencyTable::load(&other).unwrap_err().to_string();
     assert!(error.contains("non-negative"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_per_piece_line_ignores_an_outlier() {
+    // y = 2 + 0.5 x, and one network timed while the host was busy.
+    let mut points: Vec<(f64, f64)> = (0..9).map(|i| (i as f64 * 3.0, 2.0 + 1.5 * i as f64)).collect();
+    points[4].1 += 40.0;
+    let (a, b) = theil_sen(&points);
+    assert!((a - 2.0).abs() < 1e-9 && (b - 0.5).abs() < 1e-9, "a {a}, b {b}");
+    // Every network of one piece count: no slope, the median of the differences.
+    assert_eq!(theil_sen(&[(5.0, 1.0), (5.0, 3.0), (5.0, 2.0)]), (2.0, 0.0));
 }
