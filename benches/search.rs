@@ -17,7 +17,8 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     let config = SearchConfig::default();
     let objective = LatencyObjective {
-        table: Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results/latency/demo-large-cpu.json"),
+        table: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/results/latency/demo-large-cpu.json"),
         device: "cpu".into(),
         pass: LatencyPass::Inference,
         resolution: None,

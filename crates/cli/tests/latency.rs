@@ -62,8 +62,22 @@ fn a_search_against_predicted_latency_draws_its_pareto_front() {
     let table = dir.join("table.json");
     let (tiny_s, table_s) = (tiny.to_str().unwrap(), table.to_str().unwrap());
     ok(&[
-        "latency", "build", "--config", tiny_s, "--task", "large", "--device", "cpu", "--repeats",
-        "1", "--warmup", "0", "--calibration", "1", "--out", table_s,
+        "latency",
+        "build",
+        "--config",
+        tiny_s,
+        "--task",
+        "large",
+        "--device",
+        "cpu",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--calibration",
+        "1",
+        "--out",
+        table_s,
     ]);
     let config = dir.join("latency.toml");
     std::fs::write(
@@ -94,7 +108,9 @@ fn a_search_against_predicted_latency_draws_its_pareto_front() {
         .collect();
     assert_eq!(records.len(), 8);
     for r in &records {
-        let ms = r["latency_ms"].as_f64().unwrap_or_else(|| panic!("no latency in {r}"));
+        let ms = r["latency_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no latency in {r}"));
         let soft = r["accuracy"].as_f64().unwrap() * ms.powf(-0.07);
         assert!(
             (r["fitness"].as_f64().unwrap() - soft).abs() < 1e-9,
@@ -103,8 +119,14 @@ fn a_search_against_predicted_latency_draws_its_pareto_front() {
     }
     let front = summary["scratch"]["pareto_front"].as_array().unwrap();
     assert!(!front.is_empty(), "{summary}");
-    let costs: Vec<f64> = front.iter().map(|m| m["latency_ms"].as_f64().unwrap()).collect();
-    assert!(costs.windows(2).all(|w| w[0] <= w[1]), "front by latency: {costs:?}");
+    let costs: Vec<f64> = front
+        .iter()
+        .map(|m| m["latency_ms"].as_f64().unwrap())
+        .collect();
+    assert!(
+        costs.windows(2).all(|w| w[0] <= w[1]),
+        "front by latency: {costs:?}"
+    );
     assert!(out.join("scratch/latency-table.json").is_file());
 
     let pareto = std::fs::read_to_string(out.join("pareto.svg")).unwrap();
@@ -114,7 +136,10 @@ fn a_search_against_predicted_latency_draws_its_pareto_front() {
     );
     ok(&["report", out.to_str().unwrap()]);
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(report.contains("Accuracy against latency"), "no latency chart");
+    assert!(
+        report.contains("Accuracy against latency"),
+        "no latency chart"
+    );
     assert!(report.contains("latency ms"), "no latency column");
 
     // inspect predicts a network's latency from the same table.
@@ -141,8 +166,20 @@ fn a_latency_table_of_another_device_stops_the_search_before_it_trains() {
     let tiny = dir.join("tiny.toml");
     std::fs::write(&tiny, TINY).unwrap();
     ok(&[
-        "latency", "build", "--config", tiny.to_str().unwrap(), "--task", "large", "--repeats",
-        "1", "--warmup", "0", "--calibration", "1", "--out", table.to_str().unwrap(),
+        "latency",
+        "build",
+        "--config",
+        tiny.to_str().unwrap(),
+        "--task",
+        "large",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--calibration",
+        "1",
+        "--out",
+        table.to_str().unwrap(),
     ]);
     let config = dir.join("latency.toml");
     std::fs::write(

@@ -237,7 +237,11 @@ impl Member {
     /// and its accuracy (0 when its fitness is 0: a failed training or a broken cap).
     pub fn pareto_point(&self) -> crate::pareto::Point {
         let cost = self.latency_ms.unwrap_or(self.madds as f64);
-        let value = if self.fitness > 0.0 { self.accuracy } else { 0.0 };
+        let value = if self.fitness > 0.0 {
+            self.accuracy
+        } else {
+            0.0
+        };
         (cost, value)
     }
 

@@ -51,9 +51,14 @@ impl StageLatency {
             batch: objective.batch,
         };
         let refuse = |message: String| {
-            Error::refused(&from, format!("not a latency table for this stage: {message}"))
+            Error::refused(
+                &from,
+                format!("not a latency table for this stage: {message}"),
+            )
         };
-        table.check_target(&target).map_err(|e| refuse(e.to_string()))?;
+        table
+            .check_target(&target)
+            .map_err(|e| refuse(e.to_string()))?;
         let predictor = table.predictor();
         let p = &table.provenance;
         let needed = space_pieces(

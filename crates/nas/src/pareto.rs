@@ -106,8 +106,7 @@ pub fn crowding(points: &[Point], rank: &[usize]) -> Vec<f64> {
                 continue;
             }
             for w in sorted.windows(3) {
-                distance[w[1]] +=
-                    (objective(points[w[2]]) - objective(points[w[0]])) / span;
+                distance[w[1]] += (objective(points[w[2]]) - objective(points[w[0]])) / span;
             }
         }
     }
@@ -202,7 +201,11 @@ mod tests {
         assert_eq!(select(&points, &[1, 2, 0], by_index), 0, "B, C, A");
         // Two ends: the tie-break decides.
         let higher_value_first = |a: usize, b: usize| points[b].1.total_cmp(&points[a].1);
-        assert_eq!(select(&points, &[0, 4], higher_value_first), 4, "A against E");
+        assert_eq!(
+            select(&points, &[0, 4], higher_value_first),
+            4,
+            "A against E"
+        );
     }
 
     #[test]

@@ -94,7 +94,12 @@ pub fn pareto_chart(
     let fail = plot_error(path);
     let all: Vec<Point> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     let x_max = all.iter().map(|p| p.0).fold(0.0f64, f64::max) * 1.05;
-    let x_min = all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min).min(x_max) * 0.95;
+    let x_min = all
+        .iter()
+        .map(|p| p.0)
+        .fold(f64::INFINITY, f64::min)
+        .min(x_max)
+        * 0.95;
     let y_min = all
         .iter()
         .map(|p| p.1)

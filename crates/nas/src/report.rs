@@ -98,13 +98,7 @@ pub fn write_report(dir: &Path, live: bool) -> Result<ReportStats> {
             } else {
                 (config.stage2.budget, &config.large_fitness)
             };
-            read_stage(
-                dir,
-                name,
-                budget,
-                CostAxis::of(fitness),
-                &mut stats.skipped,
-            )
+            read_stage(dir, name, budget, CostAxis::of(fitness), &mut stats.skipped)
         })
         .collect();
     stats.rows = stages.iter().map(|s| s.records.len()).sum();

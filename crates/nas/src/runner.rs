@@ -455,7 +455,9 @@ impl Stage<'_, '_> {
         result: JobResult,
     ) -> Result<Record> {
         let entry = self.saved.jobs.get(&id).cloned().expect("an entry");
-        let JobResult { mut outcome, ran, .. } = result;
+        let JobResult {
+            mut outcome, ran, ..
+        } = result;
         if let Some(latency) = self.run.latency {
             outcome.latency_ms = Some(latency.predict_ms(&candidate.genome)?);
         }

@@ -36,8 +36,8 @@ use eatnas_nas::executor::local::LocalExecutor;
 use eatnas_nas::latency::{StageLatency, STAGE_TABLE_FILE};
 use eatnas_nas::runner::{run_stage, Control, SavedStage, StageRun};
 use eatnas_nas::{
-    EvolutionConfig, EvolutionState, FitnessConfig, Initializer, Job, JobRunner,
-    LatencyObjective, LatencyPass, Outcome, Record, Selection, TaskConfig, Weights,
+    EvolutionConfig, EvolutionState, FitnessConfig, Initializer, Job, JobRunner, LatencyObjective,
+    LatencyPass, Outcome, Record, Selection, TaskConfig, Weights,
 };
 use eatnas_tensor::Device;
 use eatnas_train::latency::{Entry, LatencyTable, Provenance, Timing, FORMAT};
@@ -153,9 +153,15 @@ fn run_with_latency(
         multi_fidelity: None,
         selection,
     };
-    let state =
-        EvolutionState::new(config, Default::default(), fitness, 7, Initializer::Random, 3)
-            .unwrap();
+    let state = EvolutionState::new(
+        config,
+        Default::default(),
+        fitness,
+        7,
+        Initializer::Random,
+        3,
+    )
+    .unwrap();
     let mut saved = SavedStage::new(state, "test");
     let task = task();
     let run = StageRun {
@@ -210,10 +216,17 @@ fn each_candidate_gets_its_predicted_latency_and_the_soft_term_of_it() {
     assert_eq!(records.len(), 24);
     for r in &records {
         let member = state.evaluated.iter().find(|m| m.id == r.id).unwrap();
-        let arch = member.genome.to_arch(&task().macro_config, "check").unwrap();
+        let arch = member
+            .genome
+            .to_arch(&task().macro_config, "check")
+            .unwrap();
         let want = table.predict(&arch).unwrap().inference_ms;
         let got = r.latency_ms.expect("every record has a latency");
-        assert!((got - want).abs() < 1e-9, "#{}: {got} ms, predicted {want}", r.id);
+        assert!(
+            (got - want).abs() < 1e-9,
+            "#{}: {got} ms, predicted {want}",
+            r.id
+        );
         let fitness = r.accuracy * (want / 10.0).powf(-0.5);
         assert!(
             (r.fitness - fitness).abs() < 1e-9,
@@ -236,7 +249,9 @@ fn each_candidate_gets_its_predicted_latency_and_the_soft_term_of_it() {
 #[test]
 fn pareto_selection_runs_to_its_budget_and_its_front_is_undominated() {
     let dir = temp_dir("pareto");
-    synthetic_table("cpu").save(&dir.join("table.json")).unwrap();
+    synthetic_table("cpu")
+        .save(&dir.join("table.json"))
+        .unwrap();
     let objective = LatencyObjective {
         target_ms: None,
         ..objective(&dir.join("table.json"), "cpu")
@@ -262,7 +277,9 @@ fn pareto_selection_runs_to_its_budget_and_its_front_is_undominated() {
     assert!(front.len() >= 2, "a front of {} members", front.len());
     for &i in &front {
         assert!(
-            !points.iter().any(|&p| eatnas_nas::pareto::dominates(p, points[i])),
+            !points
+                .iter()
+                .any(|&p| eatnas_nas::pareto::dominates(p, points[i])),
             "front member {i} {:?} is dominated",
             points[i]
         );
@@ -348,5 +365,8 @@ fn bad_latency_objectives_are_named() {
     assert!(e.contains("expected `cpu` or `cuda:N`, got `gpu`"), "{e}");
     let e = with("");
     assert!(e.contains("device"), "{e}");
-    assert_eq!(with("device = \"cuda:0\"\npass = \"training\"\ntarget_ms = 8.0"), "");
+    assert_eq!(
+        with("device = \"cuda:0\"\npass = \"training\"\ntarget_ms = 8.0"),
+        ""
+    );
 }

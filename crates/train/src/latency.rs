@@ -292,17 +292,15 @@ impl Predictor {
     fn sum_of_pieces(&self, arch: &Arch) -> Result<(Timing, usize)> {
         let p = &self.provenance;
         let pieces = pieces(arch, p.in_channels, p.resolution, p.classes)?;
-        let sum = pieces
-            .iter()
-            .try_fold(Timing::default(), |sum, piece| {
-                self.index.get(piece).map(|&t| sum + t).ok_or_else(|| {
-                    Error::Latency(format!(
-                        "`{}` has a piece the table does not: {piece} (build the table for this \
+        let sum = pieces.iter().try_fold(Timing::default(), |sum, piece| {
+            self.index.get(piece).map(|&t| sum + t).ok_or_else(|| {
+                Error::Latency(format!(
+                    "`{}` has a piece the table does not: {piece} (build the table for this \
                          search space and macro)",
-                        arch.name
-                    ))
-                })
-            })?;
+                    arch.name
+                ))
+            })
+        })?;
         Ok((sum, pieces.len()))
     }
 
@@ -315,7 +313,9 @@ impl Predictor {
             inference_ms: sum.inference_ms
                 + self.overhead.inference_ms
                 + n * self.per_piece.inference_ms,
-            training_ms: sum.training_ms + self.overhead.training_ms + n * self.per_piece.training_ms,
+            training_ms: sum.training_ms
+                + self.overhead.training_ms
+                + n * self.per_piece.training_ms,
         })
     }
 }
@@ -471,7 +471,11 @@ impl LatencyTable {
             differ("CUDA kernels", cuda(&p.kernels), cuda(&kernels_hash()));
         }
         if let Some(resolution) = target.resolution {
-            differ("resolution", p.resolution.to_string(), resolution.to_string());
+            differ(
+                "resolution",
+                p.resolution.to_string(),
+                resolution.to_string(),
+            );
         }
         if let Some(batch) = target.batch {
             differ("batch", p.batch.to_string(), batch.to_string());

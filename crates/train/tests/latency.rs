@@ -4,9 +4,7 @@
 
 use eatnas_nn::Arch;
 use eatnas_tensor::Device;
-use eatnas_train::latency::{
-    pieces, theil_sen, LatencyTable, Measure, Provenance, Timing, FORMAT,
-};
+use eatnas_train::latency::{pieces, theil_sen, LatencyTable, Measure, Provenance, Timing, FORMAT};
 
 const MICRO: &str = r#"{"format":"eatnas-arch/1","name":"micro","stem":{"channels":8,"kernel":3,"stride":2},
  "blocks":[{"op":"mb3","kernel":3,"skip":true,"layers":2,"width":1.0,"base_channels":8,"stride":1},
@@ -161,10 +159,15 @@ fn a_table_survives_its_file_and_a_bad_file_is_named() {
 #[test]
 fn the_per_piece_line_ignores_an_outlier() {
     // y = 2 + 0.5 x, and one network timed while the host was busy.
-    let mut points: Vec<(f64, f64)> = (0..9).map(|i| (i as f64 * 3.0, 2.0 + 1.5 * i as f64)).collect();
+    let mut points: Vec<(f64, f64)> = (0..9)
+        .map(|i| (i as f64 * 3.0, 2.0 + 1.5 * i as f64))
+        .collect();
     points[4].1 += 40.0;
     let (a, b) = theil_sen(&points);
-    assert!((a - 2.0).abs() < 1e-9 && (b - 0.5).abs() < 1e-9, "a {a}, b {b}");
+    assert!(
+        (a - 2.0).abs() < 1e-9 && (b - 0.5).abs() < 1e-9,
+        "a {a}, b {b}"
+    );
     // Every network of one piece count: no slope, the median of the differences.
     assert_eq!(theil_sen(&[(5.0, 1.0), (5.0, 3.0), (5.0, 2.0)]), (2.0, 0.0));
 }
