@@ -54,18 +54,17 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-#[test]
-fn a_search_against_predicted_latency_draws_its_pareto_front() {
-    let dir = temp_dir("search");
+/// Builds a CPU latency table of TINY's large task in `dir` (one timing each: the objective's
+/// plumbing is tested here, not the timings), and returns its path.
+fn tiny_table(dir: &std::path::Path) -> PathBuf {
     let tiny = dir.join("tiny.toml");
     std::fs::write(&tiny, TINY).unwrap();
     let table = dir.join("table.json");
-    let (tiny_s, table_s) = (tiny.to_str().unwrap(), table.to_str().unwrap());
     ok(&[
         "latency",
         "build",
         "--config",
-        tiny_s,
+        tiny.to_str().unwrap(),
         "--task",
         "large",
         "--device",
@@ -77,17 +76,42 @@ fn a_search_against_predicted_latency_draws_its_pareto_front() {
         "--calibration",
         "1",
         "--out",
-        table_s,
+        table.to_str().unwrap(),
     ]);
+    table
+}
+
+/// TINY with `stage2` appended to its `[stage2]` section and a large-task latency objective
+/// against `table`, whose other keys are `objective`'s lines; written in `dir`.
+fn latency_config(
+    dir: &std::path::Path,
+    table: &std::path::Path,
+    stage2: &str,
+    objective: &str,
+) -> PathBuf {
     let config = dir.join("latency.toml");
     std::fs::write(
         &config,
         format!(
-            "{TINY}selection = \"pareto\"\n[large_fitness.latency]\ntable = {table_s:?}\n\
-             device = \"cpu\"\ntarget_ms = 1.0\nexponent = -0.07\n"
+            "{TINY}{stage2}[large_fitness.latency]\ntable = {:?}\n{objective}",
+            table.to_str().unwrap()
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn a_search_against_predicted_latency_draws_its_pareto_front() {
+    let dir = temp_dir("search");
+    let table = tiny_table(&dir);
+    let table_s = table.to_str().unwrap();
+    let config = latency_config(
+        &dir,
+        &table,
+        "selection = \"pareto\"\n",
+        "device = \"cpu\"\ntarget_ms = 1.0\nexponent = -0.07\n",
+    );
     let out = dir.join("search");
     let stdout = ok(&[
         "transfer",
@@ -162,34 +186,8 @@ fn a_search_against_predicted_latency_draws_its_pareto_front() {
 #[test]
 fn a_latency_table_of_another_device_stops_the_search_before_it_trains() {
     let dir = temp_dir("refused");
-    let table = dir.join("table.json");
-    let tiny = dir.join("tiny.toml");
-    std::fs::write(&tiny, TINY).unwrap();
-    ok(&[
-        "latency",
-        "build",
-        "--config",
-        tiny.to_str().unwrap(),
-        "--task",
-        "large",
-        "--repeats",
-        "1",
-        "--warmup",
-        "0",
-        "--calibration",
-        "1",
-        "--out",
-        table.to_str().unwrap(),
-    ]);
-    let config = dir.join("latency.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{TINY}[large_fitness.latency]\ntable = {:?}\ndevice = \"cuda:0\"\n",
-            table.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let table = tiny_table(&dir);
+    let config = latency_config(&dir, &table, "", "device = \"cuda:0\"\n");
     let out = dir.join("search");
     let output = cli(&[
         "transfer",

@@ -234,15 +234,14 @@ pub struct Member {
 
 impl Member {
     /// The member as a point of the Pareto ranking: its cost (predicted latency, else MAdds)
-    /// and its accuracy (0 when its fitness is 0: a failed training or a broken cap).
+    /// and its accuracy. A member of fitness 0 (a failed training, a broken cap) is the worst
+    /// point there is, (infinite cost, 0): every working member dominates it, so it never
+    /// wins a tournament by sitting alone at a cheap end of the front.
     pub fn pareto_point(&self) -> crate::pareto::Point {
-        let cost = self.latency_ms.unwrap_or(self.madds as f64);
-        let value = if self.fitness > 0.0 {
-            self.accuracy
-        } else {
-            0.0
-        };
-        (cost, value)
+        if self.fitness <= 0.0 {
+            return (f64::INFINITY, 0.0);
+        }
+        (self.latency_ms.unwrap_or(self.madds as f64), self.accuracy)
     }
 
     /// Best first: higher fitness, then fewer MAdds, then the earlier id.
@@ -252,10 +251,6 @@ impl Member {
             .total_cmp(&self.fitness)
             .then(self.madds.cmp(&other.madds))
             .then(self.id.cmp(&other.id))
-    }
-
-    pub fn better_than(&self, other: &Member) -> bool {
-        self.rank(other).is_lt()
     }
 }
 
@@ -454,13 +449,7 @@ impl EvolutionState {
         let winner = match self.config.selection {
             Selection::Fitness => drawn
                 .iter()
-                .reduce(|best, i| {
-                    if self.population[i].better_than(&self.population[best]) {
-                        i
-                    } else {
-                        best
-                    }
-                })
+                .min_by(|&a, &b| self.population[a].rank(&self.population[b]))
                 .expect("a tournament of at least one"),
             Selection::Pareto => {
                 let points: Vec<_> = self.population.iter().map(Member::pareto_point).collect();
@@ -614,9 +603,7 @@ impl EvolutionState {
 
     /// The best member ever evaluated (fitness, then fewer MAdds).
     pub fn best(&self) -> Option<&Member> {
-        self.evaluated
-            .iter()
-            .reduce(|best, m| if m.better_than(best) { m } else { best })
+        self.evaluated.iter().min_by(|a, b| a.rank(b))
     }
 
     /// The best `k` distinct genomes ever evaluated.

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use eatnas_nn::Arch;
-use eatnas_train::fs::write_atomic;
 use eatnas_train::latency::{pieces, LatencyTable, Piece, Predictor, Target};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -76,8 +75,7 @@ impl StageLatency {
         }
         if from != copy {
             std::fs::create_dir_all(stage_dir).map_err(|e| Error::io(stage_dir, e))?;
-            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
-            write_atomic(&copy, &bytes)?;
+            table.save(&copy)?;
         }
         Ok(StageLatency {
             predictor,

@@ -370,3 +370,40 @@ fn bad_latency_objectives_are_named() {
         ""
     );
 }
+
+#[test]
+fn a_failed_member_never_wins_a_pareto_tournament() {
+    use eatnas_nas::{Genome, Member};
+    use rand::SeedableRng;
+    let space = SearchConfig::default().space;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut member = |id, accuracy, fitness, latency_ms| Member {
+        id,
+        genome: Genome::random(&space, 7, &mut rng),
+        accuracy,
+        fitness,
+        madds: 0,
+        params: 0,
+        latency_ms,
+    };
+    // A failed training has no latency and no MAdds; beside a front of two working members
+    // it must not count as the front's cheap end.
+    let population = [
+        member(0, 0.0, 0.0, None),
+        member(1, 0.6, 0.6, Some(5.0)),
+        member(2, 0.8, 0.8, Some(10.0)),
+    ];
+    let points: Vec<_> = population.iter().map(Member::pareto_point).collect();
+    let winner =
+        eatnas_nas::pareto::select(&points, &[0, 1], |a, b| population[a].rank(&population[b]));
+    assert_eq!(
+        winner, 1,
+        "a failed member (point {:?}) won a tournament against a working one ({:?})",
+        points[0], points[1]
+    );
+    assert_eq!(
+        eatnas_nas::pareto::front(&points),
+        [1, 2],
+        "the front of {points:?}"
+    );
+}
