@@ -74,9 +74,9 @@ run() {
         --data fashion-mnist --epochs 1 --device cuda:0 --out /tmp/eatnas-train --json
     # The demo large task's latency table on the GPU and its predictor's error on 30 networks
     # (issue 18; docs/latency.md). Last, so that a slow table cannot cost the steps above.
-    step latency 90 bash -c "'$bin/eatnas-cli' latency build --device cuda:0 --repeats 5 \
+    step latency 90 bash -c "'$bin/eatnas-cli' latency build --device cuda:0 --repeats 5 --passes 1 \
         --out '$OUT/latency-cuda.json' && '$bin/eatnas-cli' latency check --device cuda:0 \
-        --table '$OUT/latency-cuda.json' --networks 30 --repeats 5"
+        --table '$OUT/latency-cuda.json' --networks 30 --repeats 5 --passes 1"
     {
         echo "# eatnas device check"
         echo

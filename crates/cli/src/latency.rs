@@ -55,6 +55,10 @@ struct Where {
     /// Timed runs of each piece or network; the median is kept.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
     repeats: u64,
+    /// Rounds over all the pieces (or networks), each timed in every round; the median over
+    /// the rounds is kept, so a slow spell of a shared host spoils one round, not the table.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    passes: u64,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +133,7 @@ fn setting(at: &Where) -> Result<Setting> {
             batch,
             warmup: at.warmup,
             repeats: at.repeats as usize,
+            passes: at.passes as usize,
         },
         task: at.task,
         config,
@@ -164,7 +169,8 @@ fn build(args: &BuildArgs) -> Result<()> {
         p.batch,
         r = p.resolution
     );
-    let bar = indicatif::ProgressBar::new((pieces.len() + calibration.len()) as u64);
+    let bar =
+        indicatif::ProgressBar::new((s.measure.passes * (pieces.len() + calibration.len())) as u64);
     let start = std::time::Instant::now();
     let table = LatencyTable::build(
         pieces,
@@ -219,9 +225,12 @@ fn check(args: &CheckArgs) -> Result<()> {
     );
     let mut rows = Vec::new();
     let (mut measured, mut predicted) = (Vec::<Timing>::new(), Vec::<Timing>::new());
-    for arch in &archs {
+    let bar = indicatif::ProgressBar::new((s.measure.passes * archs.len()) as u64);
+    let comparisons =
+        table.compare(&archs, s.measure, &mut |done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    for (arch, c) in archs.iter().zip(comparisons) {
         let madds = Counts::new(arch, p.in_channels, p.resolution, p.classes)?.madds;
-        let c = table.compare(arch, s.measure)?;
         let error = |m: f64, p: f64| 100.0 * (p - m) / m;
         println!(
             "{:<12} {:>12} {:>11.3} {:>11.3} {:>6.1}% {:>11.3} {:>11.3} {:>6.1}%",

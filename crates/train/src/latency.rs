@@ -201,6 +201,10 @@ pub struct Measure {
     pub warmup: usize,
     /// Timed runs; the median is kept.
     pub repeats: usize,
+    /// Rounds over the whole set of pieces (or networks), each item timed once a round; an
+    /// item's time is its median over the rounds. A shared host's slow spells last longer than
+    /// one item's repeats, so medians within one visit keep them; rounds minutes apart do not.
+    pub passes: usize,
 }
 
 /// Where a table was measured: it is refused anywhere else.
@@ -353,13 +357,20 @@ impl LatencyTable {
         let mut unique: Vec<Piece> = pieces.into_iter().collect();
         unique.sort();
         unique.dedup();
-        let total = unique.len() + calibration.len();
-        let mut entries = Vec::with_capacity(unique.len());
-        for (i, piece) in unique.into_iter().enumerate() {
-            let timing = time_piece(&piece, measure)?;
-            entries.push(Entry { piece, timing });
-            progress(i + 1, total);
-        }
+        let passes = measure.passes.max(1);
+        let total = passes * (unique.len() + calibration.len());
+        let timings = in_passes(
+            &unique,
+            measure,
+            |piece| time_piece(piece, measure),
+            &mut |i| progress(i, total),
+        )?;
+        let entries: Vec<Entry> = unique
+            .into_iter()
+            .zip(timings)
+            .map(|(piece, timing)| Entry { piece, timing })
+            .collect();
+        let pieces_done = passes * entries.len();
         let mut table = LatencyTable {
             format: FORMAT.into(),
             provenance,
@@ -371,12 +382,16 @@ impl LatencyTable {
         // Per calibration network: its piece count, and measured less summed time.
         let (mut inference, mut training) = (Vec::new(), Vec::new());
         let predictor = table.predictor();
-        for (i, arch) in calibration.iter().enumerate() {
+        let wholes = in_passes(
+            calibration,
+            measure,
+            |arch| time_network(arch, &table.provenance, measure),
+            &mut |i| progress(pieces_done + i, total),
+        )?;
+        for (arch, whole) in calibration.iter().zip(wholes) {
             let (sum, count) = predictor.sum_of_pieces(arch)?;
-            let whole = time_network(arch, &table.provenance, measure)?;
             inference.push((count as f64, whole.inference_ms - sum.inference_ms));
             training.push((count as f64, whole.training_ms - sum.training_ms));
-            progress(table.entries.len() + i + 1, total);
         }
         let (inference_overhead, inference_per_piece) = theil_sen(&inference);
         let (training_overhead, training_per_piece) = theil_sen(&training);
@@ -410,12 +425,32 @@ impl LatencyTable {
         self.predictor().predict(arch)
     }
 
-    /// `arch` timed whole (as in [`LatencyTable::build`]'s calibration) beside its prediction.
-    pub fn compare(&self, arch: &Arch, measure: Measure) -> Result<Comparison> {
-        Ok(Comparison {
-            predicted: self.predict(arch)?,
-            measured: time_network(arch, &self.provenance, measure)?,
-        })
+    /// Each of `archs` timed whole (as in [`LatencyTable::build`]'s calibration, over
+    /// `measure.passes` rounds) beside its prediction; `progress` gets the timings done.
+    pub fn compare(
+        &self,
+        archs: &[Arch],
+        measure: Measure,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Comparison>> {
+        let predicted = archs
+            .iter()
+            .map(|arch| self.predict(arch))
+            .collect::<Result<Vec<_>>>()?;
+        let measured = in_passes(
+            archs,
+            measure,
+            |arch| time_network(arch, &self.provenance, measure),
+            progress,
+        )?;
+        Ok(predicted
+            .into_iter()
+            .zip(measured)
+            .map(|(predicted, measured)| Comparison {
+                predicted,
+                measured,
+            })
+            .collect())
     }
 
     /// An error unless this table was measured for `wanted` (device, version, kernels,
@@ -552,6 +587,35 @@ fn median(values: &mut [f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// Each of `items` timed by `time` once in each of `measure.passes` rounds over all of them;
+/// per item, the median over the rounds of each time. `progress` gets the timings done.
+fn in_passes<T>(
+    items: &[T],
+    measure: Measure,
+    mut time: impl FnMut(&T) -> Result<Timing>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Timing>> {
+    let passes = measure.passes.max(1);
+    let mut rounds: Vec<Vec<Timing>> = vec![Vec::with_capacity(passes); items.len()];
+    for pass in 0..passes {
+        for (i, item) in items.iter().enumerate() {
+            rounds[i].push(time(item)?);
+            progress(pass * items.len() + i + 1);
+        }
+    }
+    Ok(rounds
+        .into_iter()
+        .map(|r| {
+            let inference_ms = median(&mut r.iter().map(|t| t.inference_ms).collect::<Vec<_>>());
+            let training_ms = median(&mut r.iter().map(|t| t.training_ms).collect::<Vec<_>>());
+            Timing {
+                inference_ms,
+                training_ms,
+            }
+        })
+        .collect())
 }
 
 /// The median of `measure.repeats` timed runs of `run` after `measure.warmup` untimed ones, in
@@ -755,4 +819,41 @@ pub fn time_network(arch: &Arch, provenance: &Provenance, measure: Measure) -> R
         inference_ms,
         training_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_round_does_not_reach_the_median_over_rounds() {
+        let measure = Measure {
+            device: Device::Cpu,
+            batch: 1,
+            warmup: 0,
+            repeats: 1,
+            passes: 3,
+        };
+        // Item 1's second round is five times slower (a slow spell of the host).
+        let mut calls = 0;
+        let mut done = Vec::new();
+        let times = in_passes(
+            &[1.0, 2.0],
+            measure,
+            |&base| {
+                calls += 1;
+                let spell = if calls == 4 { 5.0 } else { 1.0 };
+                Ok(Timing {
+                    inference_ms: base * spell,
+                    training_ms: 2.0 * base * spell,
+                })
+            },
+            &mut |n| done.push(n),
+        )
+        .unwrap();
+        assert_eq!(calls, 6, "each item once a round");
+        assert_eq!(done, [1, 2, 3, 4, 5, 6], "the progress reported");
+        assert_eq!(times[0].inference_ms, 1.0, "{times:?}");
+        assert_eq!(times[1].training_ms, 4.0, "{times:?}");
+    }
 }
