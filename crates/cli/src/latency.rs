@@ -169,15 +169,17 @@ fn build(args: &BuildArgs) -> Result<()> {
         p.batch,
         r = p.resolution
     );
-    let bar =
-        indicatif::ProgressBar::new((s.measure.passes * (pieces.len() + calibration.len())) as u64);
+    let bar = indicatif::ProgressBar::new(0);
     let start = std::time::Instant::now();
     let table = LatencyTable::build(
         pieces,
         &calibration,
         s.provenance.clone(),
         s.measure,
-        &mut |done, _| bar.set_position(done as u64),
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64)
+        },
     )?;
     bar.finish_and_clear();
     table.save(&args.out)?;
@@ -225,9 +227,11 @@ fn check(args: &CheckArgs) -> Result<()> {
     );
     let mut rows = Vec::new();
     let (mut measured, mut predicted) = (Vec::<Timing>::new(), Vec::<Timing>::new());
-    let bar = indicatif::ProgressBar::new((s.measure.passes * archs.len()) as u64);
-    let comparisons =
-        table.compare(&archs, s.measure, &mut |done| bar.set_position(done as u64))?;
+    let bar = indicatif::ProgressBar::new(0);
+    let comparisons = table.compare(&archs, s.measure, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64)
+    })?;
     bar.finish_and_clear();
     for (arch, c) in archs.iter().zip(comparisons) {
         let madds = Counts::new(arch, p.in_channels, p.resolution, p.classes)?.madds;

@@ -102,8 +102,9 @@ pub fn crowding(points: &[Point], rank: &[usize]) -> Vec<f64> {
             let span = objective(points[last]) - objective(points[first]);
             distance[first] = f64::INFINITY;
             distance[last] = f64::INFINITY;
-            // A span of zero (one point, or all equal) or of infinity (failed members' infinite
-            // cost) normalises nothing: only the ends count.
+            // A span of zero (one point, or all equal) or not a number (a front of failed
+            // members alone, whose costs are all infinite) normalises nothing: only the ends
+            // count.
             if !(span > 0.0 && span.is_finite()) {
                 continue;
             }

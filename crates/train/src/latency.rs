@@ -426,13 +426,14 @@ impl LatencyTable {
     }
 
     /// Each of `archs` timed whole (as in [`LatencyTable::build`]'s calibration, over
-    /// `measure.passes` rounds) beside its prediction; `progress` gets the timings done.
+    /// `measure.passes` rounds) beside its prediction; `progress` gets (timings done, of total).
     pub fn compare(
         &self,
         archs: &[Arch],
         measure: Measure,
-        progress: &mut dyn FnMut(usize),
+        progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Comparison>> {
+        let total = measure.passes.max(1) * archs.len();
         let predicted = archs
             .iter()
             .map(|arch| self.predict(arch))
@@ -441,7 +442,7 @@ impl LatencyTable {
             archs,
             measure,
             |arch| time_network(arch, &self.provenance, measure),
-            progress,
+            &mut |done| progress(done, total),
         )?;
         Ok(predicted
             .into_iter()

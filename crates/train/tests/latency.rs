@@ -84,7 +84,7 @@ fn a_prediction_is_the_sum_of_the_pieces_plus_the_corrections() {
     assert!((predicted.inference_ms - (sum.inference_ms - 0.01 * n)).abs() < 1e-12);
     assert!((predicted.training_ms - (sum.training_ms + 0.02 * n)).abs() < 1e-12);
     // Calibrated on this very network: the prediction is its measurement (a median of one).
-    let measured = table.compare(&[arch], QUICK, &mut |_| ()).unwrap()[0].measured;
+    let measured = table.compare(&[arch], QUICK, &mut |_, _| ()).unwrap()[0].measured;
     assert!(measured.training_ms > 0.0);
 }
 
