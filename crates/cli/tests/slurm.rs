@@ -285,15 +285,28 @@ fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
                     .status()
                     .unwrap()
                     .success());
-                if what == "requeued" {
-                    // Slurm holds a requeued job back for a while; let it start again now.
-                    let release = ["update", &format!("jobid={id}"), "StartTime=now"];
-                    Command::new("scontrol").args(release).status().unwrap();
-                }
                 acted.insert(id.clone(), what);
             }
         }
         acted.len() >= 2
+    });
+    let requeued = acted.iter().find(|(_, w)| **w == "requeued").unwrap().0.clone();
+    // Slurm holds a requeued job back for two minutes (BeginTime), set once the requeue has
+    // gone through; start it again as soon as it is held.
+    let mut left_running = false;
+    wait_for("the requeued job to start again", &mut child, || {
+        let listed = Command::new("squeue")
+            .args(["-h", "-j", &requeued, "-o", "%T|%r"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout).trim().to_string();
+        if listed == "PENDING|BeginTime" {
+            let release = ["update", &format!("jobid={requeued}"), "StartTime=now"];
+            Command::new("scontrol").args(release).status().unwrap();
+        }
+        let running = listed.starts_with("RUNNING");
+        left_running |= !running;
+        left_running && (running || listed.is_empty())
     });
     let stderr = finish(child);
     let records = history(&out);
@@ -310,7 +323,6 @@ fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
     assert!(stderr.contains("CANCELLED"), "{stderr}");
     assert!(records.iter().all(|r| !r["failed"].as_bool().unwrap()));
     // The requeued job ran again under its own id and gave its candidate's result.
-    let requeued = acted.iter().find(|(_, w)| **w == "requeued").unwrap().0;
     assert!(
         records
             .iter()
