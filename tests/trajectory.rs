@@ -257,9 +257,9 @@ enum Scope {
     StepsAlone,
 }
 
-/// The host CUDA emulator runs kernels on one host thread: there, a case with more parameters
-/// than this runs its steps alone only (fmnist-ref's whole run would take most of CI's time on
-/// it). A real GPU, like the CPU, runs every case whole.
+/// The host CUDA emulator runs kernels on the host's cores, far slower than a GPU: there, a case
+/// with more parameters than this runs its steps alone only (fmnist-ref's whole run would take
+/// most of CI's time on it). A real GPU, like the CPU, runs every case whole.
 const EMULATOR_WHOLE_RUN_PARAMS: usize = 100_000;
 
 fn scope(case: &Case, device: Device) -> Scope {

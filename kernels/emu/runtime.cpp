@@ -7,10 +7,18 @@
 // and every buffer is followed by a guard band that is checked after each launch: a kernel that
 // writes past the end of a buffer aborts the process with the kernel's name.
 //
+// A grid's blocks are shared out among a pool of host threads (one per core, or
+// EATNAS_EMU_THREADS), each running whole blocks with its own fibers, shared memory and
+// block index (thread_local), as a GPU runs blocks on its multiprocessors in no set order.
+//
 // `wmma_emu.h` stands in for the tensor-core fragments (whole tiles per thread). Not emulated:
-// timing, concurrency between blocks. Calls from several host threads (the test harness runs
-// tests in parallel) are serialised by one lock, as a real driver is safe to call from any thread.
+// timing. Calls from several host threads (the test harness runs tests in parallel) are
+// serialised by one lock, as a real driver is safe to call from any thread.
 #include <ucontext.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <thread>
 
 #include <cstdio>
 #include <cstdlib>
@@ -23,7 +31,8 @@
 #include "shim.h"
 
 namespace emu {
-Dim3 grid_dim, block_dim, block_idx;
+Dim3 grid_dim, block_dim;
+thread_local Dim3 block_idx;
 
 #if defined(__x86_64__)
 // Saves the callee-saved registers on the current stack, stores the stack pointer in *from,
@@ -85,12 +94,15 @@ struct Fiber {
     enum State { Ready, AtBarrier, Done } state = Ready;
 };
 
-static Context scheduler;
-static std::vector<Fiber> fibers;
-static std::vector<char> stacks;
-static Fiber* current = nullptr;
-static std::vector<char> dynamic;
-static std::uint64_t slots[1024];
+// Each pool thread's own: its scheduler, the fibers of the block it runs, their stacks, the
+// block's dynamic shared memory and shuffle slots.
+static thread_local Context scheduler;
+static thread_local std::vector<Fiber> fibers;
+static thread_local std::vector<char> stacks;
+static thread_local Fiber* current = nullptr;
+static thread_local std::vector<char> dynamic;
+static thread_local std::uint64_t slots[1024];
+// The launch in progress: set by the launching thread before the pool starts on it.
 static const std::function<void()>* body = nullptr;
 static const size_t STACK = 256 * 1024;
 
@@ -98,21 +110,38 @@ const Dim3& thread_idx() { return current->tid; }
 void* dynamic_shared() { return dynamic.data(); }
 std::uint64_t* shuffle_slots() { return slots; }
 
-void syncthreads() {
-    current->state = Fiber::AtBarrier;
-    switch_to(current->context, scheduler);
+static thread_local unsigned block_threads = 0;
+
+// Leaves the current fiber (at a barrier, or done) for the next one of the block that has not yet
+// reached the barrier, or for the scheduler once every fiber has: one switch per fiber and pass.
+static void yield() {
+    Fiber* from = current;
+    for (Fiber* next = from + 1; next < fibers.data() + block_threads; ++next) {
+        if (next->state == Fiber::Ready) {
+            current = next;
+            switch_to(from->context, next->context);
+            return;
+        }
+    }
+    switch_to(from->context, scheduler);
 }
 
-// A fiber's whole life: the kernel, then back to the scheduler for good.
+void syncthreads() {
+    current->state = Fiber::AtBarrier;
+    yield();
+}
+
+// A fiber's whole life: the kernel, then on to the next fiber for good.
 static void trampoline() {
     (*body)();
     current->state = Fiber::Done;
-    switch_to(current->context, scheduler);
+    yield();
     std::abort();  // a finished fiber is never resumed
 }
 
 // Runs one block: every fiber to its next barrier, then releases the barrier, until all are done.
 static void run_block(unsigned threads) {
+    block_threads = threads;
     for (unsigned t = 0; t < threads; ++t) {
         Fiber& f = fibers[t];
         f.state = Fiber::Ready;
@@ -120,38 +149,106 @@ static void run_block(unsigned threads) {
         prepare(f.context, stacks.data() + t * STACK, STACK, trampoline);
     }
     for (;;) {
+        // The pass runs from the first fiber still going through the rest (see yield).
+        unsigned first = 0;
+        while (first < threads && fibers[first].state != Fiber::Ready) ++first;
+        if (first == threads) return;
+        current = &fibers[first];
+        switch_to(scheduler, fibers[first].context);
         for (unsigned t = 0; t < threads; ++t) {
-            if (fibers[t].state != Fiber::Ready) continue;
-            current = &fibers[t];
-            switch_to(scheduler, fibers[t].context);
+            if (fibers[t].state == Fiber::AtBarrier) fibers[t].state = Fiber::Ready;
         }
-        bool waiting = false;
-        for (unsigned t = 0; t < threads; ++t) {
-            if (fibers[t].state == Fiber::AtBarrier) {
-                fibers[t].state = Fiber::Ready;
-                waiting = true;
-            }
-        }
-        if (!waiting) return;
     }
 }
 
-void launch(const std::function<void()>& kernel, Dim3 grid, Dim3 block, size_t shared) {
-    const unsigned threads = block.x * block.y * block.z;
-    if (fibers.size() < threads) {
-        fibers.resize(threads);
-        stacks.resize(threads * STACK);
+// The blocks of one launch, handed out one at a time to whichever pool thread asks next.
+struct Grid {
+    unsigned threads = 0, blocks = 0;
+    size_t shared = 0;
+    std::atomic<unsigned> next{0};
+};
+
+// Runs blocks of `grid` on this host thread until none is left.
+static void run_blocks(Grid& grid) {
+    if (fibers.size() < grid.threads) {
+        fibers.resize(grid.threads);
+        stacks.resize(grid.threads * STACK);
     }
-    dynamic.assign(shared + 16, (char)0xff);
+    dynamic.assign(grid.shared + 16, (char)0xff);
+    for (unsigned b; (b = grid.next.fetch_add(1)) < grid.blocks;) {
+        block_idx = Dim3{b % grid_dim.x, b / grid_dim.x % grid_dim.y, b / (grid_dim.x * grid_dim.y)};
+        run_block(grid.threads);
+    }
+}
+
+// The host threads besides the launching one. Created once and never destroyed (they wait for
+// work until the process ends), so no destructor runs while one of them waits. Every helper
+// reports back on every grid, so none can still be reading a grid that has been returned.
+struct Pool {
+    std::mutex lock;
+    std::condition_variable work, finished;
+    Grid* grid = nullptr;
+    unsigned long generation = 0;
+    unsigned helpers = 0, reported = 0;
+
+    explicit Pool(unsigned count) : helpers(count) {
+        for (unsigned i = 0; i < count; ++i) std::thread([this] { serve(); }).detach();
+    }
+
+    void serve() {
+        unsigned long seen = 0;
+        for (;;) {
+            Grid* g;
+            {
+                std::unique_lock<std::mutex> hold(lock);
+                work.wait(hold, [&] { return generation != seen; });
+                seen = generation;
+                g = grid;
+            }
+            run_blocks(*g);
+            std::lock_guard<std::mutex> hold(lock);
+            if (++reported == helpers) finished.notify_all();
+        }
+    }
+
+    // Runs the grid on the pool and this thread; returns when every helper has reported back.
+    void run(Grid& g) {
+        {
+            std::lock_guard<std::mutex> hold(lock);
+            grid = &g;
+            reported = 0;
+            ++generation;
+        }
+        work.notify_all();
+        run_blocks(g);
+        std::unique_lock<std::mutex> hold(lock);
+        finished.wait(hold, [&] { return reported == helpers; });
+        grid = nullptr;
+    }
+};
+
+static unsigned pool_threads() {
+    if (const char* set = std::getenv("EATNAS_EMU_THREADS")) {
+        const int n = std::atoi(set);
+        if (n >= 1) return unsigned(n);
+    }
+    return std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+}
+
+void launch(const std::function<void()>& kernel, Dim3 grid, Dim3 block, size_t shared) {
+    static Pool* pool = new Pool(pool_threads() - 1);
     grid_dim = grid;
     block_dim = block;
     body = &kernel;
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                block_idx = Dim3{x, y, z};
-                run_block(threads);
-            }
+    Grid g;
+    g.threads = block.x * block.y * block.z;
+    g.blocks = grid.x * grid.y * grid.z;
+    g.shared = shared;
+    if (g.blocks == 1 || pool->helpers == 0) {
+        run_blocks(g);
+    } else {
+        pool->run(g);
+    }
 }
 
 // The kernels by name, each with an invoker that unpacks cuLaunchKernel's argument pointers.

@@ -2,7 +2,8 @@
 // runtime.cpp): the device qualifiers vanish, threadIdx/blockIdx/... read the emulated thread,
 // __syncthreads and the warp shuffles switch between the block's threads (user-level fibers).
 // `cargo xtask cuda-emulator` rewrites the `__shared__` declarations before including a kernel
-// file (static storage, or the launch's dynamic shared memory) and compiles it with this header.
+// file (static storage of the host thread, or the launch's dynamic shared memory) and compiles it
+// with this header.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -21,7 +22,8 @@ namespace emu {
 struct Dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
-extern Dim3 grid_dim, block_dim, block_idx;
+extern Dim3 grid_dim, block_dim;
+extern thread_local Dim3 block_idx;
 const Dim3& thread_idx();
 void syncthreads();
 void* dynamic_shared();

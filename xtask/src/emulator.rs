@@ -29,8 +29,8 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// `__shared__` declarations become static storage (one block runs at a time), and
-/// `extern __shared__ T name[];` the launch's dynamic shared memory.
+/// `__shared__` declarations become static storage of the host thread (each runs one block at a
+/// time), and `extern __shared__ T name[];` the launch's dynamic shared memory.
 fn rewrite_shared(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     for line in source.lines() {
@@ -44,7 +44,7 @@ fn rewrite_shared(source: &str) -> String {
                 "{indent}{ty}* {name} = ({ty}*)emu::dynamic_shared();\n"
             ));
         } else {
-            out.push_str(&line.replace("__shared__", "static"));
+            out.push_str(&line.replace("__shared__", "static thread_local"));
             out.push('\n');
         }
     }
@@ -93,6 +93,11 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         .args([
             "-std=c++17",
             "-O2",
+            // The host's own instructions (fmaf inline, wider vectors), but no contraction of
+            // a * b + c into a fused multiply-add the kernel did not write.
+            "-march=native",
+            "-ffp-contract=off",
+            "-pthread",
             "-fPIC",
             "-shared",
             "-Wno-unknown-pragmas",

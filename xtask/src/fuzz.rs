@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--seconds N] [--jobs J] [TARGET...]`: the fuzz targets of `tests/fuzz` under
+//! `cargo xtask fuzz [--seconds N] [--jobs J] [--build-only] [TARGET...]`: the fuzz targets of `tests/fuzz` under
 //! libFuzzer (cargo-fuzz, nightly toolchain), each for N seconds from its committed seeds
 //! (`tests/fuzz/seeds/TARGET`) plus the corpus grown by earlier runs
 //! (`target/fuzz/corpus/TARGET`), J processes (default: one per core) at a time, then a table of executions,
@@ -36,6 +36,9 @@ pub struct Args {
     /// libFuzzer processes at a time (default: one per core; each is single-threaded).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     jobs: Option<u64>,
+    /// Build the targets and stop (CI builds them at low priority while its tests run).
+    #[arg(long)]
+    build_only: bool,
     /// The targets to run (default: every one).
     targets: Vec<String>,
 }
@@ -64,6 +67,10 @@ pub fn run(args: &Args) -> Result<()> {
         .context("running cargo fuzz build")?;
     if !status.success() {
         bail!("cargo fuzz build failed");
+    }
+    if args.build_only {
+        println!("fuzz: built {} targets", known.len());
+        return Ok(());
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
