@@ -309,18 +309,50 @@ impl Predictor {
     }
 
     /// `arch`'s predicted latency: the sum of its pieces, plus the per-network overhead, plus
-    /// the per-piece correction times its piece count.
+    /// the per-piece correction times its piece count. An error when that is not a positive
+    /// time: corrections fitted on noisy calibration timings (the line's intercept and slope can
+    /// both be negative) can outweigh a small network's pieces, and a search must not rank a
+    /// network by a negative latency.
     pub fn predict(&self, arch: &Arch) -> Result<Timing> {
         let (sum, count) = self.sum_of_pieces(arch)?;
         let n = count as f64;
-        Ok(Timing {
+        let predicted = Timing {
             inference_ms: sum.inference_ms
                 + self.overhead.inference_ms
                 + n * self.per_piece.inference_ms,
             training_ms: sum.training_ms
                 + self.overhead.training_ms
                 + n * self.per_piece.training_ms,
-        })
+        };
+        for (pass, time, sum, overhead, per_piece) in [
+            (
+                "an inference pass",
+                predicted.inference_ms,
+                sum.inference_ms,
+                self.overhead.inference_ms,
+                self.per_piece.inference_ms,
+            ),
+            (
+                "a training step",
+                predicted.training_ms,
+                sum.training_ms,
+                self.overhead.training_ms,
+                self.per_piece.training_ms,
+            ),
+        ] {
+            // Written so that NaN fails it too.
+            if !(time > 0.0 && time.is_finite()) {
+                return Err(Error::Latency(format!(
+                    "`{}`: the table predicts {pass} of {time:.3} ms, not a positive time: its \
+                     {count} pieces sum to {sum:.3} ms, and the corrections fitted on the \
+                     calibration networks (overhead {overhead:.3} ms, {per_piece:.4} ms per \
+                     piece) outweigh them; rebuild the table on a quieter machine, with more \
+                     --passes",
+                    arch.name
+                )));
+            }
+        }
+        Ok(predicted)
     }
 }
 

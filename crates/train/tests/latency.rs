@@ -89,6 +89,21 @@ fn a_prediction_is_the_sum_of_the_pieces_plus_the_corrections() {
 }
 
 #[test]
+fn corrections_that_outweigh_the_pieces_are_an_error_not_a_negative_latency() {
+    let mut table = table();
+    let sum = table.predict(&micro()).unwrap();
+    table.overhead.inference_ms -= sum.inference_ms + 1.0;
+    let error = table.predict(&micro()).unwrap_err().to_string();
+    assert!(
+        error.contains("predicts an inference pass of") && error.contains("not a positive time"),
+        "a prediction below zero was not refused with its reason: {error}"
+    );
+    table.overhead.inference_ms = f64::NAN;
+    let error = table.predict(&micro()).unwrap_err().to_string();
+    assert!(error.contains("NaN ms"), "a NaN prediction was not refused: {error}");
+}
+
+#[test]
 fn a_piece_missing_from_the_table_is_named() {
     let mut table = table();
     table
