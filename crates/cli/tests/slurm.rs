@@ -290,7 +290,12 @@ fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
         }
         acted.len() >= 2
     });
-    let requeued = acted.iter().find(|(_, w)| **w == "requeued").unwrap().0.clone();
+    let requeued = acted
+        .iter()
+        .find(|(_, w)| **w == "requeued")
+        .unwrap()
+        .0
+        .clone();
     // Slurm holds a requeued job back for two minutes (BeginTime), set once the requeue has
     // gone through; start it again as soon as it is held.
     let mut left_running = false;

@@ -100,7 +100,10 @@ fn corrections_that_outweigh_the_pieces_are_an_error_not_a_negative_latency() {
     );
     table.overhead.inference_ms = f64::NAN;
     let error = table.predict(&micro()).unwrap_err().to_string();
-    assert!(error.contains("NaN ms"), "a NaN prediction was not refused: {error}");
+    assert!(
+        error.contains("NaN ms"),
+        "a NaN prediction was not refused: {error}"
+    );
 }
 
 #[test]
