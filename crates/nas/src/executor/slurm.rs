@@ -5,8 +5,8 @@
 //! A job's result is its folder's `result.json`, whatever Slurm says of the job: a job that wrote
 //! one is done. Without one, Slurm's state decides: PENDING, RUNNING, REQUEUED, PREEMPTED and the
 //! like wait; COMPLETED without a result, FAILED, NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, BOOT_FAIL,
-//! CANCELLED (by anyone but this coordinator), DEADLINE, or a job Slurm no longer knows, end it as
-//! failed (the runner retries it).
+//! CANCELLED (by anyone but this coordinator), DEADLINE, or a job Slurm no longer knows, held for
+//! `result_grace_seconds`, end it as failed (the runner retries it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,8 @@ pub struct SlurmConfig {
     /// Seconds between two `squeue` polls.
     pub poll_seconds: f64,
     /// Seconds a job that Slurm says has ended may take to show its result (a shared
-    /// filesystem's attribute cache) before it counts as failed.
+    /// filesystem's attribute cache) or to be back in the queue (a requeue) before it counts
+    /// as failed.
     pub result_grace_seconds: f64,
     /// Check with a probe job, before the first evaluation, that the nodes see the run folder and
     /// can run the worker.
@@ -386,6 +387,8 @@ impl SlurmExecutor {
             if let Some(s) = &now {
                 if waiting(&s.state) {
                     tracked.seen = now;
+                    // Back in the queue (requeued): a later end starts its grace afresh.
+                    tracked.ended_without_result = None;
                     continue;
                 }
             }
@@ -395,28 +398,29 @@ impl SlurmExecutor {
                 ended.push((ticket.clone(), Ended::DiskFull(f.reason.clone())));
                 continue;
             }
-            let detail = match (&now, failure.map(|f| f.reason)) {
-                (_, Some(reason)) => reason,
-                (Some(s), None) if s.state == "COMPLETED" => {
-                    // Give a shared filesystem time to show the result.
+            let detail = match failure.map(|f| f.reason) {
+                Some(reason) => reason,
+                None => {
+                    // An end without a result counts once it has lasted the grace: a shared
+                    // filesystem may not show the result yet, and a job being requeued shows its
+                    // killed run as FAILED for a moment before it is PENDING again (failing it
+                    // then would run its candidate twice).
                     let since = *tracked
                         .ended_without_result
                         .get_or_insert_with(Instant::now);
                     if since.elapsed() < grace {
-                        tracked.seen = now;
+                        if now.is_some() {
+                            tracked.seen = now;
+                        }
                         continue;
                     }
-                    "completed without writing result.json".to_string()
-                }
-                (Some(s), None) => format!("ended {} ({})", s.state, s.reason),
-                (None, None) => {
-                    let since = *tracked
-                        .ended_without_result
-                        .get_or_insert_with(Instant::now);
-                    if since.elapsed() < grace {
-                        continue;
+                    match &now {
+                        Some(s) if s.state == "COMPLETED" => {
+                            "completed without writing result.json".to_string()
+                        }
+                        Some(s) => format!("ended {} ({})", s.state, s.reason),
+                        None => "left Slurm's queue without a result".to_string(),
                     }
-                    "left Slurm's queue without a result".to_string()
                 }
             };
             let node = now
