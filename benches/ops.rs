@@ -314,7 +314,7 @@ fn main() {
         let mut run: Option<Run> = None;
         criterion.bench_function(&row.name, |b| {
             let run = run.get_or_insert_with(|| (row.build)());
-            b.iter(|| run())
+            b.iter(run)
         });
     }
     criterion.final_summary();

@@ -16,10 +16,10 @@
 //!   bound takes its running maximum;
 //! - each final tensor within 4 x its drift + 1e-6 x sqrt(n) (L2);
 //! - each step taken alone (the steps' state, momenta included, loaded from PyTorch's run): the
-//!   loss within 4 x its drift + 1e-6 x |loss|, each tensor after it within 4 x its drift
-//!   + 1e-6 x sqrt(n). Alone, a step's error does not compound, so these bounds are tight and
-//!   catch what the whole run's cannot (a missing Nesterov term, weight decay on the wrong
-//!   tensors: see `a_recipe_off_by_one_thing_is_caught`).
+//!   loss within 4 x its drift + 1e-6 x |loss|, each tensor after it within
+//!   4 x its drift + 1e-6 x sqrt(n). Alone, a step's error does not compound, so these bounds
+//!   are tight and catch what the whole run's cannot (a missing Nesterov term, weight decay on
+//!   the wrong tensors: see `a_recipe_off_by_one_thing_is_caught`).
 
 mod common;
 

@@ -267,6 +267,8 @@ fn gives_the_cpu_results_on_every_device(family: &str, cases: fn(&mut Run)) {
                 .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()))
                 / scale;
             worst = worst.max(err);
+            // Negated so that a NaN error fails too.
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
             if !(err < bound) {
                 failures.push(format!("{name} [{device}]: relative error {err:.2e}"));
             }

@@ -99,7 +99,7 @@ fn conv_case(device: Device, rng: &mut ChaCha8Rng) {
         let groups = match rng.gen_range(0..3) {
             0 => 1,
             1 => cin,
-            _ => (1..=cin).filter(|g| cin % g == 0).last().unwrap(),
+            _ => (1..=cin).rev().find(|g| cin % g == 0).unwrap(),
         };
         let cout = if groups == cin && rng.gen_bool(0.5) {
             cin
