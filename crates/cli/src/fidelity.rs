@@ -38,6 +38,10 @@ pub struct Args {
     /// Warm-up epochs of the reference training (default: the proxy's).
     #[arg(long)]
     reference_warmup_epochs: Option<f64>,
+    /// Reference trainings of each architecture, each from its own seed: the reference accuracy
+    /// is their mean, and two or more also measure how well the reference agrees with itself.
+    #[arg(long, default_value_t = 1)]
+    reference_seeds: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -56,6 +60,7 @@ pub fn run(args: &Args) -> Result<()> {
         batch_size: args.reference_batch_size,
         lr: args.reference_lr,
         warmup_epochs: args.reference_warmup_epochs,
+        seeds: args.reference_seeds,
     };
     let plan = FidelityPlan::new(
         &config,
@@ -65,7 +70,7 @@ pub fn run(args: &Args) -> Result<()> {
         &reference,
     )?;
     eprintln!(
-        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s) on {:.0}% against reference {} epoch(s) on {:.0}%, into {}",
+        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s) on {:.0}% against reference {} epoch(s) on {:.0}% ({} seed(s)), into {}",
         plan.genomes.len(),
         args.task.name(),
         plan.proxy.data,
@@ -73,6 +78,7 @@ pub fn run(args: &Args) -> Result<()> {
         100.0 * plan.proxy.data_fraction,
         plan.reference.epochs,
         100.0 * plan.reference.data_fraction,
+        plan.reference_seeds,
         dir.display()
     );
     let session = session(None, &args.common.coordinator)?;
@@ -152,6 +158,12 @@ fn print_report(dir: &std::path::Path, report: &FidelityReport) {
         report.proxy_seconds,
         report.reference_seconds,
     );
+    if let Some(tau) = report.reference_repeatability_tau {
+        eprintln!(
+            "the reference (mean of {} seeds) agrees with itself across seeds at Kendall tau {tau:.3}: a proxy compared with one reference run can hardly do better",
+            report.reference_seeds
+        );
+    }
     eprintln!(
         "wrote {} and {}",
         dir.join(fidelity::REPORT_FILE).display(),

@@ -530,6 +530,50 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
     .unwrap();
     assert_eq!(again["kendall_tau"], report["kendall_tau"]);
 
+    // A second reference seed in a new folder holding the first measurement's trainings: only
+    // the second reference run trains, and the report gives the reference's repeatability.
+    let seeds = dir.join("fidelity-seeds");
+    std::fs::create_dir_all(&seeds).unwrap();
+    for recipe in ["proxy", "reference"] {
+        let copied = std::process::Command::new("cp")
+            .args([
+                "-r",
+                out.join(recipe).to_str().unwrap(),
+                seeds.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    }
+    let mut seeded: Vec<&str> = args.to_vec();
+    let seeds_s = seeds.to_str().unwrap();
+    let at = seeded.iter().position(|a| *a == out_s).unwrap();
+    seeded[at] = seeds_s;
+    seeded.extend(["--reference-seeds", "2"]);
+    let output = cli(&seeded);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("(done before)").count(), 8, "{stderr}");
+    assert!(seeds.join("reference-run2/00003/result.json").exists());
+    assert!(stderr.contains("agrees with itself"), "{stderr}");
+    let two: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(two["reference_seeds"], 2);
+    let repeatability = two["reference_repeatability_tau"].as_f64();
+    assert!(
+        repeatability.is_some_and(|t| (-1.0..=1.0).contains(&t)),
+        "{two}"
+    );
+    assert_eq!(
+        two["points"][0]["reference_runs"].as_array().unwrap().len(),
+        2
+    );
+
     let e = err(&[
         "fidelity",
         "--config",

@@ -4,8 +4,15 @@
 //! folder run by an executor, so a cluster computes a measurement as it computes a search, and a
 //! killed measurement continues where it stood.
 //!
-//! Folder: `plan.json` (what is measured), `proxy/NNNNN/` and `reference/NNNNN/` (one job each),
-//! then `fidelity.json` (a [`FidelityReport`]) and `fidelity.svg` (the scatter).
+//! The reference is itself noisy: trained again from another seed (other initial weights, split
+//! and order), a short training ranks the same architectures differently. With several reference
+//! seeds the reference accuracy is their mean, and the report gives how well the reference agrees
+//! with itself across seeds (its repeatability): a proxy cannot be expected to agree with one
+//! reference run better than another run of the reference does.
+//!
+//! Folder: `plan.json` (what is measured), `proxy/NNNNN/` and `reference/NNNNN/` (one job each;
+//! further reference seeds in `reference-run2/`, `reference-run3/`...), then `fidelity.json` (a
+//! [`FidelityReport`]) and `fidelity.svg` (the scatter).
 
 use std::path::{Path, PathBuf};
 
@@ -80,6 +87,9 @@ pub struct Reference {
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
     pub warmup_epochs: Option<f64>,
+    /// Training seeds of the reference (at least 1): each architecture's reference accuracy is
+    /// the mean over them, and two or more measure the reference's repeatability.
+    pub seeds: usize,
 }
 
 impl Default for Reference {
@@ -90,6 +100,7 @@ impl Default for Reference {
             batch_size: None,
             lr: None,
             warmup_epochs: None,
+            seeds: 1,
         }
     }
 }
@@ -104,7 +115,14 @@ pub struct FidelityPlan {
     pub reference: TaskConfig,
     /// Seeds the sampling, and every training (weights, split and order) of both recipes.
     pub seed: u64,
+    /// Reference trainings of each architecture, each from its own seed ([`Self::reference_seed`]).
+    #[serde(default = "one")]
+    pub reference_seeds: usize,
     pub genomes: Vec<Genome>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl FidelityPlan {
@@ -159,6 +177,13 @@ impl FidelityPlan {
                 ),
             ));
         }
+        let seeds = reference.seeds;
+        if seeds == 0 {
+            return Err(Error::invalid(
+                "reference seeds",
+                "expected at least 1 training of the reference",
+            ));
+        }
         let epochs = reference.epochs.unwrap_or(5 * proxy.epochs);
         if epochs == 0 {
             return Err(Error::invalid("reference epochs", "expected at least 1"));
@@ -179,8 +204,24 @@ impl FidelityPlan {
             proxy,
             reference,
             seed: config.seed,
+            reference_seeds: seeds,
             genomes,
         })
+    }
+
+    /// The training seed of reference run `run` (0-based): the plan's seed for the first, as the
+    /// proxy's, then seeds far from any other measurement's.
+    pub fn reference_seed(&self, run: usize) -> u64 {
+        self.seed
+            .wrapping_add((run as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    /// The folder of reference run `run`'s jobs (`reference`, then `reference-run2`...).
+    pub fn reference_folder(run: usize) -> String {
+        match run {
+            0 => "reference".into(),
+            _ => format!("reference-run{}", run + 1),
+        }
     }
 }
 
@@ -214,9 +255,13 @@ pub struct FidelityPoint {
     pub genome: String,
     pub madds: u64,
     pub params: u64,
-    /// Validation top-1; `None` when the training failed (see `error`).
+    /// Validation top-1; `None` when the training failed (see `error`). The reference's is the
+    /// mean of its runs (`None` unless every run finished).
     pub proxy: Option<f64>,
     pub reference: Option<f64>,
+    /// Each reference seed's validation top-1, in run order (when every run finished).
+    #[serde(default)]
+    pub reference_runs: Vec<f64>,
     pub proxy_seconds: f64,
     pub reference_seconds: f64,
     pub error: Option<String>,
@@ -236,6 +281,14 @@ pub struct FidelityReport {
     /// `None` when fewer than two were ranked, or one side is constant.
     pub kendall_tau: Option<f64>,
     pub spearman_rho: Option<f64>,
+    /// Reference trainings of each architecture, from distinct seeds.
+    #[serde(default = "one")]
+    pub reference_seeds: usize,
+    /// The reference's repeatability: Kendall's tau between two of its runs, the mean over every
+    /// pair (`None` with one seed). A proxy ranks against one reference run about as well as
+    /// another run of the reference does at best.
+    #[serde(default)]
+    pub reference_repeatability_tau: Option<f64>,
     /// The reference top-1 of the proxy's best architecture, and the best reference top-1.
     pub proxy_pick_reference: Option<f64>,
     pub best_reference: Option<f64>,
@@ -275,9 +328,21 @@ pub fn measure(
     }
     let search = crate::pipeline::search_name(dir);
     let n = plan.genomes.len();
-    let jobs: Vec<BatchJob> = [("proxy", &plan.proxy), ("reference", &plan.reference)]
-        .into_iter()
-        .flat_map(|(recipe, task)| {
+    // The proxy's trainings, then each reference run's: job j is architecture j % n of recipe
+    // j / n.
+    let recipes: Vec<(String, &TaskConfig, u64)> =
+        std::iter::once(("proxy".to_string(), &plan.proxy, plan.seed))
+            .chain((0..plan.reference_seeds).map(|run| {
+                (
+                    FidelityPlan::reference_folder(run),
+                    &plan.reference,
+                    plan.reference_seed(run),
+                )
+            }))
+            .collect();
+    let jobs: Vec<BatchJob> = recipes
+        .iter()
+        .flat_map(|(recipe, task, seed)| {
             let search = search.clone();
             plan.genomes
                 .iter()
@@ -292,8 +357,8 @@ pub fn measure(
                             genome: genome.clone(),
                             origin: Origin::Random,
                         },
-                        task: task.clone(),
-                        seed: plan.seed,
+                        task: (*task).clone(),
+                        seed: *seed,
                         parent: None,
                         save_weights: false,
                     },
@@ -309,10 +374,7 @@ pub fn measure(
         max_retries,
         control,
         dir,
-        &mut |i, end, ran| {
-            let recipe = if i < n { "proxy" } else { "reference" };
-            on_end(recipe, i % n, end, ran)
-        },
+        &mut |i, end, ran| on_end(&recipes[i / n].0, i % n, end, ran),
     )?;
     let report = report(plan, &ends[..n], &ends[n..]);
     write_atomic(
@@ -338,27 +400,50 @@ fn outcome(end: &BatchEnd) -> std::result::Result<&Outcome, String> {
     }
 }
 
+/// The report of `proxy`'s ends (one per architecture) and `reference`'s (every reference run's
+/// ends in turn, as the jobs were made).
 fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> FidelityReport {
+    let n = plan.genomes.len();
     let points: Vec<FidelityPoint> = plan
         .genomes
         .iter()
-        .zip(proxy.iter().zip(reference))
-        .map(|(genome, (p, r))| {
-            let (p, r) = (outcome(p), outcome(r));
-            let counted = p.as_ref().or(r.as_ref()).ok();
-            let error = match (&p, &r) {
-                (Err(e), _) => Some(format!("proxy: {e}")),
-                (_, Err(e)) => Some(format!("reference: {e}")),
-                _ => None,
+        .zip(proxy)
+        .enumerate()
+        .map(|(i, (genome, p))| {
+            let p = outcome(p);
+            let runs: Vec<std::result::Result<&Outcome, String>> =
+                reference.chunks(n).map(|run| outcome(&run[i])).collect();
+            let failed_run = runs.iter().enumerate().find_map(|(run, r)| {
+                let e = r.as_ref().err()?;
+                Some(match plan.reference_seeds {
+                    1 => format!("reference: {e}"),
+                    _ => format!("reference run {}: {e}", run + 1),
+                })
+            });
+            let finished: Vec<&Outcome> = runs
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .copied()
+                .collect();
+            let counted = p.as_ref().ok().copied().or(finished.first().copied());
+            let error = match &p {
+                Err(e) => Some(format!("proxy: {e}")),
+                Ok(_) => failed_run.clone(),
+            };
+            let reference_runs: Vec<f64> = match failed_run {
+                None => finished.iter().map(|o| o.accuracy).collect(),
+                Some(_) => Vec::new(),
             };
             FidelityPoint {
                 genome: genome.key(),
                 madds: counted.map_or(0, |o| o.madds),
                 params: counted.map_or(0, |o| o.params),
                 proxy: p.as_ref().ok().map(|o| o.accuracy),
-                reference: r.as_ref().ok().map(|o| o.accuracy),
+                reference: (!reference_runs.is_empty())
+                    .then(|| reference_runs.iter().sum::<f64>() / reference_runs.len() as f64),
+                reference_runs,
                 proxy_seconds: p.as_ref().map_or(0.0, |o| o.seconds),
-                reference_seconds: r.as_ref().map_or(0.0, |o| o.seconds),
+                reference_seconds: finished.iter().map(|o| o.seconds).sum(),
                 error,
             }
         })
@@ -383,6 +468,8 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         ranked: ranked.len(),
         kendall_tau: stats::kendall_tau(&x, &y),
         spearman_rho: stats::spearman_rho(&x, &y),
+        reference_seeds: plan.reference_seeds,
+        reference_repeatability_tau: repeatability(&points, plan.reference_seeds),
         proxy_pick_reference,
         best_reference: y.iter().copied().reduce(f64::max),
         proxy_seconds: points.iter().map(|p| p.proxy_seconds).sum(),
@@ -401,4 +488,20 @@ pub fn read_archs(dir: &Path) -> Result<Vec<Arch>> {
         .collect();
     paths.sort();
     paths.iter().map(|p| Ok(Arch::load(p)?)).collect()
+}
+
+/// Kendall's tau between two reference runs over the architectures whose every run finished, the
+/// mean over every pair of runs; `None` with fewer than two runs (or a pair with no tau).
+fn repeatability(points: &[FidelityPoint], runs: usize) -> Option<f64> {
+    let complete: Vec<&[f64]> = points
+        .iter()
+        .map(|p| p.reference_runs.as_slice())
+        .filter(|r| r.len() == runs)
+        .collect();
+    let run = |k: usize| complete.iter().map(|r| r[k]).collect::<Vec<f64>>();
+    let taus: Vec<f64> = (0..runs)
+        .flat_map(|a| (a + 1..runs).map(move |b| (a, b)))
+        .map(|(a, b)| stats::kendall_tau(&run(a), &run(b)))
+        .collect::<Option<Vec<f64>>>()?;
+    (!taus.is_empty()).then(|| taus.iter().sum::<f64>() / taus.len() as f64)
 }

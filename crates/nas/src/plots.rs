@@ -179,8 +179,12 @@ pub fn fidelity_chart(path: &Path, report: &crate::fidelity::FidelityReport) -> 
     let x_range = range(&mut points.iter().map(|p| p.0));
     let y_range = range(&mut points.iter().map(|p| p.1));
     let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    let repeatability = match report.reference_repeatability_tau {
+        Some(tau) => format!("; reference self-agreement {tau:.3}"),
+        None => String::new(),
+    };
     let title = format!(
-        "{} task: Kendall tau {}, Spearman rho {} ({} architectures)",
+        "{} task: Kendall tau {}, Spearman rho {} ({} architectures{repeatability})",
         report.task.name(),
         show(report.kendall_tau),
         show(report.spearman_rho),
@@ -204,6 +208,10 @@ pub fn fidelity_chart(path: &Path, report: &crate::fidelity::FidelityReport) -> 
                 100.0 * r.data_fraction
             )
         };
+        let reference_seeds = match report.reference_seeds {
+            1 => String::new(),
+            n => format!(", mean of {n} seeds"),
+        };
         chart
             .configure_mesh()
             .x_desc(format!(
@@ -211,7 +219,7 @@ pub fn fidelity_chart(path: &Path, report: &crate::fidelity::FidelityReport) -> 
                 recipe(&report.proxy)
             ))
             .y_desc(format!(
-                "reference validation top-1 ({})",
+                "reference validation top-1 ({}{reference_seeds})",
                 recipe(&report.reference)
             ))
             .draw()

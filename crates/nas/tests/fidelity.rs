@@ -35,6 +35,11 @@ struct Deterministic {
     calls: AtomicUsize,
     /// Every attempt of the proxy training of this genome fails.
     fails: Option<String>,
+    /// Every reference training from this seed fails.
+    reference_fails_with_seed: Option<u64>,
+    /// The reference accuracy moves by up to this much with the training seed (a hash of the
+    /// genome and the seed), as a short real training does.
+    reference_noise: f64,
 }
 
 impl Deterministic {
@@ -44,8 +49,15 @@ impl Deterministic {
             proxy_epochs: 1,
             calls: AtomicUsize::new(0),
             fails: None,
+            reference_fails_with_seed: None,
+            reference_noise: 0.0,
         }
     }
+}
+
+fn hash(text: &str) -> u32 {
+    text.bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
 }
 
 fn reference_accuracy(genome: &Genome) -> f64 {
@@ -73,9 +85,16 @@ impl JobRunner for Deterministic {
                 message: "this node always fails".into(),
             });
         }
+        if !is_proxy && self.reference_fails_with_seed == Some(job.seed) {
+            return Err(Error::Invalid {
+                key: "test".into(),
+                message: "this seed's reference always fails".into(),
+            });
+        }
         let reference = reference_accuracy(genome);
+        let noise = (hash(&format!("{}/{}", genome.key(), job.seed)) % 1000) as f64 / 1000.0;
         let accuracy = match (is_proxy, self.proxy) {
-            (false, _) => reference,
+            (false, _) => reference + self.reference_noise * noise,
             (true, Proxy::Faithful) => reference / 2.0,
             (true, Proxy::Reversed) => 1.0 - reference,
         };
@@ -93,12 +112,19 @@ impl JobRunner for Deterministic {
 }
 
 fn plan(samples: usize) -> FidelityPlan {
+    plan_with_reference_seeds(samples, 1)
+}
+
+fn plan_with_reference_seeds(samples: usize, seeds: usize) -> FidelityPlan {
     FidelityPlan::new(
         &SearchConfig::default(),
         TaskChoice::Large,
         samples,
         None,
-        &Reference::default(),
+        &Reference {
+            seeds,
+            ..Reference::default()
+        },
     )
     .unwrap()
 }
@@ -123,7 +149,7 @@ fn run(
     )
 }
 
-use eatnas_nas::fidelity;
+use eatnas_nas::{fidelity, stats};
 
 #[test]
 fn a_faithful_proxy_ranks_with_tau_one_and_a_reversed_one_with_minus_one() {
@@ -274,6 +300,134 @@ fn too_few_samples_and_a_bad_reference_are_named() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("reference epochs"), "{error}");
+    let no_seeds = Reference {
+        seeds: 0,
+        ..Reference::default()
+    };
+    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &no_seeds)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("reference seeds") && error.contains("at least 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn several_reference_seeds_average_the_reference_and_measure_its_repeatability() {
+    let plan = plan_with_reference_seeds(10, 3);
+    let seeds: Vec<u64> = (0..3).map(|run| plan.reference_seed(run)).collect();
+    assert_eq!(
+        seeds[0], plan.seed,
+        "the first reference run trains as the proxy"
+    );
+    assert!(
+        seeds[1] != seeds[0] && seeds[2] != seeds[1] && seeds[2] != seeds[0],
+        "distinct seeds: {seeds:?}"
+    );
+    let mut runner = Deterministic::new(Proxy::Faithful);
+    // Noise of the size of the differences between architectures: the runs disagree.
+    runner.reference_noise = 0.05;
+    let runner = Arc::new(runner);
+    let dir = temp_dir("seeds");
+    let report = run(&plan, &dir, runner.clone()).unwrap();
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        10 + 3 * 10,
+        "10 proxy trainings and 3 reference runs of 10"
+    );
+    for folder in ["reference", "reference-run2", "reference-run3"] {
+        assert!(
+            dir.join(folder).join("00009").join("result.json").is_file(),
+            "{folder}/00009 holds a result"
+        );
+    }
+    assert_eq!(report.reference_seeds, 3);
+    assert_eq!(report.ranked, 10);
+    for p in &report.points {
+        assert_eq!(
+            p.reference_runs.len(),
+            3,
+            "{}: one accuracy per run",
+            p.genome
+        );
+        let mean = p.reference_runs.iter().sum::<f64>() / 3.0;
+        assert!(
+            (p.reference.unwrap() - mean).abs() < 1e-12,
+            "{}: the reference is the runs' mean",
+            p.genome
+        );
+        assert_eq!(p.reference_seconds, 15.0, "three runs of 5 s");
+    }
+    let run_of =
+        |k: usize| -> Vec<f64> { report.points.iter().map(|p| p.reference_runs[k]).collect() };
+    let pairs = [(0, 1), (0, 2), (1, 2)];
+    let expected = pairs
+        .iter()
+        .map(|&(a, b)| stats::kendall_tau(&run_of(a), &run_of(b)).unwrap())
+        .sum::<f64>()
+        / 3.0;
+    let repeatability = report.reference_repeatability_tau.unwrap();
+    assert!(
+        (repeatability - expected).abs() < 1e-12,
+        "the mean tau over the pairs of runs: {repeatability} against {expected}"
+    );
+    assert!(
+        repeatability < 0.99,
+        "noisy runs do not agree perfectly: {repeatability}"
+    );
+    let svg = std::fs::read_to_string(dir.join("fidelity.svg")).unwrap();
+    assert!(
+        svg.contains("mean of 3 seeds") && svg.contains("self-agreement"),
+        "the chart says what the reference is"
+    );
+    // One seed: no repeatability.
+    let single = run(
+        &plan_with_reference_seeds(10, 1),
+        &temp_dir("one-seed"),
+        runner,
+    )
+    .unwrap();
+    assert_eq!(single.reference_repeatability_tau, None);
+    assert!(single.points.iter().all(|p| p.reference_runs.len() == 1));
+}
+
+#[test]
+fn a_failed_reference_run_names_its_run_and_leaves_the_architecture_out() {
+    let plan = plan_with_reference_seeds(5, 2);
+    let mut runner = Deterministic::new(Proxy::Faithful);
+    runner.reference_fails_with_seed = Some(plan.reference_seed(1));
+    let report = run(&plan, &temp_dir("failed-run"), Arc::new(runner)).unwrap();
+    assert_eq!(report.ranked, 0, "every second run failed");
+    for p in &report.points {
+        assert_eq!(p.reference, None);
+        assert!(p.reference_runs.is_empty());
+        let error = p.error.as_deref().unwrap();
+        assert!(error.contains("reference run 2"), "{error}");
+    }
+    assert_eq!(report.kendall_tau, None);
+    assert_eq!(report.reference_repeatability_tau, None);
+}
+
+#[test]
+fn a_report_written_before_reference_seeds_reads_back_as_one_seed() {
+    let plan = plan(4);
+    let report = run(
+        &plan,
+        &temp_dir("old-report"),
+        Arc::new(Deterministic::new(Proxy::Faithful)),
+    )
+    .unwrap();
+    let mut json = serde_json::to_value(&report).unwrap();
+    let object = json.as_object_mut().unwrap();
+    object.remove("reference_seeds");
+    object.remove("reference_repeatability_tau");
+    for point in object["points"].as_array_mut().unwrap() {
+        point.as_object_mut().unwrap().remove("reference_runs");
+    }
+    let old: fidelity::FidelityReport = serde_json::from_value(json).unwrap();
+    assert_eq!(old.reference_seeds, 1);
+    assert_eq!(old.reference_repeatability_tau, None);
 }
 
 #[test]

@@ -99,7 +99,8 @@ fn conv_case(device: Device, rng: &mut ChaCha8Rng) {
         let groups = match rng.gen_range(0..3) {
             0 => 1,
             1 => cin,
-            _ => (1..=cin).rev().find(|g| cin % g == 0).unwrap(),
+            // Grouped proper: the largest divisor of cin below cin itself (1 for a prime).
+            _ => (1..cin).rev().find(|g| cin % g == 0).unwrap_or(1),
         };
         let cout = if groups == cin && rng.gen_bool(0.5) {
             cin
