@@ -46,6 +46,13 @@ pub struct Args {
     common: Common,
 }
 
+/// " at RxR" for a recipe's training resolution, when set.
+fn at(task: &eatnas_nas::TaskConfig) -> String {
+    task.train_config(0, 1)
+        .resolution
+        .map_or(String::new(), |r| format!(" at {r}x{r}"))
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let config = load_config(&args.common)?;
     let dir = out_dir(&args.common, "fidelity");
@@ -70,13 +77,15 @@ pub fn run(args: &Args) -> Result<()> {
         &reference,
     )?;
     eprintln!(
-        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s) on {:.0}% against reference {} epoch(s) on {:.0}% ({} seed(s)), into {}",
+        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s){} on {:.0}% against reference {} epoch(s){} on {:.0}% ({} seed(s)), into {}",
         plan.genomes.len(),
         args.task.name(),
         plan.proxy.data,
         plan.proxy.epochs,
+        at(&plan.proxy),
         100.0 * plan.proxy.data_fraction,
         plan.reference.epochs,
+        at(&plan.reference),
         100.0 * plan.reference.data_fraction,
         plan.reference_seeds,
         dir.display()

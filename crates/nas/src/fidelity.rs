@@ -194,6 +194,8 @@ impl FidelityPlan {
             batch_size: reference.batch_size.unwrap_or(proxy.batch_size),
             lr: reference.lr.unwrap_or(proxy.lr),
             warmup_epochs: reference.warmup_epochs.unwrap_or(proxy.warmup_epochs),
+            // The reference trains at the task's own resolution, whatever the proxy's.
+            proxy_resolution: None,
             inherit_weights: false,
             ..proxy.clone()
         };
@@ -244,7 +246,7 @@ impl From<&TaskConfig> for Recipe {
             batch_size: t.batch_size,
             lr: t.lr,
             warmup_epochs: t.warmup_epochs,
-            resolution: t.resolution,
+            resolution: t.proxy_resolution.or(t.resolution),
         }
     }
 }

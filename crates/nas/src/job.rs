@@ -353,13 +353,18 @@ impl ProxyTraining {
     }
 }
 
-/// MAdds and parameters of a job's candidate on its data.
+/// MAdds and parameters of a job's candidate on its data, at the task's resolution (not a
+/// lower proxy resolution it trains at).
 fn count(job: &Job, data: &PreparedData) -> Result<Counts> {
     let shape = data.train.shape();
+    let size = match job.task.proxy_resolution {
+        Some(_) => job.task.resolution.unwrap_or(shape.size),
+        None => shape.size,
+    };
     Ok(Counts::new(
         &job.arch()?,
         shape.channels,
-        shape.size,
+        size,
         data.train.classes(),
     )?)
 }

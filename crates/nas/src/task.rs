@@ -14,7 +14,11 @@ pub struct TaskConfig {
     /// Dataset (see `eatnas-cli train --help`): fashion-mnist, idx:DIR, cifar10:DIR, folder:DIR...
     pub data: String,
     /// Input resolution (default: the dataset's own); a small task can be a low-resolution proxy.
+    /// The final training, MAdds, latency and the fidelity reference are at this resolution.
     pub resolution: Option<usize>,
+    /// The resolution the proxy trains and ranks candidates at, when lower than `resolution` is
+    /// a cheaper proxy that ranks as well (`docs/search-quality.md`); default: `resolution`.
+    pub proxy_resolution: Option<usize>,
     /// Fraction of the training set the proxy trains on.
     pub data_fraction: f64,
     /// Fraction of that held out for validation: the ranking set, never the test set.
@@ -48,6 +52,7 @@ impl Default for TaskConfig {
         TaskConfig {
             data: "fashion-mnist".into(),
             resolution: None,
+            proxy_resolution: None,
             data_fraction: 1.0,
             val_fraction: 0.1,
             epochs: 1,
@@ -75,7 +80,7 @@ impl TaskConfig {
             warmup_epochs: self.warmup_epochs as f32,
             val_fraction: self.val_fraction,
             data_fraction: self.data_fraction,
-            resolution: self.resolution,
+            resolution: self.proxy_resolution.or(self.resolution),
             seed,
             workers,
             init: self.init,
@@ -87,6 +92,20 @@ impl TaskConfig {
 
     pub fn validate(&self, name: &str) -> Result<()> {
         self.macro_config.validate(name)?;
+        if let Some(proxy) = self.proxy_resolution {
+            let Some(resolution) = self.resolution else {
+                return Err(Error::invalid(
+                    format!("{name}.proxy_resolution"),
+                    "a proxy resolution needs the task's own `resolution` set too (the final training and the MAdds are at that one)",
+                ));
+            };
+            if proxy == 0 || proxy > resolution {
+                return Err(Error::invalid(
+                    format!("{name}.proxy_resolution"),
+                    format!("expected 1 to the task's resolution ({resolution}), got {proxy}"),
+                ));
+            }
+        }
         if self.val_fraction <= 0.0 {
             return Err(Error::invalid(
                 format!("{name}.val_fraction"),
