@@ -169,7 +169,7 @@ fn print_report(dir: &std::path::Path, report: &FidelityReport) {
     );
     if let Some(tau) = report.reference_repeatability_tau {
         eprintln!(
-            "the reference (mean of {} seeds) agrees with itself across seeds at Kendall tau {tau:.3}: a proxy compared with one reference run can hardly do better",
+            "the reference is the mean of {} seeds; its runs agree with each other at Kendall tau {tau:.3} (how repeatable the reference itself is)",
             report.reference_seeds
         );
     }

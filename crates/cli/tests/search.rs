@@ -555,7 +555,7 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.matches("(done before)").count(), 8, "{stderr}");
     assert!(seeds.join("reference-run2/00003/result.json").exists());
-    assert!(stderr.contains("agrees with itself"), "{stderr}");
+    assert!(stderr.contains("agree with each other"), "{stderr}");
     let two: serde_json::Value = serde_json::from_str(
         String::from_utf8_lossy(&output.stdout)
             .lines()

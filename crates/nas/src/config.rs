@@ -109,7 +109,8 @@ impl Default for SearchConfig {
             space: SpaceConfig::default(),
             small: TaskConfig {
                 resolution: Some(14),
-                data_fraction: 0.2,
+                proxy_resolution: Some(10),
+                data_fraction: 0.5,
                 val_fraction: 0.25,
                 batch_size: 32,
                 macro_config: small_macro.clone(),
@@ -127,7 +128,8 @@ impl Default for SearchConfig {
             transfer: TransferConfig::default(),
             large: TaskConfig {
                 resolution: Some(28),
-                data_fraction: 0.2,
+                proxy_resolution: Some(14),
+                data_fraction: 0.5,
                 val_fraction: 0.2,
                 batch_size: 32,
                 macro_config: small_macro,
