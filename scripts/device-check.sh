@@ -103,7 +103,7 @@ run() {
         echo
         echo "## Latency table (demo large task, cuda:0)"
         echo '```'
-        grep -E "^wrote|relative error|error:" "$OUT/latency.log"
+        grep -E "^wrote|relative error|^measured against|error:" "$OUT/latency.log"
         echo '```'
     } >"$OUT/report.md"
     cat "$OUT/report.md"

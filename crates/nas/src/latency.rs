@@ -1,6 +1,6 @@
 //! What a latency table of a task must hold: every piece (stem, layer at its input size, head)
 //! that an architecture of the search space under the task's macro can have, the sampled
-//! architectures the table's overhead is calibrated on and its predictor checked against, and
+//! architectures the table's correction is calibrated on and its predictor checked against, and
 //! the latency objective's predictor of a stage.
 
 use std::collections::BTreeSet;

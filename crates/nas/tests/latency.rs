@@ -40,7 +40,9 @@ use eatnas_nas::{
     LatencyPass, Outcome, Record, Selection, TaskConfig, Weights,
 };
 use eatnas_tensor::Device;
-use eatnas_train::latency::{Entry, LatencyTable, Provenance, Timing, FORMAT};
+use eatnas_train::latency::{
+    metronome, Correction, Entry, LatencyTable, Line, Provenance, Timing, FORMAT,
+};
 
 const RESOLUTION: usize = 16;
 
@@ -92,12 +94,19 @@ fn synthetic_table(device: &str) -> LatencyTable {
     LatencyTable {
         format: FORMAT.into(),
         provenance,
-        overhead: Timing {
-            inference_ms: 0.5,
-            training_ms: 2.0,
+        correction: Correction {
+            inference: Line {
+                intercept_ms: 0.5,
+                slope: 1.0,
+            },
+            training: Line {
+                intercept_ms: 2.0,
+                slope: 1.0,
+            },
         },
-        per_piece: Timing::default(),
         calibration_networks: 0,
+        metronome: metronome(),
+        metronome_ms: 1.0,
         entries,
     }
 }

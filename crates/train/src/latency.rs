@@ -1,8 +1,8 @@
 //! Measured latency on the device a network runs on: a table of every piece a search space can
 //! produce (the stem, each layer configuration at its input size, the head), each timed alone on
-//! eatnas's own kernels in inference and as a training step, and a network's latency predicted
-//! as the sum of its pieces plus a per-network and a per-piece correction fitted on whole
-//! networks.
+//! eatnas's own kernels in inference and as a training step against a fixed metronome layer,
+//! and a network's latency predicted by a line, fitted on whole networks, at the sum of its
+//! pieces.
 //!
 //! A table holds where it was measured (device, threads, eatnas version, kernel sources' hash,
 //! resolution, batch); [`LatencyTable::check_fits`] refuses it anywhere else, and a piece missing
@@ -22,7 +22,21 @@ use serde::{Deserialize, Serialize};
 use crate::{train_step, Error, Result, Sgd, StepError};
 
 /// The format tag of a table file.
-pub const FORMAT: &str = "eatnas-latency/1";
+pub const FORMAT: &str = "eatnas-latency/2";
+
+/// The fixed layer every timed run is paired with (see [`LatencyTable::metronome_ms`]): an
+/// MBConv (expansion 6, 3x3) of 16 channels at 14x14, at the table's batch size.
+pub fn metronome() -> Piece {
+    Piece::Layer {
+        op: Op::Mb6,
+        kernel: 3,
+        stride: 1,
+        in_channels: 16,
+        out_channels: 16,
+        residual: true,
+        resolution: 14,
+    }
+}
 
 /// What names the kernels a table was measured on: the eatnas version says the CPU kernels, the
 /// sha256 of the CUDA kernel sources the embedded PTX came from says the GPU's, and the CPU's
@@ -121,6 +135,29 @@ impl std::fmt::Display for Piece {
     }
 }
 
+impl Piece {
+    /// The channels and the side of the piece's input.
+    pub fn input(&self) -> (usize, usize) {
+        match *self {
+            Piece::Stem {
+                in_channels,
+                resolution,
+                ..
+            }
+            | Piece::Layer {
+                in_channels,
+                resolution,
+                ..
+            }
+            | Piece::Head {
+                in_channels,
+                resolution,
+                ..
+            } => (in_channels, resolution),
+        }
+    }
+}
+
 /// The pieces of `arch` on `resolution` x `resolution` images of `in_channels` channels, in order.
 pub fn pieces(
     arch: &Arch,
@@ -199,7 +236,8 @@ pub struct Measure {
     pub batch: usize,
     /// Untimed runs before the timed ones.
     pub warmup: usize,
-    /// Timed runs; the median is kept.
+    /// Timed runs, each followed by one run of the [`metronome`]; the median of their ratios to
+    /// it is kept.
     pub repeats: usize,
     /// Rounds over the whole set of pieces (or networks), each item timed once a round; an
     /// item's time is its median over the rounds. A shared host's slow spells last longer than
@@ -263,25 +301,107 @@ pub struct LatencyTable {
     pub format: String,
     #[serde(flatten)]
     pub provenance: Provenance,
-    /// Whole-network time the pieces do not account for (launches between layers, the loss and
-    /// the optimizer's bookkeeping, cache effects): the intercept of the line fitted to the
-    /// calibration networks' measured time less the pieces' sum, against their piece count.
-    pub overhead: Timing,
-    /// That line's slope: what a piece timed alone costs more (negative) or less than inside a
-    /// network, per piece (a cold start that consecutive layers share). Absent in tables of
-    /// eatnas before it: zero.
-    #[serde(default)]
-    pub per_piece: Timing,
+    /// A whole network's time against the sum of its pieces, fitted on the calibration
+    /// networks: what the pieces timed alone do not account for (a network's fixed cost: the
+    /// loss, the optimizer's bookkeeping; and a piece's cost in a network against alone: caches
+    /// warm or cold, threads awake).
+    pub correction: Correction,
     pub calibration_networks: usize,
+    /// The layer every timed run was paired with ([`metronome`]).
+    pub metronome: Piece,
+    /// The metronome's median inference time over the build. Every time in the table is a
+    /// median of (run / the metronome run right after it) times this: the pieces in the host's
+    /// typical speed of the build, whatever spells of another tenant's load or of a frequency
+    /// change each piece fell in. `latency check` expresses its measurements the same way.
+    pub metronome_ms: f64,
     pub entries: Vec<Entry>,
+}
+
+/// A whole network's time as a line in the sum of its pieces' times: `intercept_ms + slope *
+/// sum`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    pub intercept_ms: f64,
+    pub slope: f64,
+}
+
+impl Line {
+    /// The sum of the pieces itself.
+    pub const IDENTITY: Line = Line {
+        intercept_ms: 0.0,
+        slope: 1.0,
+    };
+
+    /// The line of `(sum of pieces, measured)` points by Theil and Sen's estimator, robust to
+    /// the networks a busy host timed slow. Where the sums do not differ (one network), the
+    /// line through the origin and their median ratio; without points, the identity.
+    pub fn fit(points: &[(f64, f64)]) -> Line {
+        let spread = points.iter().any(|&(x, _)| x != points[0].0);
+        if points.is_empty() {
+            Line::IDENTITY
+        } else if spread {
+            let (intercept_ms, slope) = theil_sen(points);
+            Line {
+                intercept_ms,
+                slope,
+            }
+        } else {
+            Line {
+                intercept_ms: 0.0,
+                slope: median(&mut points.iter().map(|(x, y)| y / x).collect::<Vec<_>>()),
+            }
+        }
+    }
+
+    pub fn at(&self, sum_ms: f64) -> f64 {
+        self.intercept_ms + self.slope * sum_ms
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} x sum {:+.3} ms", self.slope, self.intercept_ms)
+    }
+}
+
+/// The [`Line`]s of the inference pass and of the training step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Correction {
+    pub inference: Line,
+    pub training: Line,
+}
+
+impl Default for Correction {
+    fn default() -> Correction {
+        Correction {
+            inference: Line::IDENTITY,
+            training: Line::IDENTITY,
+        }
+    }
+}
+
+impl Correction {
+    /// An error unless both lines rise: a network's time that does not grow with its pieces'
+    /// says the `networks` calibration networks were timed through a busy spell.
+    pub fn check(&self, networks: usize) -> Result<()> {
+        for (pass, line) in [("inference", self.inference), ("training", self.training)] {
+            if !(line.slope > 0.0 && line.slope.is_finite() && line.intercept_ms.is_finite()) {
+                return Err(Error::Latency(format!(
+                    "the {networks} calibration networks' {pass} times do not grow with their \
+                     pieces' sum (fitted {line}): the host was too busy to time them; build \
+                     again on a quieter machine, with more --passes and --calibration networks"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A table indexed by piece, for predicting many networks (a search predicts every candidate).
 #[derive(Clone, Debug)]
 pub struct Predictor {
     provenance: Provenance,
-    overhead: Timing,
-    per_piece: Timing,
+    correction: Correction,
     index: BTreeMap<Piece, Timing>,
 }
 
@@ -308,46 +428,38 @@ impl Predictor {
         Ok((sum, pieces.len()))
     }
 
-    /// `arch`'s predicted latency: the sum of its pieces, plus the per-network overhead, plus
-    /// the per-piece correction times its piece count. An error when that is not a positive
-    /// time: corrections fitted on noisy calibration timings (the line's intercept and slope can
-    /// both be negative) can outweigh a small network's pieces, and a search must not rank a
-    /// network by a negative latency.
+    /// `arch`'s predicted latency: the table's correction [`Line`] at the sum of its pieces.
+    /// An error when that is not a positive time: a line fitted on noisy calibration timings
+    /// (its intercept can be negative) can outweigh a small network's pieces, and a search must
+    /// not rank a network by a negative latency.
     pub fn predict(&self, arch: &Arch) -> Result<Timing> {
         let (sum, count) = self.sum_of_pieces(arch)?;
-        let n = count as f64;
+        let c = &self.correction;
         let predicted = Timing {
-            inference_ms: sum.inference_ms
-                + self.overhead.inference_ms
-                + n * self.per_piece.inference_ms,
-            training_ms: sum.training_ms
-                + self.overhead.training_ms
-                + n * self.per_piece.training_ms,
+            inference_ms: c.inference.at(sum.inference_ms),
+            training_ms: c.training.at(sum.training_ms),
         };
-        for (pass, time, sum, overhead, per_piece) in [
+        for (pass, time, sum, line) in [
             (
                 "an inference pass",
                 predicted.inference_ms,
                 sum.inference_ms,
-                self.overhead.inference_ms,
-                self.per_piece.inference_ms,
+                c.inference,
             ),
             (
                 "a training step",
                 predicted.training_ms,
                 sum.training_ms,
-                self.overhead.training_ms,
-                self.per_piece.training_ms,
+                c.training,
             ),
         ] {
             // Written so that NaN fails it too.
             if !(time > 0.0 && time.is_finite()) {
                 return Err(Error::Latency(format!(
                     "`{}`: the table predicts {pass} of {time:.3} ms, not a positive time: its \
-                     {count} pieces sum to {sum:.3} ms, and the corrections fitted on the \
-                     calibration networks (overhead {overhead:.3} ms, {per_piece:.4} ms per \
-                     piece) outweigh them; rebuild the table on a quieter machine, with more \
-                     --passes",
+                     {count} pieces sum to {sum:.3} ms, and the correction fitted on the \
+                     calibration networks ({line}) outweighs them; rebuild the table on a \
+                     quieter machine, with more --passes and --calibration networks",
                     arch.name
                 )));
             }
@@ -372,13 +484,26 @@ pub struct Target {
 /// A network's latency against its prediction.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Comparison {
+    /// Measured against the metronome and expressed in the table's milliseconds (the ratio to
+    /// the metronome times the table's `metronome_ms`): what the prediction is checked against.
     pub measured: Timing,
+    /// The medians of the raw times, at whatever speed the host had during the check.
+    pub timed: Timing,
     pub predicted: Timing,
+}
+
+/// The networks of a [`LatencyTable::compare`] and the host's speed while they were timed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Check {
+    pub networks: Vec<Comparison>,
+    /// The metronome's median time during the check (the table's `metronome_ms` when the host
+    /// runs as fast as during the build).
+    pub metronome_ms: f64,
 }
 
 impl LatencyTable {
     /// Times every piece of `pieces` (duplicates once), then the whole networks of
-    /// `calibration` to measure the per-network overhead. `progress(done, total)` after each.
+    /// `calibration` to fit the [`Correction`]. `progress(done, total)` after each.
     pub fn build(
         pieces: impl IntoIterator<Item = Piece>,
         calibration: &[Arch],
@@ -391,50 +516,53 @@ impl LatencyTable {
         unique.dedup();
         let passes = measure.passes.max(1);
         let total = passes * (unique.len() + calibration.len());
-        let timings = in_passes(
+        let mut clock = Clock::new(measure)?;
+        let readings = in_passes(
             &unique,
-            measure,
-            |piece| time_piece(piece, measure),
+            &mut clock,
+            |clock, piece| time_piece(piece, clock),
             &mut |i| progress(i, total),
         )?;
+        let pieces_done = passes * unique.len();
+        let wholes = in_passes(
+            calibration,
+            &mut clock,
+            |clock, arch| time_network(arch, &provenance, clock),
+            &mut |i| progress(pieces_done + i, total),
+        )?;
+        // The metronome's typical time over the whole build, pieces and networks.
+        let metronome_ms = clock.metronome_ms();
         let entries: Vec<Entry> = unique
             .into_iter()
-            .zip(timings)
-            .map(|(piece, timing)| Entry { piece, timing })
+            .zip(readings)
+            .map(|(piece, r)| Entry {
+                piece,
+                timing: r.at(metronome_ms),
+            })
             .collect();
-        let pieces_done = passes * entries.len();
         let mut table = LatencyTable {
             format: FORMAT.into(),
             provenance,
-            overhead: Timing::default(),
-            per_piece: Timing::default(),
+            correction: Correction::default(),
             calibration_networks: calibration.len(),
+            metronome: metronome(),
+            metronome_ms,
             entries,
         };
-        // Per calibration network: its piece count, and measured less summed time.
+        // Per calibration network: the sum of its pieces, and its measured time.
         let (mut inference, mut training) = (Vec::new(), Vec::new());
         let predictor = table.predictor();
-        let wholes = in_passes(
-            calibration,
-            measure,
-            |arch| time_network(arch, &table.provenance, measure),
-            &mut |i| progress(pieces_done + i, total),
-        )?;
         for (arch, whole) in calibration.iter().zip(wholes) {
-            let (sum, count) = predictor.sum_of_pieces(arch)?;
-            inference.push((count as f64, whole.inference_ms - sum.inference_ms));
-            training.push((count as f64, whole.training_ms - sum.training_ms));
+            let whole = whole.at(metronome_ms);
+            let (sum, _) = predictor.sum_of_pieces(arch)?;
+            inference.push((sum.inference_ms, whole.inference_ms));
+            training.push((sum.training_ms, whole.training_ms));
         }
-        let (inference_overhead, inference_per_piece) = theil_sen(&inference);
-        let (training_overhead, training_per_piece) = theil_sen(&training);
-        table.overhead = Timing {
-            inference_ms: inference_overhead,
-            training_ms: training_overhead,
+        table.correction = Correction {
+            inference: Line::fit(&inference),
+            training: Line::fit(&training),
         };
-        table.per_piece = Timing {
-            inference_ms: inference_per_piece,
-            training_ms: training_per_piece,
-        };
+        table.correction.check(calibration.len())?;
         Ok(table)
     }
 
@@ -442,8 +570,7 @@ impl LatencyTable {
     pub fn predictor(&self) -> Predictor {
         Predictor {
             provenance: self.provenance.clone(),
-            overhead: self.overhead,
-            per_piece: self.per_piece,
+            correction: self.correction,
             index: self
                 .entries
                 .iter()
@@ -458,32 +585,38 @@ impl LatencyTable {
     }
 
     /// Each of `archs` timed whole (as in [`LatencyTable::build`]'s calibration, over
-    /// `measure.passes` rounds) beside its prediction; `progress` gets (timings done, of total).
+    /// `measure.passes` rounds, against the metronome) beside its prediction; `progress` gets
+    /// (timings done, of total).
     pub fn compare(
         &self,
         archs: &[Arch],
         measure: Measure,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<Comparison>> {
+    ) -> Result<Check> {
         let total = measure.passes.max(1) * archs.len();
         let predicted = archs
             .iter()
             .map(|arch| self.predict(arch))
             .collect::<Result<Vec<_>>>()?;
-        let measured = in_passes(
+        let mut clock = Clock::new(measure)?;
+        let readings = in_passes(
             archs,
-            measure,
-            |arch| time_network(arch, &self.provenance, measure),
+            &mut clock,
+            |clock, arch| time_network(arch, &self.provenance, clock),
             &mut |done| progress(done, total),
         )?;
-        Ok(predicted
-            .into_iter()
-            .zip(measured)
-            .map(|(predicted, measured)| Comparison {
-                predicted,
-                measured,
-            })
-            .collect())
+        Ok(Check {
+            networks: predicted
+                .into_iter()
+                .zip(readings)
+                .map(|(predicted, r)| Comparison {
+                    predicted,
+                    measured: r.at(self.metronome_ms),
+                    timed: r.raw(),
+                })
+                .collect(),
+            metronome_ms: clock.metronome_ms(),
+        })
     }
 
     /// An error unless this table was measured for `wanted` (device, version, kernels,
@@ -500,13 +633,20 @@ impl LatencyTable {
             ("input channels", |p| p.in_channels.to_string()),
             ("classes", |p| p.classes.to_string()),
         ];
-        let differences: Vec<String> = fields
+        let mut differences: Vec<String> = fields
             .iter()
             .filter_map(|(what, of)| {
                 let (have, want) = (of(&self.provenance), of(wanted));
                 (have != want).then(|| format!("{what} {have} (wanted {want})"))
             })
             .collect();
+        if self.metronome != metronome() {
+            differences.push(format!(
+                "metronome {} (wanted {})",
+                self.metronome,
+                metronome()
+            ));
+        }
         if differences.is_empty() {
             Ok(())
         } else {
@@ -563,12 +703,25 @@ impl LatencyTable {
     pub fn load(path: &Path) -> Result<LatencyTable> {
         let bad = |message: String| Error::Latency(format!("{}: {message}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let table: LatencyTable =
+        let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| bad(format!("not a latency table: {e}")))?;
-        if table.format != FORMAT {
+        // The format first: an earlier table lacks fields, and that is what to say.
+        let format = value
+            .get("format")
+            .and_then(|f| f.as_str())
+            .unwrap_or("none");
+        if format != FORMAT {
             return Err(bad(format!(
-                "format `{}`, expected `{FORMAT}`",
-                table.format
+                "format `{format}`, expected `{FORMAT}` (a table of another eatnas: rebuild it \
+                 with `eatnas-cli latency build`)"
+            )));
+        }
+        let table: LatencyTable =
+            serde_json::from_value(value).map_err(|e| bad(format!("not a latency table: {e}")))?;
+        if !(table.metronome_ms > 0.0 && table.metronome_ms.is_finite()) {
+            return Err(bad(format!(
+                "metronome_ms {} is not a positive time",
+                table.metronome_ms
             )));
         }
         if let Some(e) = table
@@ -622,50 +775,157 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Each of `items` timed by `time` once in each of `measure.passes` rounds over all of them;
-/// per item, the median over the rounds of each time. `progress` gets the timings done.
+/// A run's time: its ratio to the metronome run right after it, and in milliseconds as timed.
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    relative: f64,
+    ms: f64,
+}
+
+impl Reading {
+    /// From (run, metronome run after it) times in milliseconds: the medians of their ratios
+    /// and of the run's times.
+    fn of(pairs: &[(f64, f64)]) -> Reading {
+        Reading {
+            relative: median(&mut pairs.iter().map(|(ms, tick)| ms / tick).collect::<Vec<_>>()),
+            ms: median(&mut pairs.iter().map(|(ms, _)| *ms).collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// An item's inference and training-step readings.
+#[derive(Clone, Copy, Debug)]
+struct Readings {
+    inference: Reading,
+    training: Reading,
+}
+
+impl Readings {
+    /// The times at the host speed where the metronome takes `metronome_ms`.
+    fn at(&self, metronome_ms: f64) -> Timing {
+        Timing {
+            inference_ms: self.inference.relative * metronome_ms,
+            training_ms: self.training.relative * metronome_ms,
+        }
+    }
+
+    /// The times as timed.
+    fn raw(&self) -> Timing {
+        Timing {
+            inference_ms: self.inference.ms,
+            training_ms: self.training.ms,
+        }
+    }
+}
+
+/// Times runs against the [`metronome`]. This project's shared 2-core host changes speed by
+/// 20-30% within seconds (another tenant's load, the clock frequency): the median of raw times
+/// of one network moved 22% on average (51% at worst) between rounds seconds apart, the minimum
+/// 10% (27%). Each timed run is followed at once by one run of the metronome, and the run is
+/// kept as its ratio to it, so a slow spell that slows both alike cancels: the same rounds moved
+/// 5.5% (10.5%) so. A machine that holds its speed (a dedicated GPU) sees constant ratios.
+struct Clock {
+    measure: Measure,
+    metronome: Module,
+    input: Tensor,
+    /// Every metronome run's time, in milliseconds.
+    ticks: Vec<f64>,
+}
+
+impl Clock {
+    fn new(measure: Measure) -> Result<Clock> {
+        let piece = metronome();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut metronome = Module::new(&piece, &mut rng)?;
+        move_to(&mut |f| metronome.visit(f), measure.device)?;
+        let (channels, resolution) = piece.input();
+        let input = random(
+            &[measure.batch, channels, resolution, resolution],
+            measure.device,
+            &mut rng,
+        )?;
+        let mut clock = Clock {
+            measure,
+            metronome,
+            input,
+            ticks: Vec::new(),
+        };
+        for _ in 0..measure.warmup.max(1) {
+            clock.tick()?;
+        }
+        clock.ticks.clear();
+        Ok(clock)
+    }
+
+    /// One timed metronome run, in milliseconds.
+    fn tick(&mut self) -> Result<f64> {
+        let start = Instant::now();
+        self.metronome.infer(&self.input)?;
+        self.measure.device.synchronize()?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        self.ticks.push(ms);
+        Ok(ms)
+    }
+
+    /// `measure.repeats` timed runs of `run`, each followed by a metronome run, after
+    /// `measure.warmup` untimed ones; the medians of their ratios and of their times. The device
+    /// is synchronised around each timed run.
+    fn time(&mut self, mut run: impl FnMut() -> Result<()>) -> Result<Reading> {
+        for _ in 0..self.measure.warmup {
+            run()?;
+        }
+        self.measure.device.synchronize()?;
+        let repeats = self.measure.repeats.max(1);
+        let mut pairs = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let start = Instant::now();
+            run()?;
+            self.measure.device.synchronize()?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            pairs.push((ms, self.tick()?));
+        }
+        Ok(Reading::of(&pairs))
+    }
+
+    /// The metronome's median time so far.
+    fn metronome_ms(&self) -> f64 {
+        median(&mut self.ticks.clone())
+    }
+}
+
+/// Each of `items` timed by `time` once in each of `passes` rounds over all of them (the
+/// clock's measure); per item, the median over the rounds of each reading. `progress` gets the
+/// timings done.
 fn in_passes<T>(
     items: &[T],
-    measure: Measure,
-    mut time: impl FnMut(&T) -> Result<Timing>,
+    clock: &mut Clock,
+    mut time: impl FnMut(&mut Clock, &T) -> Result<Readings>,
     progress: &mut dyn FnMut(usize),
-) -> Result<Vec<Timing>> {
-    let passes = measure.passes.max(1);
-    let mut rounds: Vec<Vec<Timing>> = vec![Vec::with_capacity(passes); items.len()];
+) -> Result<Vec<Readings>> {
+    let passes = clock.measure.passes.max(1);
+    let mut rounds: Vec<Vec<Readings>> = vec![Vec::with_capacity(passes); items.len()];
     for pass in 0..passes {
         for (i, item) in items.iter().enumerate() {
-            rounds[i].push(time(item)?);
+            rounds[i].push(time(clock, item)?);
             progress(pass * items.len() + i + 1);
         }
     }
+    let over = |r: &[Readings], of: fn(&Readings) -> f64| {
+        median(&mut r.iter().map(of).collect::<Vec<_>>())
+    };
     Ok(rounds
-        .into_iter()
-        .map(|r| {
-            let inference_ms = median(&mut r.iter().map(|t| t.inference_ms).collect::<Vec<_>>());
-            let training_ms = median(&mut r.iter().map(|t| t.training_ms).collect::<Vec<_>>());
-            Timing {
-                inference_ms,
-                training_ms,
-            }
+        .iter()
+        .map(|r| Readings {
+            inference: Reading {
+                relative: over(r, |r| r.inference.relative),
+                ms: over(r, |r| r.inference.ms),
+            },
+            training: Reading {
+                relative: over(r, |r| r.training.relative),
+                ms: over(r, |r| r.training.ms),
+            },
         })
         .collect())
-}
-
-/// The median of `measure.repeats` timed runs of `run` after `measure.warmup` untimed ones, in
-/// milliseconds; the device is synchronised around each timed run.
-fn median_ms(measure: Measure, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..measure.warmup {
-        run()?;
-    }
-    measure.device.synchronize()?;
-    let mut times = Vec::with_capacity(measure.repeats.max(1));
-    for _ in 0..measure.repeats.max(1) {
-        let start = Instant::now();
-        run()?;
-        measure.device.synchronize()?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(median(&mut times))
 }
 
 fn random(shape: &[usize], device: Device, rng: &mut impl Rng) -> Result<Tensor> {
@@ -781,28 +1041,16 @@ impl Module {
     }
 }
 
-/// One piece timed alone on `measure.device`.
-pub fn time_piece(piece: &Piece, measure: Measure) -> Result<Timing> {
+/// One piece timed alone on the clock's device.
+fn time_piece(piece: &Piece, clock: &mut Clock) -> Result<Readings> {
+    let measure = clock.measure;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut module = Module::new(piece, &mut rng)?;
     move_to(&mut |f| module.visit(f), measure.device)?;
-    let (channels, resolution, classes) = match *piece {
-        Piece::Stem {
-            in_channels,
-            resolution,
-            ..
-        }
-        | Piece::Layer {
-            in_channels,
-            resolution,
-            ..
-        } => (in_channels, resolution, 1),
-        Piece::Head {
-            in_channels,
-            resolution,
-            classes,
-            ..
-        } => (in_channels, resolution, classes),
+    let (channels, resolution) = piece.input();
+    let classes = match *piece {
+        Piece::Head { classes, .. } => classes,
+        _ => 1,
     };
     let x = random(
         &[measure.batch, channels, resolution, resolution],
@@ -812,20 +1060,21 @@ pub fn time_piece(piece: &Piece, measure: Measure) -> Result<Timing> {
     let y = module.infer(&x)?;
     let dy = random(y.shape(), measure.device, &mut rng)?;
     let labels: Vec<usize> = (0..measure.batch).map(|i| i % classes).collect();
-    let inference_ms = median_ms(measure, || module.infer(&x).map(drop))?;
+    let inference = clock.time(|| module.infer(&x).map(drop))?;
     let mut sgd = Sgd::new(0.9, 4e-5, true);
-    let training_ms = median_ms(measure, || {
+    let training = clock.time(|| {
         module.forward_backward(&x, &dy, &labels)?;
         sgd.step_visited(&mut |f| module.visit(f), 1e-3)
     })?;
-    Ok(Timing {
-        inference_ms,
-        training_ms,
+    Ok(Readings {
+        inference,
+        training,
     })
 }
 
 /// A whole network of `arch` timed: `Network::predict` on a batch, and `train_step`.
-pub fn time_network(arch: &Arch, provenance: &Provenance, measure: Measure) -> Result<Timing> {
+fn time_network(arch: &Arch, provenance: &Provenance, clock: &mut Clock) -> Result<Readings> {
+    let measure = clock.measure;
     let p = provenance;
     let mut net = Network::new(arch, p.in_channels, p.classes, 0)?;
     net.to_device(measure.device)?;
@@ -836,27 +1085,70 @@ pub fn time_network(arch: &Arch, provenance: &Provenance, measure: Measure) -> R
         &mut rng,
     )?;
     let labels: Vec<usize> = (0..measure.batch).map(|i| i % p.classes).collect();
-    let inference_ms = median_ms(measure, || net.predict(&x).map(drop).map_err(Error::from))?;
+    let inference = clock.time(|| net.predict(&x).map(drop).map_err(Error::from))?;
     let mut sgd = Sgd::new(0.9, 4e-5, true);
-    let training_ms = median_ms(measure, || {
-        match train_step(&mut net, &mut sgd, &x, &labels, 0.0, 1e-3) {
+    let training = clock.time(
+        || match train_step(&mut net, &mut sgd, &x, &labels, 0.0, 1e-3) {
             Ok(_) => Ok(()),
             Err(StepError::Failed(e)) => Err(e),
             Err(StepError::Diverged(ce)) => Err(Error::Latency(format!(
                 "timing `{}`: the loss of random data became {}",
                 arch.name, ce.loss
             ))),
-        }
-    })?;
-    Ok(Timing {
-        inference_ms,
-        training_ms,
+        },
+    )?;
+    Ok(Readings {
+        inference,
+        training,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_correction_that_does_not_rise_is_refused() {
+        let flat = Line {
+            intercept_ms: 3.0,
+            slope: 0.0,
+        };
+        let error = Correction {
+            inference: Line::IDENTITY,
+            training: flat,
+        }
+        .check(12)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("12 calibration networks' training times do not grow"),
+            "{error}"
+        );
+        assert!(Correction::default().check(12).is_ok());
+    }
+
+    fn reading(ms: f64) -> Reading {
+        Reading {
+            relative: ms / 2.0,
+            ms,
+        }
+    }
+
+    #[test]
+    fn a_slow_spell_that_slows_the_metronome_alike_cancels() {
+        // Four runs of a 3 ms piece with a 2 ms metronome; the host is 3x slower for the last
+        // three (both the piece and the metronome right after it).
+        let r = Reading::of(&[(3.0, 2.0), (9.0, 6.0), (9.0, 6.0), (9.0, 6.0)]);
+        assert_eq!(r.relative, 1.5, "the ratio moved with the spell: {r:?}");
+        assert_eq!(r.ms, 9.0, "the raw median is the slow time: {r:?}");
+        let timing = Readings {
+            inference: r,
+            training: Reading::of(&[(4.0, 2.0)]),
+        }
+        .at(2.0);
+        assert_eq!(timing.inference_ms, 3.0, "in the table's milliseconds");
+        assert_eq!(timing.training_ms, 4.0, "in the table's milliseconds");
+    }
 
     #[test]
     fn a_slow_round_does_not_reach_the_median_over_rounds() {
@@ -867,18 +1159,19 @@ mod tests {
             repeats: 1,
             passes: 3,
         };
+        let mut clock = Clock::new(measure).unwrap();
         // Item 1's second round is five times slower (a slow spell of the host).
         let mut calls = 0;
         let mut done = Vec::new();
         let times = in_passes(
             &[1.0, 2.0],
-            measure,
-            |&base| {
+            &mut clock,
+            |_, &base| {
                 calls += 1;
                 let spell = if calls == 4 { 5.0 } else { 1.0 };
-                Ok(Timing {
-                    inference_ms: base * spell,
-                    training_ms: 2.0 * base * spell,
+                Ok(Readings {
+                    inference: reading(base * spell),
+                    training: reading(2.0 * base * spell),
                 })
             },
             &mut |n| done.push(n),
@@ -886,7 +1179,8 @@ mod tests {
         .unwrap();
         assert_eq!(calls, 6, "each item once a round");
         assert_eq!(done, [1, 2, 3, 4, 5, 6], "the progress reported");
-        assert_eq!(times[0].inference_ms, 1.0, "{times:?}");
-        assert_eq!(times[1].training_ms, 4.0, "{times:?}");
+        assert_eq!(times[0].inference.ms, 1.0, "{times:?}");
+        assert_eq!(times[0].inference.relative, 0.5, "{times:?}");
+        assert_eq!(times[1].training.ms, 4.0, "{times:?}");
     }
 }

@@ -1,10 +1,12 @@
-//! Latency tables: prediction as the sum of measured pieces plus the overhead, a missing piece
+//! Latency tables: prediction as the correction line at the sum of measured pieces, a missing piece
 //! named, a table of another device, resolution, batch or version refused, files round-tripped
 //! and bad files named.
 
 use eatnas_nn::Arch;
 use eatnas_tensor::Device;
-use eatnas_train::latency::{pieces, theil_sen, LatencyTable, Measure, Provenance, Timing, FORMAT};
+use eatnas_train::latency::{
+    pieces, theil_sen, Correction, LatencyTable, Line, Measure, Provenance, Timing, FORMAT,
+};
 
 const MICRO: &str = r#"{"format":"eatnas-arch/1","name":"micro","stem":{"channels":8,"kernel":3,"stride":2},
  "blocks":[{"op":"mb3","kernel":3,"skip":true,"layers":2,"width":1.0,"base_channels":8,"stride":1},
@@ -59,7 +61,7 @@ fn pieces_follow_the_architecture_with_their_input_sizes() {
 }
 
 #[test]
-fn a_prediction_is_the_sum_of_the_pieces_plus_the_corrections() {
+fn a_prediction_is_the_correction_line_at_the_sum_of_the_pieces() {
     let mut table = table();
     // The two identical mb3 layers are one entry.
     assert_eq!(table.entries.len(), 4, "entries: {:?}", table.entries);
@@ -67,38 +69,53 @@ fn a_prediction_is_the_sum_of_the_pieces_plus_the_corrections() {
         .entries
         .iter()
         .all(|e| e.timing.inference_ms > 0.0 && e.timing.training_ms > 0.0));
+    assert!(table.metronome_ms > 0.0, "{}", table.metronome_ms);
     let arch = micro();
-    // One calibration network: no slope to fit.
-    assert_eq!(table.per_piece, Timing::default());
-    table.per_piece = Timing {
-        inference_ms: -0.01,
-        training_ms: 0.02,
-    };
     let pieces = pieces(&arch, 1, 12, 3).unwrap();
     let sum = pieces
         .iter()
         .map(|p| table.entries.iter().find(|e| &e.piece == p).unwrap().timing)
-        .fold(table.overhead, |a, b| a + b);
-    let n = pieces.len() as f64;
+        .fold(Timing::default(), |a, b| a + b);
+    // One calibration network: no spread of sums, so the line through the origin and its
+    // ratio; calibrated on this very network, the prediction is its measurement.
+    let c = table.correction;
+    assert_eq!(c.inference.intercept_ms, 0.0, "{c:?}");
+    assert!(c.inference.slope > 0.0 && c.training.slope > 0.0, "{c:?}");
     let predicted = table.predict(&arch).unwrap();
-    assert!((predicted.inference_ms - (sum.inference_ms - 0.01 * n)).abs() < 1e-12);
-    assert!((predicted.training_ms - (sum.training_ms + 0.02 * n)).abs() < 1e-12);
-    // Calibrated on this very network: the prediction is its measurement (a median of one).
-    let measured = table.compare(&[arch], QUICK, &mut |_, _| ()).unwrap()[0].measured;
-    assert!(measured.training_ms > 0.0);
+    assert!((predicted.inference_ms - c.inference.slope * sum.inference_ms).abs() < 1e-9);
+    table.correction = Correction {
+        inference: Line {
+            intercept_ms: 0.5,
+            slope: 0.9,
+        },
+        training: Line {
+            intercept_ms: -0.01,
+            slope: 1.2,
+        },
+    };
+    let predicted = table.predict(&arch).unwrap();
+    assert!((predicted.inference_ms - (0.5 + 0.9 * sum.inference_ms)).abs() < 1e-12);
+    assert!((predicted.training_ms - (-0.01 + 1.2 * sum.training_ms)).abs() < 1e-12);
+    let check = table.compare(&[arch], QUICK, &mut |_, _| ()).unwrap();
+    let network = check.networks[0];
+    assert!(
+        network.measured.training_ms > 0.0 && network.timed.training_ms > 0.0,
+        "{network:?}"
+    );
+    assert!(check.metronome_ms > 0.0, "{check:?}");
 }
 
 #[test]
 fn corrections_that_outweigh_the_pieces_are_an_error_not_a_negative_latency() {
     let mut table = table();
     let sum = table.predict(&micro()).unwrap();
-    table.overhead.inference_ms -= sum.inference_ms + 1.0;
+    table.correction.inference.intercept_ms -= sum.inference_ms + 1.0;
     let error = table.predict(&micro()).unwrap_err().to_string();
     assert!(
         error.contains("predicts an inference pass of") && error.contains("not a positive time"),
         "a prediction below zero was not refused with its reason: {error}"
     );
-    table.overhead.inference_ms = f64::NAN;
+    table.correction.inference.intercept_ms = f64::NAN;
     let error = table.predict(&micro()).unwrap_err().to_string();
     assert!(
         error.contains("NaN ms"),
@@ -158,6 +175,19 @@ fn a_table_survives_its_file_and_a_bad_file_is_named() {
         error.contains("other.json") && error.contains("eatnas-latency/9"),
         "{error}"
     );
+    // A table of the earlier format (no metronome, another correction) says to rebuild, not
+    // which field it lacks.
+    let mut earlier: serde_json::Value = serde_json::from_str(&text).unwrap();
+    earlier["format"] = "eatnas-latency/1".into();
+    for field in ["metronome", "metronome_ms", "correction"] {
+        earlier.as_object_mut().unwrap().remove(field);
+    }
+    std::fs::write(&other, earlier.to_string()).unwrap();
+    let error = LatencyTable::load(&other).unwrap_err().to_string();
+    assert!(
+        error.contains("eatnas-latency/1") && error.contains("rebuild"),
+        "{error}"
+    );
 
     std::fs::write(&other, &text[..text.len() / 2]).unwrap();
     let error = LatencyTable::load(&other).unwrap_err().to_string();
@@ -176,7 +206,7 @@ fn a_table_survives_its_file_and_a_bad_file_is_named() {
 }
 
 #[test]
-fn the_per_piece_line_ignores_an_outlier() {
+fn the_correction_line_ignores_an_outlier() {
     // y = 2 + 0.5 x, and one network timed while the host was busy.
     let mut points: Vec<(f64, f64)> = (0..9)
         .map(|i| (i as f64 * 3.0, 2.0 + 1.5 * i as f64))
@@ -187,6 +217,22 @@ fn the_per_piece_line_ignores_an_outlier() {
         (a - 2.0).abs() < 1e-9 && (b - 0.5).abs() < 1e-9,
         "a {a}, b {b}"
     );
-    // Every network of one piece count: no slope, the median of the differences.
+    // Every network of one sum: no slope, the median of the differences.
     assert_eq!(theil_sen(&[(5.0, 1.0), (5.0, 3.0), (5.0, 2.0)]), (2.0, 0.0));
+    // The correction's line: Theil-Sen where the sums differ...
+    points[4].1 -= 40.0;
+    let line = Line::fit(&points);
+    assert!(
+        (line.intercept_ms - 2.0).abs() < 1e-9 && (line.slope - 0.5).abs() < 1e-9,
+        "{line:?}"
+    );
+    // ...through the origin at the median ratio where they do not, the identity without any.
+    assert_eq!(
+        Line::fit(&[(5.0, 4.0), (5.0, 6.0), (5.0, 5.5)]),
+        Line {
+            intercept_ms: 0.0,
+            slope: 1.1
+        }
+    );
+    assert_eq!(Line::fit(&[]), Line::IDENTITY);
 }
