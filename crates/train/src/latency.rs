@@ -857,8 +857,14 @@ impl Clock {
         Ok(clock)
     }
 
-    /// One timed metronome run, in milliseconds.
+    /// One timed metronome run, in milliseconds, right after an untimed one. Timed straight
+    /// after a network, the metronome's time depended on that network: 1.02 ms after one whose
+    /// first block is an MBConv 3, 1.57 ms after the same with an MBConv 6 (what the network
+    /// freed decides whether the metronome's buffers are reused or faulted in afresh), which
+    /// biased each network's ratio by its own ops.
     fn tick(&mut self) -> Result<f64> {
+        self.metronome.infer(&self.input)?;
+        self.measure.device.synchronize()?;
         let start = Instant::now();
         self.metronome.infer(&self.input)?;
         self.measure.device.synchronize()?;
@@ -867,17 +873,21 @@ impl Clock {
         Ok(ms)
     }
 
-    /// `measure.repeats` timed runs of `run`, each followed by a metronome run, after
-    /// `measure.warmup` untimed ones; the medians of their ratios and of their times. The device
-    /// is synchronised around each timed run.
+    /// `measure.repeats` timed runs of `run`, each followed by a metronome tick, after
+    /// `measure.warmup` untimed ones; the medians of their ratios and of their times. Each timed
+    /// run comes right after an untimed one of its own, as in a loop of it: a run after the
+    /// metronome would find the allocator's free blocks and the caches as the metronome left
+    /// them (and the metronome likewise, see [`Clock::tick`]). The device is synchronised
+    /// around each timed run.
     fn time(&mut self, mut run: impl FnMut() -> Result<()>) -> Result<Reading> {
         for _ in 0..self.measure.warmup {
             run()?;
         }
-        self.measure.device.synchronize()?;
         let repeats = self.measure.repeats.max(1);
         let mut pairs = Vec::with_capacity(repeats);
         for _ in 0..repeats {
+            run()?;
+            self.measure.device.synchronize()?;
             let start = Instant::now();
             run()?;
             self.measure.device.synchronize()?;
