@@ -48,8 +48,7 @@ pub struct Args {
 
 /// " at RxR" for a recipe's training resolution, when set.
 fn at(task: &eatnas_nas::TaskConfig) -> String {
-    task.train_config(0, 1)
-        .resolution
+    task.trained_resolution()
         .map_or(String::new(), |r| format!(" at {r}x{r}"))
 }
 

@@ -246,7 +246,7 @@ impl From<&TaskConfig> for Recipe {
             batch_size: t.batch_size,
             lr: t.lr,
             warmup_epochs: t.warmup_epochs,
-            resolution: t.proxy_resolution.or(t.resolution),
+            resolution: t.trained_resolution(),
         }
     }
 }

@@ -357,14 +357,10 @@ impl ProxyTraining {
 /// lower proxy resolution it trains at).
 fn count(job: &Job, data: &PreparedData) -> Result<Counts> {
     let shape = data.train.shape();
-    let size = match job.task.proxy_resolution {
-        Some(_) => job.task.resolution.unwrap_or(shape.size),
-        None => shape.size,
-    };
     Ok(Counts::new(
         &job.arch()?,
         shape.channels,
-        size,
+        job.task.resolution.unwrap_or(shape.size),
         data.train.classes(),
     )?)
 }

@@ -80,7 +80,7 @@ impl TaskConfig {
             warmup_epochs: self.warmup_epochs as f32,
             val_fraction: self.val_fraction,
             data_fraction: self.data_fraction,
-            resolution: self.proxy_resolution.or(self.resolution),
+            resolution: self.trained_resolution(),
             seed,
             workers,
             init: self.init,
@@ -88,6 +88,12 @@ impl TaskConfig {
             skip_bad_images: self.skip_bad_images,
             ..TrainConfig::default()
         }
+    }
+
+    /// The resolution the proxy trains at: `proxy_resolution`, else `resolution` (`None`: the
+    /// dataset's own).
+    pub fn trained_resolution(&self) -> Option<usize> {
+        self.proxy_resolution.or(self.resolution)
     }
 
     pub fn validate(&self, name: &str) -> Result<()> {

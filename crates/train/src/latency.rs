@@ -336,10 +336,10 @@ impl Line {
     /// the networks a busy host timed slow. Where the sums do not differ (one network), the
     /// line through the origin and their median ratio; without points, the identity.
     pub fn fit(points: &[(f64, f64)]) -> Line {
-        let spread = points.iter().any(|&(x, _)| x != points[0].0);
-        if points.is_empty() {
-            Line::IDENTITY
-        } else if spread {
+        let Some(&(first, _)) = points.first() else {
+            return Line::IDENTITY;
+        };
+        if points.iter().any(|&(x, _)| x != first) {
             let (intercept_ms, slope) = theil_sen(points);
             Line {
                 intercept_ms,
@@ -863,22 +863,14 @@ impl Clock {
     /// freed decides whether the metronome's buffers are reused or faulted in afresh), which
     /// biased each network's ratio by its own ops.
     fn tick(&mut self) -> Result<f64> {
-        self.metronome.infer(&self.input)?;
-        self.measure.device.synchronize()?;
-        let start = Instant::now();
-        self.metronome.infer(&self.input)?;
-        self.measure.device.synchronize()?;
-        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let (metronome, input) = (&mut self.metronome, &self.input);
+        let ms = warm_ms(self.measure.device, || metronome.infer(input).map(drop))?;
         self.ticks.push(ms);
         Ok(ms)
     }
 
-    /// `measure.repeats` timed runs of `run`, each followed by a metronome tick, after
-    /// `measure.warmup` untimed ones; the medians of their ratios and of their times. Each timed
-    /// run comes right after an untimed one of its own, as in a loop of it: a run after the
-    /// metronome would find the allocator's free blocks and the caches as the metronome left
-    /// them (and the metronome likewise, see [`Clock::tick`]). The device is synchronised
-    /// around each timed run.
+    /// `measure.repeats` timed runs of `run` ([`warm_ms`]), each followed by a metronome tick,
+    /// after `measure.warmup` untimed ones; the medians of their ratios and of their times.
     fn time(&mut self, mut run: impl FnMut() -> Result<()>) -> Result<Reading> {
         for _ in 0..self.measure.warmup {
             run()?;
@@ -886,12 +878,7 @@ impl Clock {
         let repeats = self.measure.repeats.max(1);
         let mut pairs = Vec::with_capacity(repeats);
         for _ in 0..repeats {
-            run()?;
-            self.measure.device.synchronize()?;
-            let start = Instant::now();
-            run()?;
-            self.measure.device.synchronize()?;
-            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let ms = warm_ms(self.measure.device, &mut run)?;
             pairs.push((ms, self.tick()?));
         }
         Ok(Reading::of(&pairs))
@@ -901,6 +888,19 @@ impl Clock {
     fn metronome_ms(&self) -> f64 {
         median(&mut self.ticks.clone())
     }
+}
+
+/// One run of `run` timed right after an untimed one of its own, as in a loop of it, in
+/// milliseconds, the device synchronised around it: a run straight after another item (a
+/// piece, the metronome) would find the allocator's free blocks and the caches as that item
+/// left them.
+fn warm_ms(device: Device, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+    run()?;
+    device.synchronize()?;
+    let start = Instant::now();
+    run()?;
+    device.synchronize()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Each of `items` timed by `time` once in each of `passes` rounds over all of them (the
