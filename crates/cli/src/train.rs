@@ -61,8 +61,14 @@ pub struct Args {
     /// Input resolution (default: the dataset's own).
     #[arg(long)]
     resolution: Option<usize>,
+    /// Seeds the initial weights, the batch order and the augmentation (and the images, unless
+    /// --data-seed is given).
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
+    /// Seeds which images train and validate (the data fraction and the validation split), so
+    /// that runs of several --seed values are validated on the same images.
+    #[arg(long)]
+    data_seed: Option<u64>,
     /// Threads that read and augment images.
     #[arg(long, default_value_t = TrainConfig::default().workers)]
     workers: usize,
@@ -107,6 +113,7 @@ impl Args {
             data_fraction: self.data_fraction,
             resolution: self.resolution,
             seed: self.seed,
+            data_seed: self.data_seed,
             workers: self.workers,
             checkpoint_every: self.checkpoint_every,
             init: self.init,

@@ -361,9 +361,13 @@ pub fn measure(
                         },
                         task: (*task).clone(),
                         seed: *seed,
+                        data_seed: None,
                         parent: None,
                         save_weights: false,
-                    },
+                    }
+                    // The reference's runs differ in their weights and batch order only:
+                    // each trains and validates on the images the first one does.
+                    .with_data_seed(plan.seed),
                     dir: dir.join(recipe).join(format!("{i:05}")),
                     name: format!("eatnas-{search}-fidelity-{recipe}-{i}"),
                 })

@@ -42,8 +42,13 @@ pub struct Job {
     pub stage: String,
     pub candidate: Candidate,
     pub task: TaskConfig,
-    /// Seeds the network's weights, the data split and the data order.
+    /// Seeds the network's weights and the data order; and the images (the data fraction and
+    /// the validation split) unless `data_seed` is set.
     pub seed: u64,
+    /// Seeds the images when they must not move with `seed` (the repeats of one fidelity
+    /// reference); `None`: `seed`. Set through [`Job::with_data_seed`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_seed: Option<u64>,
     /// Trained weights the network starts from (elastic inheritance, [`eatnas_nn::elastic`]);
     /// it then trains `task.inherited_epochs`.
     pub parent: Option<ParentWeights>,
@@ -172,6 +177,18 @@ impl Job {
         self.candidate
             .genome
             .to_arch(&self.task.macro_config, "candidate")
+    }
+
+    /// The job with its images drawn by `data_seed`, whatever its `seed` (stored only where they
+    /// differ, so a job whose two seeds agree reads and compares as it always did).
+    pub fn with_data_seed(mut self, data_seed: u64) -> Job {
+        self.data_seed = (data_seed != self.seed).then_some(data_seed);
+        self
+    }
+
+    /// The seed that draws the job's images.
+    pub fn data_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
     }
 
     /// Whether `other` trains the same (everything but the names for messages).
@@ -320,15 +337,15 @@ impl ProxyTraining {
         ProxyTraining::default()
     }
 
-    /// The task's prepared data (opened on first use).
-    pub fn data(&self, task: &TaskConfig, seed: u64) -> Result<PreparedData> {
-        let config = task.train_config(seed, 1);
+    /// The task's prepared data, its images drawn by `data_seed` (opened on first use).
+    pub fn data(&self, task: &TaskConfig, data_seed: u64) -> Result<PreparedData> {
+        let config = task.train_config(data_seed, 1);
         let key = serde_json::to_string(&(
             &task.data,
             config.resolution,
             config.data_fraction,
             config.val_fraction,
-            seed,
+            data_seed,
         ))
         .expect("a key serialises");
         let cell = self
@@ -375,6 +392,7 @@ pub fn starting_trainer(
 ) -> Result<(Trainer, Option<Inherited>)> {
     let arch = job.arch()?;
     let mut config = job.task.train_config(job.seed, 1);
+    config.data_seed = job.data_seed;
     let shape = data.train.shape();
     let mut net = Network::with_init(
         &arch,
@@ -421,7 +439,7 @@ pub fn starting_trainer(
 impl JobRunner for ProxyTraining {
     fn run(&self, job: &Job, device: Device) -> Result<(Outcome, Option<Weights>)> {
         let started = Instant::now();
-        let data = self.data(&job.task, job.seed)?;
+        let data = self.data(&job.task, job.data_seed())?;
         let counts = count(job, &data)?;
         let (mut trainer, inherited) = starting_trainer(job, data, device)?;
         let outcome = |accuracy, error| Outcome {

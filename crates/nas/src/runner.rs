@@ -370,6 +370,7 @@ impl Stage<'_, '_> {
             candidate: candidate.clone(),
             task,
             seed: self.run.seed,
+            data_seed: None,
             parent,
             save_weights,
         })

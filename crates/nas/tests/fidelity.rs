@@ -336,10 +336,25 @@ fn several_reference_seeds_average_the_reference_and_measure_its_repeatability()
         10 + 3 * 10,
         "10 proxy trainings and 3 reference runs of 10"
     );
-    for folder in ["reference", "reference-run2", "reference-run3"] {
+    for (run, folder) in ["reference", "reference-run2", "reference-run3"]
+        .iter()
+        .enumerate()
+    {
+        let job_dir = dir.join(folder).join("00009");
         assert!(
-            dir.join(folder).join("00009").join("result.json").is_file(),
+            job_dir.join("result.json").is_file(),
             "{folder}/00009 holds a result"
+        );
+        // Every run trains and validates on the images of the first: only its weights and
+        // order move with its seed.
+        let job = Job::read(&job_dir).unwrap();
+        assert_eq!(job.seed, seeds[run], "{folder}: its own training seed");
+        assert_eq!(job.data_seed(), plan.seed, "{folder}: the plan's images");
+        let text = std::fs::read_to_string(job_dir.join("job.json")).unwrap();
+        assert_eq!(
+            text.contains("data_seed"),
+            run > 0,
+            "{folder}: a data seed is written only where it differs from the seed"
         );
     }
     assert_eq!(report.reference_seeds, 3);

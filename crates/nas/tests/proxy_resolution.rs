@@ -51,6 +51,7 @@ fn the_proxy_trains_at_its_resolution_and_counts_madds_at_the_tasks() {
         },
         task: task.clone(),
         seed: 3,
+        data_seed: None,
         parent: None,
         save_weights: false,
     }

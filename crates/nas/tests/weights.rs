@@ -47,6 +47,7 @@ fn job(genome: &Genome, parent: Option<ParentWeights>, save_weights: bool) -> Jo
         },
         task: task(),
         seed: 3,
+        data_seed: None,
         parent,
         save_weights,
     }

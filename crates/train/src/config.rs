@@ -22,13 +22,20 @@ pub struct TrainConfig {
     /// Zero padding of the random crop; `None`: 2 up to 32 pixels, else resolution / 16.
     pub crop_padding: Option<usize>,
     pub horizontal_flip: bool,
-    /// Fraction of the training set held out for validation (fixed by the seed).
+    /// Fraction of the training set held out for validation (fixed by the data seed).
     pub val_fraction: f64,
     /// Fraction of the training set used at all (search proxies train on part of it).
     pub data_fraction: f64,
     /// Input resolution; `None`: the dataset's own.
     pub resolution: Option<usize>,
+    /// Seeds the initial weights, the order of the batches and their augmentation; and which
+    /// images train and validate too, unless `data_seed` is set.
     pub seed: u64,
+    /// Seeds which images the run sees: the data fraction and the validation split. `None`: the
+    /// same as `seed`. Runs that differ only in `seed` but share a `data_seed` are validated on
+    /// the same images (repeats of one measurement).
+    #[serde(default)]
+    pub data_seed: Option<u64>,
     /// Threads that read and augment images.
     pub workers: usize,
     /// Checkpoint every this many steps as well as at every epoch's end (0: epoch ends only).
@@ -60,6 +67,7 @@ impl Default for TrainConfig {
             data_fraction: 1.0,
             resolution: None,
             seed: 0,
+            data_seed: None,
             workers: 2,
             checkpoint_every: 0,
             init: InitScheme::default(),
@@ -70,6 +78,11 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The seed that draws the data fraction and the validation split.
+    pub fn data_seed(&self) -> u64 {
+        self.data_seed.unwrap_or(self.seed)
+    }
+
     /// Checks every value; the error names the field and what it allows.
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));

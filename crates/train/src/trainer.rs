@@ -30,15 +30,15 @@ pub struct PreparedData {
 
 impl PreparedData {
     /// Opens `spec` at the configured resolution, keeps the configured fraction of the training
-    /// set and holds out the validation split (both fixed by the seed).
+    /// set and holds out the validation split (both fixed by the data seed).
     pub fn open(spec: &DataSpec, config: &TrainConfig) -> Result<PreparedData> {
         let splits = spec.open_with(config.resolution, config.skip_bad_images)?;
         let mut train = splits.train;
         if config.data_fraction < 1.0 {
-            train = Arc::new(Subset::fraction(train, config.data_fraction, config.seed)?);
+            train = Arc::new(Subset::fraction(train, config.data_fraction, config.data_seed())?);
         }
         let val = if config.val_fraction > 0.0 {
-            let (rest, val) = split_validation(train, config.val_fraction, config.seed)?;
+            let (rest, val) = split_validation(train, config.val_fraction, config.data_seed())?;
             train = Arc::new(rest);
             Some(Arc::new(val) as Arc<dyn Dataset>)
         } else {
