@@ -4,16 +4,23 @@
 configurations of docs/results/asha/) and prints evaluations per hour of training, the best
 full-rung accuracies found, and the full arm's best within the multi-fidelity arm's training
 seconds (equal compute); then the paired differences over seeds with bootstrap 95% intervals."""
-import json, random, sys
+import json, sys
+
+from seed_stats import bootstrap
 
 
 def load(p):
     return [json.loads(l) for l in open(p) if l.strip()]
 
 
+def promoted(r):
+    """Whether a multi-fidelity line trained on to the second (full) rung."""
+    return len(r.get("rungs", [])) == 2
+
+
 def full_rung(arm, h):
     """The lines trained to the full rung (every line of the full arm)."""
-    return [r for r in h if not r["cached"] and (arm == "full" or len(r.get("rungs", [])) == 2)]
+    return [r for r in h if not r["cached"] and (arm == "full" or promoted(r))]
 
 
 def best_within(h, seconds):
@@ -26,14 +33,6 @@ def best_within(h, seconds):
         if not r["cached"]:
             best = r["accuracy"] if best is None else max(best, r["accuracy"])
     return best
-
-
-def interval(diffs, draws=10000):
-    rng = random.Random(0)
-    means = sorted(
-        sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(draws)
-    )
-    return means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
 
 
 out = sys.argv[1]
@@ -52,14 +51,14 @@ for seed in sys.argv[2:]:
     for arm, h in hist.items():
         secs = sum(r["seconds"] for r in h)
         accs = sorted((r["accuracy"] for r in full_rung(arm, h)), reverse=True)
-        promoted = sum(1 for r in h if len(r.get("rungs", [])) == 2)
+        promotions = sum(1 for r in h if promoted(r))
         at_equal = best_within(h, mf_seconds) if arm == "full" else None
         rows.setdefault(arm, []).append(
             (len(h) / secs * 3600, accs[0], sum(accs[:3]) / len(accs[:3]), at_equal)
         )
         print(
             f"{seed:>4}  {arm:<4}  {len(h):>5}  {secs:>10.1f}  {len(h)/secs*3600:>10.0f}  "
-            f"{promoted if arm == 'mf' else '-':>8}  {accs[0]:>18.4f}  {sum(accs[:3])/len(accs[:3]):>19.4f}"
+            f"{promotions if arm == 'mf' else '-':>8}  {accs[0]:>18.4f}  {sum(accs[:3])/len(accs[:3]):>19.4f}"
             + (f"  {at_equal:>27.4f}" if at_equal is not None else "")
         )
 n = len(rows.get("mf", []))
@@ -75,5 +74,5 @@ if n >= 2:
         ("best, mf - full (equal evaluations)", [m[1] - f[1] for f, m in zip(full, mf)]),
         ("best, mf - full (equal training seconds)", [m[1] - f[3] for f, m in zip(full, mf)]),
     ):
-        lo, hi = interval(diffs)
+        lo, hi = bootstrap(diffs)
         print(f"{name}: {sum(diffs)/n:+.4f} [{lo:+.4f}, {hi:+.4f}]  per seed {', '.join(f'{d:+.4f}' for d in diffs)}")

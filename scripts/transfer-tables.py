@@ -6,9 +6,9 @@ OUT_DIR/tables.json and OUT_DIR/quality-evaluations.svg / quality-time.svg (mean
 arm with its +-1 standard deviation shaded). Standard library only.
 """
 import json
-import math
-import random
 import sys
+
+from seed_stats import bootstrap, mean, sd
 
 ARMS = ["weights", "arch", "scratch"]
 LABELS = {"weights": "transfer + weights", "arch": "transfer (architecture)", "scratch": "from scratch",
@@ -49,24 +49,6 @@ def load(out, seed):
         except (OSError, KeyError, ValueError):
             finals[arm] = None
     return arms, finals
-
-
-def mean(xs):
-    return sum(xs) / len(xs)
-
-
-def sd(xs):
-    if len(xs) < 2:
-        return 0.0
-    m = mean(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-
-
-def bootstrap(xs, draws=10000, seed=0):
-    """95% percentile interval of the mean of xs, resampling seeds."""
-    rng = random.Random(seed)
-    means = sorted(mean([rng.choice(xs) for _ in xs]) for _ in range(draws))
-    return means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
 
 
 def at_time(arm, t):
