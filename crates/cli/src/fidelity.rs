@@ -42,6 +42,12 @@ pub struct Args {
     /// is their mean, and two or more also measure how well the reference agrees with itself.
     #[arg(long, default_value_t = 1)]
     reference_seeds: usize,
+    /// Proxy trainings of each architecture, each from its own seed (which also draws the
+    /// proxy's data fraction and validation split, as a search's seed does): each seed's proxy is
+    /// ranked against the reference on its own, and the tau reported is their mean. One seed's
+    /// tau over 12 architectures moves by 0.1-0.2 with the seed: compare proxies over several.
+    #[arg(long, default_value_t = 1)]
+    proxy_seeds: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -74,15 +80,17 @@ pub fn run(args: &Args) -> Result<()> {
         args.samples,
         archs.as_deref(),
         &reference,
+        args.proxy_seeds,
     )?;
     eprintln!(
-        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s){} on {:.0}% against reference {} epoch(s){} on {:.0}% ({} seed(s)), into {}",
+        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s){} on {:.0}% ({} seed(s)) against reference {} epoch(s){} on {:.0}% ({} seed(s)), into {}",
         plan.genomes.len(),
         args.task.name(),
         plan.proxy.data,
         plan.proxy.epochs,
         at(&plan.proxy),
         100.0 * plan.proxy.data_fraction,
+        plan.proxy_seeds,
         plan.reference.epochs,
         at(&plan.reference),
         100.0 * plan.reference.data_fraction,
@@ -166,6 +174,19 @@ fn print_report(dir: &std::path::Path, report: &FidelityReport) {
         report.proxy_seconds,
         report.reference_seconds,
     );
+    if report.proxy_seeds > 1 {
+        let taus: Vec<String> = report
+            .proxy_run_taus
+            .iter()
+            .map(|t| format!("{t:.3}"))
+            .collect();
+        eprintln!(
+            "the proxy trained from {} seeds: Kendall tau per seed {} (the tau above is their mean); its runs agree with each other at {}",
+            report.proxy_seeds,
+            if taus.is_empty() { "-".into() } else { taus.join(", ") },
+            show(report.proxy_repeatability_tau)
+        );
+    }
     if let Some(tau) = report.reference_repeatability_tau {
         eprintln!(
             "the reference is the mean of {} seeds; its runs agree with each other at Kendall tau {tau:.3} (how repeatable the reference itself is)",

@@ -10,9 +10,19 @@
 //! with itself across seeds (its repeatability): a proxy cannot be expected to agree with one
 //! reference run better than another run of the reference does.
 //!
+//! The proxy is noisy too, and a search trains each candidate once, from its own seed (which also
+//! draws the proxy's data fraction and validation split): with several proxy seeds every seed's
+//! proxy is ranked against the reference on its own, as one search would rank, and the tau
+//! reported is the mean over them (with each seed's value beside it). Twelve architectures give a
+//! tau whose spread from one proxy seed to the next is about 0.1-0.2, as wide as the difference
+//! between two recipes: compare recipes over several proxy seeds.
+//!
 //! Folder: `plan.json` (what is measured), `proxy/NNNNN/` and `reference/NNNNN/` (one job each;
-//! further reference seeds in `reference-run2/`, `reference-run3/`...), then `fidelity.json` (a
-//! [`FidelityReport`]) and `fidelity.svg` (the scatter).
+//! further proxy seeds in `proxy-run2/`..., further reference seeds in `reference-run2/`,
+//! `reference-run3/`...), then `fidelity.json` (a [`FidelityReport`]) and `fidelity.svg` (the
+//! scatter). A job folder holding the same training is never trained again, whatever measurement
+//! wrote it, so several proxies are compared against one reference by copying the first
+//! measurement's `reference*/` folders into the next one's folder.
 
 use std::path::{Path, PathBuf};
 
@@ -118,6 +128,9 @@ pub struct FidelityPlan {
     /// Reference trainings of each architecture, each from its own seed ([`Self::reference_seed`]).
     #[serde(default = "one")]
     pub reference_seeds: usize,
+    /// Proxy trainings of each architecture, each from its own seed ([`Self::proxy_seed`]).
+    #[serde(default = "one")]
+    pub proxy_seeds: usize,
     pub genomes: Vec<Genome>,
 }
 
@@ -127,13 +140,15 @@ fn one() -> usize {
 
 impl FidelityPlan {
     /// `samples` distinct random architectures of `config`'s space, or the architectures
-    /// `archs` (each must lie in the space), trained on `task` by its proxy and by `reference`.
+    /// `archs` (each must lie in the space), trained on `task` by its proxy (from `proxy_seeds`
+    /// seeds, at least 1) and by `reference`.
     pub fn new(
         config: &SearchConfig,
         task: TaskChoice,
         samples: usize,
         archs: Option<&[Arch]>,
         reference: &Reference,
+        proxy_seeds: usize,
     ) -> Result<FidelityPlan> {
         config.validate()?;
         let proxy = task.of(config).clone();
@@ -184,6 +199,12 @@ impl FidelityPlan {
                 "expected at least 1 training of the reference",
             ));
         }
+        if proxy_seeds == 0 {
+            return Err(Error::invalid(
+                "proxy seeds",
+                "expected at least 1 training of the proxy",
+            ));
+        }
         let epochs = reference.epochs.unwrap_or(5 * proxy.epochs);
         if epochs == 0 {
             return Err(Error::invalid("reference epochs", "expected at least 1"));
@@ -207,8 +228,17 @@ impl FidelityPlan {
             reference,
             seed: config.seed,
             reference_seeds: seeds,
+            proxy_seeds,
             genomes,
         })
+    }
+
+    /// The training seed of proxy run `run` (0-based): the plan's seed for the first, then seeds
+    /// of their own stream (not the reference runs'). A proxy run also draws its data fraction
+    /// and validation split from it, as a search from that seed does.
+    pub fn proxy_seed(&self, run: usize) -> u64 {
+        self.seed
+            .wrapping_add((run as u64).wrapping_mul(0xd1b5_4a32_d192_ed03))
     }
 
     /// The training seed of reference run `run` (0-based): the plan's seed for the first, as the
@@ -218,11 +248,12 @@ impl FidelityPlan {
             .wrapping_add((run as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
-    /// The folder of reference run `run`'s jobs (`reference`, then `reference-run2`...).
-    pub fn reference_folder(run: usize) -> String {
+    /// The folder of run `run`'s jobs of a recipe (`proxy` or `reference`): the recipe's name for
+    /// the first, then `proxy-run2`, `reference-run3`...
+    pub fn run_folder(recipe: &str, run: usize) -> String {
         match run {
-            0 => "reference".into(),
-            _ => format!("reference-run{}", run + 1),
+            0 => recipe.into(),
+            _ => format!("{recipe}-run{}", run + 1),
         }
     }
 }
@@ -251,16 +282,19 @@ impl From<&TaskConfig> for Recipe {
     }
 }
 
-/// One architecture's two trainings.
+/// One architecture's trainings by both recipes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FidelityPoint {
     pub genome: String,
     pub madds: u64,
     pub params: u64,
-    /// Validation top-1; `None` when the training failed (see `error`). The reference's is the
-    /// mean of its runs (`None` unless every run finished).
+    /// Validation top-1, the mean of the recipe's runs; `None` unless every run of it finished
+    /// (see `error`).
     pub proxy: Option<f64>,
     pub reference: Option<f64>,
+    /// Each proxy seed's validation top-1, in run order (when every run finished).
+    #[serde(default)]
+    pub proxy_runs: Vec<f64>,
     /// Each reference seed's validation top-1, in run order (when every run finished).
     #[serde(default)]
     pub reference_runs: Vec<f64>,
@@ -278,11 +312,23 @@ pub struct FidelityReport {
     pub proxy: Recipe,
     pub reference: Recipe,
     pub samples: usize,
-    /// Architectures with both trainings done: the ones ranked.
+    /// Architectures with every training done: the ones ranked.
     pub ranked: usize,
-    /// `None` when fewer than two were ranked, or one side is constant.
+    /// Each proxy run's ranking against the reference, the mean over the proxy's seeds (one
+    /// seed: that run's). `None` when fewer than two were ranked, or one side is constant.
     pub kendall_tau: Option<f64>,
     pub spearman_rho: Option<f64>,
+    /// Proxy trainings of each architecture, from distinct seeds.
+    #[serde(default = "one")]
+    pub proxy_seeds: usize,
+    /// Kendall's tau of each proxy run against the reference, in run order (`kendall_tau` is
+    /// their mean).
+    #[serde(default)]
+    pub proxy_run_taus: Vec<f64>,
+    /// The proxy's repeatability: Kendall's tau between two of its runs, the mean over every pair
+    /// (`None` with one seed).
+    #[serde(default)]
+    pub proxy_repeatability_tau: Option<f64>,
     /// Reference trainings of each architecture, from distinct seeds.
     #[serde(default = "one")]
     pub reference_seeds: usize,
@@ -291,7 +337,8 @@ pub struct FidelityReport {
     /// another run of the reference does at best.
     #[serde(default)]
     pub reference_repeatability_tau: Option<f64>,
-    /// The reference top-1 of the proxy's best architecture, and the best reference top-1.
+    /// The reference top-1 of the proxy's best architecture (the mean over the proxy's runs,
+    /// each picking its own), and the best reference top-1.
     pub proxy_pick_reference: Option<f64>,
     pub best_reference: Option<f64>,
     /// Training seconds summed over the architectures.
@@ -330,21 +377,32 @@ pub fn measure(
     }
     let search = crate::pipeline::search_name(dir);
     let n = plan.genomes.len();
-    // The proxy's trainings, then each reference run's: job j is architecture j % n of recipe
-    // j / n.
-    let recipes: Vec<(String, &TaskConfig, u64)> =
-        std::iter::once(("proxy".to_string(), &plan.proxy, plan.seed))
-            .chain((0..plan.reference_seeds).map(|run| {
-                (
-                    FidelityPlan::reference_folder(run),
-                    &plan.reference,
-                    plan.reference_seed(run),
-                )
-            }))
-            .collect();
-    let jobs: Vec<BatchJob> = recipes
+    // Each proxy run's trainings, then each reference run's: job j is architecture j % n of
+    // run j / n. A proxy run draws its images from its own seed, as a search from that seed
+    // would; the reference's runs differ in their weights and batch order only, each training
+    // and validating on the images the first one does.
+    let runs: Vec<(String, &TaskConfig, u64, u64)> = (0..plan.proxy_seeds)
+        .map(|run| {
+            let seed = plan.proxy_seed(run);
+            (
+                FidelityPlan::run_folder("proxy", run),
+                &plan.proxy,
+                seed,
+                seed,
+            )
+        })
+        .chain((0..plan.reference_seeds).map(|run| {
+            (
+                FidelityPlan::run_folder("reference", run),
+                &plan.reference,
+                plan.reference_seed(run),
+                plan.seed,
+            )
+        }))
+        .collect();
+    let jobs: Vec<BatchJob> = runs
         .iter()
-        .flat_map(|(recipe, task, seed)| {
+        .flat_map(|(folder, task, seed, data_seed)| {
             let search = search.clone();
             plan.genomes
                 .iter()
@@ -353,7 +411,7 @@ pub fn measure(
                     job: Job {
                         version: crate::VERSION.into(),
                         search: search.clone(),
-                        stage: format!("fidelity-{recipe}"),
+                        stage: format!("fidelity-{folder}"),
                         candidate: Candidate {
                             id: i,
                             genome: genome.clone(),
@@ -365,11 +423,9 @@ pub fn measure(
                         parent: None,
                         save_weights: false,
                     }
-                    // The reference's runs differ in their weights and batch order only:
-                    // each trains and validates on the images the first one does.
-                    .with_data_seed(plan.seed),
-                    dir: dir.join(recipe).join(format!("{i:05}")),
-                    name: format!("eatnas-{search}-fidelity-{recipe}-{i}"),
+                    .with_data_seed(*data_seed),
+                    dir: dir.join(folder).join(format!("{i:05}")),
+                    name: format!("eatnas-{search}-fidelity-{folder}-{i}"),
                 })
         })
         .collect();
@@ -380,9 +436,10 @@ pub fn measure(
         max_retries,
         control,
         dir,
-        &mut |i, end, ran| on_end(&recipes[i / n].0, i % n, end, ran),
+        &mut |i, end, ran| on_end(&runs[i / n].0, i % n, end, ran),
     )?;
-    let report = report(plan, &ends[..n], &ends[n..]);
+    let (proxy, reference) = ends.split_at(plan.proxy_seeds * n);
+    let report = report(plan, proxy, reference);
     write_atomic(
         &dir.join(REPORT_FILE),
         serde_json::to_string_pretty(&report)
@@ -406,64 +463,103 @@ fn outcome(end: &BatchEnd) -> std::result::Result<&Outcome, String> {
     }
 }
 
-/// The report of `proxy`'s ends (one per architecture) and `reference`'s (every reference run's
-/// ends in turn, as the jobs were made).
+/// One recipe's runs of architecture `i` (`ends` holds every run's ends in turn, as the jobs
+/// were made): each run's accuracy when every run finished, else the first failure named by its
+/// run (`recipe` alone with one run).
+struct Runs<'a> {
+    finished: Vec<&'a Outcome>,
+    failure: Option<String>,
+}
+
+impl<'a> Runs<'a> {
+    fn of(ends: &'a [BatchEnd], n: usize, i: usize, recipe: &str) -> Runs<'a> {
+        let count = ends.len() / n;
+        let outcomes: Vec<std::result::Result<&Outcome, String>> =
+            ends.chunks(n).map(|run| outcome(&run[i])).collect();
+        let failure = outcomes.iter().enumerate().find_map(|(run, r)| {
+            let e = r.as_ref().err()?;
+            Some(match count {
+                1 => format!("{recipe}: {e}"),
+                _ => format!("{recipe} run {}: {e}", run + 1),
+            })
+        });
+        Runs {
+            finished: outcomes
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .copied()
+                .collect(),
+            failure,
+        }
+    }
+
+    /// Each run's accuracy, when every run finished.
+    fn accuracies(&self) -> Vec<f64> {
+        match self.failure {
+            None => self.finished.iter().map(|o| o.accuracy).collect(),
+            Some(_) => Vec::new(),
+        }
+    }
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The report of `proxy`'s ends (every proxy run's, one per architecture, in turn) and
+/// `reference`'s (every reference run's in turn).
 fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> FidelityReport {
     let n = plan.genomes.len();
     let points: Vec<FidelityPoint> = plan
         .genomes
         .iter()
-        .zip(proxy)
         .enumerate()
-        .map(|(i, (genome, p))| {
-            let p = outcome(p);
-            let runs: Vec<std::result::Result<&Outcome, String>> =
-                reference.chunks(n).map(|run| outcome(&run[i])).collect();
-            let failed_run = runs.iter().enumerate().find_map(|(run, r)| {
-                let e = r.as_ref().err()?;
-                Some(match plan.reference_seeds {
-                    1 => format!("reference: {e}"),
-                    _ => format!("reference run {}: {e}", run + 1),
-                })
-            });
-            let finished: Vec<&Outcome> = runs
-                .iter()
-                .filter_map(|r| r.as_ref().ok())
-                .copied()
-                .collect();
-            let counted = p.as_ref().ok().copied().or(finished.first().copied());
-            let error = match &p {
-                Err(e) => Some(format!("proxy: {e}")),
-                Ok(_) => failed_run.clone(),
-            };
-            let reference_runs: Vec<f64> = match failed_run {
-                None => finished.iter().map(|o| o.accuracy).collect(),
-                Some(_) => Vec::new(),
-            };
+        .map(|(i, genome)| {
+            let p = Runs::of(proxy, n, i, "proxy");
+            let r = Runs::of(reference, n, i, "reference");
+            let counted = p.finished.first().or(r.finished.first());
+            let proxy_runs = p.accuracies();
+            let reference_runs = r.accuracies();
             FidelityPoint {
                 genome: genome.key(),
                 madds: counted.map_or(0, |o| o.madds),
                 params: counted.map_or(0, |o| o.params),
-                proxy: p.as_ref().ok().map(|o| o.accuracy),
-                reference: (!reference_runs.is_empty())
-                    .then(|| reference_runs.iter().sum::<f64>() / reference_runs.len() as f64),
+                proxy: mean(&proxy_runs),
+                reference: mean(&reference_runs),
+                proxy_runs,
                 reference_runs,
-                proxy_seconds: p.as_ref().map_or(0.0, |o| o.seconds),
-                reference_seconds: finished.iter().map(|o| o.seconds).sum(),
-                error,
+                proxy_seconds: p.finished.iter().map(|o| o.seconds).sum(),
+                reference_seconds: r.finished.iter().map(|o| o.seconds).sum(),
+                error: p.failure.or(r.failure),
             }
         })
         .collect();
-    let ranked: Vec<(f64, f64)> = points
+    let ranked: Vec<&FidelityPoint> = points
         .iter()
-        .filter_map(|p| Some((p.proxy?, p.reference?)))
+        .filter(|p| p.proxy.is_some() && p.reference.is_some())
         .collect();
-    let (x, y): (Vec<f64>, Vec<f64>) = ranked.iter().copied().unzip();
-    let proxy_pick_reference = ranked
-        .iter()
-        .copied()
-        .reduce(|best, p| if p.0 > best.0 { p } else { best })
-        .map(|p| p.1);
+    let reference: Vec<f64> = ranked.iter().filter_map(|p| p.reference).collect();
+    let proxy_run = |run: usize| -> Vec<f64> { ranked.iter().map(|p| p.proxy_runs[run]).collect() };
+    // Each proxy run ranks (and picks) on its own, as the search it stands for would.
+    let per_run = |measure: fn(&[f64], &[f64]) -> Option<f64>| -> Option<Vec<f64>> {
+        (0..plan.proxy_seeds)
+            .map(|run| measure(&proxy_run(run), &reference))
+            .collect()
+    };
+    let proxy_run_taus = per_run(stats::kendall_tau).unwrap_or_default();
+    let picks: Vec<f64> = (0..plan.proxy_seeds)
+        .filter_map(|run| {
+            let accuracies = proxy_run(run);
+            let best = (0..accuracies.len()).reduce(|best, k| {
+                if accuracies[k] > accuracies[best] {
+                    k
+                } else {
+                    best
+                }
+            })?;
+            Some(reference[best])
+        })
+        .collect();
     FidelityReport {
         version: crate::VERSION.into(),
         task: plan.task,
@@ -472,12 +568,21 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         reference: (&plan.reference).into(),
         samples: plan.genomes.len(),
         ranked: ranked.len(),
-        kendall_tau: stats::kendall_tau(&x, &y),
-        spearman_rho: stats::spearman_rho(&x, &y),
+        kendall_tau: mean(&proxy_run_taus),
+        spearman_rho: per_run(stats::spearman_rho).and_then(|rhos| mean(&rhos)),
+        proxy_seeds: plan.proxy_seeds,
+        proxy_run_taus,
+        proxy_repeatability_tau: repeatability(
+            points.iter().map(|p| p.proxy_runs.as_slice()),
+            plan.proxy_seeds,
+        ),
         reference_seeds: plan.reference_seeds,
-        reference_repeatability_tau: repeatability(&points, plan.reference_seeds),
-        proxy_pick_reference,
-        best_reference: y.iter().copied().reduce(f64::max),
+        reference_repeatability_tau: repeatability(
+            points.iter().map(|p| p.reference_runs.as_slice()),
+            plan.reference_seeds,
+        ),
+        proxy_pick_reference: mean(&picks),
+        best_reference: reference.iter().copied().reduce(f64::max),
         proxy_seconds: points.iter().map(|p| p.proxy_seconds).sum(),
         reference_seconds: points.iter().map(|p| p.reference_seconds).sum(),
         points,
@@ -496,18 +601,15 @@ pub fn read_archs(dir: &Path) -> Result<Vec<Arch>> {
     paths.iter().map(|p| Ok(Arch::load(p)?)).collect()
 }
 
-/// Kendall's tau between two reference runs over the architectures whose every run finished, the
-/// mean over every pair of runs; `None` with fewer than two runs (or a pair with no tau).
-fn repeatability(points: &[FidelityPoint], runs: usize) -> Option<f64> {
-    let complete: Vec<&[f64]> = points
-        .iter()
-        .map(|p| p.reference_runs.as_slice())
-        .filter(|r| r.len() == runs)
-        .collect();
+/// Kendall's tau between two runs of one recipe over the architectures whose every run
+/// finished (`points_runs`: each architecture's runs), the mean over every pair of runs; `None`
+/// with fewer than two runs (or a pair with no tau).
+fn repeatability<'a>(points_runs: impl Iterator<Item = &'a [f64]>, runs: usize) -> Option<f64> {
+    let complete: Vec<&[f64]> = points_runs.filter(|r| r.len() == runs).collect();
     let run = |k: usize| complete.iter().map(|r| r[k]).collect::<Vec<f64>>();
     let taus: Vec<f64> = (0..runs)
         .flat_map(|a| (a + 1..runs).map(move |b| (a, b)))
         .map(|(a, b)| stats::kendall_tau(&run(a), &run(b)))
         .collect::<Option<Vec<f64>>>()?;
-    (!taus.is_empty()).then(|| taus.iter().sum::<f64>() / taus.len() as f64)
+    mean(&taus)
 }

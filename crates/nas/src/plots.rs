@@ -183,8 +183,12 @@ pub fn fidelity_chart(path: &Path, report: &crate::fidelity::FidelityReport) -> 
         Some(tau) => format!("; reference self-agreement {tau:.3}"),
         None => String::new(),
     };
+    let proxy_seeds = match report.proxy_seeds {
+        1 => String::new(),
+        n => format!(" (mean of {n} proxy seeds)"),
+    };
     let title = format!(
-        "{} task: Kendall tau {}, Spearman rho {} ({} architectures{repeatability})",
+        "{} task: Kendall tau {}{proxy_seeds}, Spearman rho {} ({} architectures{repeatability})",
         report.task.name(),
         show(report.kendall_tau),
         show(report.spearman_rho),
@@ -212,10 +216,14 @@ pub fn fidelity_chart(path: &Path, report: &crate::fidelity::FidelityReport) -> 
             1 => String::new(),
             n => format!(", mean of {n} seeds"),
         };
+        let proxy_seeds = match report.proxy_seeds {
+            1 => String::new(),
+            n => format!(", mean of {n} seeds"),
+        };
         chart
             .configure_mesh()
             .x_desc(format!(
-                "proxy validation top-1 ({})",
+                "proxy validation top-1 ({}{proxy_seeds})",
                 recipe(&report.proxy)
             ))
             .y_desc(format!(

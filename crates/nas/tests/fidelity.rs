@@ -40,6 +40,8 @@ struct Deterministic {
     /// The reference accuracy moves by up to this much with the training seed (a hash of the
     /// genome and the seed), as a short real training does.
     reference_noise: f64,
+    /// The same for the proxy's accuracy.
+    proxy_noise: f64,
 }
 
 impl Deterministic {
@@ -51,6 +53,7 @@ impl Deterministic {
             fails: None,
             reference_fails_with_seed: None,
             reference_noise: 0.0,
+            proxy_noise: 0.0,
         }
     }
 }
@@ -95,8 +98,8 @@ impl JobRunner for Deterministic {
         let noise = (hash(&format!("{}/{}", genome.key(), job.seed)) % 1000) as f64 / 1000.0;
         let accuracy = match (is_proxy, self.proxy) {
             (false, _) => reference + self.reference_noise * noise,
-            (true, Proxy::Faithful) => reference / 2.0,
-            (true, Proxy::Reversed) => 1.0 - reference,
+            (true, Proxy::Faithful) => reference / 2.0 + self.proxy_noise * noise,
+            (true, Proxy::Reversed) => 1.0 - reference + self.proxy_noise * noise,
         };
         let outcome = Outcome {
             accuracy,
@@ -116,15 +119,20 @@ fn plan(samples: usize) -> FidelityPlan {
 }
 
 fn plan_with_reference_seeds(samples: usize, seeds: usize) -> FidelityPlan {
+    plan_with_seeds(samples, 1, seeds)
+}
+
+fn plan_with_seeds(samples: usize, proxy_seeds: usize, reference_seeds: usize) -> FidelityPlan {
     FidelityPlan::new(
         &SearchConfig::default(),
         TaskChoice::Large,
         samples,
         None,
         &Reference {
-            seeds,
+            seeds: reference_seeds,
             ..Reference::default()
         },
+        proxy_seeds,
     )
     .unwrap()
 }
@@ -277,9 +285,16 @@ fn a_failed_training_is_reported_and_left_out_of_the_ranking() {
 #[test]
 fn too_few_samples_and_a_bad_reference_are_named() {
     let config = SearchConfig::default();
-    let error = FidelityPlan::new(&config, TaskChoice::Small, 2, None, &Reference::default())
-        .unwrap_err()
-        .to_string();
+    let error = FidelityPlan::new(
+        &config,
+        TaskChoice::Small,
+        2,
+        None,
+        &Reference::default(),
+        1,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         error.contains("samples") && error.contains("at least 3"),
         "{error}"
@@ -288,7 +303,7 @@ fn too_few_samples_and_a_bad_reference_are_named() {
         data_fraction: 1.5,
         ..Reference::default()
     };
-    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &bad)
+    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &bad, 1)
         .unwrap_err()
         .to_string();
     assert!(error.contains("reference data fraction"), "{error}");
@@ -296,7 +311,7 @@ fn too_few_samples_and_a_bad_reference_are_named() {
         epochs: Some(0),
         ..Reference::default()
     };
-    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &zero)
+    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &zero, 1)
         .unwrap_err()
         .to_string();
     assert!(error.contains("reference epochs"), "{error}");
@@ -304,11 +319,25 @@ fn too_few_samples_and_a_bad_reference_are_named() {
         seeds: 0,
         ..Reference::default()
     };
-    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &no_seeds)
+    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &no_seeds, 1)
         .unwrap_err()
         .to_string();
     assert!(
         error.contains("reference seeds") && error.contains("at least 1"),
+        "{error}"
+    );
+    let error = FidelityPlan::new(
+        &config,
+        TaskChoice::Small,
+        5,
+        None,
+        &Reference::default(),
+        0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("proxy seeds") && error.contains("at least 1"),
         "{error}"
     );
 }
@@ -408,6 +437,134 @@ fn several_reference_seeds_average_the_reference_and_measure_its_repeatability()
 }
 
 #[test]
+fn several_proxy_seeds_rank_each_run_on_its_own_and_report_the_mean_tau() {
+    let plan = plan_with_seeds(10, 3, 1);
+    let seeds: Vec<u64> = (0..3).map(|run| plan.proxy_seed(run)).collect();
+    assert_eq!(seeds[0], plan.seed, "the first proxy run trains as before");
+    assert!(
+        seeds[1] != seeds[0] && seeds[2] != seeds[1] && seeds[2] != seeds[0],
+        "distinct seeds: {seeds:?}"
+    );
+    let plan_2 = plan_with_seeds(10, 3, 3);
+    assert!(
+        (1..3).all(|run| plan_2.proxy_seed(run) != plan_2.reference_seed(run)),
+        "the proxy's later runs do not share the reference's seeds"
+    );
+    let mut runner = Deterministic::new(Proxy::Faithful);
+    runner.proxy_noise = 0.05;
+    let runner = Arc::new(runner);
+    let dir = temp_dir("proxy-seeds");
+    let report = run(&plan, &dir, runner.clone()).unwrap();
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        3 * 10 + 10,
+        "3 proxy runs of 10 and one reference run"
+    );
+    for (run, folder) in ["proxy", "proxy-run2", "proxy-run3"].iter().enumerate() {
+        let job = Job::read(&dir.join(folder).join("00009")).unwrap();
+        assert_eq!(job.seed, seeds[run], "{folder}: its own training seed");
+        assert_eq!(
+            job.data_seed(),
+            seeds[run],
+            "{folder}: its own images, as a search from its seed draws them"
+        );
+    }
+    assert_eq!(report.proxy_seeds, 3);
+    assert_eq!(report.ranked, 10);
+    let reference: Vec<f64> = report.points.iter().map(|p| p.reference.unwrap()).collect();
+    let run_of = |k: usize| -> Vec<f64> { report.points.iter().map(|p| p.proxy_runs[k]).collect() };
+    let taus: Vec<f64> = (0..3)
+        .map(|k| stats::kendall_tau(&run_of(k), &reference).unwrap())
+        .collect();
+    assert_eq!(report.proxy_run_taus, taus, "each run ranked on its own");
+    let mean_tau = taus.iter().sum::<f64>() / 3.0;
+    assert!(
+        (report.kendall_tau.unwrap() - mean_tau).abs() < 1e-12,
+        "kendall_tau {:?} is the mean of the runs' {taus:?}",
+        report.kendall_tau
+    );
+    assert!(
+        taus.iter().any(|&t| t < 0.99),
+        "noisy proxy runs do not rank perfectly: {taus:?}"
+    );
+    let rhos: Vec<f64> = (0..3)
+        .map(|k| stats::spearman_rho(&run_of(k), &reference).unwrap())
+        .collect();
+    assert!((report.spearman_rho.unwrap() - rhos.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+    // Each run picks its own best; the pick's reference is the mean over the runs.
+    let picks: Vec<f64> = (0..3)
+        .map(|k| {
+            let run = run_of(k);
+            let best = (0..10).fold(0, |b, i| if run[i] > run[b] { i } else { b });
+            reference[best]
+        })
+        .collect();
+    assert!((report.proxy_pick_reference.unwrap() - picks.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+    for p in &report.points {
+        let mean = p.proxy_runs.iter().sum::<f64>() / 3.0;
+        assert!(
+            (p.proxy.unwrap() - mean).abs() < 1e-12,
+            "{}: the proxy is the runs' mean",
+            p.genome
+        );
+        assert_eq!(p.proxy_seconds, 3.0, "three proxy runs of 1 s");
+    }
+    let repeatability = report.proxy_repeatability_tau.unwrap();
+    assert!(
+        repeatability < 0.99 && repeatability > -1.0,
+        "{repeatability}"
+    );
+    assert_eq!(report.reference_repeatability_tau, None);
+    let svg = std::fs::read_to_string(dir.join("fidelity.svg")).unwrap();
+    assert!(
+        svg.contains("mean of 3 proxy seeds"),
+        "the chart says the tau is a mean"
+    );
+    // A failed later proxy run leaves the architecture out, named by its run.
+    let mut failing = Deterministic::new(Proxy::Faithful);
+    failing.fails = Some(plan.genomes[0].key());
+    let report = run(
+        &plan_with_seeds(4, 2, 1),
+        &temp_dir("proxy-run-fails"),
+        Arc::new(failing),
+    )
+    .unwrap();
+    let error = report.points[0].error.as_deref().unwrap();
+    assert!(error.contains("proxy run 1"), "{error}");
+    assert_eq!(report.points[0].proxy, None);
+    assert_eq!(report.ranked, 3);
+}
+
+#[test]
+fn a_report_written_before_proxy_seeds_reads_back_as_one_seed() {
+    let plan = plan(4);
+    let report = run(
+        &plan,
+        &temp_dir("old-report-proxy"),
+        Arc::new(Deterministic::new(Proxy::Faithful)),
+    )
+    .unwrap();
+    assert_eq!(report.proxy_run_taus.len(), 1);
+    assert_eq!(report.kendall_tau, Some(report.proxy_run_taus[0]));
+    let mut json = serde_json::to_value(&report).unwrap();
+    let object = json.as_object_mut().unwrap();
+    for key in ["proxy_seeds", "proxy_run_taus", "proxy_repeatability_tau"] {
+        object.remove(key);
+    }
+    for point in object["points"].as_array_mut().unwrap() {
+        point.as_object_mut().unwrap().remove("proxy_runs");
+    }
+    let old: fidelity::FidelityReport = serde_json::from_value(json).unwrap();
+    assert_eq!(old.proxy_seeds, 1);
+    assert!(old.proxy_run_taus.is_empty());
+    // A plan saved before proxy seeds is the same plan as one proxy seed's.
+    let mut saved = serde_json::to_value(&plan).unwrap();
+    saved.as_object_mut().unwrap().remove("proxy_seeds");
+    let old_plan: FidelityPlan = serde_json::from_value(saved).unwrap();
+    assert_eq!(old_plan, plan);
+}
+
+#[test]
 fn a_failed_reference_run_names_its_run_and_leaves_the_architecture_out() {
     let plan = plan_with_reference_seeds(5, 2);
     let mut runner = Deterministic::new(Proxy::Faithful);
@@ -462,6 +619,7 @@ fn architectures_outside_the_space_are_refused() {
         3,
         Some(&archs),
         &Reference::default(),
+        1,
     )
     .unwrap_err()
     .to_string();

@@ -74,8 +74,15 @@ fn the_fidelity_reference_trains_at_the_tasks_resolution() {
         large: task(),
         ..SearchConfig::default()
     };
-    let plan =
-        FidelityPlan::new(&config, TaskChoice::Large, 3, None, &Reference::default()).unwrap();
+    let plan = FidelityPlan::new(
+        &config,
+        TaskChoice::Large,
+        3,
+        None,
+        &Reference::default(),
+        1,
+    )
+    .unwrap();
     assert_eq!(plan.proxy.train_config(0, 1).resolution, Some(8));
     assert_eq!(plan.reference.proxy_resolution, None);
     assert_eq!(plan.reference.train_config(0, 1).resolution, Some(12));

@@ -35,7 +35,11 @@ impl PreparedData {
         let splits = spec.open_with(config.resolution, config.skip_bad_images)?;
         let mut train = splits.train;
         if config.data_fraction < 1.0 {
-            train = Arc::new(Subset::fraction(train, config.data_fraction, config.data_seed())?);
+            train = Arc::new(Subset::fraction(
+                train,
+                config.data_fraction,
+                config.data_seed(),
+            )?);
         }
         let val = if config.val_fraction > 0.0 {
             let (rest, val) = split_validation(train, config.val_fraction, config.data_seed())?;

@@ -37,6 +37,9 @@ fn runs_sharing_a_data_seed_see_the_same_images_whatever_their_seed() {
     );
     assert_eq!(images(1, Some(1)), first, "a data seed equal to the seed");
     let moved = images(2, None);
-    assert_ne!(moved.1, first.1, "without a data seed the split moves with the seed");
+    assert_ne!(
+        moved.1, first.1,
+        "without a data seed the split moves with the seed"
+    );
     assert_ne!(moved.0, first.0, "and so does the data fraction");
 }
