@@ -152,6 +152,19 @@ def main():
         got = [x for x in v if x is not None]
         shown = f(got) if got else "-"
         lines.append(f"  {LABELS[a]:>24}: {shown}  per seed: " + " ".join("-" if x is None else f"{x:.4f}" for x in v))
+    # The paper's claim is about the network a search ends with: the same pairs as above, on it.
+    finals = {a: [runs[s][1][a] for s in seeds] for a in ARMS}
+    compared = [(a, b) for a, b in pairs if None not in finals[a] + finals[b]]
+    if compared:
+        lines.append("")
+        lines.append("Paired difference of the final trained winners' test top-1, bootstrap 95% interval over seeds")
+        table["paired_final_test_top1"] = {}
+    for a, b in compared:
+        d = [x - y for x, y in zip(finals[a], finals[b])]
+        lo, hi = bootstrap(d)
+        table["paired_final_test_top1"][f"{a}-{b}"] = {"mean": mean(d), "ci95": [lo, hi], "per_seed": d}
+        lines.append(f"  {LABELS[a]:>24} - {LABELS[b]:<24} {mean(d):+.4f}  [{lo:+.4f}, {hi:+.4f}]  per seed: "
+                     + " ".join(f"{x:+.4f}" for x in d))
 
     text = "\n".join(lines)
     print(text)
