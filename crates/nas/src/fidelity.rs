@@ -502,10 +502,6 @@ impl<'a> Runs<'a> {
     }
 }
 
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
 /// The report of `proxy`'s ends (every proxy run's, one per architecture, in turn) and
 /// `reference`'s (every reference run's in turn).
 fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> FidelityReport {
@@ -524,8 +520,8 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
                 genome: genome.key(),
                 madds: counted.map_or(0, |o| o.madds),
                 params: counted.map_or(0, |o| o.params),
-                proxy: mean(&proxy_runs),
-                reference: mean(&reference_runs),
+                proxy: stats::mean(&proxy_runs),
+                reference: stats::mean(&reference_runs),
                 proxy_runs,
                 reference_runs,
                 proxy_seconds: p.finished.iter().map(|o| o.seconds).sum(),
@@ -568,8 +564,8 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         reference: (&plan.reference).into(),
         samples: plan.genomes.len(),
         ranked: ranked.len(),
-        kendall_tau: mean(&proxy_run_taus),
-        spearman_rho: per_run(stats::spearman_rho).and_then(|rhos| mean(&rhos)),
+        kendall_tau: stats::mean(&proxy_run_taus),
+        spearman_rho: per_run(stats::spearman_rho).and_then(|rhos| stats::mean(&rhos)),
         proxy_seeds: plan.proxy_seeds,
         proxy_run_taus,
         proxy_repeatability_tau: repeatability(
@@ -581,7 +577,7 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
             points.iter().map(|p| p.reference_runs.as_slice()),
             plan.reference_seeds,
         ),
-        proxy_pick_reference: mean(&picks),
+        proxy_pick_reference: stats::mean(&picks),
         best_reference: reference.iter().copied().reduce(f64::max),
         proxy_seconds: points.iter().map(|p| p.proxy_seconds).sum(),
         reference_seconds: points.iter().map(|p| p.reference_seconds).sum(),
@@ -611,5 +607,5 @@ fn repeatability<'a>(points_runs: impl Iterator<Item = &'a [f64]>, runs: usize) 
         .flat_map(|a| (a + 1..runs).map(move |b| (a, b)))
         .map(|(a, b)| stats::kendall_tau(&run(a), &run(b)))
         .collect::<Option<Vec<f64>>>()?;
-    mean(&taus)
+    stats::mean(&taus)
 }

@@ -56,7 +56,7 @@ pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
     if x.len() < 2 {
         return None;
     }
-    let (mx, my) = (mean(x), mean(y));
+    let (mx, my) = (mean(x)?, mean(y)?);
     let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
     let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
     let syy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
@@ -71,8 +71,9 @@ pub fn spearman_rho(x: &[f64], y: &[f64]) -> Option<f64> {
     pearson(&ranks(x), &ranks(y))
 }
 
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len().max(1) as f64
+/// The arithmetic mean; `None` of no values.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 #[cfg(test)]
@@ -115,6 +116,7 @@ mod tests {
 
     #[test]
     fn mean_of_values() {
-        assert_eq!(mean(&[1.0, 2.0, 3.0]), 2.0);
+        assert_eq!(mean(&[1.0, 2.0, 3.0]), Some(2.0));
+        assert_eq!(mean(&[]), None, "no values have no mean");
     }
 }

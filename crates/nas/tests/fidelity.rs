@@ -285,16 +285,19 @@ fn a_failed_training_is_reported_and_left_out_of_the_ranking() {
 #[test]
 fn too_few_samples_and_a_bad_reference_are_named() {
     let config = SearchConfig::default();
-    let error = FidelityPlan::new(
-        &config,
-        TaskChoice::Small,
-        2,
-        None,
-        &Reference::default(),
-        1,
-    )
-    .unwrap_err()
-    .to_string();
+    let refusal = |samples: usize, reference: &Reference, proxy_seeds: usize| {
+        FidelityPlan::new(
+            &config,
+            TaskChoice::Small,
+            samples,
+            None,
+            reference,
+            proxy_seeds,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let error = refusal(2, &Reference::default(), 1);
     assert!(
         error.contains("samples") && error.contains("at least 3"),
         "{error}"
@@ -303,39 +306,24 @@ fn too_few_samples_and_a_bad_reference_are_named() {
         data_fraction: 1.5,
         ..Reference::default()
     };
-    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &bad, 1)
-        .unwrap_err()
-        .to_string();
+    let error = refusal(5, &bad, 1);
     assert!(error.contains("reference data fraction"), "{error}");
     let zero = Reference {
         epochs: Some(0),
         ..Reference::default()
     };
-    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &zero, 1)
-        .unwrap_err()
-        .to_string();
+    let error = refusal(5, &zero, 1);
     assert!(error.contains("reference epochs"), "{error}");
     let no_seeds = Reference {
         seeds: 0,
         ..Reference::default()
     };
-    let error = FidelityPlan::new(&config, TaskChoice::Small, 5, None, &no_seeds, 1)
-        .unwrap_err()
-        .to_string();
+    let error = refusal(5, &no_seeds, 1);
     assert!(
         error.contains("reference seeds") && error.contains("at least 1"),
         "{error}"
     );
-    let error = FidelityPlan::new(
-        &config,
-        TaskChoice::Small,
-        5,
-        None,
-        &Reference::default(),
-        0,
-    )
-    .unwrap_err()
-    .to_string();
+    let error = refusal(5, &Reference::default(), 0);
     assert!(
         error.contains("proxy seeds") && error.contains("at least 1"),
         "{error}"
