@@ -136,12 +136,16 @@ def main():
     pairs = [("weights", "scratch"), ("arch", "scratch"), ("weights", "arch")]
     if "inherit" in ARMS:
         pairs += [("inherit", "scratch"), ("inherit", "weights")]
-    for a, b in pairs:
-        d = [runs[s][0][a]["quality"][n - 1] - runs[s][0][b]["quality"][n - 1] for s in seeds]
+    def paired(key, a, b, d):
+        """table[key][a-b] and its line: the paired differences d with their bootstrap interval."""
         lo, hi = bootstrap(d)
-        table["paired_at_budget"][f"{a}-{b}"] = {"mean": mean(d), "ci95": [lo, hi], "per_seed": d}
+        table[key][f"{a}-{b}"] = {"mean": mean(d), "ci95": [lo, hi], "per_seed": d}
         lines.append(f"  {LABELS[a]:>24} - {LABELS[b]:<24} {mean(d):+.4f}  [{lo:+.4f}, {hi:+.4f}]  per seed: "
                      + " ".join(f"{x:+.4f}" for x in d))
+
+    for a, b in pairs:
+        paired("paired_at_budget", a, b,
+               [runs[s][0][a]["quality"][n - 1] - runs[s][0][b]["quality"][n - 1] for s in seeds])
 
     lines.append("")
     lines.append("Final trained winner, test top-1")
@@ -153,18 +157,14 @@ def main():
         shown = f(got) if got else "-"
         lines.append(f"  {LABELS[a]:>24}: {shown}  per seed: " + " ".join("-" if x is None else f"{x:.4f}" for x in v))
     # The paper's claim is about the network a search ends with: the same pairs as above, on it.
-    finals = {a: [runs[s][1][a] for s in seeds] for a in ARMS}
+    finals = table["final_test_top1"]
     compared = [(a, b) for a, b in pairs if None not in finals[a] + finals[b]]
     if compared:
         lines.append("")
         lines.append("Paired difference of the final trained winners' test top-1, bootstrap 95% interval over seeds")
         table["paired_final_test_top1"] = {}
     for a, b in compared:
-        d = [x - y for x, y in zip(finals[a], finals[b])]
-        lo, hi = bootstrap(d)
-        table["paired_final_test_top1"][f"{a}-{b}"] = {"mean": mean(d), "ci95": [lo, hi], "per_seed": d}
-        lines.append(f"  {LABELS[a]:>24} - {LABELS[b]:<24} {mean(d):+.4f}  [{lo:+.4f}, {hi:+.4f}]  per seed: "
-                     + " ".join(f"{x:+.4f}" for x in d))
+        paired("paired_final_test_top1", a, b, [x - y for x, y in zip(finals[a], finals[b])])
 
     text = "\n".join(lines)
     print(text)
