@@ -38,6 +38,10 @@ pub struct Args {
     /// Warm-up epochs of the reference training (default: the proxy's).
     #[arg(long)]
     reference_warmup_epochs: Option<f64>,
+    /// Fraction of the training data the reference holds out to rank on (default: the
+    /// proxy's). Fix it to compare proxies that hold out other fractions against one reference.
+    #[arg(long)]
+    reference_val_fraction: Option<f64>,
     /// Reference trainings of each architecture, each from its own seed: the reference accuracy
     /// is their mean, and two or more also measure how well the reference agrees with itself.
     #[arg(long, default_value_t = 1)]
@@ -72,6 +76,7 @@ pub fn run(args: &Args) -> Result<()> {
         batch_size: args.reference_batch_size,
         lr: args.reference_lr,
         warmup_epochs: args.reference_warmup_epochs,
+        val_fraction: args.reference_val_fraction,
         seeds: args.reference_seeds,
     };
     let plan = FidelityPlan::new(

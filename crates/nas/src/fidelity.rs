@@ -97,6 +97,9 @@ pub struct Reference {
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
     pub warmup_epochs: Option<f64>,
+    /// Fraction of the training data held out to rank on (default: the proxy's). Fixing it
+    /// lets proxies that hold out other fractions share one reference.
+    pub val_fraction: Option<f64>,
     /// Training seeds of the reference (at least 1): each architecture's reference accuracy is
     /// the mean over them, and two or more measure the reference's repeatability.
     pub seeds: usize,
@@ -110,6 +113,7 @@ impl Default for Reference {
             batch_size: None,
             lr: None,
             warmup_epochs: None,
+            val_fraction: None,
             seeds: 1,
         }
     }
@@ -215,6 +219,7 @@ impl FidelityPlan {
             batch_size: reference.batch_size.unwrap_or(proxy.batch_size),
             lr: reference.lr.unwrap_or(proxy.lr),
             warmup_epochs: reference.warmup_epochs.unwrap_or(proxy.warmup_epochs),
+            val_fraction: reference.val_fraction.unwrap_or(proxy.val_fraction),
             // The reference trains at the task's own resolution, whatever the proxy's.
             proxy_resolution: None,
             inherit_weights: false,
@@ -267,6 +272,9 @@ pub struct Recipe {
     pub lr: f64,
     pub warmup_epochs: f64,
     pub resolution: Option<usize>,
+    /// Held-out fraction ranked on (absent from reports written before it was recorded).
+    #[serde(default)]
+    pub val_fraction: Option<f64>,
 }
 
 impl From<&TaskConfig> for Recipe {
@@ -278,6 +286,7 @@ impl From<&TaskConfig> for Recipe {
             lr: t.lr,
             warmup_epochs: t.warmup_epochs,
             resolution: t.trained_resolution(),
+            val_fraction: Some(t.val_fraction),
         }
     }
 }

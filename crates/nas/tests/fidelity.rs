@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use eatnas_nas::executor::local::LocalExecutor;
-use eatnas_nas::fidelity::{measure, FidelityPlan, Reference, TaskChoice};
+use eatnas_nas::fidelity::{measure, FidelityPlan, Recipe, Reference, TaskChoice};
 use eatnas_nas::runner::Control;
 use eatnas_nas::*;
 use eatnas_tensor::Device;
@@ -327,6 +327,49 @@ fn too_few_samples_and_a_bad_reference_are_named() {
     assert!(
         error.contains("proxy seeds") && error.contains("at least 1"),
         "{error}"
+    );
+    for held_out in [0.0, 1.0, 1.5] {
+        let bad_split = Reference {
+            val_fraction: Some(held_out),
+            ..Reference::default()
+        };
+        let error = refusal(5, &bad_split, 1);
+        assert!(
+            error.contains("reference") && error.contains("val_fraction"),
+            "held-out fraction {held_out}: {error}"
+        );
+    }
+}
+
+#[test]
+fn the_reference_holds_out_the_proxys_fraction_unless_told_otherwise() {
+    let config = SearchConfig::default();
+    let plan_for = |val_fraction: Option<f64>| {
+        FidelityPlan::new(
+            &config,
+            TaskChoice::Large,
+            5,
+            None,
+            &Reference {
+                val_fraction,
+                ..Reference::default()
+            },
+            1,
+        )
+        .unwrap()
+    };
+    let shared = plan_for(None);
+    assert_eq!(shared.reference.val_fraction, config.large.val_fraction);
+    let fixed = plan_for(Some(0.3));
+    assert_eq!(fixed.reference.val_fraction, 0.3);
+    assert_eq!(
+        fixed.proxy.val_fraction, config.large.val_fraction,
+        "the proxy keeps its own held-out fraction"
+    );
+    assert_eq!(
+        Recipe::from(&fixed.reference).val_fraction,
+        Some(0.3),
+        "the report shows the reference's held-out fraction"
     );
 }
 
