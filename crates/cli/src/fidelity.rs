@@ -88,17 +88,19 @@ pub fn run(args: &Args) -> Result<()> {
         args.proxy_seeds,
     )?;
     eprintln!(
-        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s){} on {:.0}% ({} seed(s)) against reference {} epoch(s){} on {:.0}% ({} seed(s)), into {}",
+        "eatnas fidelity: {} architectures on the {} task ({}), proxy {} epoch(s){} on {:.0}%, {:.0}% held out ({} seed(s)) against reference {} epoch(s){} on {:.0}%, {:.0}% held out ({} seed(s)), into {}",
         plan.genomes.len(),
         args.task.name(),
         plan.proxy.data,
         plan.proxy.epochs,
         at(&plan.proxy),
         100.0 * plan.proxy.data_fraction,
+        100.0 * plan.proxy.val_fraction,
         plan.proxy_seeds,
         plan.reference.epochs,
         at(&plan.reference),
         100.0 * plan.reference.data_fraction,
+        100.0 * plan.reference.val_fraction,
         plan.reference_seeds,
         dir.display()
     );

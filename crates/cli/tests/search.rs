@@ -494,11 +494,14 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
         "2",
         "--reference-data-fraction",
         "0.1",
+        "--reference-val-fraction",
+        "0.3",
         "--out",
         out_s,
         "--json",
     ];
     let report = ok(&args);
+    assert_eq!(report["reference"]["val_fraction"], 0.3, "{report}");
     assert_eq!(report["samples"], 4);
     assert_eq!(
         report["ranked"], 4,
@@ -596,4 +599,16 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
         dir.join("f3").to_str().unwrap(),
     ]);
     assert!(e.contains("expected small or large"), "{e}");
+    let e = err(&[
+        "fidelity",
+        "--config",
+        config,
+        "--task",
+        "small",
+        "--reference-val-fraction",
+        "1.2",
+        "--out",
+        dir.join("f4").to_str().unwrap(),
+    ]);
+    assert!(e.contains("reference") && e.contains("val_fraction"), "{e}");
 }
