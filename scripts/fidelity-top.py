@@ -51,9 +51,12 @@ def main():
         parser.error(f"--top {args.top}: a rank correlation needs at least 3 architectures")
     taus = []
     for path in args.reports:
-        with open(path) as f:
-            report = json.load(f)
-        tau, n = top_tau(report, args.top)
+        try:
+            with open(path) as f:
+                report = json.load(f)
+            tau, n = top_tau(report, args.top)
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise SystemExit(f"fidelity-top.py: {path}: not a readable fidelity.json report ({e!r})")
         taus.append(tau)
         print(f"{path}: tau over the {n} best by the reference {tau:.3f} (all {report['kendall_tau']:.3f})")
     if len(taus) > 1:
