@@ -577,38 +577,18 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
         2
     );
 
-    let e = err(&[
-        "fidelity",
-        "--config",
-        config,
-        "--task",
-        "small",
-        "--samples",
-        "2",
-        "--out",
-        dir.join("f2").to_str().unwrap(),
-    ]);
+    // A refused measurement, into a folder of its own: TASK, then EXTRA arguments.
+    let refused = |task: &str, extra: &[&str], folder: &str| {
+        let out = dir.join(folder);
+        let mut refused_args = vec!["fidelity", "--config", config, "--task", task];
+        refused_args.extend_from_slice(extra);
+        refused_args.extend(["--out", out.to_str().unwrap()]);
+        err(&refused_args)
+    };
+    let e = refused("small", &["--samples", "2"], "f2");
     assert!(e.contains("samples") && e.contains("at least 3"), "{e}");
-    let e = err(&[
-        "fidelity",
-        "--config",
-        config,
-        "--task",
-        "medium",
-        "--out",
-        dir.join("f3").to_str().unwrap(),
-    ]);
+    let e = refused("medium", &[], "f3");
     assert!(e.contains("expected small or large"), "{e}");
-    let e = err(&[
-        "fidelity",
-        "--config",
-        config,
-        "--task",
-        "small",
-        "--reference-val-fraction",
-        "1.2",
-        "--out",
-        dir.join("f4").to_str().unwrap(),
-    ]);
+    let e = refused("small", &["--reference-val-fraction", "1.2"], "f4");
     assert!(e.contains("reference") && e.contains("val_fraction"), "{e}");
 }
