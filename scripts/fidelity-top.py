@@ -5,6 +5,9 @@ and averaged over runs (as the report's `kendall_tau` is over all of them), then
 
     scripts/fidelity-top.py [--top K] FIDELITY.json...
 
+The report's own `top_half_kendall_tau` is this with K = half the ranked architectures (rounded
+up); the script gives any K, reads reports written before that field, and averages over files.
+
 A search's last generations choose among good networks: a proxy can rank a random sample well
 (telling poor networks from good ones) and still order the good ones by chance. Standard library
 only."""

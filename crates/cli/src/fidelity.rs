@@ -181,6 +181,11 @@ fn print_report(dir: &std::path::Path, report: &FidelityReport) {
         report.proxy_seconds,
         report.reference_seconds,
     );
+    eprintln!(
+        "over the best {} by the reference: Kendall tau {} (how well the proxy orders the good networks a search ends among)",
+        report.top_half,
+        show(report.top_half_kendall_tau)
+    );
     if report.proxy_seeds > 1 {
         let taus: Vec<String> = report
             .proxy_run_taus

@@ -524,6 +524,13 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.matches("(done before)").count(), 8, "{stderr}");
+    // Two in the better half of four: too few for a tau of their own, said so.
+    assert_eq!(report["top_half"], 2, "{report}");
+    assert!(report["top_half_kendall_tau"].is_null(), "{report}");
+    assert!(
+        stderr.contains("over the best 2 by the reference: Kendall tau -"),
+        "{stderr}"
+    );
     let again: serde_json::Value = serde_json::from_str(
         String::from_utf8_lossy(&output.stdout)
             .lines()

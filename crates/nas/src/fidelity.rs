@@ -327,6 +327,14 @@ pub struct FidelityReport {
     /// seed: that run's). `None` when fewer than two were ranked, or one side is constant.
     pub kendall_tau: Option<f64>,
     pub spearman_rho: Option<f64>,
+    /// Kendall's tau over the better half of the ranked architectures by the reference (6 of
+    /// 12; `top_half` of them), each proxy run's, their mean; `None` under 3. A proxy can rank
+    /// a random sample well, telling poor networks from good ones, and still order the good
+    /// ones by chance: they are what a search's last generations choose among.
+    #[serde(default)]
+    pub top_half_kendall_tau: Option<f64>,
+    #[serde(default)]
+    pub top_half: usize,
     /// Proxy trainings of each architecture, from distinct seeds.
     #[serde(default = "one")]
     pub proxy_seeds: usize,
@@ -552,6 +560,15 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
             .collect()
     };
     let proxy_run_taus = per_run(stats::kendall_tau).unwrap_or_default();
+    let top_half = top_half(&reference);
+    let top_half_taus: Option<Vec<f64>> = (0..plan.proxy_seeds)
+        .map(|run| {
+            let proxy = proxy_run(run);
+            let proxy: Vec<f64> = top_half.iter().map(|&k| proxy[k]).collect();
+            let reference: Vec<f64> = top_half.iter().map(|&k| reference[k]).collect();
+            stats::kendall_tau(&proxy, &reference)
+        })
+        .collect();
     let picks: Vec<f64> = (0..plan.proxy_seeds)
         .filter_map(|run| {
             let accuracies = proxy_run(run);
@@ -575,6 +592,10 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         ranked: ranked.len(),
         kendall_tau: stats::mean(&proxy_run_taus),
         spearman_rho: per_run(stats::spearman_rho).and_then(|rhos| stats::mean(&rhos)),
+        top_half_kendall_tau: top_half_taus
+            .filter(|_| top_half.len() >= 3)
+            .and_then(|taus| stats::mean(&taus)),
+        top_half: top_half.len(),
         proxy_seeds: plan.proxy_seeds,
         proxy_run_taus,
         proxy_repeatability_tau: repeatability(
@@ -592,6 +613,14 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         reference_seconds: points.iter().map(|p| p.reference_seconds).sum(),
         points,
     }
+}
+
+/// The indices of the better half of `reference` (rounded up), best first; ties keep their order.
+fn top_half(reference: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..reference.len()).collect();
+    order.sort_by(|&a, &b| reference[b].total_cmp(&reference[a]));
+    order.truncate(reference.len().div_ceil(2));
+    order
 }
 
 /// Architecture files of a folder (every `*.json`, by name).

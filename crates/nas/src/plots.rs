@@ -187,8 +187,12 @@ pub fn fidelity_chart(path: &Path, report: &crate::fidelity::FidelityReport) -> 
         1 => String::new(),
         n => format!(" (mean of {n} proxy seeds)"),
     };
+    let top_half = match report.top_half_kendall_tau {
+        Some(tau) => format!(", best {}: tau {tau:.3}", report.top_half),
+        None => String::new(),
+    };
     let title = format!(
-        "{} task: Kendall tau {}{proxy_seeds}, Spearman rho {} ({} architectures{repeatability})",
+        "{} task: Kendall tau {}{proxy_seeds}, Spearman rho {} ({} architectures{top_half}{repeatability})",
         report.task.name(),
         show(report.kendall_tau),
         show(report.spearman_rho),

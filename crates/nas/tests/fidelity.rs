@@ -24,6 +24,10 @@ enum Proxy {
     Faithful,
     /// The reference's order reversed.
     Reversed,
+    /// Every architecture whose reference accuracy is at least this ranked above every other,
+    /// but in reversed order among themselves: poor networks told from good ones, the good
+    /// ones ordered wrongly.
+    ReversedFrom(f64),
 }
 
 /// The reference accuracy grows with the genome's total width and depth (a distinct value for
@@ -100,6 +104,8 @@ impl JobRunner for Deterministic {
             (false, _) => reference + self.reference_noise * noise,
             (true, Proxy::Faithful) => reference / 2.0 + self.proxy_noise * noise,
             (true, Proxy::Reversed) => 1.0 - reference + self.proxy_noise * noise,
+            (true, Proxy::ReversedFrom(good)) if reference >= good => 2.0 - reference,
+            (true, Proxy::ReversedFrom(_)) => reference,
         };
         let outcome = Outcome {
             accuracy,
@@ -200,6 +206,54 @@ fn a_faithful_proxy_ranks_with_tau_one_and_a_reversed_one_with_minus_one() {
         reversed.kendall_tau
     );
     assert!((reversed.spearman_rho.unwrap() + 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn the_top_half_tau_measures_how_the_proxy_orders_the_best_networks() {
+    let plan = plan(8);
+    let faithful = run(
+        &plan,
+        &temp_dir("top-half-faithful"),
+        Arc::new(Deterministic::new(Proxy::Faithful)),
+    )
+    .unwrap();
+    assert_eq!(faithful.top_half, 4);
+    assert_eq!(faithful.top_half_kendall_tau, Some(1.0));
+    // The four best by the reference ranked above the rest, reversed among themselves: of the
+    // 28 pairs, the 16 across the halves and the bottom half's 6 agree, the top half's 6 do not.
+    let mut references: Vec<f64> = plan.genomes.iter().map(reference_accuracy).collect();
+    references.sort_by(|a, b| b.total_cmp(a));
+    let runner = Deterministic::new(Proxy::ReversedFrom(references[3]));
+    let dir = temp_dir("top-half-reversed");
+    let report = run(&plan, &dir, Arc::new(runner)).unwrap();
+    let svg = std::fs::read_to_string(dir.join("fidelity.svg")).unwrap();
+    assert!(svg.contains("best 4: tau -1.000"), "the chart's title names the top half's tau");
+    assert!(
+        (report.kendall_tau.unwrap() - 16.0 / 28.0).abs() < 1e-12,
+        "overall tau {:?}",
+        report.kendall_tau
+    );
+    assert_eq!(report.top_half, 4);
+    assert_eq!(
+        report.top_half_kendall_tau,
+        Some(-1.0),
+        "the good networks ordered backwards"
+    );
+    assert_eq!(report.proxy_pick_reference, Some(references[3]), "the proxy picks the fourth best");
+    // Under three in the better half there is no tau; an older report reads back without one.
+    let small = run(
+        &self::plan(4),
+        &temp_dir("top-half-small"),
+        Arc::new(Deterministic::new(Proxy::Faithful)),
+    )
+    .unwrap();
+    assert_eq!((small.top_half, small.top_half_kendall_tau), (2, None));
+    let mut json = serde_json::to_value(&report).unwrap();
+    let object = json.as_object_mut().unwrap();
+    object.remove("top_half_kendall_tau");
+    object.remove("top_half");
+    let old: fidelity::FidelityReport = serde_json::from_value(json).unwrap();
+    assert_eq!((old.top_half, old.top_half_kendall_tau), (0, None));
 }
 
 #[test]
