@@ -201,8 +201,10 @@ fn print_report(dir: &std::path::Path, report: &FidelityReport) {
     }
     if let Some(tau) = report.reference_repeatability_tau {
         eprintln!(
-            "the reference is the mean of {} seeds; its runs agree with each other at Kendall tau {tau:.3} (how repeatable the reference itself is)",
-            report.reference_seeds
+            "the reference is the mean of {} seeds; its runs agree with each other at Kendall tau {tau:.3} (how repeatable the reference itself is), over the best {} at {}",
+            report.reference_seeds,
+            report.top_half,
+            show(report.top_half_reference_repeatability_tau)
         );
     }
     eprintln!(

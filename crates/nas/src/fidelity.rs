@@ -354,6 +354,9 @@ pub struct FidelityReport {
     /// another run of the reference does at best.
     #[serde(default)]
     pub reference_repeatability_tau: Option<f64>,
+    /// The same over the better half (`top_half`): the most `top_half_kendall_tau` can mean.
+    #[serde(default)]
+    pub top_half_reference_repeatability_tau: Option<f64>,
     /// The reference top-1 of the proxy's best architecture (the mean over the proxy's runs,
     /// each picking its own), and the best reference top-1.
     pub proxy_pick_reference: Option<f64>,
@@ -607,6 +610,11 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
             points.iter().map(|p| p.reference_runs.as_slice()),
             plan.reference_seeds,
         ),
+        top_half_reference_repeatability_tau: repeatability(
+            top_half.iter().map(|&k| ranked[k].reference_runs.as_slice()),
+            plan.reference_seeds,
+        )
+        .filter(|_| top_half.len() >= 3),
         proxy_pick_reference: stats::mean(&picks),
         best_reference: reference.iter().copied().reduce(f64::max),
         proxy_seconds: points.iter().map(|p| p.proxy_seconds).sum(),

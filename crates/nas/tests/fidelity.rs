@@ -501,6 +501,28 @@ fn several_reference_seeds_average_the_reference_and_measure_its_repeatability()
         (repeatability - expected).abs() < 1e-12,
         "the mean tau over the pairs of runs: {repeatability} against {expected}"
     );
+    // The same over the five best by the mean reference.
+    let mut best: Vec<usize> = (0..10).collect();
+    best.sort_by(|&a, &b| {
+        let r = |i: usize| report.points[i].reference.unwrap();
+        r(b).total_cmp(&r(a))
+    });
+    best.truncate(5);
+    let top_run_of = |k: usize| -> Vec<f64> {
+        best.iter()
+            .map(|&i| report.points[i].reference_runs[k])
+            .collect()
+    };
+    let top_expected = pairs
+        .iter()
+        .map(|&(a, b)| stats::kendall_tau(&top_run_of(a), &top_run_of(b)).unwrap())
+        .sum::<f64>()
+        / 3.0;
+    let top = report.top_half_reference_repeatability_tau.unwrap();
+    assert!(
+        (top - top_expected).abs() < 1e-12,
+        "over the better half: {top} against {top_expected}"
+    );
     assert!(
         repeatability < 0.99,
         "noisy runs do not agree perfectly: {repeatability}"
@@ -518,6 +540,7 @@ fn several_reference_seeds_average_the_reference_and_measure_its_repeatability()
     )
     .unwrap();
     assert_eq!(single.reference_repeatability_tau, None);
+    assert_eq!(single.top_half_reference_repeatability_tau, None);
     assert!(single.points.iter().all(|p| p.reference_runs.len() == 1));
 }
 
