@@ -354,7 +354,9 @@ pub struct FidelityReport {
     /// another run of the reference does at best.
     #[serde(default)]
     pub reference_repeatability_tau: Option<f64>,
-    /// The same over the better half (`top_half`): the most `top_half_kendall_tau` can mean.
+    /// The same over the better half (`top_half`): how much of the good networks' order by the
+    /// reference is its own training noise. (Two single runs agree less than a proxy can with
+    /// their mean, so this is no ceiling on `top_half_kendall_tau`.)
     #[serde(default)]
     pub top_half_reference_repeatability_tau: Option<f64>,
     /// The reference top-1 of the proxy's best architecture (the mean over the proxy's runs,
