@@ -566,6 +566,8 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
     };
     let proxy_run_taus = per_run(stats::kendall_tau).unwrap_or_default();
     let top_half = top_half(&reference);
+    // A rank correlation over fewer than three says nothing.
+    let top_half_ranks = top_half.len() >= 3;
     let top_half_taus: Option<Vec<f64>> = (0..plan.proxy_seeds)
         .map(|run| {
             let proxy = proxy_run(run);
@@ -598,7 +600,7 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         kendall_tau: stats::mean(&proxy_run_taus),
         spearman_rho: per_run(stats::spearman_rho).and_then(|rhos| stats::mean(&rhos)),
         top_half_kendall_tau: top_half_taus
-            .filter(|_| top_half.len() >= 3)
+            .filter(|_| top_half_ranks)
             .and_then(|taus| stats::mean(&taus)),
         top_half: top_half.len(),
         proxy_seeds: plan.proxy_seeds,
@@ -616,7 +618,7 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
             top_half.iter().map(|&k| ranked[k].reference_runs.as_slice()),
             plan.reference_seeds,
         )
-        .filter(|_| top_half.len() >= 3),
+        .filter(|_| top_half_ranks),
         proxy_pick_reference: stats::mean(&picks),
         best_reference: reference.iter().copied().reduce(f64::max),
         proxy_seconds: points.iter().map(|p| p.proxy_seconds).sum(),
