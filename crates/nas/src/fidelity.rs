@@ -615,7 +615,9 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
             plan.reference_seeds,
         ),
         top_half_reference_repeatability_tau: repeatability(
-            top_half.iter().map(|&k| ranked[k].reference_runs.as_slice()),
+            top_half
+                .iter()
+                .map(|&k| ranked[k].reference_runs.as_slice()),
             plan.reference_seeds,
         )
         .filter(|_| top_half_ranks),

@@ -227,7 +227,10 @@ fn the_top_half_tau_measures_how_the_proxy_orders_the_best_networks() {
     let dir = temp_dir("top-half-reversed");
     let report = run(&plan, &dir, Arc::new(runner)).unwrap();
     let svg = std::fs::read_to_string(dir.join("fidelity.svg")).unwrap();
-    assert!(svg.contains("best 4: tau -1.000"), "the chart's title names the top half's tau");
+    assert!(
+        svg.contains("best 4: tau -1.000"),
+        "the chart's title names the top half's tau"
+    );
     assert!(
         (report.kendall_tau.unwrap() - 16.0 / 28.0).abs() < 1e-12,
         "overall tau {:?}",
@@ -239,7 +242,11 @@ fn the_top_half_tau_measures_how_the_proxy_orders_the_best_networks() {
         Some(-1.0),
         "the good networks ordered backwards"
     );
-    assert_eq!(report.proxy_pick_reference, Some(references[3]), "the proxy picks the fourth best");
+    assert_eq!(
+        report.proxy_pick_reference,
+        Some(references[3]),
+        "the proxy picks the fourth best"
+    );
     // Under three in the better half there is no tau; an older report reads back without one.
     let small = run(
         &self::plan(4),
