@@ -11,9 +11,7 @@ import json
 import sys
 
 from seed_stats import bootstrap, mean, sd
-
-PAIRS = [("weights", "scratch"), ("arch", "scratch"), ("weights", "arch")]
-LABELS = {"weights": "transfer + weights", "arch": "transfer (architecture)", "scratch": "from scratch"}
+from transfer_arms import ARMS, LABELS, PAIRS
 
 
 def main():
@@ -33,7 +31,8 @@ def main():
         if other != seeds:
             raise SystemExit(f"transfer-pool.py: {path} has seeds {other}, {paths[0]} has {seeds}: pool runs of the same seeds")
     print(f"Final trained winner, test top-1, {len(runs)} runs of seeds {' '.join(seeds)}: each seed's mean over the runs")
-    for arm, label in LABELS.items():
+    for arm in ARMS:
+        label = LABELS[arm]
         per_seed = [mean([final[arm][i] for _, final in runs]) for i in range(len(seeds))]
         runs_means = " ".join(f"{mean(final[arm]):.4f}" for _, final in runs)
         print(f"{label:>26}: {mean(per_seed):.4f} +- {sd(per_seed):.4f}  (each run's mean: {runs_means})")

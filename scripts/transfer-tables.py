@@ -9,10 +9,10 @@ import json
 import sys
 
 from seed_stats import bootstrap, mean, sd
+import transfer_arms
+from transfer_arms import LABELS
 
-ARMS = ["weights", "arch", "scratch"]
-LABELS = {"weights": "transfer + weights", "arch": "transfer (architecture)", "scratch": "from scratch",
-          "inherit": "weights + inheritance"}
+ARMS = list(transfer_arms.ARMS)
 COLOURS = {"weights": "#2ca02c", "arch": "#1f77b4", "scratch": "#d62728", "inherit": "#9467bd"}
 # The optional fourth arm: transfer with weights, and every mutated child from its parent's
 # weights too (seed-N/inherit, from scripts/compare-transfer.sh --inherit).
@@ -133,7 +133,7 @@ def main():
     lines.append("")
     lines.append(f"Paired difference at the end of the budget ({n} evaluations), bootstrap 95% interval over seeds")
     table["paired_at_budget"] = {}
-    pairs = [("weights", "scratch"), ("arch", "scratch"), ("weights", "arch")]
+    pairs = list(transfer_arms.PAIRS)
     if "inherit" in ARMS:
         pairs += [("inherit", "scratch"), ("inherit", "weights")]
     def paired(key, a, b, d):

@@ -558,24 +558,20 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         .collect();
     let reference: Vec<f64> = ranked.iter().filter_map(|p| p.reference).collect();
     let proxy_run = |run: usize| -> Vec<f64> { ranked.iter().map(|p| p.proxy_runs[run]).collect() };
-    // Each proxy run ranks (and picks) on its own, as the search it stands for would.
-    let per_run = |measure: fn(&[f64], &[f64]) -> Option<f64>| -> Option<Vec<f64>> {
-        (0..plan.proxy_seeds)
-            .map(|run| measure(&proxy_run(run), &reference))
-            .collect()
-    };
-    let proxy_run_taus = per_run(stats::kendall_tau).unwrap_or_default();
+    let all: Vec<usize> = (0..ranked.len()).collect();
     let top_half = top_half(&reference);
     // A rank correlation over fewer than three says nothing.
     let top_half_ranks = top_half.len() >= 3;
-    let top_half_taus: Option<Vec<f64>> = (0..plan.proxy_seeds)
-        .map(|run| {
-            let proxy = proxy_run(run);
-            let proxy: Vec<f64> = top_half.iter().map(|&k| proxy[k]).collect();
-            let reference: Vec<f64> = top_half.iter().map(|&k| reference[k]).collect();
-            stats::kendall_tau(&proxy, &reference)
-        })
-        .collect();
+    // Each proxy run ranks (and picks) on its own, as the search it stands for would: `measure`
+    // of each run against the reference over the ranked architectures `over` (indices).
+    let per_run = |over: &[usize], measure: fn(&[f64], &[f64]) -> Option<f64>| {
+        let pick = |values: &[f64]| -> Vec<f64> { over.iter().map(|&k| values[k]).collect() };
+        let reference = pick(&reference);
+        (0..plan.proxy_seeds)
+            .map(|run| measure(&pick(&proxy_run(run)), &reference))
+            .collect::<Option<Vec<f64>>>()
+    };
+    let proxy_run_taus = per_run(&all, stats::kendall_tau).unwrap_or_default();
     let picks: Vec<f64> = (0..plan.proxy_seeds)
         .filter_map(|run| {
             let accuracies = proxy_run(run);
@@ -598,8 +594,8 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         samples: plan.genomes.len(),
         ranked: ranked.len(),
         kendall_tau: stats::mean(&proxy_run_taus),
-        spearman_rho: per_run(stats::spearman_rho).and_then(|rhos| stats::mean(&rhos)),
-        top_half_kendall_tau: top_half_taus
+        spearman_rho: per_run(&all, stats::spearman_rho).and_then(|rhos| stats::mean(&rhos)),
+        top_half_kendall_tau: per_run(&top_half, stats::kendall_tau)
             .filter(|_| top_half_ranks)
             .and_then(|taus| stats::mean(&taus)),
         top_half: top_half.len(),
