@@ -169,6 +169,35 @@ fn print_report(dir: &std::path::Path, report: &FidelityReport) {
                 .map_or(String::new(), |e| format!("  ({e})"))
         );
     }
+    for (i, p) in report.points.iter().enumerate() {
+        let runs = |numbers: &[usize]| -> String {
+            let numbers: Vec<String> = numbers.iter().map(|n| n.to_string()).collect();
+            match numbers.len() {
+                1 => format!("run {}", numbers[0]),
+                _ => format!("runs {}", numbers.join(", ")),
+            }
+        };
+        if !p.reference_runs_at_chance.is_empty() {
+            let learned = p.reference_runs.len() > p.reference_runs_at_chance.len();
+            eprintln!(
+                "warning: architecture {}: reference {} ended no better than always answering the most common class (it learned nothing, though its loss stayed finite); {}",
+                i + 1,
+                runs(&p.reference_runs_at_chance),
+                if learned {
+                    "its reference is the mean of its other runs, and it is left out of the reference's repeatability"
+                } else {
+                    "no reference run of it learned: it ranks at chance"
+                }
+            );
+        }
+        if !p.proxy_runs_at_chance.is_empty() {
+            eprintln!(
+                "note: architecture {}: proxy {} ended no better than always answering the most common class; kept in the ranking, as a search would see it",
+                i + 1,
+                runs(&p.proxy_runs_at_chance)
+            );
+        }
+    }
     eprintln!(
         "{} task: Kendall tau {}, Spearman rho {} over {} of {} architectures; the proxy's pick scores {} on the reference (best {}); training {:.0} s proxy, {:.0} s reference",
         report.task.name(),

@@ -584,6 +584,47 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
         2
     );
 
+    // Architecture 2's reference runs rewritten, the first to have learned and the second to
+    // have ended at chance (tiny trainings learn little either way; a real collapse takes a bad
+    // recipe and luck): the second is named, and the reference is the first's. Every result
+    // records the validation split its accuracy was measured on.
+    let rewrite = |folder: &str, accuracy: Option<f64>| -> f64 {
+        let path = seeds.join(folder).join("00001/result.json");
+        let mut result: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let validation = result["outcome"]["validation"].clone();
+        assert!(
+            validation["images"].as_u64().is_some_and(|n| n > 0),
+            "{folder}: {result}"
+        );
+        let chance = validation["majority_top1"].as_f64().unwrap();
+        assert!((0.1..0.5).contains(&chance), "{validation}");
+        result["outcome"]["accuracy"] = accuracy.unwrap_or(chance).into();
+        std::fs::write(&path, result.to_string()).unwrap();
+        accuracy.unwrap_or(chance)
+    };
+    rewrite("reference", Some(0.9));
+    let chance = rewrite("reference-run2", None);
+    let output = cli(&seeded);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: architecture 2: reference run 2 ended no better than always answering the most common class")
+            && stderr.contains("its reference is the mean of its other runs"),
+        "{stderr}"
+    );
+    let collapsed: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let point = &collapsed["points"][1];
+    assert_eq!(point["reference_runs_at_chance"], serde_json::json!([2]));
+    assert_eq!(point["reference_runs"], serde_json::json!([0.9, chance]));
+    assert_eq!(point["reference"], 0.9, "{point}");
+
     // A refused measurement, into a folder of its own: TASK, then EXTRA arguments.
     let refused = |task: &str, extra: &[&str], folder: &str| {
         let out = dir.join(folder);

@@ -54,6 +54,19 @@ pub trait Dataset: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// The top-1 of always answering `data`'s most common class: what a classifier that learned
+/// nothing scores on it (0 when empty). Reads every label, no image.
+pub fn majority_class_fraction(data: &dyn Dataset) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = vec![0usize; data.classes()];
+    for i in 0..data.len() {
+        counts[data.label(i)] += 1;
+    }
+    *counts.iter().max().unwrap_or(&0) as f64 / data.len() as f64
+}
+
 /// Resizes one `channels x height x width` image to `size x size`: the shorter side to `size`
 /// (triangle filter), then the centre crop. Returns the bytes as `channels x size x size`.
 pub(crate) fn resize_center_crop(

@@ -371,3 +371,25 @@ fn an_epoch_started_at_batch_k_repeats_the_whole_epochs_batches() {
         "each epoch has its own order"
     );
 }
+
+#[test]
+fn majority_class_fraction_is_what_answering_the_commonest_class_scores() {
+    // Labels 0, 0, 0, 1, 2 of 4 classes: always answering 0 is right 3 times in 5.
+    let images = InMemory::new(
+        "five".into(),
+        vec![0; 5 * 4],
+        vec![0, 0, 0, 1, 2],
+        (1, 2, 2),
+        2,
+        4,
+    )
+    .unwrap();
+    assert_eq!(majority_class_fraction(&images), 0.6);
+    let empty = InMemory::new("none".into(), vec![], vec![], (1, 2, 2), 2, 4).unwrap();
+    assert_eq!(majority_class_fraction(&empty), 0.0, "an empty set");
+    let demo = DataSpec::Demo.open(None).unwrap();
+    assert!(
+        (majority_class_fraction(demo.test.as_ref()) - 0.1).abs() < 1e-12,
+        "the demo's test set is class-balanced over 10 classes"
+    );
+}

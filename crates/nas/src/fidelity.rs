@@ -298,7 +298,8 @@ pub struct FidelityPoint {
     pub madds: u64,
     pub params: u64,
     /// Validation top-1, the mean of the recipe's runs; `None` unless every run of it finished
-    /// (see `error`).
+    /// (see `error`). The reference's is the mean of its runs that learned, when one did (see
+    /// `reference_runs_at_chance`).
     pub proxy: Option<f64>,
     pub reference: Option<f64>,
     /// Each proxy seed's validation top-1, in run order (when every run finished).
@@ -307,6 +308,16 @@ pub struct FidelityPoint {
     /// Each reference seed's validation top-1, in run order (when every run finished).
     #[serde(default)]
     pub reference_runs: Vec<f64>,
+    /// The runs (numbered from 1) that ended no better than always answering the validation
+    /// split's most common class: trainings that collapsed with a finite loss, so no error. A
+    /// proxy's stays in its ranking (a search would see the same); a reference's is left out of
+    /// the architecture's reference, which is the quality it reaches when its training works,
+    /// and the architecture out of the reference's repeatability when another of its runs
+    /// learned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_runs_at_chance: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_runs_at_chance: Vec<usize>,
     pub proxy_seconds: f64,
     pub reference_seconds: f64,
     pub error: Option<String>,
@@ -522,6 +533,30 @@ impl<'a> Runs<'a> {
             Some(_) => Vec::new(),
         }
     }
+
+    /// The runs (numbered from 1) that ended at chance on their validation split, when every
+    /// run finished (results that do not record their split are never counted).
+    fn at_chance(&self) -> Vec<usize> {
+        if self.failure.is_some() {
+            return Vec::new();
+        }
+        (1..)
+            .zip(&self.finished)
+            .filter(|(_, o)| o.validation.is_some_and(|v| v.at_chance(o.accuracy)))
+            .map(|(run, _)| run)
+            .collect()
+    }
+}
+
+/// The mean of the runs that learned (those not numbered in `at_chance`), or of every run when
+/// none did: an architecture no training of which learns ranks at chance.
+fn mean_of_learned(runs: &[f64], at_chance: &[usize]) -> Option<f64> {
+    let learned: Vec<f64> = (1..)
+        .zip(runs)
+        .filter(|(run, _)| !at_chance.contains(run))
+        .map(|(_, &a)| a)
+        .collect();
+    stats::mean(&learned).or_else(|| stats::mean(runs))
 }
 
 /// The report of `proxy`'s ends (every proxy run's, one per architecture, in turn) and
@@ -538,14 +573,17 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
             let counted = p.finished.first().or(r.finished.first());
             let proxy_runs = p.accuracies();
             let reference_runs = r.accuracies();
+            let reference_runs_at_chance = r.at_chance();
             FidelityPoint {
                 genome: genome.key(),
                 madds: counted.map_or(0, |o| o.madds),
                 params: counted.map_or(0, |o| o.params),
                 proxy: stats::mean(&proxy_runs),
-                reference: stats::mean(&reference_runs),
+                reference: mean_of_learned(&reference_runs, &reference_runs_at_chance),
                 proxy_runs,
                 reference_runs,
+                proxy_runs_at_chance: p.at_chance(),
+                reference_runs_at_chance,
                 proxy_seconds: p.finished.iter().map(|o| o.seconds).sum(),
                 reference_seconds: r.finished.iter().map(|o| o.seconds).sum(),
                 error: p.failure.or(r.failure),
@@ -562,6 +600,13 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
     let top_half = top_half(&reference);
     // A rank correlation over fewer than three says nothing.
     let top_half_ranks = top_half.len() >= 3;
+    // The reference's runs of an architecture some of whose trainings collapsed and some learned
+    // disagree by the collapse, not by the order of networks that learned: left out of its
+    // repeatability. (Runs that all ended at chance agree.)
+    let reference_runs_agree = |p: &&FidelityPoint| {
+        p.reference_runs_at_chance.is_empty()
+            || p.reference_runs_at_chance.len() == p.reference_runs.len()
+    };
     // Each proxy run ranks (and picks) on its own, as the search it stands for would: `measure`
     // of each run against the reference over the ranked architectures `over` (indices).
     let per_run = |over: &[usize], measure: fn(&[f64], &[f64]) -> Option<f64>| {
@@ -607,13 +652,18 @@ fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> Fi
         ),
         reference_seeds: plan.reference_seeds,
         reference_repeatability_tau: repeatability(
-            points.iter().map(|p| p.reference_runs.as_slice()),
+            points
+                .iter()
+                .filter(reference_runs_agree)
+                .map(|p| p.reference_runs.as_slice()),
             plan.reference_seeds,
         ),
         top_half_reference_repeatability_tau: repeatability(
             top_half
                 .iter()
-                .map(|&k| ranked[k].reference_runs.as_slice()),
+                .map(|&k| ranked[k])
+                .filter(reference_runs_agree)
+                .map(|p| p.reference_runs.as_slice()),
             plan.reference_seeds,
         )
         .filter(|_| top_half_ranks),

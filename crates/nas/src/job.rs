@@ -19,7 +19,7 @@ use eatnas_train::fs::write_atomic;
 use eatnas_train::{PreparedData, Trainer};
 use serde::{Deserialize, Serialize};
 
-use crate::evolution::{Candidate, Outcome};
+use crate::evolution::{Candidate, Outcome, ValidationSplit};
 use crate::task::TaskConfig;
 use crate::{Error, Result};
 
@@ -441,12 +441,18 @@ impl JobRunner for ProxyTraining {
         let started = Instant::now();
         let data = self.data(&job.task, job.data_seed())?;
         let counts = count(job, &data)?;
+        let validation = data.val.as_deref().map(|val| ValidationSplit {
+            images: val.len(),
+            majority_top1: eatnas_data::majority_class_fraction(val),
+        });
         let (mut trainer, inherited) = starting_trainer(job, data, device)?;
-        let outcome = |accuracy, error| Outcome {
+        let outcome = |accuracy, error: Option<String>| Outcome {
             accuracy,
             madds: counts.madds,
             params: counts.params,
             seconds: started.elapsed().as_secs_f64(),
+            // Before `error` moves in: a failed training was measured on nothing.
+            validation: validation.filter(|_| error.is_none()),
             error,
             inherited: inherited.clone(),
             // Predicted by the coordinator, which holds the stage's latency table.

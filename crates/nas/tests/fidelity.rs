@@ -46,6 +46,11 @@ struct Deterministic {
     reference_noise: f64,
     /// The same for the proxy's accuracy.
     proxy_noise: f64,
+    /// The validation split every outcome records (none: as results written before it was).
+    validation: Option<ValidationSplit>,
+    /// Trainings (proxy or not, genome, seed) that collapse: they end at `validation`'s
+    /// majority share with a finite loss.
+    collapses: Vec<(bool, String, u64)>,
 }
 
 impl Deterministic {
@@ -58,6 +63,8 @@ impl Deterministic {
             reference_fails_with_seed: None,
             reference_noise: 0.0,
             proxy_noise: 0.0,
+            validation: None,
+            collapses: Vec::new(),
         }
     }
 }
@@ -107,14 +114,19 @@ impl JobRunner for Deterministic {
             (true, Proxy::ReversedFrom(good)) if reference >= good => 2.0 - reference,
             (true, Proxy::ReversedFrom(_)) => reference,
         };
+        let collapsed = self.collapses.contains(&(is_proxy, genome.key(), job.seed));
         let outcome = Outcome {
-            accuracy,
+            accuracy: match (collapsed, self.validation) {
+                (true, Some(v)) => v.majority_top1,
+                _ => accuracy,
+            },
             madds: 1000,
             params: 100,
             seconds: if is_proxy { 1.0 } else { 5.0 },
             error: None,
             inherited: None,
             latency_ms: None,
+            validation: self.validation,
         };
         Ok((outcome, None))
     }
@@ -772,4 +784,113 @@ fn a_stopped_measurement_cancels_its_jobs_or_with_detach_leaves_them_running() {
             "detach {detach}: {error}"
         );
     }
+}
+
+#[test]
+fn a_training_at_chance_is_named_and_a_reference_one_left_out_of_the_reference() {
+    // Ten balanced classes on 1,000 images: chance is 0.1, and "no better" up to 0.128.
+    let validation = ValidationSplit {
+        images: 1000,
+        majority_top1: 0.1,
+    };
+    let plan = plan_with_reference_seeds(8, 2);
+    let faithful = |collapses: Vec<(bool, String, u64)>| {
+        let mut runner = Deterministic::new(Proxy::Faithful);
+        runner.validation = Some(validation);
+        runner.collapses = collapses;
+        Arc::new(runner)
+    };
+    let clean = run(&plan, &temp_dir("chance-none"), faithful(Vec::new())).unwrap();
+    assert_eq!(clean.kendall_tau, Some(1.0));
+    assert_eq!(clean.reference_repeatability_tau, Some(1.0));
+    assert!(clean
+        .points
+        .iter()
+        .all(|p| p.reference_runs_at_chance.is_empty() && p.proxy_runs_at_chance.is_empty()));
+
+    // The best architecture's second reference run collapses: averaged in, it would rank last
+    // ((best + 0.1) / 2 is below every other reference) and the reference's runs would disagree.
+    let best = (0..8)
+        .max_by(|&a, &b| {
+            let reference = |k: usize| clean.points[k].reference.unwrap();
+            reference(a).total_cmp(&reference(b))
+        })
+        .unwrap();
+    let genome = |k: usize| plan.genomes[k].key();
+    let collapsed = run(
+        &plan,
+        &temp_dir("chance-reference"),
+        faithful(vec![(false, genome(best), plan.reference_seed(1))]),
+    )
+    .unwrap();
+    let point = &collapsed.points[best];
+    assert_eq!(point.reference_runs_at_chance, vec![2], "run 2 is named");
+    assert_eq!(
+        point.reference_runs[1], 0.1,
+        "its accuracy is kept as it was"
+    );
+    assert_eq!(
+        point.reference,
+        point.reference_runs.first().copied(),
+        "the reference is the run that learned"
+    );
+    assert_eq!(
+        collapsed.kendall_tau,
+        Some(1.0),
+        "the faithful proxy still ranks perfectly"
+    );
+    assert_eq!(
+        collapsed.reference_repeatability_tau,
+        Some(1.0),
+        "the collapsed architecture is out of the reference's repeatability"
+    );
+    assert_eq!(collapsed.best_reference, clean.best_reference);
+
+    // Every reference run of one architecture collapses: it ranks at chance. A proxy run's
+    // collapse is named and kept in its ranking, as the search it stands for would see it.
+    let second = (0..8).find(|&k| k != best).unwrap();
+    let everywhere = run(
+        &plan,
+        &temp_dir("chance-everywhere"),
+        faithful(vec![
+            (false, genome(best), plan.reference_seed(0)),
+            (false, genome(best), plan.reference_seed(1)),
+            (true, genome(second), plan.proxy_seed(0)),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(everywhere.points[best].reference_runs_at_chance, vec![1, 2]);
+    assert_eq!(everywhere.points[best].reference, Some(0.1));
+    assert_eq!(everywhere.points[second].proxy_runs_at_chance, vec![1]);
+    assert_eq!(everywhere.points[second].proxy, Some(0.1));
+    assert!(
+        everywhere.kendall_tau.unwrap() < 1.0,
+        "both collapses move the ranking: {:?}",
+        everywhere.kendall_tau
+    );
+
+    // Results that do not record their validation split never count as at chance.
+    let mut unrecorded = Deterministic::new(Proxy::Faithful);
+    unrecorded.collapses = vec![(false, genome(best), plan.reference_seed(1))];
+    let unrecorded = run(&plan, &temp_dir("chance-unrecorded"), Arc::new(unrecorded)).unwrap();
+    assert!(unrecorded.points[best].reference_runs_at_chance.is_empty());
+}
+
+#[test]
+fn at_chance_means_within_three_standard_errors_of_the_majority_share() {
+    let split = |images, majority_top1| ValidationSplit {
+        images,
+        majority_top1,
+    };
+    // 12,000 images of 10 balanced classes: 0.1 + 3 * sqrt(0.09 / 12,000) = 0.1082.
+    assert!(split(12_000, 0.1).at_chance(0.102));
+    assert!(split(12_000, 0.1).at_chance(0.108));
+    assert!(!split(12_000, 0.1).at_chance(0.109));
+    // Fewer images, a wider margin: 1,000 images, up to 0.1285.
+    assert!(split(1_000, 0.1).at_chance(0.125));
+    assert!(!split(1_000, 0.1).at_chance(0.13));
+    // An unbalanced split: always answering the commonest class scores its share.
+    assert!(split(1_000, 0.6).at_chance(0.6));
+    assert!(!split(1_000, 0.6).at_chance(0.7));
+    assert!(!split(0, 0.0).at_chance(0.0), "no images: nothing to judge");
 }

@@ -143,6 +143,7 @@ impl JobRunner for Synthetic {
             error: None,
             inherited: None,
             latency_ms: None,
+            validation: None,
         };
         Ok((outcome, None))
     }

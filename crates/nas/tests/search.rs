@@ -115,6 +115,7 @@ impl JobRunner for Synthetic {
             error: None,
             inherited: None,
             latency_ms: None,
+            validation: None,
         };
         Ok((outcome, None))
     }
@@ -565,6 +566,7 @@ impl JobRunner for Recorder {
             error: None,
             inherited: None,
             latency_ms: None,
+            validation: None,
         };
         Ok((outcome, Some(Weights::from([("id".to_string(), mine)]))))
     }
