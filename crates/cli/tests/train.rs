@@ -85,6 +85,29 @@ fn fail(args: &[String]) -> String {
 }
 
 #[test]
+fn a_training_that_learns_nothing_says_so() {
+    // A learning rate of 1e-9 leaves the network where it started: it scores what always
+    // answering one class does, with a finite loss, so nothing fails.
+    let dir = temp_dir("nothing");
+    let arch = tiny_arch(&dir);
+    let out = dir.join("run");
+    let output = succeed(&train_args(
+        &arch,
+        &out,
+        &["--epochs", "1", "--data-fraction", "0.1", "--lr", "1e-9"],
+    ));
+    let summary = last_json(&output);
+    let top1 = summary["test_top1"].as_f64().unwrap();
+    assert!(top1 < 0.12, "test top-1 {top1}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: this training learned nothing")
+            && stderr.contains("(10.00% of 2000 test images)"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn trains_well_above_chance_then_evaluates_and_exports() {
     let dir = temp_dir("learn");
     let arch = tiny_arch(&dir);
@@ -93,6 +116,13 @@ fn trains_well_above_chance_then_evaluates_and_exports() {
     let summary = last_json(&output);
     let top1 = summary["test_top1"].as_f64().unwrap();
     assert!(top1 > 0.55, "test top-1 {top1} (chance is 0.1)");
+    assert_eq!(
+        summary["test_chance"],
+        serde_json::json!({"images": 2000, "majority_top1": 0.1}),
+        "the demo's test set: 10 balanced classes"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("learned nothing"), "{stderr}");
     let epochs: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|l| l.contains("\"epoch\""))

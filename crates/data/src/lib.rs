@@ -54,17 +54,43 @@ pub trait Dataset: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// The top-1 of always answering `data`'s most common class: what a classifier that learned
-/// nothing scores on it (0 when empty). Reads every label, no image.
-pub fn majority_class_fraction(data: &dyn Dataset) -> f64 {
-    if data.is_empty() {
-        return 0.0;
+/// What a classifier that learned nothing scores on a labelled set: enough to tell a training
+/// that collapsed (its loss finite, so no error) from one that learned little.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChanceLevel {
+    pub images: usize,
+    /// The top-1 of always answering the set's most common class (0 when it is empty).
+    pub majority_top1: f64,
+}
+
+impl ChanceLevel {
+    /// `data`'s; reads every label, no image.
+    pub fn of(data: &dyn Dataset) -> ChanceLevel {
+        let mut counts = vec![0usize; data.classes()];
+        for i in 0..data.len() {
+            counts[data.label(i)] += 1;
+        }
+        let most = counts.iter().copied().max().unwrap_or(0);
+        ChanceLevel {
+            images: data.len(),
+            majority_top1: if data.is_empty() {
+                0.0
+            } else {
+                most as f64 / data.len() as f64
+            },
+        }
     }
-    let mut counts = vec![0usize; data.classes()];
-    for i in 0..data.len() {
-        counts[data.label(i)] += 1;
+
+    /// Whether a top-1 of `accuracy` on this set is no better than always answering its most
+    /// common class, within three standard errors of that share. With 12,000 images of 10
+    /// balanced classes: at most 0.108.
+    pub fn at_chance(&self, accuracy: f64) -> bool {
+        if self.images == 0 {
+            return false;
+        }
+        let p = self.majority_top1;
+        accuracy <= p + 3.0 * (p * (1.0 - p) / self.images as f64).sqrt()
     }
-    *counts.iter().max().unwrap_or(&0) as f64 / data.len() as f64
 }
 
 /// Resizes one `channels x height x width` image to `size x size`: the shorter side to `size`

@@ -373,7 +373,7 @@ fn an_epoch_started_at_batch_k_repeats_the_whole_epochs_batches() {
 }
 
 #[test]
-fn majority_class_fraction_is_what_answering_the_commonest_class_scores() {
+fn the_chance_level_is_what_answering_the_commonest_class_scores() {
     // Labels 0, 0, 0, 1, 2 of 4 classes: always answering 0 is right 3 times in 5.
     let images = InMemory::new(
         "five".into(),
@@ -384,12 +384,39 @@ fn majority_class_fraction_is_what_answering_the_commonest_class_scores() {
         4,
     )
     .unwrap();
-    assert_eq!(majority_class_fraction(&images), 0.6);
-    let empty = InMemory::new("none".into(), vec![], vec![], (1, 2, 2), 2, 4).unwrap();
-    assert_eq!(majority_class_fraction(&empty), 0.0, "an empty set");
-    let demo = DataSpec::Demo.open(None).unwrap();
-    assert!(
-        (majority_class_fraction(demo.test.as_ref()) - 0.1).abs() < 1e-12,
-        "the demo's test set is class-balanced over 10 classes"
+    assert_eq!(
+        ChanceLevel::of(&images),
+        ChanceLevel {
+            images: 5,
+            majority_top1: 0.6
+        }
     );
+    let empty = InMemory::new("none".into(), vec![], vec![], (1, 2, 2), 2, 4).unwrap();
+    assert_eq!(ChanceLevel::of(&empty).majority_top1, 0.0, "an empty set");
+    let demo = DataSpec::Demo.open(None).unwrap();
+    let demo = ChanceLevel::of(demo.test.as_ref());
+    assert_eq!(demo.images, 2000);
+    assert!(
+        (demo.majority_top1 - 0.1).abs() < 1e-12,
+        "the demo's test set is class-balanced over 10 classes: {demo:?}"
+    );
+}
+
+#[test]
+fn at_chance_means_within_three_standard_errors_of_the_majority_share() {
+    let set = |images, majority_top1| ChanceLevel {
+        images,
+        majority_top1,
+    };
+    // 12,000 images of 10 balanced classes: 0.1 + 3 * sqrt(0.09 / 12,000) = 0.1082.
+    assert!(set(12_000, 0.1).at_chance(0.102));
+    assert!(set(12_000, 0.1).at_chance(0.108));
+    assert!(!set(12_000, 0.1).at_chance(0.109));
+    // Fewer images, a wider margin: 1,000 images, up to 0.1285.
+    assert!(set(1_000, 0.1).at_chance(0.125));
+    assert!(!set(1_000, 0.1).at_chance(0.13));
+    // An unbalanced set: always answering the commonest class scores its share.
+    assert!(set(1_000, 0.6).at_chance(0.6));
+    assert!(!set(1_000, 0.6).at_chance(0.7));
+    assert!(!set(0, 0.0).at_chance(0.0), "no images: nothing to judge");
 }

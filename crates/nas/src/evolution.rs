@@ -218,33 +218,10 @@ pub struct Outcome {
     /// table (absent without a latency objective).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
-    /// The validation split `accuracy` was measured on (absent when the training failed, and
-    /// from results written before eatnas recorded it).
+    /// The chance level of the validation split `accuracy` was measured on (absent when the
+    /// training failed, and from results written before eatnas recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation: Option<ValidationSplit>,
-}
-
-/// The validation split an accuracy was measured on: enough to tell a training that learned
-/// nothing from one that learned little.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ValidationSplit {
-    pub images: usize,
-    /// The top-1 of always answering the split's most common class.
-    pub majority_top1: f64,
-}
-
-impl ValidationSplit {
-    /// Whether `accuracy` on this split is no better than always answering its most common class,
-    /// within three standard errors of that share: a training that collapsed (learned nothing),
-    /// whose loss can stay finite and so raises no error. With 12,000 images of 10 balanced
-    /// classes: at most 0.108.
-    pub fn at_chance(&self, accuracy: f64) -> bool {
-        if self.images == 0 {
-            return false;
-        }
-        let p = self.majority_top1;
-        accuracy <= p + 3.0 * (p * (1.0 - p) / self.images as f64).sqrt()
-    }
+    pub validation: Option<eatnas_data::ChanceLevel>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use eatnas_train::fs::write_atomic;
 use eatnas_train::{PreparedData, Trainer};
 use serde::{Deserialize, Serialize};
 
-use crate::evolution::{Candidate, Outcome, ValidationSplit};
+use crate::evolution::{Candidate, Outcome};
 use crate::task::TaskConfig;
 use crate::{Error, Result};
 
@@ -441,10 +441,7 @@ impl JobRunner for ProxyTraining {
         let started = Instant::now();
         let data = self.data(&job.task, job.data_seed())?;
         let counts = count(job, &data)?;
-        let validation = data.val.as_deref().map(|val| ValidationSplit {
-            images: val.len(),
-            majority_top1: eatnas_data::majority_class_fraction(val),
-        });
+        let validation = data.val.as_deref().map(eatnas_data::ChanceLevel::of);
         let (mut trainer, inherited) = starting_trainer(job, data, device)?;
         let outcome = |accuracy, error: Option<String>| Outcome {
             accuracy,

@@ -28,7 +28,7 @@ pub use config::{FinalConfig, SearchConfig, TransferConfig};
 pub use error::{Error, Result};
 pub use evolution::{
     Candidate, EvolutionConfig, EvolutionState, Initializer, Member, MultiFidelity, Origin,
-    Outcome, Ran, Record, RungResult, Selection, Unpromoted, ValidationSplit,
+    Outcome, Ran, Record, RungResult, Selection, Unpromoted,
 };
 pub use executor::{ExecutorConfig, ExecutorKind, SlurmConfig};
 pub use fitness::{FitnessConfig, LatencyObjective, LatencyPass, Quality};

@@ -782,5 +782,6 @@ fn final_training(
         params: counts.params,
         epochs: result.epochs,
         checkpoint: result.checkpoint,
+        test_chance: Some(result.test_chance),
     })
 }

@@ -100,6 +100,19 @@ pub struct FinalSummary {
     pub params: u64,
     pub epochs: usize,
     pub checkpoint: Option<PathBuf>,
+    /// What a network that learned nothing scores on the test set (absent from summaries
+    /// written before eatnas recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_chance: Option<eatnas_data::ChanceLevel>,
+}
+
+impl FinalSummary {
+    /// Whether the final training collapsed: a test top-1 no better than always answering the
+    /// most common class (see `eatnas_data::ChanceLevel::at_chance`).
+    pub fn learned_nothing(&self) -> bool {
+        self.test_chance
+            .is_some_and(|chance| chance.at_chance(self.test_top1))
+    }
 }
 
 /// CPU seconds (user + system) this process has used so far.

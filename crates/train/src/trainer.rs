@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use eatnas_data::{split_validation, Augment, DataSpec, Dataset, Loader, Normalize, Subset};
+use eatnas_data::{
+    split_validation, Augment, ChanceLevel, DataSpec, Dataset, Loader, Normalize, Subset,
+};
 use eatnas_nn::{Arch, Mode, Network};
 use eatnas_tensor::{BatchNormConfig, CrossEntropy, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -83,10 +85,22 @@ pub struct Summary {
     pub test_loss: f64,
     pub test_top1: f64,
     pub test_top5: f64,
+    /// What a network that learned nothing scores on the test set: a `test_top1` at it means the
+    /// training collapsed (see [`Summary::learned_nothing`]).
+    pub test_chance: ChanceLevel,
     pub images_per_second: f64,
     pub elapsed_seconds: f64,
     pub params: usize,
     pub checkpoint: Option<PathBuf>,
+}
+
+impl Summary {
+    /// Whether the test top-1 is no better than always answering the test set's most common
+    /// class: a training that collapsed though its loss stayed finite (a too high learning rate
+    /// without warm-up, say).
+    pub fn learned_nothing(&self) -> bool {
+        self.test_chance.at_chance(self.test_top1)
+    }
 }
 
 /// Where a run stands, and the running sums of the epoch in progress: all a resume needs
@@ -450,6 +464,7 @@ impl Trainer {
             test_loss: test.loss,
             test_top1: test.top1,
             test_top5: test.top5,
+            test_chance: ChanceLevel::of(self.data.test.as_ref()),
             images_per_second: sum_of_epoch_rates / self.history.len().max(1) as f64,
             elapsed_seconds: self.elapsed(),
             params: self.net.num_params(),
