@@ -45,7 +45,12 @@ def load(out, seed):
                       ("scratch", f"{d}/final-scratch/summary.json"), ("inherit", f"{d}/final-inherit/summary.json")):
         try:
             s = json.load(open(path))
-            finals[arm] = s["final"]["test_top1"] if "final" in s else s.get("test_top1")
+            final = s["final"] if "final" in s else s
+            finals[arm] = final["test_top1"]
+            # A final training that collapsed says nothing about the arm's search: named, kept.
+            if final.get("learned_nothing"):
+                print(f"warning: {path}: the final training learned nothing (test top-1 {final['test_top1']:.4f}); "
+                      "train that winner again before reading this table", file=sys.stderr)
         except (OSError, KeyError, ValueError):
             finals[arm] = None
     return arms, finals

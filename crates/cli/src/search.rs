@@ -224,7 +224,7 @@ fn print_summary(dir: &Path, summary: &Summary, json: bool) -> Result<()> {
             "final network: test top-1 {:.4} ({} MAdds, {} params)",
             f.test_top1, f.madds, f.params
         );
-        if f.learned_nothing() {
+        if f.learned_nothing {
             eprintln!(
                 "warning: the final training learned nothing: its test top-1 is no better than always answering the most common class, though its loss stayed finite. Train the winner again (`eatnas-cli train --arch final_arch.json`) with a warm-up (--warmup-epochs) or another learning rate (--lr), or set [final] warmup_epochs and lr and resume"
             );

@@ -194,7 +194,7 @@ pub fn run(args: &Args) -> Result<()> {
             .as_ref()
             .map_or("none".into(), |p| p.display().to_string())
     );
-    if summary.learned_nothing() {
+    if summary.learned_nothing {
         eprintln!(
             "warning: this training learned nothing: its test top-1 is no better than always answering the most common class ({:.2}% of {} test images), though its loss stayed finite. Check the learning rate (--lr: too high collapses a network, too low leaves it where it started) and try a warm-up (--warmup-epochs)",
             100.0 * summary.test_chance.majority_top1,

@@ -99,6 +99,7 @@ fn a_training_that_learns_nothing_says_so() {
     let summary = last_json(&output);
     let top1 = summary["test_top1"].as_f64().unwrap();
     assert!(top1 < 0.12, "test top-1 {top1}");
+    assert_eq!(summary["learned_nothing"], true, "{summary}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("warning: this training learned nothing")
@@ -121,6 +122,7 @@ fn trains_well_above_chance_then_evaluates_and_exports() {
         serde_json::json!({"images": 2000, "majority_top1": 0.1}),
         "the demo's test set: 10 balanced classes"
     );
+    assert_eq!(summary["learned_nothing"], false, "{summary}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("learned nothing"), "{stderr}");
     let epochs: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)

@@ -783,5 +783,6 @@ fn final_training(
         epochs: result.epochs,
         checkpoint: result.checkpoint,
         test_chance: Some(result.test_chance),
+        learned_nothing: result.learned_nothing,
     })
 }

@@ -104,15 +104,10 @@ pub struct FinalSummary {
     /// written before eatnas recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_chance: Option<eatnas_data::ChanceLevel>,
-}
-
-impl FinalSummary {
-    /// Whether the final training collapsed: a test top-1 no better than always answering the
-    /// most common class (see `eatnas_data::ChanceLevel::at_chance`).
-    pub fn learned_nothing(&self) -> bool {
-        self.test_chance
-            .is_some_and(|chance| chance.at_chance(self.test_top1))
-    }
+    /// Whether the test top-1 is no better than `test_chance`: the final training collapsed
+    /// (see `eatnas_data::ChanceLevel::at_chance`; false in older summaries).
+    #[serde(default)]
+    pub learned_nothing: bool,
 }
 
 /// CPU seconds (user + system) this process has used so far.

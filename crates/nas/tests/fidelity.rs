@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use eatnas_data::ChanceLevel;
 use eatnas_nas::executor::local::LocalExecutor;
 use eatnas_nas::fidelity::{measure, FidelityPlan, Recipe, Reference, TaskChoice};
 use eatnas_nas::runner::Control;
-use eatnas_data::ChanceLevel;
 use eatnas_nas::*;
 use eatnas_tensor::Device;
 

@@ -85,22 +85,16 @@ pub struct Summary {
     pub test_loss: f64,
     pub test_top1: f64,
     pub test_top5: f64,
-    /// What a network that learned nothing scores on the test set: a `test_top1` at it means the
-    /// training collapsed (see [`Summary::learned_nothing`]).
+    /// What a network that learned nothing scores on the test set.
     pub test_chance: ChanceLevel,
+    /// Whether `test_top1` is no better than `test_chance` (see [`ChanceLevel::at_chance`]): a
+    /// training that collapsed though its loss stayed finite (a too high learning rate without
+    /// warm-up, say), or one that never moved.
+    pub learned_nothing: bool,
     pub images_per_second: f64,
     pub elapsed_seconds: f64,
     pub params: usize,
     pub checkpoint: Option<PathBuf>,
-}
-
-impl Summary {
-    /// Whether the test top-1 is no better than always answering the test set's most common
-    /// class: a training that collapsed though its loss stayed finite (a too high learning rate
-    /// without warm-up, say).
-    pub fn learned_nothing(&self) -> bool {
-        self.test_chance.at_chance(self.test_top1)
-    }
 }
 
 /// Where a run stands, and the running sums of the epoch in progress: all a resume needs
@@ -449,6 +443,7 @@ impl Trainer {
     pub fn run(&mut self, on_epoch: &mut dyn FnMut(&EpochRecord)) -> Result<Summary> {
         self.train(on_epoch)?;
         let test = self.evaluate_test()?;
+        let test_chance = ChanceLevel::of(self.data.test.as_ref());
         let last = self.history.last();
         // Mean over epochs of each epoch's training throughput (evaluation time excluded).
         let sum_of_epoch_rates: f64 = self
@@ -464,7 +459,8 @@ impl Trainer {
             test_loss: test.loss,
             test_top1: test.top1,
             test_top5: test.top5,
-            test_chance: ChanceLevel::of(self.data.test.as_ref()),
+            test_chance,
+            learned_nothing: test_chance.at_chance(test.top1),
             images_per_second: sum_of_epoch_rates / self.history.len().max(1) as f64,
             elapsed_seconds: self.elapsed(),
             params: self.net.num_params(),
