@@ -58,14 +58,18 @@ fn cli(args: &[&str]) -> Output {
 }
 
 fn ok(args: &[&str]) -> serde_json::Value {
+    ok_with_stderr(args).0
+}
+
+/// The JSON of a successful command's last stdout line, and its stderr.
+fn ok_with_stderr(args: &[&str]) -> (serde_json::Value, String) {
     let output = cli(args);
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{args:?}: {stderr}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+    let json = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{args:?}: last line not JSON ({e}): {stdout}"));
+    (json, stderr)
 }
 
 fn err(args: &[&str]) -> String {
@@ -520,9 +524,7 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
         assert!(out.join(file).exists(), "{file} missing");
     }
     // Again on the folder: everything is collected, nothing trains.
-    let output = cli(&args);
-    assert!(output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (again, stderr) = ok_with_stderr(&args);
     assert_eq!(stderr.matches("(done before)").count(), 8, "{stderr}");
     // Two in the better half of four: too few for a tau of their own, said so.
     assert_eq!(report["top_half"], 2, "{report}");
@@ -531,13 +533,6 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
         stderr.contains("over the best 2 by the reference: Kendall tau -"),
         "{stderr}"
     );
-    let again: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
     assert_eq!(again["kendall_tau"], report["kendall_tau"]);
 
     // A second reference seed in a new folder holding the first measurement's trainings: only
@@ -560,19 +555,10 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
     let at = seeded.iter().position(|a| *a == out_s).unwrap();
     seeded[at] = seeds_s;
     seeded.extend(["--reference-seeds", "2"]);
-    let output = cli(&seeded);
-    assert!(output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (two, stderr) = ok_with_stderr(&seeded);
     assert_eq!(stderr.matches("(done before)").count(), 8, "{stderr}");
     assert!(seeds.join("reference-run2/00003/result.json").exists());
     assert!(stderr.contains("agree with each other"), "{stderr}");
-    let two: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
     assert_eq!(two["reference_seeds"], 2);
     let repeatability = two["reference_repeatability_tau"].as_f64();
     assert!(
@@ -605,21 +591,12 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
     };
     rewrite("reference", Some(0.9));
     let chance = rewrite("reference-run2", None);
-    let output = cli(&seeded);
-    assert!(output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (collapsed, stderr) = ok_with_stderr(&seeded);
     assert!(
         stderr.contains("warning: architecture 2: reference run 2 ended no better than always answering the most common class")
             && stderr.contains("its reference is the mean of its other runs"),
         "{stderr}"
     );
-    let collapsed: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
     let point = &collapsed["points"][1];
     assert_eq!(point["reference_runs_at_chance"], serde_json::json!([2]));
     assert_eq!(point["reference_runs"], serde_json::json!([0.9, chance]));
