@@ -578,7 +578,7 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
         let path = seeds.join(folder).join("00001/result.json");
         let mut result: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let validation = result["outcome"]["validation"].clone();
+        let validation = result["outcome"]["validation_chance"].clone();
         assert!(
             validation["images"].as_u64().is_some_and(|n| n > 0),
             "{folder}: {result}"

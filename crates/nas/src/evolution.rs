@@ -221,7 +221,7 @@ pub struct Outcome {
     /// The chance level of the validation split `accuracy` was measured on (absent when the
     /// training failed, and from results written before eatnas recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation: Option<eatnas_data::ChanceLevel>,
+    pub validation_chance: Option<eatnas_data::ChanceLevel>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -594,7 +594,7 @@ impl EvolutionState {
             error: Some(reason),
             inherited: None,
             latency_ms: None,
-            validation: None,
+            validation_chance: None,
         };
         let key = candidate.genome.key();
         let cached_before = self.cache.contains_key(&key);

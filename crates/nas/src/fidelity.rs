@@ -542,7 +542,7 @@ impl<'a> Runs<'a> {
         }
         (1..)
             .zip(&self.finished)
-            .filter(|(_, o)| o.validation.is_some_and(|v| v.at_chance(o.accuracy)))
+            .filter(|(_, o)| o.validation_chance.is_some_and(|v| v.at_chance(o.accuracy)))
             .map(|(run, _)| run)
             .collect()
     }

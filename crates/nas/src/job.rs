@@ -441,7 +441,7 @@ impl JobRunner for ProxyTraining {
         let started = Instant::now();
         let data = self.data(&job.task, job.data_seed())?;
         let counts = count(job, &data)?;
-        let validation = data.val.as_deref().map(eatnas_data::ChanceLevel::of);
+        let validation_chance = data.val.as_deref().map(eatnas_data::ChanceLevel::of);
         let (mut trainer, inherited) = starting_trainer(job, data, device)?;
         let outcome = |accuracy, error: Option<String>| Outcome {
             accuracy,
@@ -449,7 +449,7 @@ impl JobRunner for ProxyTraining {
             params: counts.params,
             seconds: started.elapsed().as_secs_f64(),
             // Before `error` moves in: a failed training was measured on nothing.
-            validation: validation.filter(|_| error.is_none()),
+            validation_chance: validation_chance.filter(|_| error.is_none()),
             error,
             inherited: inherited.clone(),
             // Predicted by the coordinator, which holds the stage's latency table.

@@ -47,9 +47,9 @@ struct Deterministic {
     reference_noise: f64,
     /// The same for the proxy's accuracy.
     proxy_noise: f64,
-    /// The validation split every outcome records (none: as results written before it was).
-    validation: Option<ChanceLevel>,
-    /// Trainings (proxy or not, genome, seed) that collapse: they end at `validation`'s
+    /// The chance level every outcome records (none: as in results written before it was).
+    validation_chance: Option<ChanceLevel>,
+    /// Trainings (proxy or not, genome, seed) that collapse: they end at `validation_chance`'s
     /// majority share with a finite loss.
     collapses: Vec<(bool, String, u64)>,
 }
@@ -64,7 +64,7 @@ impl Deterministic {
             reference_fails_with_seed: None,
             reference_noise: 0.0,
             proxy_noise: 0.0,
-            validation: None,
+            validation_chance: None,
             collapses: Vec::new(),
         }
     }
@@ -117,7 +117,7 @@ impl JobRunner for Deterministic {
         };
         let collapsed = self.collapses.contains(&(is_proxy, genome.key(), job.seed));
         let outcome = Outcome {
-            accuracy: match (collapsed, self.validation) {
+            accuracy: match (collapsed, self.validation_chance) {
                 (true, Some(v)) => v.majority_top1,
                 _ => accuracy,
             },
@@ -127,7 +127,7 @@ impl JobRunner for Deterministic {
             error: None,
             inherited: None,
             latency_ms: None,
-            validation: self.validation,
+            validation_chance: self.validation_chance,
         };
         Ok((outcome, None))
     }
@@ -797,7 +797,7 @@ fn a_training_at_chance_is_named_and_a_reference_one_left_out_of_the_reference()
     let plan = plan_with_reference_seeds(8, 2);
     let faithful = |collapses: Vec<(bool, String, u64)>| {
         let mut runner = Deterministic::new(Proxy::Faithful);
-        runner.validation = Some(validation);
+        runner.validation_chance = Some(validation);
         runner.collapses = collapses;
         Arc::new(runner)
     };

@@ -143,7 +143,7 @@ impl JobRunner for Synthetic {
             error: None,
             inherited: None,
             latency_ms: None,
-            validation: None,
+            validation_chance: None,
         };
         Ok((outcome, None))
     }

@@ -115,7 +115,7 @@ impl JobRunner for Synthetic {
             error: None,
             inherited: None,
             latency_ms: None,
-            validation: None,
+            validation_chance: None,
         };
         Ok((outcome, None))
     }
@@ -566,7 +566,7 @@ impl JobRunner for Recorder {
             error: None,
             inherited: None,
             latency_ms: None,
-            validation: None,
+            validation_chance: None,
         };
         Ok((outcome, Some(Weights::from([("id".to_string(), mine)]))))
     }
