@@ -169,14 +169,14 @@ fn print_report(dir: &std::path::Path, report: &FidelityReport) {
                 .map_or(String::new(), |e| format!("  ({e})"))
         );
     }
+    let runs = |numbers: &[usize]| -> String {
+        let numbers: Vec<String> = numbers.iter().map(|n| n.to_string()).collect();
+        match numbers.len() {
+            1 => format!("run {}", numbers[0]),
+            _ => format!("runs {}", numbers.join(", ")),
+        }
+    };
     for (i, p) in report.points.iter().enumerate() {
-        let runs = |numbers: &[usize]| -> String {
-            let numbers: Vec<String> = numbers.iter().map(|n| n.to_string()).collect();
-            match numbers.len() {
-                1 => format!("run {}", numbers[0]),
-                _ => format!("runs {}", numbers.join(", ")),
-            }
-        };
         if !p.reference_runs_at_chance.is_empty() {
             let learned = p.reference_runs.len() > p.reference_runs_at_chance.len();
             eprintln!(
