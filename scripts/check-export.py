@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 
 import numpy as np
@@ -183,4 +184,7 @@ if "pytorch" in formats:
 if "onnx" in formats:
     check_onnx()
 print("export check:", "passed" if not failures else "FAILED: " + "; ".join(failures))
-sys.exit(0 if not failures else 1)
+if failures:
+    print(f"export check: its files are kept in {work}")
+    sys.exit(1)
+shutil.rmtree(work)

@@ -279,6 +279,7 @@ fn run_killed(mut command: Command, kill: &Kill) -> Result<(bool, String)> {
         std::thread::sleep(Duration::from_millis(5));
     };
     let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr_path);
     let killed = status.signal() == Some(9);
     if !killed && !status.success() {
         bail!("{command:?} failed: {text}");

@@ -1,7 +1,9 @@
 //! `eatnas-cli inspect --json` on every row of `counts.json`, and its errors on bad input.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use eatnas_testkit::TestDir;
 
 fn fixtures_dir() -> PathBuf {
     match std::env::var_os("EATNAS_TORCH_FIXTURES") {
@@ -23,9 +25,8 @@ fn last_json_line(output: &Output) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
 }
 
-fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// Writes `contents` to `dir/name`; returns the path.
+fn temp_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path
@@ -37,8 +38,9 @@ fn inspect_json_matches_every_counts_row() {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
     assert!(!rows.is_empty());
+    let dir = TestDir::new("cli-inspect-counts");
     for (i, row) in rows.iter().enumerate() {
-        let arch = temp_file(&format!("row{i}.json"), &row["arch"].to_string());
+        let arch = temp_file(&dir, &format!("row{i}.json"), &row["arch"].to_string());
         let output = cli(&[
             "inspect",
             arch.to_str().unwrap(),
@@ -66,7 +68,8 @@ fn mobilenet_v2_table_prints_the_published_totals() {
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("counts.json")).unwrap())
             .unwrap();
-    let arch = temp_file("mbv2.json", &rows[0]["arch"].to_string());
+    let dir = TestDir::new("cli-inspect-mbv2");
+    let arch = temp_file(&dir, "mbv2.json", &rows[0]["arch"].to_string());
     let output = cli(&[
         "inspect",
         arch.to_str().unwrap(),
@@ -115,8 +118,9 @@ fn inspect_reports_bad_files_clearly() {
         ("unknown.json", good.replace(r#""head":{"channels":16}"#, r#""head":{"channels":16,"dropout":0.2}"#), "unknown field `dropout`"),
         ("truncated.json", good[..40].to_string(), "EOF while parsing"),
     ];
+    let dir = TestDir::new("cli-inspect-bad");
     for (name, text, needle) in cases {
-        let path = temp_file(name, &text);
+        let path = temp_file(&dir, name, &text);
         assert_clean_error(
             &cli(&[
                 "inspect",
@@ -140,7 +144,7 @@ fn inspect_reports_bad_files_clearly() {
         ]),
         "cannot read /no/such/arch.json",
     );
-    let path = temp_file("good.json", good);
+    let path = temp_file(&dir, "good.json", good);
     assert_clean_error(
         &cli(&[
             "inspect",

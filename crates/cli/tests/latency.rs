@@ -1,6 +1,7 @@
 //! `eatnas-cli latency build`, `inspect --latency`, and a search whose stage 2 optimises the
 //! predicted latency with Pareto selection, end to end on a tiny configuration.
 
+use eatnas_testkit::TestDir;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -29,12 +30,8 @@ budget = 8
 top_k = 2
 "#;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("eatnas-cli-latency-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("cli-latency-{name}"))
 }
 
 fn cli(args: &[&str]) -> Output {

@@ -1,7 +1,8 @@
 //! `eatnas-cli run`, `resume`, `search` and `transfer` end to end on a tiny configuration: real
 //! proxy training on the embedded data, every output written.
 
-use std::path::{Path, PathBuf};
+use eatnas_testkit::TestDir;
+use std::path::Path;
 use std::process::{Command, Output};
 
 const TINY: &str = r#"
@@ -43,11 +44,8 @@ epochs = 1
 batch_size = 64
 "#;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-cli-search-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("cli-search-{name}"))
 }
 
 fn cli(args: &[&str]) -> Output {

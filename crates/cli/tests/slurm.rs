@@ -6,6 +6,7 @@
 //! Without a cluster (no `SLURM_CONF`, no `sinfo`) these tests say so and pass, unless
 //! `EATNAS_REQUIRE_SLURM=1` (set by `.ci/run`), which makes a missing cluster a failure.
 
+use eatnas_testkit::TestDir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -36,11 +37,8 @@ fn config(dir: &Path, workers: usize, budget: usize, slurm_extra: &str) -> PathB
     path
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-slurm-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("slurm-{name}"))
 }
 
 fn slurm_here() -> bool {

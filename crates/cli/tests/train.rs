@@ -1,6 +1,7 @@
 //! `eatnas-cli train`, `eval` and `export` end to end on the embedded demo data: learning, resume
 //! after kill -9, divergence, and bad input.
 
+use eatnas_testkit::TestDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -10,11 +11,8 @@ const TINY: &str = r#"{"format":"eatnas-arch/1","name":"tiny","stem":{"channels"
            {"op":"sep","kernel":5,"skip":true,"layers":2,"width":1.0,"base_channels":16,"stride":2}],
  "head":{"channels":32}}"#;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-cli-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("cli-train-{name}"))
 }
 
 fn tiny_arch(dir: &Path) -> PathBuf {

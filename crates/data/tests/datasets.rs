@@ -1,16 +1,14 @@
 //! Datasets: the embedded demo, the file formats' errors, splits and the loader's determinism.
 
+use eatnas_testkit::TestDir;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use eatnas_data::*;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-data-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("data-{name}"))
 }
 
 fn idx_bytes(dims: &[u32], payload: &[u8]) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! The fidelity measurement with a deterministic job runner: the rank correlations it reports,
 //! a measurement that continues from its folder, and what it refuses.
 
-use std::path::PathBuf;
+use eatnas_testkit::TestDir;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -12,10 +12,8 @@ use eatnas_nas::runner::Control;
 use eatnas_nas::*;
 use eatnas_tensor::Device;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-fidelity-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("fidelity-{name}"))
 }
 
 /// How the proxy's accuracy relates to the reference's.

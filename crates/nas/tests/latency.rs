@@ -1,5 +1,6 @@
 //! The pieces a latency table of a task must hold cover every architecture of the space.
 
+use eatnas_testkit::TestDir;
 use std::collections::BTreeSet;
 
 use eatnas_nas::latency::{sample_archs, space_pieces};
@@ -28,7 +29,7 @@ fn the_space_pieces_cover_every_sampled_architecture() {
 
 // ---- The latency objective of a stage ----
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -46,11 +47,8 @@ use eatnas_train::latency::{
 
 const RESOLUTION: usize = 16;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-latency-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("latency-{name}"))
 }
 
 fn task() -> TaskConfig {

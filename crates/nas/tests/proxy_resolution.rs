@@ -6,6 +6,7 @@ use eatnas_nas::job::run_folder;
 use eatnas_nas::*;
 use eatnas_nn::Counts;
 use eatnas_tensor::Device;
+use eatnas_testkit::TestDir;
 use rand::SeedableRng;
 
 /// The embedded Fashion-MNIST, 600 images: the task at 12x12, its proxy at 8x8.
@@ -38,8 +39,7 @@ fn the_proxy_trains_at_its_resolution_and_counts_madds_at_the_tasks() {
         &mut rand_chacha::ChaCha8Rng::seed_from_u64(5),
     );
     let arch = genome.to_arch(&task.macro_config, "c").unwrap();
-    let dir = std::env::temp_dir().join(format!("eatnas-proxy-res-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = TestDir::new("proxy-resolution");
     Job {
         version: VERSION.into(),
         search: "test".into(),

@@ -2,7 +2,8 @@
 //! cache, transfer, resume after a stop, retries and failures, inheritance through job folders,
 //! and bad configurations.
 
-use std::path::{Path, PathBuf};
+use eatnas_testkit::TestDir;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -13,11 +14,8 @@ use eatnas_nn::Counts;
 use eatnas_tensor::Device;
 use rand::SeedableRng;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-nas-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("nas-{name}"))
 }
 
 /// Accuracy from the genome alone: wider, deeper, bigger kernels and MBConv score higher, with a

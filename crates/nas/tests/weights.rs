@@ -1,17 +1,16 @@
 //! Elastic weight inheritance through job folders, with real (tiny) trainings: what a child
 //! starts from, and what happens when its parent's weights cannot be used.
 
-use std::path::{Path, PathBuf};
+use eatnas_testkit::TestDir;
+use std::path::Path;
 
 use eatnas_nas::job::{run_folder, starting_trainer, ParentWeights, WEIGHTS_FILE};
 use eatnas_nas::*;
 use eatnas_tensor::Device;
 use rand::SeedableRng;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eatnas-weights-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new(&format!("weights-{name}"))
 }
 
 /// The embedded Fashion-MNIST at 8x8, 600 images, one epoch: a training of about a second.

@@ -81,11 +81,11 @@ pub fn chaos_point(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::write_atomic;
+    use eatnas_testkit::TestDir;
 
     #[test]
     fn a_failed_write_leaves_the_previous_file_whole() {
-        let dir = std::env::temp_dir().join(format!("eatnas-fs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TestDir::new("fs");
         let path = dir.join("model.safetensors");
         write_atomic(&path, b"first").unwrap();
         write_atomic(&path, b"second").unwrap();

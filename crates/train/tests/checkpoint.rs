@@ -2,6 +2,7 @@
 //! built from them (the checkpoint fuzz target's invariant: nothing is allocated that the file's
 //! size does not justify).
 
+use eatnas_testkit::TestDir;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -14,9 +15,10 @@ const ARCH: &str = r#"{"format":"eatnas-arch/1","name":"micro","stem":{"channels
  "blocks":[{"op":"mb3","kernel":3,"skip":true,"layers":1,"width":1.0,"base_channels":4,"stride":1}],
  "head":{"channels":8}}"#;
 
-fn saved(name: &str) -> (PathBuf, ModelInfo) {
-    let dir = std::env::temp_dir().join(format!("eatnas-checkpoint-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A freshly initialised network saved in a new folder: the folder (hold it while the file is
+/// used), the file's path and what it describes.
+fn saved(name: &str) -> (TestDir, PathBuf, ModelInfo) {
+    let dir = TestDir::new(&format!("checkpoint-{name}"));
     let info = ModelInfo {
         arch: Arch::from_json(ARCH, "micro").unwrap(),
         in_channels: 1,
@@ -30,7 +32,7 @@ fn saved(name: &str) -> (PathBuf, ModelInfo) {
     let path = dir.join("model.safetensors");
     let mut net = Network::new(&info.arch, 1, 10, 0).unwrap();
     save_model(&path, &mut net, &info).unwrap();
-    (path, info)
+    (dir, path, info)
 }
 
 /// Rewrites the file's description with `change` applied to its JSON.
@@ -61,7 +63,7 @@ fn a_description_out_of_range_is_refused() {
         ("in_channels", 0, "describes 0 input channels"),
         ("resolution", 1 << 40, "resolution; expected 1 to 8192"),
     ] {
-        let (path, _) = saved(field);
+        let (_dir, path, _) = saved(field);
         describe(&path, |d| d[field] = value.into());
         let e = load_error(&path);
         assert!(e.contains(needle), "{field} = {value}: {e}");
@@ -70,7 +72,7 @@ fn a_description_out_of_range_is_refused() {
 
 #[test]
 fn a_description_of_a_larger_network_is_refused_by_its_parameter_count() {
-    let (path, _) = saved("larger");
+    let (_dir, path, _) = saved("larger");
     describe(&path, |d| {
         d["classes"] = 100_000.into();
         d["arch"]["head"]["channels"] = 8192.into();
@@ -86,7 +88,7 @@ fn a_description_of_a_larger_network_is_refused_by_its_parameter_count() {
 
 #[test]
 fn a_normalisation_of_another_channel_count_is_refused() {
-    let (path, _) = saved("normalize");
+    let (_dir, path, _) = saved("normalize");
     describe(&path, |d| {
         d["normalize"]["mean"] = serde_json::json!([0.1, 0.2, 0.3])
     });
@@ -105,7 +107,7 @@ fn a_normalisation_of_another_channel_count_is_refused() {
 
 #[test]
 fn an_unchanged_file_loads() {
-    let (path, info) = saved("unchanged");
+    let (_dir, path, info) = saved("unchanged");
     let (_, loaded) = load_model(&path, None).unwrap();
     assert_eq!(loaded, info);
 }

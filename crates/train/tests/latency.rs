@@ -4,6 +4,7 @@
 
 use eatnas_nn::Arch;
 use eatnas_tensor::Device;
+use eatnas_testkit::TestDir;
 use eatnas_train::latency::{
     pieces, theil_sen, Correction, LatencyTable, Line, Measure, Provenance, Timing, FORMAT,
 };
@@ -160,8 +161,7 @@ fn a_table_measured_elsewhere_is_refused() {
 
 #[test]
 fn a_table_survives_its_file_and_a_bad_file_is_named() {
-    let dir = std::env::temp_dir().join(format!("eatnas-latency-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TestDir::new("latency-table");
     let path = dir.join("table.json");
     let table = table();
     table.save(&path).unwrap();
