@@ -186,7 +186,17 @@ fn fuzz_one(root: &Path, fuzz_dir: &Path, target: &str, seconds: u64) -> Result<
     eprintln!("fuzz: {target} for {seconds} s");
     let log_path = root.join("target/fuzz").join(format!("{target}.log"));
     let log = std::fs::File::create(&log_path)?;
+    // The files a target lays out for each input (tests/fuzz/src/lib.rs), in memory where
+    // /dev/shm exists; removed after the run.
+    let shm = Path::new("/dev/shm");
+    let scratch = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+    .join(format!("eatnas-fuzz-{target}-{}", std::process::id()));
     let status = cargo_fuzz(root)
+        .env("EATNAS_FUZZ_SCRATCH", &scratch)
         .args(["run", "--fuzz-dir"])
         .arg(fuzz_dir)
         .arg(target)
@@ -202,6 +212,7 @@ fn fuzz_one(root: &Path, fuzz_dir: &Path, target: &str, seconds: u64) -> Result<
         .stderr(log)
         .status()
         .context("running cargo fuzz run")?;
+    let _ = std::fs::remove_dir_all(&scratch);
     let text = std::fs::read_to_string(&log_path)?;
     let failure = if status.success() {
         None

@@ -4,12 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// An empty folder `name` of this process's scratch space.
+/// An empty folder `name` of this process's scratch space: under `$EATNAS_FUZZ_SCRATCH` when set
+/// (`cargo xtask fuzz` sets it to a folder it removes after the target's run), else under
+/// /dev/shm, else under the system's temporary folder.
 pub fn scratch(name: &str) -> PathBuf {
-    let base = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
+    let base = match std::env::var_os("EATNAS_FUZZ_SCRATCH") {
+        Some(dir) => PathBuf::from(dir),
+        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+        None => std::env::temp_dir(),
     };
     let dir = base
         .join(format!("eatnas-fuzz-{}", std::process::id()))
