@@ -3,6 +3,7 @@
 //! a search runs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use eatnas_nas::job::{record_failure, run_folder, unix_now};
@@ -17,6 +18,10 @@ pub struct Args {
     /// cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Minutes of training between two checkpoints into the job folder's `training/`, which
+    /// this job continues from when it runs again after a kill.
+    #[arg(long, default_value_t = eatnas_nas::job::DEFAULT_CHECKPOINT_INTERVAL.as_secs_f64() / 60.0)]
+    checkpoint_minutes: f64,
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
     json: bool,
@@ -37,7 +42,12 @@ pub fn run(args: &Args) -> Result<()> {
             anyhow::bail!("{}", failure.reason);
         }
     };
-    match run_folder(&args.job_dir, &ProxyTraining::new(), device) {
+    let minutes = args.checkpoint_minutes;
+    if !(minutes.is_finite() && minutes >= 0.0) {
+        anyhow::bail!("--checkpoint-minutes: expected minutes >= 0, got {minutes}");
+    }
+    let runner = ProxyTraining::new().checkpoint_every(Duration::from_secs_f64(60.0 * minutes));
+    match run_folder(&args.job_dir, &runner, device) {
         Ok(result) => {
             let o = &result.outcome;
             eprintln!(

@@ -109,7 +109,7 @@ pub fn run(args: &Args) -> Result<()> {
         &config.executor,
         config.workers,
         &config.devices,
-        Arc::new(ProxyTraining::new()),
+        Arc::new(ProxyTraining::new().checkpoint_every(config.executor.checkpoint_interval())),
         &dir,
     )?;
     let total = plan.genomes.len();

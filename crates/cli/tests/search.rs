@@ -408,11 +408,146 @@ fn the_worker_evaluates_a_job_folder_alone_and_names_bad_ones() {
     );
     let failure = std::fs::read_to_string(bad.join("error.json")).unwrap();
     assert!(failure.contains("not an eatnas job"), "{failure}");
+    let e = err(&[
+        "evaluate",
+        again.to_str().unwrap(),
+        "--checkpoint-minutes=-1",
+    ]);
+    assert!(
+        e.contains("--checkpoint-minutes: expected minutes >= 0, got -1"),
+        "{e}"
+    );
     let e = err(&["evaluate", again.to_str().unwrap(), "--device", "tpu"]);
     assert!(e.contains("unknown device `tpu`"), "{e}");
     assert!(std::fs::read_to_string(again.join("error.json"))
         .unwrap()
         .contains("tpu"));
+}
+
+/// A job killed mid-training (a stopped coordinator, a preempted Slurm job) continues from its
+/// last checkpoint when it runs again, to the result and weights of a run that was never killed,
+/// and keeps no checkpoint once trained; a saved training of another job is named and the job
+/// trains from the start.
+#[test]
+fn a_killed_job_continues_from_its_checkpoint_to_the_uninterrupted_result() {
+    let dir = temp_dir("continue");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
+    let out = dir.join("search");
+    ok(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let text = std::fs::read_to_string(out.join("stage1/jobs/00001/job.json")).unwrap();
+    let mut job: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Some 260 steps (20 epochs of 13), each checkpointed below: time to be killed mid-way.
+    job["task"]["epochs"] = 20.into();
+    job["save_weights"] = true.into();
+    let folder = |name: &str, job: &serde_json::Value| {
+        let folder = dir.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("job.json"), job.to_string()).unwrap();
+        folder
+    };
+    let path = |folder: &Path| folder.to_str().unwrap().to_string();
+
+    let whole = folder("whole", &job);
+    let uninterrupted = ok(&["evaluate", &path(&whole), "--json"]);
+    assert!(
+        !whole.join("training").exists(),
+        "a job trained in less than --checkpoint-minutes wrote a checkpoint, or kept one"
+    );
+
+    let killed = folder("killed", &job);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+        .args(["evaluate", &path(&killed), "--checkpoint-minutes", "0"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("training/train_state.safetensors");
+    let started = std::time::Instant::now();
+    while !state.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before its first checkpoint"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("result.json").exists(),
+        "the job finished before it was killed: the test proves nothing"
+    );
+    // The killed training, in the folder of another job (another seed), and a file that is no
+    // training state: each named, and the job trained from the start.
+    let mut other = job.clone();
+    other["seed"] = 12345.into();
+    let stale = folder("stale", &other);
+    let corrupt = folder("corrupt", &job);
+    std::fs::create_dir_all(stale.join("training")).unwrap();
+    std::fs::create_dir_all(corrupt.join("training")).unwrap();
+    for entry in std::fs::read_dir(killed.join("training")).unwrap() {
+        let entry = entry.unwrap().path();
+        std::fs::copy(
+            &entry,
+            stale.join("training").join(entry.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        corrupt.join("training/train_state.safetensors"),
+        b"not a state",
+    )
+    .unwrap();
+    let (continued, stderr) = ok_with_stderr(&[
+        "evaluate",
+        &path(&killed),
+        "--checkpoint-minutes",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        stderr.contains("continuing the training from its checkpoint after"),
+        "the second run did not continue the first: {stderr}"
+    );
+    for key in ["accuracy", "madds", "params", "error"] {
+        assert_eq!(
+            continued["outcome"][key], uninterrupted["outcome"][key],
+            "{key} of the continued job against the uninterrupted one"
+        );
+    }
+    assert_eq!(
+        std::fs::read(killed.join("weights.safetensors")).unwrap(),
+        std::fs::read(whole.join("weights.safetensors")).unwrap(),
+        "the continued job's trained weights against the uninterrupted job's"
+    );
+    assert!(
+        !killed.join("training").exists(),
+        "a trained job kept its checkpoint"
+    );
+
+    for (folder, why) in [
+        (&stale, "it is of another training than this job's"),
+        (&corrupt, "train_state.safetensors"),
+    ] {
+        let (_, stderr) = ok_with_stderr(&["evaluate", &path(folder), "--json"]);
+        assert!(
+            stderr.contains("the saved training cannot be continued")
+                && stderr.contains(why)
+                && stderr.contains("training the job from the start"),
+            "{}: {stderr}",
+            folder.display()
+        );
+        assert!(!folder.join("training").exists(), "{}", folder.display());
+    }
 }
 
 /// `report.html` of a finished search: one table row per history line, the stages' charts, the

@@ -217,7 +217,7 @@ impl SearchConfig {
         if self.final_training.epochs == 0 {
             return Err(Error::invalid("final.epochs", "expected at least 1"));
         }
-        self.executor.slurm.validate()?;
+        self.executor.validate()?;
         Ok(())
     }
 

@@ -6,17 +6,24 @@
 //! atomically, the trained weights when asked, then `result.json` (a [`JobResult`]); a failure
 //! writes `error.json` (a [`JobFailure`]) instead. A folder whose `result.json` reads back is
 //! done: it is collected, never run again.
+//!
+//! A long training checkpoints into the folder's `training/` (every
+//! [`DEFAULT_CHECKPOINT_INTERVAL`] of training, so that a search's short jobs write none): a job
+//! killed mid-training (a stopped coordinator, a preempted or requeued Slurm job, a worker past
+//! its time limit) continues from its last checkpoint when it runs again, to the weights it
+//! would have reached uninterrupted. `training/` is removed once the job has trained.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eatnas_data::DataSpec;
 use eatnas_nn::{inherit, Arch, Counts, Inheritance, Network};
 use eatnas_tensor::{Device, Tensor};
+use eatnas_train::checkpoint::STATE_FILE;
 use eatnas_train::fs::write_atomic;
-use eatnas_train::{PreparedData, Trainer};
+use eatnas_train::{PreparedData, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::evolution::{Candidate, Outcome};
@@ -27,6 +34,13 @@ pub const JOB_FILE: &str = "job.json";
 pub const RESULT_FILE: &str = "result.json";
 pub const ERROR_FILE: &str = "error.json";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// Where a job's training checkpoints while it trains (see the module's documentation).
+pub const TRAINING_DIR: &str = "training";
+/// What the network took from its parent, kept beside the checkpoints: a continued training
+/// reports it without reading the parent's weights again (they may be pruned by then).
+const INHERITED_FILE: &str = "inherited.json";
+/// How much training a killed job can lose, at most, by default.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Trained weights by parameter name.
 pub type Weights = BTreeMap<String, Tensor>;
@@ -145,8 +159,9 @@ pub fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
 /// Trains what a job asks for, in this process.
 pub trait JobRunner: Send + Sync {
     /// Trains `job`'s candidate on `device`; returns its outcome, and its trained weights when
-    /// `job.save_weights`. A diverging loss is an outcome (with its error), not an `Err`.
-    fn run(&self, job: &Job, device: Device) -> Result<(Outcome, Option<Weights>)>;
+    /// `job.save_weights`. A diverging loss is an outcome (with its error), not an `Err`. `dir`
+    /// is the job's folder, where the training may keep what it needs to continue after a kill.
+    fn run(&self, job: &Job, dir: &Path, device: Device) -> Result<(Outcome, Option<Weights>)>;
 }
 
 pub fn unix_now() -> f64 {
@@ -290,7 +305,7 @@ pub fn run_folder(
     let _ = std::fs::remove_file(dir.join(ERROR_FILE));
     let attempt = (|| -> Result<JobResult> {
         let job = Job::read(dir)?;
-        let (outcome, weights) = runner.run(&job, device)?;
+        let (outcome, weights) = runner.run(&job, dir, device)?;
         if let (true, Some(weights)) = (job.save_weights, weights) {
             let arch = job.arch()?;
             let metadata =
@@ -323,10 +338,20 @@ pub fn run_folder(
 
 /// The real runner: trains the candidate on its task's proxy and reports validation top-1. Each
 /// task's data is opened (read, resized, split) once per process and shared by every job.
-#[derive(Default)]
 pub struct ProxyTraining {
     /// By task data key: opened once, by the first job that needs it (the others wait).
     opened: Mutex<BTreeMap<String, Arc<OpenedData>>>,
+    /// How often a job's training checkpoints into its folder's `training/`.
+    checkpoint_interval: Duration,
+}
+
+impl Default for ProxyTraining {
+    fn default() -> Self {
+        ProxyTraining {
+            opened: Mutex::default(),
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
 }
 
 /// A task's data, or why it could not be opened.
@@ -335,6 +360,13 @@ type OpenedData = OnceLock<std::result::Result<PreparedData, String>>;
 impl ProxyTraining {
     pub fn new() -> ProxyTraining {
         ProxyTraining::default()
+    }
+
+    /// Checkpoints each job's training every `interval` of training instead of every
+    /// [`DEFAULT_CHECKPOINT_INTERVAL`].
+    pub fn checkpoint_every(mut self, interval: Duration) -> ProxyTraining {
+        self.checkpoint_interval = interval;
+        self
     }
 
     /// The task's prepared data, its images drawn by `data_seed` (opened on first use).
@@ -382,17 +414,29 @@ fn count(job: &Job, data: &PreparedData) -> Result<Counts> {
     )?)
 }
 
+/// The recipe a job's network trains with: the task's proxy from the job's seeds, for the
+/// task's `inherited_epochs` when it starts from its parent's weights (`inherits`).
+fn job_train_config(job: &Job, inherits: bool) -> TrainConfig {
+    let mut config = job.task.train_config(job.seed, 1);
+    config.data_seed = job.data_seed;
+    if inherits {
+        config.epochs = job.task.inherited_epochs;
+    }
+    config
+}
+
 /// The network a job trains, ready on `device`: its own initialisation, or its parent's weights
 /// where they correspond (batch-norm statistics re-estimated when reshaped or from another task),
-/// with what it inherited.
+/// with what it inherited. With `checkpoints`, the training checkpoints into that folder (which
+/// must hold no training state).
 pub fn starting_trainer(
     job: &Job,
     data: PreparedData,
     device: Device,
+    checkpoints: Option<&Path>,
 ) -> Result<(Trainer, Option<Inherited>)> {
     let arch = job.arch()?;
-    let mut config = job.task.train_config(job.seed, 1);
-    config.data_seed = job.data_seed;
+    let mut config = job_train_config(job, false);
     let shape = data.train.shape();
     let mut net = Network::with_init(
         &arch,
@@ -408,7 +452,7 @@ pub fn starting_trainer(
             Ok(weights) => {
                 let (values, mapping) = inherit(&parent.arch, &weights, &net.state())?;
                 net.load(&values)?;
-                config.epochs = job.task.inherited_epochs;
+                config = job_train_config(job, true);
                 recalibrate = !mapping.exact() || parent.other_task;
                 Inherited {
                     from: parent.file.clone(),
@@ -426,28 +470,101 @@ pub fn starting_trainer(
             },
         });
     }
-    let mut trainer = Trainer::with_network(config, net, data, None)?;
+    let mut trainer = Trainer::with_network(config, net, data, checkpoints.map(Path::to_path_buf))?;
     trainer.to_device(device)?;
     if let (true, Some(inherited)) = (recalibrate, inherited.as_mut()) {
         let batches = job.task.bn_recalibration_batches;
         trainer.recalibrate_batch_norm(batches)?;
         inherited.recalibrated_batches = batches;
     }
+    if let (Some(dir), Some(inherited)) = (checkpoints, &inherited) {
+        let text = serde_json::to_string_pretty(inherited).expect("an inheritance serialises");
+        write_atomic(&dir.join(INHERITED_FILE), text.as_bytes())?;
+    }
     Ok((trainer, inherited))
 }
 
+/// The training a killed run of `job` left in `checkpoints`, continued on `device` from its last
+/// checkpoint, with what its network inherited; `None` when there is none. A state that cannot
+/// be read or is of another training is named on stderr and removed (the job trains afresh).
+fn continued_trainer(
+    job: &Job,
+    data: &PreparedData,
+    device: Device,
+    checkpoints: &Path,
+) -> Option<(Trainer, Option<Inherited>)> {
+    if !checkpoints.join(STATE_FILE).is_file() {
+        return None;
+    }
+    let attempt = || -> Result<(Trainer, Option<Inherited>)> {
+        let inherited: Option<Inherited> = match std::fs::read(checkpoints.join(INHERITED_FILE)) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::invalid(INHERITED_FILE, format!("unreadable ({e})")))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::invalid(INHERITED_FILE, format!("unreadable ({e})"))),
+        };
+        let inherits = inherited.as_ref().is_some_and(|i| i.mapping.is_some());
+        let mut trainer = Trainer::resume_with_data(checkpoints, data.clone())?;
+        let arch = job.arch()?;
+        let saved_arch = Arch {
+            name: arch.name.clone(),
+            ..trainer.network().arch().clone()
+        };
+        if trainer.config() != &job_train_config(job, inherits) || saved_arch != arch {
+            return Err(Error::invalid(
+                "training state",
+                "it is of another training than this job's",
+            ));
+        }
+        trainer.to_device(device)?;
+        Ok((trainer, inherited))
+    };
+    match attempt() {
+        Ok(continued) => {
+            eprintln!(
+                "{}: continuing the training from its checkpoint after {} steps ({:.1} s trained before)",
+                checkpoints.display(),
+                continued.0.steps_done(),
+                continued.0.seconds_before_resume()
+            );
+            Some(continued)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: {}: the saved training cannot be continued ({e}); training the job from the start",
+                checkpoints.display()
+            );
+            let _ = std::fs::remove_dir_all(checkpoints);
+            None
+        }
+    }
+}
+
 impl JobRunner for ProxyTraining {
-    fn run(&self, job: &Job, device: Device) -> Result<(Outcome, Option<Weights>)> {
+    fn run(&self, job: &Job, dir: &Path, device: Device) -> Result<(Outcome, Option<Weights>)> {
         let started = Instant::now();
         let data = self.data(&job.task, job.data_seed())?;
         let counts = count(job, &data)?;
         let validation_chance = data.val.as_deref().map(eatnas_data::ChanceLevel::of);
-        let (mut trainer, inherited) = starting_trainer(job, data, device)?;
+        let checkpoints = dir.join(TRAINING_DIR);
+        let (mut trainer, inherited) = match continued_trainer(job, &data, device, &checkpoints) {
+            Some(continued) => continued,
+            None => {
+                // A folder a training was killed in before its first checkpoint.
+                let _ = std::fs::remove_dir_all(&checkpoints);
+                starting_trainer(job, data, device, Some(&checkpoints))?
+            }
+        };
+        trainer.checkpoint_every(self.checkpoint_interval);
+        let seconds_before = trainer.seconds_before_resume();
         let outcome = |accuracy, error: Option<String>| Outcome {
             accuracy,
             madds: counts.madds,
             params: counts.params,
-            seconds: started.elapsed().as_secs_f64(),
+            // Across the runs of a job that was killed and continued.
+            seconds: seconds_before + started.elapsed().as_secs_f64(),
             // Before `error` moves in: a failed training was measured on nothing.
             validation_chance: validation_chance.filter(|_| error.is_none()),
             error,
@@ -462,10 +579,16 @@ impl JobRunner for ProxyTraining {
                     .save_weights
                     .then(|| host_copy(trainer.network().state()))
                     .transpose()?;
+                // Trained: nothing left to continue. (A diverged training keeps a checkpoint
+                // it wrote, which its error names as the last good one.)
+                let _ = std::fs::remove_dir_all(&checkpoints);
                 Ok((outcome(val.top1, None), weights))
             }),
             // A network whose loss diverges is a bad candidate, not a broken search.
             Err(e @ eatnas_train::Error::Diverged { .. }) => {
+                if !checkpoints.join(STATE_FILE).is_file() {
+                    let _ = std::fs::remove_dir_all(&checkpoints);
+                }
                 Ok((outcome(0.0, Some(e.to_string())), None))
             }
             Err(e) => Err(e.into()),

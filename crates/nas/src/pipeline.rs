@@ -286,7 +286,9 @@ impl<'a> Pipeline<'a> {
             dir,
             session,
             search: search_name(dir),
-            training: Arc::new(ProxyTraining::new()),
+            training: Arc::new(
+                ProxyTraining::new().checkpoint_every(config.executor.checkpoint_interval()),
+            ),
             executor: None,
         }
     }

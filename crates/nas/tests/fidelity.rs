@@ -88,7 +88,12 @@ fn reference_accuracy(genome: &Genome) -> f64 {
 }
 
 impl JobRunner for Deterministic {
-    fn run(&self, job: &Job, _device: Device) -> Result<(Outcome, Option<Weights>)> {
+    fn run(
+        &self,
+        job: &Job,
+        _dir: &std::path::Path,
+        _device: Device,
+    ) -> Result<(Outcome, Option<Weights>)> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let genome = &job.candidate.genome;
         let is_proxy = job.task.epochs == self.proxy_epochs;

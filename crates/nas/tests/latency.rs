@@ -126,7 +126,12 @@ fn objective(table: &Path, device: &str) -> LatencyObjective {
 struct Synthetic;
 
 impl JobRunner for Synthetic {
-    fn run(&self, job: &Job, _device: Device) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
+    fn run(
+        &self,
+        job: &Job,
+        _dir: &Path,
+        _device: Device,
+    ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
         let genome = &job.candidate.genome;
         let score: f64 = genome
             .blocks

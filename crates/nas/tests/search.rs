@@ -55,7 +55,12 @@ impl Synthetic {
 }
 
 impl JobRunner for Synthetic {
-    fn run(&self, job: &Job, _device: Device) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
+    fn run(
+        &self,
+        job: &Job,
+        _dir: &Path,
+        _device: Device,
+    ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
         let candidate = &job.candidate;
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some((limit, stop)) = &self.stop_after {
@@ -419,6 +424,13 @@ fn bad_configurations_are_named() {
         e.contains("small.macro.strides: 2 entries for 7 blocks"),
         "{e}"
     );
+    let e = SearchConfig::from_toml("[executor]\ncheckpoint_minutes = -1\n", "c.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("executor.checkpoint_minutes: expected minutes >= 0, got -1"),
+        "{e}"
+    );
     let e = SearchConfig::from_toml("seed = \"x\"\n", "c.toml")
         .unwrap_err()
         .to_string();
@@ -547,7 +559,12 @@ struct Recorder {
 }
 
 impl JobRunner for Recorder {
-    fn run(&self, job: &Job, _device: Device) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
+    fn run(
+        &self,
+        job: &Job,
+        _dir: &Path,
+        _device: Device,
+    ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
         let candidate = &job.candidate;
         let parent = job
             .parent

@@ -74,7 +74,8 @@ fn a_child_identical_to_its_parent_starts_with_the_parents_exact_loss() {
     // The parent's trained network, read back from its weights file.
     let (weights, _) = eatnas_train::checkpoint::decode(&parent.file).unwrap();
     let child = job(&genome, Some(parent), false);
-    let (mut trainer, inherited) = starting_trainer(&child, data.clone(), Device::Cpu).unwrap();
+    let (mut trainer, inherited) =
+        starting_trainer(&child, data.clone(), Device::Cpu, None).unwrap();
     let inherited = inherited.unwrap();
     assert!(inherited.mapping.unwrap().exact(), "{inherited:?}");
     assert_eq!(

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use eatnas_data::{
     split_validation, Augment, ChanceLevel, DataSpec, Dataset, Loader, Normalize, Subset,
@@ -186,6 +186,10 @@ pub struct Trainer {
     started: Instant,
     /// The global step of the last checkpoint written (or resumed from).
     checkpointed_step: Option<usize>,
+    /// With an interval, checkpoints are written when that much time has passed since the last
+    /// one (or the start), and only then; see [`Trainer::checkpoint_every`].
+    checkpoint_interval: Option<Duration>,
+    last_checkpoint: Instant,
 }
 
 impl Trainer {
@@ -261,6 +265,8 @@ impl Trainer {
             progress: false,
             started: Instant::now(),
             checkpointed_step: None,
+            checkpoint_interval: None,
+            last_checkpoint: Instant::now(),
         })
     }
 
@@ -334,13 +340,34 @@ impl Trainer {
 
     /// Continues the run whose checkpoints are in `dir`, from its last training state.
     pub fn resume(dir: &Path) -> Result<Trainer> {
+        let saved = Self::read_saved(dir)?;
+        let spec = DataSpec::from_str(&saved.state.data)?;
+        let data = PreparedData::open(&spec, &saved.state.config)?;
+        Self::resume_saved(dir, saved, data)
+    }
+
+    /// Continues the run whose checkpoints are in `dir` on `data`, already opened by the caller
+    /// with the run's own recipe (a worker that shares one opened dataset among its jobs):
+    /// refused when `data` is of another dataset than the run's.
+    pub fn resume_with_data(dir: &Path, data: PreparedData) -> Result<Trainer> {
+        let saved = Self::read_saved(dir)?;
+        if saved.state.data != data.spec.to_string() {
+            return Err(Error::Config(format!(
+                "{}: the saved run trained on {}, not on {}",
+                dir.display(),
+                saved.state.data,
+                data.spec
+            )));
+        }
+        Self::resume_saved(dir, saved, data)
+    }
+
+    fn resume_saved(dir: &Path, saved: SavedTraining, mut data: PreparedData) -> Result<Trainer> {
         let SavedTraining {
             state,
             net,
             momenta,
-        } = Self::read_saved(dir)?;
-        let spec = DataSpec::from_str(&state.data)?;
-        let mut data = PreparedData::open(&spec, &state.config)?;
+        } = saved;
         data.normalize = state.model.normalize.clone();
         let resumed_step = state.position.global_step;
         let mut sgd = Sgd::for_config(&state.config);
@@ -358,7 +385,27 @@ impl Trainer {
             progress: false,
             started: Instant::now(),
             checkpointed_step: Some(resumed_step),
+            checkpoint_interval: None,
+            last_checkpoint: Instant::now(),
         })
+    }
+
+    /// Writes checkpoints (to the output folder, when there is one) only once `interval` has
+    /// passed since the last one, mid-epoch and at an epoch's end alike, instead of at every
+    /// epoch's end and every `checkpoint_every` steps: for trainings whose checkpoints only guard
+    /// against losing much work to a kill (a search's jobs), so that a short one writes none.
+    pub fn checkpoint_every(&mut self, interval: Duration) {
+        self.checkpoint_interval = Some(interval);
+    }
+
+    /// Seconds trained before this process took the run up (0 for a fresh run).
+    pub fn seconds_before_resume(&self) -> f64 {
+        self.elapsed_before
+    }
+
+    /// Training steps taken so far, across resumes.
+    pub fn steps_done(&self) -> usize {
+        self.position.global_step
     }
 
     /// Refuses, before anything is allocated for it, a training step that the network's device
@@ -514,10 +561,9 @@ impl Trainer {
                     100.0 * p.correct as f64 / p.seen as f64,
                     (p.seen - images_before) as f64 / epoch_started.elapsed().as_secs_f64()
                 ));
-                if self.config.checkpoint_every > 0
-                    && p.global_step % self.config.checkpoint_every == 0
-                    && p.batch < steps
-                {
+                let step_due = self.config.checkpoint_every > 0
+                    && p.global_step % self.config.checkpoint_every == 0;
+                if p.batch < steps && self.checkpoint_due(step_due) {
                     self.checkpoint()?;
                 }
             }
@@ -543,7 +589,9 @@ impl Trainer {
                 global_step: self.position.global_step,
                 ..Default::default()
             };
-            self.checkpoint()?;
+            if self.checkpoint_due(true) {
+                self.checkpoint()?;
+            }
             on_epoch(&record);
         }
         Ok(())
@@ -626,6 +674,15 @@ impl Trainer {
         }
     }
 
+    /// Whether to write a checkpoint now: by time when an interval is set, else when the
+    /// default policy says so (`by_default`: at an epoch's end, or on a `checkpoint_every` step).
+    fn checkpoint_due(&self, by_default: bool) -> bool {
+        match self.checkpoint_interval {
+            Some(interval) => self.last_checkpoint.elapsed() >= interval,
+            None => by_default,
+        }
+    }
+
     /// Writes the training state, then the model and its architecture, each atomically.
     fn checkpoint(&mut self) -> Result<()> {
         let Some(dir) = self.out.clone() else {
@@ -672,6 +729,7 @@ impl Trainer {
             .collect();
         write_atomic(&dir.join("metrics.jsonl"), log.as_bytes())?;
         self.checkpointed_step = Some(self.position.global_step);
+        self.last_checkpoint = Instant::now();
         Ok(())
     }
 }

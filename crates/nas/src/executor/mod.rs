@@ -94,6 +94,9 @@ pub struct ExecutorConfig {
     /// Attempts after the first for a job that ended without a result (a failed, cancelled,
     /// timed-out or lost job, a training error); then the candidate is recorded as failed.
     pub max_retries: usize,
+    /// Minutes of training between two checkpoints of a job into its folder, which a job killed
+    /// mid-training continues from when it runs again (a search's short jobs write none).
+    pub checkpoint_minutes: f64,
     pub slurm: SlurmConfig,
 }
 
@@ -102,8 +105,27 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             kind: ExecutorKind::Local,
             max_retries: 2,
+            checkpoint_minutes: crate::job::DEFAULT_CHECKPOINT_INTERVAL.as_secs_f64() / 60.0,
             slurm: SlurmConfig::default(),
         }
+    }
+}
+
+impl ExecutorConfig {
+    pub fn validate(&self) -> Result<()> {
+        let minutes = self.checkpoint_minutes;
+        if !(minutes.is_finite() && minutes >= 0.0) {
+            return Err(crate::Error::invalid(
+                "executor.checkpoint_minutes",
+                format!("expected minutes >= 0, got {minutes}"),
+            ));
+        }
+        self.slurm.validate()
+    }
+
+    /// How often a job's training checkpoints ([`Self::checkpoint_minutes`]).
+    pub fn checkpoint_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(60.0 * self.checkpoint_minutes)
     }
 }
 
@@ -118,6 +140,10 @@ pub fn make(
 ) -> Result<Box<dyn Executor>> {
     Ok(match config.kind {
         ExecutorKind::Local => Box::new(local::LocalExecutor::new(runner, workers, devices)),
-        ExecutorKind::Slurm => Box::new(slurm::SlurmExecutor::new(&config.slurm, dir)?),
+        ExecutorKind::Slurm => Box::new(slurm::SlurmExecutor::new(
+            &config.slurm,
+            config.checkpoint_minutes,
+            dir,
+        )?),
     })
 }

@@ -213,6 +213,8 @@ struct Tracked {
 pub struct SlurmExecutor {
     config: SlurmConfig,
     worker: PathBuf,
+    /// The workers' `--checkpoint-minutes` (`[executor] checkpoint_minutes`).
+    checkpoint_minutes: f64,
     in_flight: BTreeMap<String, Tracked>,
     last_poll: Option<Instant>,
     last_poll_error: Option<String>,
@@ -220,8 +222,12 @@ pub struct SlurmExecutor {
 
 impl SlurmExecutor {
     /// Checks that Slurm's commands are here and, when configured, runs the probe job in
-    /// `run_dir`.
-    pub fn new(config: &SlurmConfig, run_dir: &Path) -> Result<SlurmExecutor> {
+    /// `run_dir`. Its workers checkpoint a job's training every `checkpoint_minutes`.
+    pub fn new(
+        config: &SlurmConfig,
+        checkpoint_minutes: f64,
+        run_dir: &Path,
+    ) -> Result<SlurmExecutor> {
         config.validate()?;
         let worker = match &config.worker {
             Some(path) => path.clone(),
@@ -233,6 +239,7 @@ impl SlurmExecutor {
         let mut executor = SlurmExecutor {
             config: config.clone(),
             worker,
+            checkpoint_minutes,
             in_flight: BTreeMap::new(),
             last_poll: None,
             last_poll_error: None,
@@ -521,10 +528,11 @@ impl Executor for SlurmExecutor {
 
     fn submit(&mut self, job: &JobRef) -> Result<String> {
         let body = format!(
-            "exec {} evaluate {} --device {}",
+            "exec {} evaluate {} --device {} --checkpoint-minutes {}",
             quote(&self.worker.display().to_string()),
             quote(&job.dir.display().to_string()),
-            quote(&self.config.device)
+            quote(&self.config.device),
+            self.checkpoint_minutes
         );
         let script = job.dir.join("job.sh");
         eatnas_train::fs::write_atomic(&script, self.script(&job.dir, &body).as_bytes())?;
