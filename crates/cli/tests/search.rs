@@ -369,11 +369,9 @@ fn a_run_killed_with_sigkill_mid_search_resumes_to_the_same_result() {
     );
 }
 
-/// `eatnas-cli evaluate`, the worker: a job folder of a search evaluated again alone gives the
-/// result the search recorded, bit for bit; bad folders are named and leave error.json.
-#[test]
-fn the_worker_evaluates_a_job_folder_alone_and_names_bad_ones() {
-    let dir = temp_dir("evaluate");
+/// `configs/tiny.toml` searched into `dir/search` (seconds); returns that folder, whose job folders
+/// the worker tests run again.
+fn tiny_search(dir: &Path) -> std::path::PathBuf {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
     let out = dir.join("search");
     ok(&[
@@ -384,6 +382,15 @@ fn the_worker_evaluates_a_job_folder_alone_and_names_bad_ones() {
         out.to_str().unwrap(),
         "--json",
     ]);
+    out
+}
+
+/// `eatnas-cli evaluate`, the worker: a job folder of a search evaluated again alone gives the
+/// result the search recorded, bit for bit; bad folders are named and leave error.json.
+#[test]
+fn the_worker_evaluates_a_job_folder_alone_and_names_bad_ones() {
+    let dir = temp_dir("evaluate");
+    let out = tiny_search(&dir);
     let job = out.join("stage1/jobs/00001");
     let recorded: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(job.join("result.json")).unwrap()).unwrap();
@@ -431,16 +438,7 @@ fn the_worker_evaluates_a_job_folder_alone_and_names_bad_ones() {
 #[test]
 fn a_killed_job_continues_from_its_checkpoint_to_the_uninterrupted_result() {
     let dir = temp_dir("continue");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml");
-    let out = dir.join("search");
-    ok(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = tiny_search(&dir);
     let text = std::fs::read_to_string(out.join("stage1/jobs/00001/job.json")).unwrap();
     let mut job: serde_json::Value = serde_json::from_str(&text).unwrap();
     // Some 260 steps (20 epochs of 13), each checkpointed below: time to be killed mid-way.
