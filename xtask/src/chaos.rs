@@ -1,4 +1,5 @@
-//! `cargo xtask chaos [--kills N] [--seed S] [--config C] [--out DIR]`: the tiny pipeline (stage 1,
+//! `cargo xtask chaos [--kills N] [--seed S] [--config C] [--out DIR] [--checkpoint-every-step]`:
+//! the tiny pipeline (stage 1,
 //! transfer, stage 2, scratch, final training) once uninterrupted, then N times killed with
 //! SIGKILL and resumed, and each resumed run compared with the uninterrupted one: the same
 //! `final_arch.json`, the same architectures and fitness in every history, byte-identical final
@@ -9,6 +10,10 @@
 //! `EATNAS_CHAOS=kill-at-write:N` makes the process kill itself with the new contents written
 //! but not renamed into place, or half a history line appended (`eatnas_train::fs::chaos_point`).
 //! Every second resume is itself killed once at a random time before it is resumed again.
+//!
+//! With `--checkpoint-every-step` every job's training checkpoints at every step (`[executor]
+//! checkpoint_minutes = 0`), so that kills land inside the jobs' trainings and the resumed run's
+//! jobs continue from their checkpoints, which must also end as the uninterrupted run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +36,8 @@ enum Kill {
 struct Trial {
     moment: String,
     resumes: usize,
+    /// Jobs the resumes continued from a checkpoint of their training.
+    continued: usize,
     differences: Vec<String>,
 }
 
@@ -48,6 +55,10 @@ pub struct Args {
     /// Where the runs go (default: target/chaos).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Jobs checkpoint their training at every step, so that kills land inside job trainings
+    /// and each resumed job continues from its checkpoint.
+    #[arg(long)]
+    checkpoint_every_step: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -64,6 +75,11 @@ pub fn run(args: &Args) -> Result<()> {
     let cli = build_cli(&root)?;
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let config = if args.checkpoint_every_step {
+        checkpointing_every_step(&config, &out)?
+    } else {
+        config
+    };
 
     let reference = out.join("reference");
     let (duration, writes) = reference_run(&cli, &config, &reference)?;
@@ -100,8 +116,12 @@ pub fn run(args: &Args) -> Result<()> {
                 _ => break trial,
             }
         };
+        let continued = match trial.continued {
+            0 => String::new(),
+            n => format!(", {n} job(s) continued from their checkpoint"),
+        };
         println!(
-            "chaos: kill {k}: {}; {} resume(s); {}",
+            "chaos: kill {k}: {}; {} resume(s){continued}; {}",
             trial.moment,
             trial.resumes,
             if trial.differences.is_empty() {
@@ -134,6 +154,29 @@ pub(crate) fn build_cli(root: &Path) -> Result<PathBuf> {
         bail!("cargo build -p eatnas-cli failed");
     }
     Ok(root.join("target/release/eatnas-cli"))
+}
+
+/// A copy of `config` (written into `out`) whose jobs checkpoint at every step.
+fn checkpointing_every_step(config: &Path, out: &Path) -> Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    if text.contains("checkpoint_minutes") {
+        bail!(
+            "{} sets checkpoint_minutes already; --checkpoint-every-step sets it to 0",
+            config.display()
+        );
+    }
+    let setting = "checkpoint_minutes = 0\n";
+    let text = match text.find("[executor]\n") {
+        Some(at) => {
+            let after = at + "[executor]\n".len();
+            format!("{}{setting}{}", &text[..after], &text[after..])
+        }
+        None => format!("{text}\n[executor]\n{setting}"),
+    };
+    let path = out.join("config-checkpoint-every-step.toml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// Runs the pipeline of `config` into `dir` uninterrupted; returns its duration and how many
@@ -196,6 +239,12 @@ fn trial(
         (_, false) => "the run finished before the kill came".to_string(),
     };
     let mut resumes = 0;
+    let mut continued = 0;
+    let count_continued = |stderr: &str| {
+        stderr
+            .matches("continuing the training from its checkpoint")
+            .count()
+    };
     if killed {
         let mut kill_next = kill_resume;
         loop {
@@ -207,7 +256,8 @@ fn trial(
             if kill_next {
                 kill_next = false;
                 let t = duration.mul_f64(0.5 * rng.unit());
-                let (killed_again, _) = run_killed(command, &Kill::After(t))?;
+                let (killed_again, stderr) = run_killed(command, &Kill::After(t))?;
+                continued += count_continued(&stderr);
                 if killed_again {
                     moment += &format!("; its resume killed at {:.2} s", t.as_secs_f64());
                     continue;
@@ -225,12 +275,14 @@ fn trial(
                     String::from_utf8_lossy(&output.stderr)
                 );
             }
+            continued += count_continued(&String::from_utf8_lossy(&output.stderr));
             break;
         }
     }
     Ok(Trial {
         moment,
         resumes,
+        continued,
         differences: differences(reference, dir)?,
     })
 }
