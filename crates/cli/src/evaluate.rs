@@ -3,6 +3,8 @@
 //! a search runs.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -46,7 +48,17 @@ pub fn run(args: &Args) -> Result<()> {
     if !(minutes.is_finite() && minutes >= 0.0) {
         anyhow::bail!("--checkpoint-minutes: expected minutes >= 0, got {minutes}");
     }
-    let runner = ProxyTraining::new().checkpoint_every(Duration::from_secs_f64(60.0 * minutes));
+    // SIGTERM (Slurm's, at a job's time limit or a preemption) or Ctrl-C: the training
+    // checkpoints after its current step and the job ends failed, to continue when run again. A
+    // second signal ends the process at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let runner = ProxyTraining::new()
+        .checkpoint_every(Duration::from_secs_f64(60.0 * minutes))
+        .stop_on(stop);
     match run_folder(&args.job_dir, &runner, device) {
         Ok(result) => {
             let o = &result.outcome;

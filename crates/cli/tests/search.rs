@@ -433,7 +433,8 @@ fn the_worker_evaluates_a_job_folder_alone_and_names_bad_ones() {
 
 /// A job killed mid-training (a stopped coordinator, a preempted Slurm job) continues from its
 /// last checkpoint when it runs again, to the result and weights of a run that was never killed,
-/// and keeps no checkpoint once trained; a saved training of another job is named and the job
+/// and keeps no checkpoint once trained; one sent SIGTERM (Slurm's, at a time limit) checkpoints
+/// at once and continues the same way; a saved training of another job is named and the job
 /// trains from the start.
 #[test]
 fn a_killed_job_continues_from_its_checkpoint_to_the_uninterrupted_result() {
@@ -441,8 +442,8 @@ fn a_killed_job_continues_from_its_checkpoint_to_the_uninterrupted_result() {
     let out = tiny_search(&dir);
     let text = std::fs::read_to_string(out.join("stage1/jobs/00001/job.json")).unwrap();
     let mut job: serde_json::Value = serde_json::from_str(&text).unwrap();
-    // Some 260 steps (20 epochs of 13), each checkpointed below: time to be killed mid-way.
-    job["task"]["epochs"] = 20.into();
+    // Some 100 steps (8 epochs of 13), each checkpointed below: time to be killed mid-way.
+    job["task"]["epochs"] = 8.into();
     job["save_weights"] = true.into();
     let folder = |name: &str, job: &serde_json::Value| {
         let folder = dir.join(name);
@@ -530,6 +531,44 @@ fn a_killed_job_continues_from_its_checkpoint_to_the_uninterrupted_result() {
     assert!(
         !killed.join("training").exists(),
         "a trained job kept its checkpoint"
+    );
+
+    // SIGTERM, with no periodic checkpoint: the worker checkpoints after its current step.
+    let terminated = folder("terminated", &job);
+    let child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+        .args(["evaluate", &path(&terminated)])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM failed");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("training stopped by a signal after"),
+        "the job did not stop on SIGTERM (it may have finished first): {stderr}"
+    );
+    assert!(terminated
+        .join("training/train_state.safetensors")
+        .is_file());
+    assert!(!terminated.join("result.json").exists());
+    let (continued, stderr) = ok_with_stderr(&["evaluate", &path(&terminated), "--json"]);
+    assert!(
+        stderr.contains("continuing the training from its checkpoint after"),
+        "{stderr}"
+    );
+    assert_eq!(
+        continued["outcome"]["accuracy"],
+        uninterrupted["outcome"]["accuracy"]
+    );
+    assert_eq!(
+        std::fs::read(terminated.join("weights.safetensors")).unwrap(),
+        std::fs::read(whole.join("weights.safetensors")).unwrap(),
+        "the weights of the job continued after SIGTERM against the uninterrupted job's"
     );
 
     for (folder, why) in [

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -343,6 +344,8 @@ pub struct ProxyTraining {
     opened: Mutex<BTreeMap<String, Arc<OpenedData>>>,
     /// How often a job's training checkpoints into its folder's `training/`.
     checkpoint_interval: Duration,
+    /// Set by a signal: the training in progress checkpoints and stops.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ProxyTraining {
@@ -350,6 +353,7 @@ impl Default for ProxyTraining {
         ProxyTraining {
             opened: Mutex::default(),
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            stop: None,
         }
     }
 }
@@ -366,6 +370,14 @@ impl ProxyTraining {
     /// [`DEFAULT_CHECKPOINT_INTERVAL`].
     pub fn checkpoint_every(mut self, interval: Duration) -> ProxyTraining {
         self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Once `flag` is set (by a signal handler: Slurm's SIGTERM at a job's time limit or
+    /// preemption), the training in progress checkpoints after its current step and the job
+    /// fails with [`eatnas_train::Error::Stopped`]; run again, it continues from there.
+    pub fn stop_on(mut self, flag: Arc<AtomicBool>) -> ProxyTraining {
+        self.stop = Some(flag);
         self
     }
 
@@ -558,6 +570,9 @@ impl JobRunner for ProxyTraining {
             }
         };
         trainer.checkpoint_every(self.checkpoint_interval);
+        if let Some(flag) = &self.stop {
+            trainer.stop_on(flag.clone());
+        }
         let seconds_before = trainer.seconds_before_resume();
         let outcome = |accuracy, error: Option<String>| Outcome {
             accuracy,

@@ -28,6 +28,10 @@ pub enum Error {
         checkpoint: String,
     },
 
+    /// Asked to stop (a signal), after writing a checkpoint where the run has an output folder.
+    #[error("training stopped by a signal after {steps} steps; {checkpoint}")]
+    Stopped { steps: usize, checkpoint: String },
+
     #[error("{0}")]
     Config(String),
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,6 +191,8 @@ pub struct Trainer {
     /// one (or the start), and only then; see [`Trainer::checkpoint_every`].
     checkpoint_interval: Option<Duration>,
     last_checkpoint: Instant,
+    /// When set (a signal), training stops after the current step; see [`Trainer::stop_on`].
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Trainer {
@@ -267,6 +270,7 @@ impl Trainer {
             checkpointed_step: None,
             checkpoint_interval: None,
             last_checkpoint: Instant::now(),
+            stop: None,
         })
     }
 
@@ -387,6 +391,7 @@ impl Trainer {
             checkpointed_step: Some(resumed_step),
             checkpoint_interval: None,
             last_checkpoint: Instant::now(),
+            stop: None,
         })
     }
 
@@ -396,6 +401,13 @@ impl Trainer {
     /// against losing much work to a kill (a search's jobs), so that a short one writes none.
     pub fn checkpoint_every(&mut self, interval: Duration) {
         self.checkpoint_interval = Some(interval);
+    }
+
+    /// Stops training once `flag` is set (a signal handler sets it): after the step in progress,
+    /// the run checkpoints (when it has an output folder) and [`Trainer::train`] returns
+    /// [`Error::Stopped`]; resuming from that checkpoint ends as the run would have.
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
     }
 
     /// Seconds trained before this process took the run up (0 for a fresh run).
@@ -563,8 +575,14 @@ impl Trainer {
                 ));
                 let step_due = self.config.checkpoint_every > 0
                     && p.global_step % self.config.checkpoint_every == 0;
-                if p.batch < steps && self.checkpoint_due(step_due) {
-                    self.checkpoint()?;
+                // At an epoch's last batch, the epoch's end (below) checkpoints or stops.
+                if p.batch < steps {
+                    if self.stop_requested() {
+                        return Err(self.stopped()?);
+                    }
+                    if self.checkpoint_due(step_due) {
+                        self.checkpoint()?;
+                    }
                 }
             }
             bar.finish_and_clear();
@@ -593,6 +611,9 @@ impl Trainer {
                 self.checkpoint()?;
             }
             on_epoch(&record);
+            if self.stop_requested() && self.position.epoch < self.config.epochs {
+                return Err(self.stopped()?);
+            }
         }
         Ok(())
     }
@@ -672,6 +693,30 @@ impl Trainer {
             loss,
             checkpoint,
         }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Checkpoints where the run has an output folder; the error a stopped run returns.
+    fn stopped(&mut self) -> Result<Error> {
+        let checkpoint = match self.out.clone() {
+            Some(dir) => {
+                if self.checkpointed_step != Some(self.position.global_step) {
+                    self.checkpoint()?;
+                }
+                format!(
+                    "resuming from the checkpoint in {} continues it as if it had not stopped",
+                    dir.display()
+                )
+            }
+            None => "it has no output folder, so nothing of it was kept".into(),
+        };
+        Ok(Error::Stopped {
+            steps: self.position.global_step,
+            checkpoint,
+        })
     }
 
     /// Whether to write a checkpoint now: by time when an interval is set, else when the
