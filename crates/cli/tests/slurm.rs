@@ -1,6 +1,6 @@
 //! The Slurm executor against a real Slurm (`scripts/slurm-local.sh start`, which `.ci/run`
 //! runs): the same history as the local executor, two workers, jobs cancelled, requeued and
-//! killed, the coordinator killed with kill -9 and resumed, candidates that always fail, and the
+//! killed (one cancelled mid-training, continued from its checkpoint by its retry), the coordinator killed with kill -9 and resumed, candidates that always fail, and the
 //! errors of a missing sbatch and a wrong partition.
 //!
 //! Without a cluster (no `SLURM_CONF`, no `sinfo`) these tests say so and pass, unless
@@ -325,6 +325,83 @@ fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
             .iter()
             .any(|r| r["ran"]["job"].as_str() == Some(requeued.as_str())),
         "no history line ran as requeued job {requeued}: {stderr}"
+    );
+}
+
+/// A job cancelled mid-training (`scancel`: Slurm's SIGTERM, as at a time limit or a preemption,
+/// then SIGKILL after `KillWait`) checkpoints at once; its retry continues from that checkpoint
+/// to the accuracy the same job reaches uninterrupted.
+#[test]
+fn a_job_cancelled_mid_training_continues_from_its_checkpoint_when_retried() {
+    if !slurm_here() {
+        return;
+    }
+    let dir = temp_dir("continue");
+    let config = config(&dir, 1, 3, "");
+    // Trainings of some 500 steps (seconds): time to cancel one while it trains.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[small]\n", "[small]\nepochs = 40\n")).unwrap();
+    let out = dir.join("continue-search");
+    let mut child = spawn(&slurm_search(&config, &out));
+    let mut cancelled: Option<(String, PathBuf)> = None;
+    wait_for("a job training, to cancel", &mut child, || {
+        for (id, _, state) in jobs_of(&out) {
+            let Ok(folders) = std::fs::read_dir(out.join("stage1/jobs")) else {
+                continue;
+            };
+            // One worker: the one job running is the one whose training has begun.
+            let training = folders
+                .map(|f| f.unwrap().path())
+                .find(|f| f.join("training").is_dir() && !f.join("result.json").exists());
+            if let (true, Some(folder)) = (state == "RUNNING", training) {
+                std::thread::sleep(Duration::from_millis(200));
+                assert!(Command::new("scancel").arg(&id).status().unwrap().success());
+                cancelled = Some((id, folder));
+                return true;
+            }
+        }
+        false
+    });
+    let stderr = finish(child);
+    let (id, folder) = cancelled.unwrap();
+    let log = |job: &str| std::fs::read_to_string(folder.join(format!("slurm-{job}.out")));
+    let first = log(&id).unwrap();
+    assert!(
+        first.contains("training stopped by a signal after"),
+        "job {id} did not checkpoint on Slurm's SIGTERM (it may have finished first): {first}"
+    );
+    let records = history(&out);
+    assert_eq!(records.len(), 3, "{stderr}");
+    let candidate: u64 = folder
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let record = records
+        .iter()
+        .find(|r| r["id"].as_u64() == Some(candidate))
+        .unwrap();
+    assert_eq!(record["retries"].as_u64(), Some(1), "{stderr}");
+    let retry = record["ran"]["job"].as_str().unwrap();
+    let second = log(retry).unwrap();
+    assert!(
+        second.contains("continuing the training from its checkpoint after"),
+        "the retry (job {retry}) did not continue the training: {second}"
+    );
+    // The same job, uninterrupted, here.
+    let whole = dir.join("whole");
+    std::fs::create_dir_all(&whole).unwrap();
+    std::fs::copy(folder.join("job.json"), whole.join("job.json")).unwrap();
+    let output = cli(&["evaluate", whole.to_str().unwrap(), "--json"]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let uninterrupted: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        record["accuracy"], uninterrupted["outcome"]["accuracy"],
+        "the continued job's accuracy against the same job uninterrupted"
     );
 }
 
