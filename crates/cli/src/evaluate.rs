@@ -3,8 +3,6 @@
 //! a search runs.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -49,15 +47,10 @@ pub fn run(args: &Args) -> Result<()> {
         anyhow::bail!("--checkpoint-minutes: expected minutes >= 0, got {minutes}");
     }
     // SIGTERM (Slurm's, at a job's time limit or a preemption) or Ctrl-C: the training
-    // checkpoints after its current step and the job ends failed, to continue when run again. A
-    // second signal ends the process at once.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
+    // checkpoints after its current step and the job ends failed, to continue when run again.
+    let stop = crate::signals::stop_flag()?;
     let runner = ProxyTraining::new()
-        .checkpoint_every(Duration::from_secs_f64(60.0 * minutes))
+        .checkpoint_by_time(Duration::from_secs_f64(60.0 * minutes))
         .stop_on(stop);
     match run_folder(&args.job_dir, &runner, device) {
         Ok(result) => {

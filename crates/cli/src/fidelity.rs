@@ -109,7 +109,7 @@ pub fn run(args: &Args) -> Result<()> {
         &config.executor,
         config.workers,
         &config.devices,
-        Arc::new(ProxyTraining::new().checkpoint_every(config.executor.checkpoint_interval())),
+        Arc::new(ProxyTraining::new().checkpoint_by_time(config.executor.checkpoint_interval())),
         &dir,
     )?;
     let total = plan.genomes.len();

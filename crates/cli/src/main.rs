@@ -9,6 +9,7 @@ mod inspect;
 mod latency;
 mod report;
 mod search;
+mod signals;
 mod train;
 
 use clap::{Parser, Subcommand};

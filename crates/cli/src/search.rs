@@ -238,18 +238,12 @@ fn print_summary(dir: &Path, summary: &Summary, json: bool) -> Result<()> {
 
 /// The session of a coordinator: Ctrl-C and SIGTERM ask the search to stop and save.
 pub fn session(devices: Option<Vec<Device>>, coordinator: &CoordinatorArgs) -> Result<Session> {
-    let session = Session {
+    Ok(Session {
         devices,
         executor: coordinator.executor,
         detach: coordinator.detach,
-        ..Session::default()
-    };
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while the first is handled ends the process at once.
-        signal_hook::flag::register_conditional_shutdown(signal, 1, session.stop.clone())?;
-        signal_hook::flag::register(signal, session.stop.clone())?;
-    }
-    Ok(session)
+        stop: crate::signals::stop_flag()?,
+    })
 }
 
 pub fn run(common: &Common) -> Result<()> {

@@ -125,7 +125,7 @@ impl Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let device = Device::parse(&args.device)?;
-    let mut trainer = match &args.resume {
+    let (mut trainer, out) = match &args.resume {
         Some(dir) => {
             let trainer = Trainer::resume(dir)?;
             eprintln!(
@@ -133,7 +133,7 @@ pub fn run(args: &Args) -> Result<()> {
                 dir.display(),
                 trainer.history().len() + 1
             );
-            trainer
+            (trainer, dir.clone())
         }
         None => {
             let arch_path = args
@@ -159,17 +159,18 @@ pub fn run(args: &Args) -> Result<()> {
                 data.test.len(),
                 out.display()
             );
-            match &args.initial_weights {
-                None => Trainer::new(config, &arch, data, Some(out))?,
+            let trainer = match &args.initial_weights {
+                None => Trainer::new(config, &arch, data, Some(out.clone()))?,
                 Some(path) => {
                     let shape = data.train.shape();
                     let mut net =
                         Network::new(&arch, shape.channels, data.train.classes(), config.seed)?;
                     let (tensors, _) = checkpoint::decode(path)?;
                     checkpoint::load_exact(&mut net, &tensors, path)?;
-                    Trainer::with_network(config, net, data, Some(out))?
+                    Trainer::with_network(config, net, data, Some(out.clone()))?
                 }
-            }
+            };
+            (trainer, out)
         }
     };
     if device != Device::Cpu {
@@ -177,12 +178,21 @@ pub fn run(args: &Args) -> Result<()> {
     }
     trainer.to_device(device)?;
     trainer.show_progress(std::io::stderr().is_terminal());
-    let summary = trainer.run(&mut |record| {
+    // Ctrl-C or SIGTERM: a checkpoint after the current step, not at the last epoch's end.
+    trainer.stop_on(crate::signals::stop_flag()?);
+    let summary = match trainer.run(&mut |record| {
         println!(
             "{}",
             serde_json::to_string(record).expect("record serialises")
         )
-    })?;
+    }) {
+        Err(eatnas_train::Error::Stopped { steps, .. }) => anyhow::bail!(
+            "stopped after {steps} training steps, checkpointed in {}; continue with `eatnas-cli train --resume {}`",
+            out.display(),
+            out.display()
+        ),
+        other => other?,
+    };
     eprintln!(
         "test top-1 {:.2}%, top-5 {:.2}% ({:.0} s, {:.0} images/s); checkpoint {}",
         100.0 * summary.test_top1,

@@ -311,15 +311,19 @@ fn bad_search_input_is_named() {
     assert!(e.contains("stopped before it began"), "{e}");
 }
 
+/// SIGKILL mid stage 2, and SIGTERM (Ctrl-C alike) mid final training, which checkpoints and
+/// says how to continue: each resumed run ends as the uninterrupted one.
 #[test]
-fn a_run_killed_with_sigkill_mid_search_resumes_to_the_same_result() {
+fn a_run_killed_mid_search_or_stopped_mid_final_training_resumes_to_the_same_result() {
     let dir = temp_dir("kill");
     let config = dir.join("tiny.toml");
-    // Inheritance keeps parents' weights in memory only, so it is off for an exact resume.
+    // Inheritance keeps parents' weights in memory only, so it is off for an exact resume. A
+    // final training of several epochs, to be stopped in.
     std::fs::write(
         &config,
         TINY.replace("budget = 5", "budget = 8")
-            .replace("inherit_weights = true", "inherit_weights = false"),
+            .replace("inherit_weights = true", "inherit_weights = false")
+            .replace("[final]\nepochs = 1", "[final]\nepochs = 4"),
     )
     .unwrap();
     let config = config.to_str().unwrap();
@@ -366,6 +370,47 @@ fn a_run_killed_with_sigkill_mid_search_resumes_to_the_same_result() {
         std::fs::read(dir.join("whole/final/model.safetensors")).unwrap(),
         std::fs::read(killed.join("final/model.safetensors")).unwrap(),
         "the final network's weights"
+    );
+
+    let stopped = dir.join("stopped");
+    let child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+        .args([
+            "run",
+            "--config",
+            config,
+            "--out",
+            stopped.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first epoch's checkpoint: the final training is under way.
+    while !stopped.join("final/train_state.safetensors").exists() {
+        assert!(
+            started.elapsed().as_secs() < 240,
+            "the final training did not begin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("the final training stopped after")
+            && stderr.contains(&format!("eatnas-cli resume {}", stopped.display())),
+        "SIGTERM in the final training (it may have ended first): {stderr}"
+    );
+    ok(&["resume", stopped.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        std::fs::read(dir.join("whole/final/model.safetensors")).unwrap(),
+        std::fs::read(stopped.join("final/model.safetensors")).unwrap(),
+        "the final network's weights after a stop in the final training"
     );
 }
 

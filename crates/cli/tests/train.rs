@@ -339,6 +339,41 @@ fn resume_after_kill_9_gives_the_same_final_weights() {
         a == b,
         "resumed run's weights differ from the uninterrupted run's (killed at step {step})"
     );
+
+    // SIGTERM (or Ctrl-C): a checkpoint at the step it came, then the same end on resume.
+    let terminated = dir.join("terminated");
+    let child = cli()
+        .args(train_args(&arch, &terminated, &extra))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while saved_step(&terminated).is_none_or(|s| s < 8) {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let step = saved_step(&terminated).unwrap();
+    assert!(
+        !output.status.success()
+            && stderr.contains(&format!("stopped after {step} training steps"))
+            && stderr.contains("continue with `eatnas-cli train --resume"),
+        "SIGTERM did not checkpoint the step it came at ({step}): {stderr}"
+    );
+    succeed(&["train", "--resume", terminated.to_str().unwrap(), "--json"].map(String::from));
+    assert!(
+        std::fs::read(terminated.join("model.safetensors")).unwrap() == a,
+        "the weights of the run resumed after SIGTERM (at step {step}) differ from the uninterrupted run's"
+    );
 }
 
 #[test]

@@ -368,7 +368,7 @@ impl ProxyTraining {
 
     /// Checkpoints each job's training every `interval` of training instead of every
     /// [`DEFAULT_CHECKPOINT_INTERVAL`].
-    pub fn checkpoint_every(mut self, interval: Duration) -> ProxyTraining {
+    pub fn checkpoint_by_time(mut self, interval: Duration) -> ProxyTraining {
         self.checkpoint_interval = interval;
         self
     }
@@ -569,7 +569,7 @@ impl JobRunner for ProxyTraining {
                 starting_trainer(job, data, device, Some(&checkpoints))?
             }
         };
-        trainer.checkpoint_every(self.checkpoint_interval);
+        trainer.checkpoint_by_time(self.checkpoint_interval);
         if let Some(flag) = &self.stop {
             trainer.stop_on(flag.clone());
         }

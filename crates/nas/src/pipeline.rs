@@ -287,7 +287,7 @@ impl<'a> Pipeline<'a> {
             session,
             search: search_name(dir),
             training: Arc::new(
-                ProxyTraining::new().checkpoint_every(config.executor.checkpoint_interval()),
+                ProxyTraining::new().checkpoint_by_time(config.executor.checkpoint_interval()),
             ),
             executor: None,
         }
@@ -573,7 +573,13 @@ impl<'a> Pipeline<'a> {
         write_arch(&self.dir.join("final_arch.json"), &final_arch)?;
         summary.outputs.push(self.dir.join("final_arch.json"));
         if *command == Command::Run {
-            summary.final_training = Some(final_training(config, &final_arch, self.dir, on_event)?);
+            summary.final_training = Some(final_training(
+                config,
+                &final_arch,
+                self.dir,
+                &self.session.stop,
+                on_event,
+            )?);
             summary
                 .outputs
                 .push(self.dir.join("final").join("model.safetensors"));
@@ -731,10 +737,13 @@ fn write_arch(path: &Path, arch: &Arch) -> Result<()> {
     Ok(write_atomic(path, arch.to_json_pretty().as_bytes())?)
 }
 
+/// Trains the winner in full into `dir/final`, continuing a training stopped there; `stop` (Ctrl-C,
+/// SIGTERM) checkpoints it after the current step and ends with [`Error::Interrupted`].
 fn final_training(
     config: &SearchConfig,
     arch: &Arch,
     dir: &Path,
+    stop: &Arc<AtomicBool>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<FinalSummary> {
     let out = dir.join("final");
@@ -761,14 +770,26 @@ fn final_training(
     };
     let device = config.devices.first().copied().unwrap_or(Device::Cpu);
     trainer.to_device(device)?;
+    trainer.stop_on(stop.clone());
     let epochs = trainer.config().epochs;
-    let result = trainer.run(&mut |r| {
+    let result = match trainer.run(&mut |r| {
         on_event(Event::FinalEpoch {
             epoch: r.epoch,
             epochs,
             val_top1: r.val_top1,
         })
-    })?;
+    }) {
+        Err(eatnas_train::Error::Stopped { steps, .. }) => {
+            return Err(Error::Interrupted {
+                dir: dir.to_path_buf(),
+                what: format!(
+                    "the final training stopped after {steps} steps, checkpointed in {}",
+                    out.display()
+                ),
+            })
+        }
+        other => other?,
+    };
     let shape = trainer.data().train.shape();
     let counts = Counts::new(
         arch,

@@ -188,7 +188,7 @@ pub struct Trainer {
     /// The global step of the last checkpoint written (or resumed from).
     checkpointed_step: Option<usize>,
     /// With an interval, checkpoints are written when that much time has passed since the last
-    /// one (or the start), and only then; see [`Trainer::checkpoint_every`].
+    /// one (or the start), and only then; see [`Trainer::checkpoint_by_time`].
     checkpoint_interval: Option<Duration>,
     last_checkpoint: Instant,
     /// When set (a signal), training stops after the current step; see [`Trainer::stop_on`].
@@ -399,7 +399,7 @@ impl Trainer {
     /// passed since the last one, mid-epoch and at an epoch's end alike, instead of at every
     /// epoch's end and every `checkpoint_every` steps: for trainings whose checkpoints only guard
     /// against losing much work to a kill (a search's jobs), so that a short one writes none.
-    pub fn checkpoint_every(&mut self, interval: Duration) {
+    pub fn checkpoint_by_time(&mut self, interval: Duration) {
         self.checkpoint_interval = Some(interval);
     }
 
