@@ -49,10 +49,8 @@ pub fn run(args: &Args) -> Result<()> {
     // SIGTERM (Slurm's, at a job's time limit or a preemption) or Ctrl-C: the training
     // checkpoints after its current step and the job ends failed, to continue when run again.
     let stop = crate::signals::stop_flag()?;
-    let runner = ProxyTraining::new()
-        .checkpoint_by_time(Duration::from_secs_f64(60.0 * minutes))
-        .stop_on(stop);
-    match run_folder(&args.job_dir, &runner, device) {
+    let runner = ProxyTraining::new().checkpoint_by_time(Duration::from_secs_f64(60.0 * minutes));
+    match run_folder(&args.job_dir, &runner, device, &stop) {
         Ok(result) => {
             let o = &result.outcome;
             eprintln!(

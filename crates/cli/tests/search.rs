@@ -414,6 +414,98 @@ fn a_run_killed_mid_search_or_stopped_mid_final_training_resumes_to_the_same_res
     );
 }
 
+/// SIGTERM (Ctrl-C alike) to a coordinator whose local worker is mid-training: the training
+/// checkpoints before the coordinator exits, and `resume` continues it to the history of a search
+/// never stopped.
+#[test]
+fn a_stopped_search_continues_its_local_trainings_from_their_checkpoints() {
+    let dir = temp_dir("stop-local");
+    let config = dir.join("tiny.toml");
+    // Three candidates of some 500 steps each (seconds): time to stop one mid-training.
+    std::fs::write(
+        &config,
+        TINY.replace("budget = 5", "budget = 3")
+            .replace("[small]\n", "[small]\nepochs = 40\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let whole = dir.join("whole");
+    ok(&[
+        "search",
+        "--config",
+        config,
+        "--out",
+        whole.to_str().unwrap(),
+        "--json",
+    ]);
+
+    let stopped = dir.join("stopped");
+    let child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+        .args([
+            "search",
+            "--config",
+            config,
+            "--out",
+            stopped.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let jobs = stopped.join("stage1/jobs");
+    let started = std::time::Instant::now();
+    let training = loop {
+        let found = std::fs::read_dir(&jobs).ok().and_then(|folders| {
+            folders
+                .map(|f| f.unwrap().path())
+                .find(|f| f.join("training").is_dir() && !f.join("result.json").exists())
+        });
+        if let Some(folder) = found {
+            break folder;
+        }
+        assert!(started.elapsed().as_secs() < 120, "no training began");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("interrupted"),
+        "{stderr}"
+    );
+    assert!(
+        training.join("training/train_state.safetensors").is_file()
+            && !training.join("result.json").exists(),
+        "{}: the training stopped by the coordinator's SIGTERM left no checkpoint (or it had finished): {stderr}",
+        training.display()
+    );
+    let (_, stderr) = ok_with_stderr(&["resume", stopped.to_str().unwrap(), "--json"]);
+    assert!(
+        stderr.contains("continuing the training from its checkpoint after"),
+        "{stderr}"
+    );
+    let evaluations = |out: &Path| -> Vec<(String, String)> {
+        std::fs::read_to_string(out.join("stage1/history.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                (r["genome"].to_string(), r["accuracy"].to_string())
+            })
+            .collect()
+    };
+    assert_eq!(
+        evaluations(&stopped),
+        evaluations(&whole),
+        "the stopped and resumed search's evaluations against the uninterrupted search's"
+    );
+}
+
 /// `configs/tiny.toml` searched into `dir/search` (seconds); returns that folder, whose job folders
 /// the worker tests run again.
 fn tiny_search(dir: &Path) -> std::path::PathBuf {

@@ -46,6 +46,11 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(600);
 /// Trained weights by parameter name.
 pub type Weights = BTreeMap<String, Tensor>;
 
+/// Set by whoever runs a job to have its training stop (a signal to the worker, a coordinator
+/// cancelling its local jobs): the training checkpoints after its current step and the job fails
+/// with [`eatnas_train::Error::Stopped`]; run again, it continues from that checkpoint.
+pub type StopFlag = Arc<AtomicBool>;
+
 /// Everything a worker needs to evaluate one candidate, with no access to the coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,8 +166,15 @@ pub fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
 pub trait JobRunner: Send + Sync {
     /// Trains `job`'s candidate on `device`; returns its outcome, and its trained weights when
     /// `job.save_weights`. A diverging loss is an outcome (with its error), not an `Err`. `dir`
-    /// is the job's folder, where the training may keep what it needs to continue after a kill.
-    fn run(&self, job: &Job, dir: &Path, device: Device) -> Result<(Outcome, Option<Weights>)>;
+    /// is the job's folder, where the training may keep what it needs to continue after a kill;
+    /// once `stop` is set the training checkpoints and stops.
+    fn run(
+        &self,
+        job: &Job,
+        dir: &Path,
+        device: Device,
+        stop: &StopFlag,
+    ) -> Result<(Outcome, Option<Weights>)>;
 }
 
 pub fn unix_now() -> f64 {
@@ -300,13 +312,14 @@ pub fn run_folder(
     dir: &Path,
     runner: &dyn JobRunner,
     device: Device,
+    stop: &StopFlag,
 ) -> std::result::Result<JobResult, JobFailure> {
     let started_at = unix_now();
     let device_name = device.to_string();
     let _ = std::fs::remove_file(dir.join(ERROR_FILE));
     let attempt = (|| -> Result<JobResult> {
         let job = Job::read(dir)?;
-        let (outcome, weights) = runner.run(&job, dir, device)?;
+        let (outcome, weights) = runner.run(&job, dir, device, stop)?;
         if let (true, Some(weights)) = (job.save_weights, weights) {
             let arch = job.arch()?;
             let metadata =
@@ -344,8 +357,6 @@ pub struct ProxyTraining {
     opened: Mutex<BTreeMap<String, Arc<OpenedData>>>,
     /// How often a job's training checkpoints into its folder's `training/`.
     checkpoint_interval: Duration,
-    /// Set by a signal: the training in progress checkpoints and stops.
-    stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ProxyTraining {
@@ -353,7 +364,6 @@ impl Default for ProxyTraining {
         ProxyTraining {
             opened: Mutex::default(),
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
-            stop: None,
         }
     }
 }
@@ -370,14 +380,6 @@ impl ProxyTraining {
     /// [`DEFAULT_CHECKPOINT_INTERVAL`].
     pub fn checkpoint_by_time(mut self, interval: Duration) -> ProxyTraining {
         self.checkpoint_interval = interval;
-        self
-    }
-
-    /// Once `flag` is set (by a signal handler: Slurm's SIGTERM at a job's time limit or
-    /// preemption), the training in progress checkpoints after its current step and the job
-    /// fails with [`eatnas_train::Error::Stopped`]; run again, it continues from there.
-    pub fn stop_on(mut self, flag: Arc<AtomicBool>) -> ProxyTraining {
-        self.stop = Some(flag);
         self
     }
 
@@ -555,7 +557,13 @@ fn continued_trainer(
 }
 
 impl JobRunner for ProxyTraining {
-    fn run(&self, job: &Job, dir: &Path, device: Device) -> Result<(Outcome, Option<Weights>)> {
+    fn run(
+        &self,
+        job: &Job,
+        dir: &Path,
+        device: Device,
+        stop: &StopFlag,
+    ) -> Result<(Outcome, Option<Weights>)> {
         let started = Instant::now();
         let data = self.data(&job.task, job.data_seed())?;
         let counts = count(job, &data)?;
@@ -570,9 +578,7 @@ impl JobRunner for ProxyTraining {
             }
         };
         trainer.checkpoint_by_time(self.checkpoint_interval);
-        if let Some(flag) = &self.stop {
-            trainer.stop_on(flag.clone());
-        }
+        trainer.stop_on(stop.clone());
         let seconds_before = trainer.seconds_before_resume();
         let outcome = |accuracy, error: Option<String>| Outcome {
             accuracy,

@@ -93,6 +93,7 @@ impl JobRunner for Deterministic {
         job: &Job,
         _dir: &std::path::Path,
         _device: Device,
+        _stop: &eatnas_nas::job::StopFlag,
     ) -> Result<(Outcome, Option<Weights>)> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let genome = &job.candidate.genome;

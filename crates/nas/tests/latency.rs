@@ -131,6 +131,7 @@ impl JobRunner for Synthetic {
         job: &Job,
         _dir: &Path,
         _device: Device,
+        _stop: &eatnas_nas::job::StopFlag,
     ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
         let genome = &job.candidate.genome;
         let score: f64 = genome

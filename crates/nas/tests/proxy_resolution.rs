@@ -57,7 +57,13 @@ fn the_proxy_trains_at_its_resolution_and_counts_madds_at_the_tasks() {
     }
     .write(&dir)
     .unwrap();
-    let result = run_folder(&dir, &ProxyTraining::new(), Device::Cpu).unwrap();
+    let result = run_folder(
+        &dir,
+        &ProxyTraining::new(),
+        Device::Cpu,
+        &Default::default(),
+    )
+    .unwrap();
     assert!(result.outcome.error.is_none(), "{:?}", result.outcome.error);
     let at_task = Counts::new(&arch, 1, 12, 10).unwrap();
     let at_proxy = Counts::new(&arch, 1, 8, 10).unwrap();

@@ -60,6 +60,7 @@ impl JobRunner for Synthetic {
         job: &Job,
         _dir: &Path,
         _device: Device,
+        _stop: &eatnas_nas::job::StopFlag,
     ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
         let candidate = &job.candidate;
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
@@ -564,6 +565,7 @@ impl JobRunner for Recorder {
         job: &Job,
         _dir: &Path,
         _device: Device,
+        _stop: &eatnas_nas::job::StopFlag,
     ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
         let candidate = &job.candidate;
         let parent = job

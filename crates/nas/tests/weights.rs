@@ -55,7 +55,7 @@ fn job(genome: &Genome, parent: Option<ParentWeights>, save_weights: bool) -> Jo
 /// Trains `genome` as a parent in `dir` and returns its result and how to inherit from it.
 fn train_parent(dir: &Path, genome: &Genome) -> (JobResult, ParentWeights) {
     job(genome, None, true).write(dir).unwrap();
-    let result = run_folder(dir, &ProxyTraining::new(), Device::Cpu).unwrap();
+    let result = run_folder(dir, &ProxyTraining::new(), Device::Cpu, &Default::default()).unwrap();
     let parent = ParentWeights {
         file: dir.join(WEIGHTS_FILE),
         arch: genome.to_arch(&task().macro_config, "parent").unwrap(),
@@ -118,7 +118,13 @@ fn a_reshaped_child_recalibrates_its_statistics_and_trains() {
     job(&child_genome, Some(parent), false)
         .write(&child_dir)
         .unwrap();
-    let result = run_folder(&child_dir, &ProxyTraining::new(), Device::Cpu).unwrap();
+    let result = run_folder(
+        &child_dir,
+        &ProxyTraining::new(),
+        Device::Cpu,
+        &Default::default(),
+    )
+    .unwrap();
     let inherited = result.outcome.inherited.unwrap();
     let mapping = inherited.mapping.unwrap();
     assert!(mapping.reshaped > 0 && mapping.copied > 0, "{mapping:?}");
@@ -158,8 +164,13 @@ fn a_missing_or_foreign_parent_file_trains_from_scratch_and_says_so() {
         job(&genome_b, Some(parent), false)
             .write(&child_dir)
             .unwrap();
-        let result = run_folder(&child_dir, &ProxyTraining::new(), Device::Cpu)
-            .unwrap_or_else(|f| panic!("{name}: the child failed: {}", f.reason));
+        let result = run_folder(
+            &child_dir,
+            &ProxyTraining::new(),
+            Device::Cpu,
+            &Default::default(),
+        )
+        .unwrap_or_else(|f| panic!("{name}: the child failed: {}", f.reason));
         let inherited = result.outcome.inherited.unwrap();
         assert_eq!(inherited.mapping, None, "{name}");
         let note = inherited.note.unwrap();
@@ -180,7 +191,13 @@ fn a_candidate_whose_loss_diverges_is_recorded_with_the_reason() {
     let mut diverging = job(&genome(2), None, false);
     diverging.task.lr = 1e12;
     diverging.write(&dir).unwrap();
-    let result = run_folder(&dir, &ProxyTraining::new(), Device::Cpu).unwrap();
+    let result = run_folder(
+        &dir,
+        &ProxyTraining::new(),
+        Device::Cpu,
+        &Default::default(),
+    )
+    .unwrap();
     let error = result
         .outcome
         .error

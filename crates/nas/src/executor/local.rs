@@ -2,10 +2,10 @@
 //! `devices[i % len]`. Each thread runs a job folder exactly as `eatnas-cli evaluate` does
 //! ([`crate::job::run_folder`]), so its results are on disk like a Slurm job's.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eatnas_tensor::Device;
 
@@ -15,12 +15,19 @@ use crate::Result;
 
 type Message = (String, Ended);
 
+/// How long cancelling waits for the trainings in progress to checkpoint and stop: a training
+/// step and a checkpoint's write, with room for a large network on a slow CPU.
+const CANCEL_WAIT: Duration = Duration::from_secs(120);
+
 pub struct LocalExecutor {
     jobs: Option<Sender<(String, JobRef)>>,
     ended: Receiver<Message>,
     submitted: usize,
-    /// Set by `cancel_all`: queued jobs are dropped (a training in progress cannot be stopped).
+    /// Set by `cancel_all`: queued jobs are dropped, and the trainings in progress checkpoint
+    /// and stop (their jobs' [`crate::job::StopFlag`]).
     cancelled: Arc<AtomicBool>,
+    /// Jobs the threads are running now.
+    running: Arc<AtomicUsize>,
 }
 
 impl LocalExecutor {
@@ -36,27 +43,34 @@ impl LocalExecutor {
         let job_receiver = Arc::new(Mutex::new(job_receiver));
         let (ended_sender, ended) = channel::<Message>();
         let cancelled = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicUsize::new(0));
         for _ in 0..workers.max(1) {
-            let (jobs, ended, runner, devices, cancelled) = (
+            let (jobs, ended, runner, devices, cancelled, running) = (
                 job_receiver.clone(),
                 ended_sender.clone(),
                 runner.clone(),
                 devices.clone(),
                 cancelled.clone(),
+                running.clone(),
             );
-            // Detached: a coordinator that stops does not wait for a training in progress.
+            // Detached: a coordinator that ends (an error, kill -9) does not wait for a training
+            // in progress; one that cancels waits for its trainings to checkpoint and stop.
             std::thread::spawn(move || loop {
                 let next = jobs.lock().map(|queue| queue.recv());
                 let Ok(Ok((ticket, job))) = next else { return };
+                // Counted before the check, so that `cancel_all` waits for a job it raced with.
+                running.fetch_add(1, Ordering::SeqCst);
                 if cancelled.load(Ordering::SeqCst) {
+                    running.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
                 let device = devices[job.slot % devices.len()];
-                let outcome = match run_folder(&job.dir, runner.as_ref(), device) {
+                let outcome = match run_folder(&job.dir, runner.as_ref(), device, &cancelled) {
                     Ok(result) => Ended::Completed(result),
                     Err(failure) if failure.disk_full => Ended::DiskFull(failure.reason),
                     Err(failure) => Ended::Failed(failure.reason),
                 };
+                running.fetch_sub(1, Ordering::SeqCst);
                 if ended.send((ticket, outcome)).is_err() {
                     return;
                 }
@@ -67,6 +81,7 @@ impl LocalExecutor {
             ended,
             submitted: 0,
             cancelled,
+            running,
         }
     }
 }
@@ -109,8 +124,15 @@ impl Executor for LocalExecutor {
         Ok(ended)
     }
 
+    /// Drops the queued jobs, and has each training in progress checkpoint after its current
+    /// step and stop (waiting up to [`CANCEL_WAIT`] for them), so that the jobs, submitted again
+    /// on resume, continue from there.
     fn cancel_all(&mut self) -> Result<()> {
         self.cancelled.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        while self.running.load(Ordering::SeqCst) > 0 && started.elapsed() < CANCEL_WAIT {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     }
 }
