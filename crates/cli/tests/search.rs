@@ -1,7 +1,7 @@
 //! `eatnas-cli run`, `resume`, `search` and `transfer` end to end on a tiny configuration: real
 //! proxy training on the embedded data, every output written.
 
-use eatnas_testkit::TestDir;
+use eatnas_testkit::{sigterm, TestDir};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -52,6 +52,16 @@ fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
         .args(args)
         .output()
+        .unwrap()
+}
+
+/// `eatnas-cli ARGS` started in the background, its stdout dropped, its stderr piped.
+fn spawn(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap()
 }
 
@@ -373,18 +383,13 @@ fn a_run_killed_mid_search_or_stopped_mid_final_training_resumes_to_the_same_res
     );
 
     let stopped = dir.join("stopped");
-    let child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
-        .args([
-            "run",
-            "--config",
-            config,
-            "--out",
-            stopped.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&[
+        "run",
+        "--config",
+        config,
+        "--out",
+        stopped.to_str().unwrap(),
+    ]);
     // The first epoch's checkpoint: the final training is under way.
     while !stopped.join("final/train_state.safetensors").exists() {
         assert!(
@@ -393,12 +398,7 @@ fn a_run_killed_mid_search_or_stopped_mid_final_training_resumes_to_the_same_res
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let output = child.wait_with_output().unwrap();
+    let output = sigterm(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success()
@@ -440,18 +440,13 @@ fn a_stopped_search_continues_its_local_trainings_from_their_checkpoints() {
     ]);
 
     let stopped = dir.join("stopped");
-    let child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
-        .args([
-            "search",
-            "--config",
-            config,
-            "--out",
-            stopped.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&[
+        "search",
+        "--config",
+        config,
+        "--out",
+        stopped.to_str().unwrap(),
+    ]);
     let jobs = stopped.join("stage1/jobs");
     let started = std::time::Instant::now();
     let training = loop {
@@ -467,12 +462,7 @@ fn a_stopped_search_continues_its_local_trainings_from_their_checkpoints() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let output = child.wait_with_output().unwrap();
+    let output = sigterm(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success() && stderr.contains("interrupted"),
@@ -672,18 +662,9 @@ fn a_killed_job_continues_from_its_checkpoint_to_the_uninterrupted_result() {
 
     // SIGTERM, with no periodic checkpoint: the worker checkpoints after its current step.
     let terminated = folder("terminated", &job);
-    let child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
-        .args(["evaluate", &path(&terminated)])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&["evaluate", &path(&terminated)]);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -TERM failed");
-    let output = child.wait_with_output().unwrap();
+    let output = sigterm(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success() && stderr.contains("training stopped by a signal after"),

@@ -1,7 +1,7 @@
 //! `eatnas-cli train`, `eval` and `export` end to end on the embedded demo data: learning, resume
 //! after kill -9, divergence, and bad input.
 
-use eatnas_testkit::TestDir;
+use eatnas_testkit::{sigterm, TestDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -355,12 +355,7 @@ fn resume_after_kill_9_gives_the_same_final_weights() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let output = child.wait_with_output().unwrap();
+    let output = sigterm(child);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let step = saved_step(&terminated).unwrap();
     assert!(

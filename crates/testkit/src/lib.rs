@@ -1,4 +1,4 @@
-//! What the workspace's tests share: [`TestDir`], a test's scratch folder.
+//! What the workspace's tests share: [`TestDir`], a test's scratch folder, and [`sigterm`].
 
 use std::ops::Deref;
 use std::path::Path;
@@ -51,6 +51,19 @@ impl Drop for TestDir {
             );
         }
     }
+}
+
+/// Sends SIGTERM to `child` (as Slurm at a time limit, or a user's `kill`), then waits for it;
+/// returns its exit status and what it wrote (piped streams only).
+pub fn sigterm(child: std::process::Child) -> std::process::Output {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("running kill -TERM: {e}"));
+    assert!(sent.success(), "kill -TERM {} failed", child.id());
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for the process sent SIGTERM: {e}"))
 }
 
 #[cfg(test)]
