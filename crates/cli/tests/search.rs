@@ -383,7 +383,7 @@ fn a_run_killed_mid_search_or_stopped_mid_final_training_resumes_to_the_same_res
     );
 
     let stopped = dir.join("stopped");
-    let child = spawn(&[
+    let mut child = spawn(&[
         "run",
         "--config",
         config,
@@ -393,8 +393,8 @@ fn a_run_killed_mid_search_or_stopped_mid_final_training_resumes_to_the_same_res
     // The first epoch's checkpoint: the final training is under way.
     while !stopped.join("final/train_state.safetensors").exists() {
         assert!(
-            started.elapsed().as_secs() < 240,
-            "the final training did not begin"
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its final training checkpointed"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -440,7 +440,7 @@ fn a_stopped_search_continues_its_local_trainings_from_their_checkpoints() {
     ]);
 
     let stopped = dir.join("stopped");
-    let child = spawn(&[
+    let mut child = spawn(&[
         "search",
         "--config",
         config,
@@ -448,7 +448,6 @@ fn a_stopped_search_continues_its_local_trainings_from_their_checkpoints() {
         stopped.to_str().unwrap(),
     ]);
     let jobs = stopped.join("stage1/jobs");
-    let started = std::time::Instant::now();
     let training = loop {
         let found = std::fs::read_dir(&jobs).ok().and_then(|folders| {
             folders
@@ -458,7 +457,10 @@ fn a_stopped_search_continues_its_local_trainings_from_their_checkpoints() {
         if let Some(folder) = found {
             break folder;
         }
-        assert!(started.elapsed().as_secs() < 120, "no training began");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the search ended before a training began"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -594,15 +596,10 @@ fn a_killed_job_continues_from_its_checkpoint_to_the_uninterrupted_result() {
         .spawn()
         .unwrap();
     let state = killed.join("training/train_state.safetensors");
-    let started = std::time::Instant::now();
     while !state.exists() {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the job ended before its first checkpoint"
-        );
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "no checkpoint in 2 minutes"
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
