@@ -3,7 +3,6 @@
 //! a search runs.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Result;
 use eatnas_nas::job::{record_failure, run_folder, unix_now};
@@ -20,7 +19,7 @@ pub struct Args {
     device: String,
     /// Minutes of training between two checkpoints into the job folder's `training/`, which
     /// this job continues from when it runs again after a kill.
-    #[arg(long, default_value_t = eatnas_nas::job::DEFAULT_CHECKPOINT_INTERVAL.as_secs_f64() / 60.0)]
+    #[arg(long, default_value_t = eatnas_nas::job::DEFAULT_CHECKPOINT_MINUTES)]
     checkpoint_minutes: f64,
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
@@ -42,14 +41,12 @@ pub fn run(args: &Args) -> Result<()> {
             anyhow::bail!("{}", failure.reason);
         }
     };
-    let minutes = args.checkpoint_minutes;
-    if !(minutes.is_finite() && minutes >= 0.0) {
-        anyhow::bail!("--checkpoint-minutes: expected minutes >= 0, got {minutes}");
-    }
+    let interval = eatnas_nas::job::checkpoint_interval(args.checkpoint_minutes)
+        .map_err(|message| anyhow::anyhow!("--checkpoint-minutes: {message}"))?;
     // SIGTERM (Slurm's, at a job's time limit or a preemption) or Ctrl-C: the training
     // checkpoints after its current step and the job ends failed, to continue when run again.
     let stop = crate::signals::stop_flag()?;
-    let runner = ProxyTraining::new().checkpoint_by_time(Duration::from_secs_f64(60.0 * minutes));
+    let runner = ProxyTraining::new().checkpoint_by_time(interval);
     match run_folder(&args.job_dir, &runner, device, &stop) {
         Ok(result) => {
             let o = &result.outcome;

@@ -8,7 +8,7 @@
 //! done: it is collected, never run again.
 //!
 //! A long training checkpoints into the folder's `training/` (every
-//! [`DEFAULT_CHECKPOINT_INTERVAL`] of training, so that a search's short jobs write none): a job
+//! [`DEFAULT_CHECKPOINT_MINUTES`] of training by default, so that a search's short jobs write none): a job
 //! killed mid-training (a stopped coordinator, a preempted or requeued Slurm job, a worker past
 //! its time limit) continues from its last checkpoint when it runs again, to the weights it
 //! would have reached uninterrupted. `training/` is removed once the job has trained.
@@ -40,8 +40,18 @@ pub const TRAINING_DIR: &str = "training";
 /// What the network took from its parent, kept beside the checkpoints: a continued training
 /// reports it without reading the parent's weights again (they may be pruned by then).
 const INHERITED_FILE: &str = "inherited.json";
-/// How much training a killed job can lose, at most, by default.
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(600);
+/// How much training a killed job can lose, at most, by default (`[executor]
+/// checkpoint_minutes`, `eatnas-cli evaluate --checkpoint-minutes`).
+pub const DEFAULT_CHECKPOINT_MINUTES: f64 = 10.0;
+
+/// The interval between a job's checkpoints, from minutes of training (0: every step); a
+/// negative or non-finite count is refused with what was expected.
+pub fn checkpoint_interval(minutes: f64) -> std::result::Result<Duration, String> {
+    if !(minutes.is_finite() && minutes >= 0.0) {
+        return Err(format!("expected minutes >= 0, got {minutes}"));
+    }
+    Ok(Duration::from_secs_f64(60.0 * minutes))
+}
 
 /// Trained weights by parameter name.
 pub type Weights = BTreeMap<String, Tensor>;
@@ -363,7 +373,8 @@ impl Default for ProxyTraining {
     fn default() -> Self {
         ProxyTraining {
             opened: Mutex::default(),
-            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            checkpoint_interval: checkpoint_interval(DEFAULT_CHECKPOINT_MINUTES)
+                .expect("the default is valid"),
         }
     }
 }
@@ -377,7 +388,7 @@ impl ProxyTraining {
     }
 
     /// Checkpoints each job's training every `interval` of training instead of every
-    /// [`DEFAULT_CHECKPOINT_INTERVAL`].
+    /// [`DEFAULT_CHECKPOINT_MINUTES`].
     pub fn checkpoint_by_time(mut self, interval: Duration) -> ProxyTraining {
         self.checkpoint_interval = interval;
         self

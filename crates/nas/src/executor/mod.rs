@@ -105,7 +105,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             kind: ExecutorKind::Local,
             max_retries: 2,
-            checkpoint_minutes: crate::job::DEFAULT_CHECKPOINT_INTERVAL.as_secs_f64() / 60.0,
+            checkpoint_minutes: crate::job::DEFAULT_CHECKPOINT_MINUTES,
             slurm: SlurmConfig::default(),
         }
     }
@@ -113,19 +113,15 @@ impl Default for ExecutorConfig {
 
 impl ExecutorConfig {
     pub fn validate(&self) -> Result<()> {
-        let minutes = self.checkpoint_minutes;
-        if !(minutes.is_finite() && minutes >= 0.0) {
-            return Err(crate::Error::invalid(
-                "executor.checkpoint_minutes",
-                format!("expected minutes >= 0, got {minutes}"),
-            ));
-        }
+        crate::job::checkpoint_interval(self.checkpoint_minutes)
+            .map_err(|message| crate::Error::invalid("executor.checkpoint_minutes", message))?;
         self.slurm.validate()
     }
 
-    /// How often a job's training checkpoints ([`Self::checkpoint_minutes`]).
+    /// How often a job's training checkpoints ([`Self::checkpoint_minutes`]; validated).
     pub fn checkpoint_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_secs_f64(60.0 * self.checkpoint_minutes)
+        crate::job::checkpoint_interval(self.checkpoint_minutes)
+            .expect("a validated configuration's checkpoint_minutes")
     }
 }
 
