@@ -64,6 +64,10 @@ fn at(task: &eatnas_nas::TaskConfig) -> String {
 
 pub fn run(args: &Args) -> Result<()> {
     let config = load_config(&args.common)?;
+    config
+        .executor
+        .kind
+        .check_detach(args.common.coordinator.detach)?;
     let dir = out_dir(&args.common, "fidelity");
     let archs = args
         .archs

@@ -40,9 +40,10 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     executor: Option<ExecutorKind>,
     /// On Ctrl-C or SIGTERM leave the Slurm jobs in flight running (`resume` re-attaches to
-    /// them) instead of cancelling them.
+    /// them) instead of cancelling them. Slurm only: the local executor's jobs stop with the
+    /// coordinator.
     #[arg(long)]
-    detach: bool,
+    pub(crate) detach: bool,
 }
 
 impl Default for Common {

@@ -188,6 +188,12 @@ fn run_writes_every_output_and_resume_finds_nothing_left_to_do() {
     let again = ok(&["resume", out_s, "--json"]);
     assert_eq!(again["final"]["test_top1"], summary["final"]["test_top1"]);
     assert_eq!(lines(&out.join("transfer/history.jsonl")), 5);
+    // --detach on the local executor cannot hold (its jobs are the coordinator's threads): named.
+    let e = err(&["resume", out_s, "--detach"]);
+    assert!(
+        e.contains("--detach") && e.contains("local executor"),
+        "resume --detach on local: {e}"
+    );
 
     // A second coordinator on the folder is refused, naming the first; a lock left by a process
     // that is gone is taken over.
@@ -319,6 +325,27 @@ fn bad_search_input_is_named() {
     .unwrap();
     let e = err(&["resume", early.to_str().unwrap()]);
     assert!(e.contains("stopped before it began"), "{e}");
+    // --detach on the local executor, refused before anything is written.
+    let tiny = tiny.to_str().unwrap();
+    for (command, extra) in [
+        ("run", &[][..]),
+        ("fidelity", &["--task", "small", "--samples", "3"][..]),
+    ] {
+        let out = dir.join(format!("detached-{command}"));
+        let mut args = vec![command, "--config", tiny, "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push("--detach");
+        let e = err(&args);
+        assert!(
+            e.contains("--detach") && e.contains("local executor"),
+            "{command} --detach on local: {e}"
+        );
+        assert!(
+            !out.exists(),
+            "{command} --detach on local wrote {}",
+            out.display()
+        );
+    }
 }
 
 /// SIGKILL mid stage 2, and SIGTERM (Ctrl-C alike) mid final training, which checkpoints and

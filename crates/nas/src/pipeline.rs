@@ -119,12 +119,13 @@ pub fn start(
             ),
         ));
     }
-    let seed_weights = seed_weights(&config, &command)?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let _lock = Lock::acquire(dir)?;
     if let Some(kind) = session.executor {
         config.executor.kind = kind;
     }
+    config.executor.kind.check_detach(session.detach)?;
+    let seed_weights = seed_weights(&config, &command)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let _lock = Lock::acquire(dir)?;
     if let Some(bytes) = seed_weights {
         write_atomic(&dir.join(BASIC_WEIGHTS_FILE), &bytes)?;
     }
@@ -221,6 +222,7 @@ pub fn resume(dir: &Path, session: &Session, on_event: &mut dyn FnMut(Event)) ->
     if let Some(kind) = session.executor {
         config.executor.kind = kind;
     }
+    config.executor.kind.check_detach(session.detach)?;
     config.devices = session.devices.clone().unwrap_or_default();
     let outcome = Pipeline::new(&config, dir, session).execute(&command_file.command, on_event);
     final_report(dir, outcome)

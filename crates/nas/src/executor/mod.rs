@@ -85,6 +85,20 @@ impl std::str::FromStr for ExecutorKind {
     }
 }
 
+impl ExecutorKind {
+    /// Refuses `--detach` where it cannot hold: it leaves the jobs in flight running when the
+    /// coordinator stops, and only jobs outside the coordinator's process (Slurm's) outlive it.
+    pub fn check_detach(self, detach: bool) -> Result<()> {
+        if detach && self == ExecutorKind::Local {
+            return Err(crate::Error::invalid(
+                "--detach",
+                "leaves Slurm jobs running when the coordinator stops, but the local executor's jobs are threads of the coordinator and stop with it (a stopped training checkpoints, and `eatnas-cli resume` continues it). Leave out --detach, or run on Slurm (--executor slurm)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[executor]` of the configuration: where evaluations run. Not part of the search's identity:
 /// a search started on one executor may be resumed on another.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
