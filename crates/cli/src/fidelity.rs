@@ -1,12 +1,15 @@
 //! `eatnas-cli fidelity`: how well a task's proxy training ranks architectures, against a longer
 //! reference training of the same ones (Kendall's tau, Spearman's rho, a scatter plot).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
 use eatnas_nas::batch::BatchEnd;
-use eatnas_nas::fidelity::{self, FidelityPlan, FidelityReport, Reference, TaskChoice};
+use eatnas_nas::fidelity::{
+    self, FidelityPlan, FidelityReport, Measurement, Reference, Reused, TaskChoice,
+};
 use eatnas_nas::runner::Control;
 use eatnas_nas::ProxyTraining;
 
@@ -52,6 +55,13 @@ pub struct Args {
     /// tau over 12 architectures moves by 0.1-0.2 with the seed: compare proxies over several.
     #[arg(long, default_value_t = 1)]
     proxy_seeds: usize,
+    /// Another measurement's folder whose trainings this one takes where they are the very same
+    /// (architectures, recipe, seeds): typically its reference, to rank another proxy against
+    /// it without training it again. Repeatable. Measure with the same --seed and --samples, and
+    /// the reference set explicitly (--reference-lr, --reference-batch-size, ...), since its
+    /// defaults follow the proxy.
+    #[arg(long, value_name = "DIR")]
+    reuse: Vec<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -117,9 +127,11 @@ pub fn run(args: &Args) -> Result<()> {
         &dir,
     )?;
     let total = plan.genomes.len();
-    let report = fidelity::measure(
-        &plan,
-        &dir,
+    let measurement = Measurement::open(&plan, &dir)?;
+    for other in &args.reuse {
+        report_reuse(other, &measurement.reuse(other)?)?;
+    }
+    let report = measurement.run(
         executor.as_mut(),
         config.workers,
         config.executor.max_retries,
@@ -154,7 +166,48 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn print_report(dir: &std::path::Path, report: &FidelityReport) {
+/// Says what was taken from `other`; refuses to go on when none of its results could be taken
+/// and some were of other trainings (a reference recipe that differs, most often), rather than
+/// train for hours what the user meant to reuse.
+fn report_reuse(other: &Path, reused: &Reused) -> Result<()> {
+    // The folders not taken, grouped by what differs: "task.lr 0.1 there, 0.05 here (12 jobs:
+    // reference/00000, ...)".
+    let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (dir, what) in &reused.differing {
+        let name = dir.strip_prefix(other).unwrap_or(dir);
+        groups
+            .entry(what.as_str())
+            .or_default()
+            .push(name.display().to_string());
+    }
+    let differing: Vec<String> = groups
+        .iter()
+        .map(|(what, dirs)| {
+            let more = if dirs.len() > 2 { ", ..." } else { "" };
+            let shown = dirs[..dirs.len().min(2)].join(", ");
+            format!("{what} ({} job(s): {shown}{more})", dirs.len())
+        })
+        .collect();
+    if reused.taken == 0 && reused.already_here == 0 && !differing.is_empty() {
+        anyhow::bail!(
+            "--reuse {}: none of its trainings is one of this measurement's: {}. Measure with its --seed and --samples, and its reference recipe set explicitly (--reference-epochs, --reference-lr, --reference-batch-size, --reference-warmup-epochs, --reference-val-fraction), whose defaults follow the proxy",
+            other.display(),
+            differing.join("; ")
+        );
+    }
+    eprintln!(
+        "took {} training(s) from {} ({} done here already)",
+        reused.taken,
+        other.display(),
+        reused.already_here
+    );
+    for what in differing {
+        eprintln!("  not taken, other trainings: {what}");
+    }
+    Ok(())
+}
+
+fn print_report(dir: &Path, report: &FidelityReport) {
     let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
     eprintln!(
         "{:>4}  {:>8}  {:>9}  {:>8}  genome",

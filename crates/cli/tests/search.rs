@@ -847,27 +847,21 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
     );
     assert_eq!(again["kendall_tau"], report["kendall_tau"]);
 
-    // A second reference seed in a new folder holding the first measurement's trainings: only
+    // A second reference seed in a new folder reusing the first measurement's trainings: only
     // the second reference run trains, and the report gives the reference's repeatability.
     let seeds = dir.join("fidelity-seeds");
-    std::fs::create_dir_all(&seeds).unwrap();
-    for recipe in ["proxy", "reference"] {
-        let copied = std::process::Command::new("cp")
-            .args([
-                "-r",
-                out.join(recipe).to_str().unwrap(),
-                seeds.to_str().unwrap(),
-            ])
-            .status()
-            .unwrap();
-        assert!(copied.success());
-    }
     let mut seeded: Vec<&str> = args.to_vec();
     let seeds_s = seeds.to_str().unwrap();
     let at = seeded.iter().position(|a| *a == out_s).unwrap();
     seeded[at] = seeds_s;
-    seeded.extend(["--reference-seeds", "2"]);
+    seeded.extend(["--reference-seeds", "2", "--reuse", out_s]);
     let (two, stderr) = ok_with_stderr(&seeded);
+    assert!(
+        stderr.contains(&format!(
+            "took 8 training(s) from {out_s} (0 done here already)"
+        )),
+        "{stderr}"
+    );
     assert_eq!(stderr.matches("(done before)").count(), 8, "{stderr}");
     assert!(seeds.join("reference-run2/00003/result.json").exists());
     assert!(stderr.contains("agree with each other"), "{stderr}");
@@ -928,4 +922,14 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
     assert!(e.contains("expected small or large"), "{e}");
     let e = refused("small", &["--reference-val-fraction", "1.2"], "f4");
     assert!(e.contains("reference") && e.contains("val_fraction"), "{e}");
+    // Reusing a measurement none of whose trainings is this one's (another sample) is refused
+    // before anything trains, naming what differs.
+    let e = refused("small", &["--seed", "9", "--reuse", out_s], "f5");
+    assert!(
+        e.contains("none of its trainings")
+            && e.contains("candidate.genome")
+            && e.contains("--reference-lr"),
+        "{e}"
+    );
+    assert!(!dir.join("f5").exists(), "a refused reuse writes nothing");
 }

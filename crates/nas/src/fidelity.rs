@@ -21,8 +21,9 @@
 //! further proxy seeds in `proxy-run2/`..., further reference seeds in `reference-run2/`,
 //! `reference-run3/`...), then `fidelity.json` (a [`FidelityReport`]) and `fidelity.svg` (the
 //! scatter). A job folder holding the same training is never trained again, whatever measurement
-//! wrote it, so several proxies are compared against one reference by copying the first
-//! measurement's `reference*/` folders into the next one's folder.
+//! wrote it, and [`Measurement::reuse`] takes another measurement's results of the same trainings
+//! (`eatnas-cli fidelity --reuse DIR`), so several proxies are ranked against one reference that
+//! trained once.
 
 use std::path::{Path, PathBuf};
 
@@ -37,7 +38,7 @@ use crate::config::SearchConfig;
 use crate::evolution::Outcome;
 use crate::evolution::{Candidate, Origin};
 use crate::executor::Executor;
-use crate::job::Job;
+use crate::job::{clear_attempt, read_result, Job, RESULT_FILE};
 use crate::runner::Control;
 use crate::space::Genome;
 use crate::task::TaskConfig;
@@ -380,107 +381,256 @@ pub struct FidelityReport {
     pub points: Vec<FidelityPoint>,
 }
 
-/// Trains the plan's architectures by both recipes on `executor` (`workers` jobs in flight)
-/// into `dir`, and writes and returns the report. A folder holding another plan is refused; one
-/// holding this plan continues from the results on disk.
-pub fn measure(
-    plan: &FidelityPlan,
-    dir: &Path,
-    executor: &mut dyn Executor,
-    workers: usize,
-    max_retries: usize,
-    control: &Control,
-    on_end: &mut dyn FnMut(&str, usize, &BatchEnd, bool),
-) -> Result<FidelityReport> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let plan_path = dir.join(PLAN_FILE);
-    if plan_path.exists() {
-        let text = std::fs::read_to_string(&plan_path).map_err(|e| Error::io(&plan_path, e))?;
-        let saved: FidelityPlan = serde_json::from_str(&text)
-            .map_err(|e| Error::corrupt(&plan_path, format!("not a fidelity plan ({e})")))?;
-        if saved != *plan {
+/// One measurement's folder, checked against its plan, and the jobs that train it: every proxy
+/// run's trainings, then every reference run's (job `j` is architecture `j % n` of run `j / n`).
+pub struct Measurement<'p> {
+    plan: &'p FidelityPlan,
+    dir: PathBuf,
+    /// The folder of each run (`proxy`, `proxy-run2`..., `reference`...).
+    runs: Vec<String>,
+    jobs: Vec<BatchJob>,
+}
+
+/// What [`Measurement::reuse`] took from another measurement's folder.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reused {
+    /// Trainings whose result was copied from the other folder.
+    pub taken: usize,
+    /// Trainings this folder had done already (nothing copied).
+    pub already_here: usize,
+    /// The other folder's job folders that hold a result of another training, each with what
+    /// differs (the fields of the job, or why it could not be read).
+    pub differing: Vec<(PathBuf, String)>,
+}
+
+impl<'p> Measurement<'p> {
+    /// Opens `dir` for `plan`: a folder holding another plan is refused; one holding this plan
+    /// continues from the results on disk. Nothing is written until something is reused or run.
+    pub fn open(plan: &'p FidelityPlan, dir: &Path) -> Result<Measurement<'p>> {
+        let plan_path = dir.join(PLAN_FILE);
+        if plan_path.exists() && read_plan(dir)? != *plan {
             return Err(Error::refused(
                 &plan_path,
                 "holds a measurement of other architectures, recipes, seed or eatnas version; choose another --out",
             ));
         }
-    } else {
-        let text = serde_json::to_string_pretty(plan).expect("a plan serialises");
-        write_atomic(&plan_path, text.as_bytes())?;
+        let search = crate::pipeline::search_name(dir);
+        // A proxy run draws its images from its own seed, as a search from that seed would; the
+        // reference's runs differ in their weights and batch order only, each training and
+        // validating on the images the first one does.
+        let runs: Vec<(String, &TaskConfig, u64, u64)> = (0..plan.proxy_seeds)
+            .map(|run| {
+                let seed = plan.proxy_seed(run);
+                (
+                    FidelityPlan::run_folder("proxy", run),
+                    &plan.proxy,
+                    seed,
+                    seed,
+                )
+            })
+            .chain((0..plan.reference_seeds).map(|run| {
+                (
+                    FidelityPlan::run_folder("reference", run),
+                    &plan.reference,
+                    plan.reference_seed(run),
+                    plan.seed,
+                )
+            }))
+            .collect();
+        let jobs = runs
+            .iter()
+            .flat_map(|(folder, task, seed, data_seed)| {
+                let search = search.clone();
+                plan.genomes
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, genome)| BatchJob {
+                        job: Job {
+                            version: crate::VERSION.into(),
+                            search: search.clone(),
+                            stage: format!("fidelity-{folder}"),
+                            candidate: Candidate {
+                                id: i,
+                                genome: genome.clone(),
+                                origin: Origin::Random,
+                            },
+                            task: (*task).clone(),
+                            seed: *seed,
+                            data_seed: None,
+                            parent: None,
+                            save_weights: false,
+                        }
+                        .with_data_seed(*data_seed),
+                        dir: dir.join(folder).join(format!("{i:05}")),
+                        name: format!("eatnas-{search}-fidelity-{folder}-{i}"),
+                    })
+            })
+            .collect();
+        Ok(Measurement {
+            plan,
+            dir: dir.to_path_buf(),
+            runs: runs.into_iter().map(|(folder, ..)| folder).collect(),
+            jobs,
+        })
     }
-    let search = crate::pipeline::search_name(dir);
-    let n = plan.genomes.len();
-    // Each proxy run's trainings, then each reference run's: job j is architecture j % n of
-    // run j / n. A proxy run draws its images from its own seed, as a search from that seed
-    // would; the reference's runs differ in their weights and batch order only, each training
-    // and validating on the images the first one does.
-    let runs: Vec<(String, &TaskConfig, u64, u64)> = (0..plan.proxy_seeds)
-        .map(|run| {
-            let seed = plan.proxy_seed(run);
-            (
-                FidelityPlan::run_folder("proxy", run),
-                &plan.proxy,
-                seed,
-                seed,
-            )
+
+    /// Takes the results of the trainings that `other`, another measurement's folder, has done
+    /// and this one has not, where its job folder of the same name holds the very same training
+    /// (architecture, recipe, seeds, eatnas version): typically its reference, so that another
+    /// proxy is ranked against it without training it again. Nothing of `other` is changed.
+    pub fn reuse(&self, other: &Path) -> Result<Reused> {
+        if !other.join(PLAN_FILE).is_file() {
+            return Err(Error::refused(
+                other,
+                "is not a fidelity measurement's folder (no plan.json): nothing to reuse",
+            ));
+        }
+        let same_folder = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same_folder(other, &self.dir) {
+            return Err(Error::refused(
+                other,
+                "is this measurement's own folder: reuse another measurement's",
+            ));
+        }
+        let mut reused = Reused::default();
+        let mut taken: Vec<(&BatchJob, PathBuf)> = Vec::new();
+        for batch_job in &self.jobs {
+            let id = batch_job.job.candidate.id;
+            let here_done = matches!(Job::read(&batch_job.dir), Ok(job) if job.same_training(&batch_job.job))
+                && matches!(read_result(&batch_job.dir, id), Ok(Some(_)));
+            if here_done {
+                reused.already_here += 1;
+                continue;
+            }
+            let relative = batch_job
+                .dir
+                .strip_prefix(&self.dir)
+                .expect("a job folder lies in its measurement's folder");
+            let there = other.join(relative);
+            if !matches!(read_result(&there, id), Ok(Some(_))) {
+                continue;
+            }
+            match Job::read(&there) {
+                Ok(job) if job.same_training(&batch_job.job) => taken.push((batch_job, there)),
+                Ok(job) => reused
+                    .differing
+                    .push((there, differing_fields(&job, &batch_job.job).join(", "))),
+                Err(e) => reused.differing.push((there, e.to_string())),
+            }
+        }
+        if !taken.is_empty() {
+            self.write_plan()?;
+        }
+        for (batch_job, there) in taken {
+            clear_attempt(&batch_job.dir);
+            batch_job.job.write(&batch_job.dir)?;
+            let from = there.join(RESULT_FILE);
+            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            write_atomic(&batch_job.dir.join(RESULT_FILE), &bytes)?;
+            reused.taken += 1;
+        }
+        Ok(reused)
+    }
+
+    /// Writes `plan.json`, which marks the folder as this plan's, unless it is there.
+    fn write_plan(&self) -> Result<()> {
+        let path = self.dir.join(PLAN_FILE);
+        if path.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let text = serde_json::to_string_pretty(self.plan).expect("a plan serialises");
+        Ok(write_atomic(&path, text.as_bytes())?)
+    }
+
+    /// Trains what is not done yet on `executor` (`workers` jobs in flight, `max_retries`
+    /// attempts after the first), and writes and returns the report. `on_end` hears of each
+    /// training as it ends: its run's folder, its architecture, how it ended, and whether it
+    /// trained in this call.
+    pub fn run(
+        &self,
+        executor: &mut dyn Executor,
+        workers: usize,
+        max_retries: usize,
+        control: &Control,
+        on_end: &mut dyn FnMut(&str, usize, &BatchEnd, bool),
+    ) -> Result<FidelityReport> {
+        self.write_plan()?;
+        let n = self.plan.genomes.len();
+        let ends = run_batch(
+            executor,
+            &self.jobs,
+            workers,
+            max_retries,
+            control,
+            &self.dir,
+            &mut |i, end, ran| on_end(&self.runs[i / n], i % n, end, ran),
+        )?;
+        let (proxy, reference) = ends.split_at(self.plan.proxy_seeds * n);
+        let report = report(self.plan, proxy, reference);
+        write_atomic(
+            &self.dir.join(REPORT_FILE),
+            serde_json::to_string_pretty(&report)
+                .expect("a report serialises")
+                .as_bytes(),
+        )?;
+        crate::plots::fidelity_chart(&self.dir.join(CHART_FILE), &report)?;
+        Ok(report)
+    }
+}
+
+/// The plan saved in a measurement's folder.
+fn read_plan(dir: &Path) -> Result<FidelityPlan> {
+    let path = dir.join(PLAN_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::corrupt(&path, format!("not a fidelity plan ({e})")))
+}
+
+/// The fields in which two jobs' trainings differ (`task.lr`, `seed`...), each with its two
+/// values (`there` first) unless they are long; the search's name, which never changes a
+/// training, is left out.
+fn differing_fields(there: &Job, here: &Job) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for key in keys {
+                    let null = serde_json::Value::Null;
+                    let child = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(
+                        &child,
+                        a.get(key).unwrap_or(&null),
+                        b.get(key).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            // A long value (an architecture's blocks) is named, not printed.
+            _ if a != b && a.to_string().len().max(b.to_string().len()) > 40 => {
+                out.push(format!("{path} differs"))
+            }
+            _ if a != b => out.push(format!("{path} {a} there, {b} here")),
+            _ => {}
+        }
+    }
+    let value = |job: &Job| {
+        serde_json::to_value(Job {
+            search: String::new(),
+            ..job.clone()
         })
-        .chain((0..plan.reference_seeds).map(|run| {
-            (
-                FidelityPlan::run_folder("reference", run),
-                &plan.reference,
-                plan.reference_seed(run),
-                plan.seed,
-            )
-        }))
-        .collect();
-    let jobs: Vec<BatchJob> = runs
-        .iter()
-        .flat_map(|(folder, task, seed, data_seed)| {
-            let search = search.clone();
-            plan.genomes
-                .iter()
-                .enumerate()
-                .map(move |(i, genome)| BatchJob {
-                    job: Job {
-                        version: crate::VERSION.into(),
-                        search: search.clone(),
-                        stage: format!("fidelity-{folder}"),
-                        candidate: Candidate {
-                            id: i,
-                            genome: genome.clone(),
-                            origin: Origin::Random,
-                        },
-                        task: (*task).clone(),
-                        seed: *seed,
-                        data_seed: None,
-                        parent: None,
-                        save_weights: false,
-                    }
-                    .with_data_seed(*data_seed),
-                    dir: dir.join(folder).join(format!("{i:05}")),
-                    name: format!("eatnas-{search}-fidelity-{folder}-{i}"),
-                })
-        })
-        .collect();
-    let ends = run_batch(
-        executor,
-        &jobs,
-        workers,
-        max_retries,
-        control,
-        dir,
-        &mut |i, end, ran| on_end(&runs[i / n].0, i % n, end, ran),
-    )?;
-    let (proxy, reference) = ends.split_at(plan.proxy_seeds * n);
-    let report = report(plan, proxy, reference);
-    write_atomic(
-        &dir.join(REPORT_FILE),
-        serde_json::to_string_pretty(&report)
-            .expect("a report serialises")
-            .as_bytes(),
-    )?;
-    crate::plots::fidelity_chart(&dir.join(CHART_FILE), &report)?;
-    Ok(report)
+        .expect("a job serialises")
+    };
+    let mut out = Vec::new();
+    walk("", &value(there), &value(here), &mut out);
+    out
 }
 
 /// The outcome of an end that trained, or why it has none.

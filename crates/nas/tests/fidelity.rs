@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use eatnas_data::ChanceLevel;
 use eatnas_nas::executor::local::LocalExecutor;
-use eatnas_nas::fidelity::{measure, FidelityPlan, Recipe, Reference, TaskChoice};
+use eatnas_nas::fidelity::{FidelityPlan, Measurement, Recipe, Reference, TaskChoice};
 use eatnas_nas::runner::Control;
 use eatnas_nas::*;
 use eatnas_tensor::Device;
@@ -166,9 +166,7 @@ fn run(
     runner: Arc<Deterministic>,
 ) -> Result<fidelity::FidelityReport> {
     let mut executor = LocalExecutor::new(runner, 2, &[]);
-    measure(
-        plan,
-        dir,
+    Measurement::open(plan, dir)?.run(
         &mut executor,
         2,
         1,
@@ -313,6 +311,129 @@ fn a_measurement_continues_from_its_folder_without_training_again() {
         svg.contains("Kendall tau 1.000"),
         "the chart's title names tau"
     );
+}
+
+/// Another proxy ranked against the reference an earlier measurement trained: the reference's
+/// results are taken (nothing trains twice), the earlier proxy's are named as other trainings,
+/// and the report is the one of a measurement that trained everything.
+#[test]
+fn a_measurement_reuses_the_trainings_another_one_did() {
+    let base = temp_dir("reuse");
+    let first = base.join("first");
+    let first_plan = plan(5);
+    run(
+        &first_plan,
+        &first,
+        Arc::new(Deterministic::new(Proxy::Faithful)),
+    )
+    .unwrap();
+    // A proxy of 2 epochs against the first's reference (5 epochs, set: its default follows the
+    // proxy).
+    let mut config = SearchConfig::default();
+    config.large.epochs = 2;
+    let reference = Reference {
+        epochs: Some(first_plan.reference.epochs),
+        ..Reference::default()
+    };
+    let second_plan =
+        FidelityPlan::new(&config, TaskChoice::Large, 5, None, &reference, 1).unwrap();
+    assert_eq!(second_plan.reference, first_plan.reference);
+    let two_epochs = || {
+        Arc::new(Deterministic {
+            proxy_epochs: 2,
+            ..Deterministic::new(Proxy::Reversed)
+        })
+    };
+    let second = base.join("second");
+    let measurement = Measurement::open(&second_plan, &second).unwrap();
+    assert!(!second.exists(), "opening writes nothing");
+    let reused = measurement.reuse(&first).unwrap();
+    assert_eq!(
+        (reused.taken, reused.already_here),
+        (5, 0),
+        "the five reference trainings taken"
+    );
+    assert_eq!(reused.differing.len(), 5, "{:?}", reused.differing);
+    assert!(
+        reused.differing[0].0.ends_with("proxy/00000")
+            && reused.differing[0]
+                .1
+                .contains("task.epochs 1 there, 2 here"),
+        "the first's proxy is another training, and says why: {:?}",
+        reused.differing[0]
+    );
+    assert!(
+        first.join("reference/00000/result.json").is_file(),
+        "the other folder is left as it was"
+    );
+    let runner = two_epochs();
+    let mut executor = LocalExecutor::new(runner.clone(), 2, &[]);
+    let report = measurement
+        .run(
+            &mut executor,
+            2,
+            1,
+            &Control {
+                stop: &AtomicBool::new(false),
+                detach: false,
+            },
+            &mut |_, _, _, _| {},
+        )
+        .unwrap();
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        5,
+        "only the new proxy trained"
+    );
+    let whole = run(&second_plan, &base.join("whole"), two_epochs()).unwrap();
+    assert_eq!(report.kendall_tau, whole.kendall_tau);
+    assert_eq!(report.kendall_tau, Some(-1.0));
+    for (a, b) in report.points.iter().zip(&whole.points) {
+        assert!((a.reference.unwrap() - b.reference.unwrap()).abs() < 1e-12);
+    }
+    // Again: everything is here already.
+    let again = Measurement::open(&second_plan, &second)
+        .unwrap()
+        .reuse(&first)
+        .unwrap();
+    assert_eq!((again.taken, again.already_here), (0, 10));
+
+    // Another sample (seed 1): nothing is the same training, and the differences are named.
+    let other_sample = FidelityPlan::new(
+        &SearchConfig {
+            seed: 1,
+            ..SearchConfig::default()
+        },
+        TaskChoice::Large,
+        5,
+        None,
+        &Reference::default(),
+        1,
+    )
+    .unwrap();
+    let reused = Measurement::open(&other_sample, &base.join("other"))
+        .unwrap()
+        .reuse(&first)
+        .unwrap();
+    assert_eq!((reused.taken, reused.differing.len()), (0, 10));
+    assert!(
+        reused.differing[5].1.contains("candidate.genome")
+            && reused.differing[5].1.contains("seed"),
+        "{:?}",
+        reused.differing[5]
+    );
+    assert!(
+        !base.join("other").exists(),
+        "nothing taken, nothing written"
+    );
+    // Folders that cannot be reused.
+    let e = measurement.reuse(&second).unwrap_err().to_string();
+    assert!(e.contains("own folder"), "{e}");
+    let e = measurement
+        .reuse(&base.join("nowhere"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nowhere") && e.contains("no plan.json"), "{e}");
 }
 
 #[test]
@@ -773,17 +894,11 @@ fn a_stopped_measurement_cancels_its_jobs_or_with_detach_leaves_them_running() {
             stop: &stop,
             detach,
         };
-        let error = measure(
-            &plan,
-            &dir,
-            &mut executor,
-            1,
-            0,
-            &control,
-            &mut |_, _, _, _| {},
-        )
-        .unwrap_err()
-        .to_string();
+        let error = Measurement::open(&plan, &dir)
+            .unwrap()
+            .run(&mut executor, 1, 0, &control, &mut |_, _, _, _| {})
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains(expected) && error.contains("interrupted"),
             "detach {detach}: {error}"
