@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use eatnas_nas::batch::BatchEnd;
 use eatnas_nas::fidelity::{
-    self, FidelityPlan, FidelityReport, Measurement, Reference, Reused, TaskChoice,
+    self, FidelityPlan, FidelityReport, Measurement, Reference, Reused, TaskChoice, TimeLeft,
 };
 use eatnas_nas::runner::Control;
 use eatnas_nas::ProxyTraining;
@@ -127,6 +127,7 @@ pub fn run(args: &Args) -> Result<()> {
         &dir,
     )?;
     let total = plan.genomes.len();
+    let mut time_left = TimeLeft::new(&plan, config.workers);
     let measurement = Measurement::open(&plan, &dir)?;
     for other in &args.reuse {
         report_reuse(other, &measurement.reuse(other)?)?;
@@ -140,10 +141,16 @@ pub fn run(args: &Args) -> Result<()> {
             detach: session.detach,
         },
         &mut |recipe, i, end, ran| {
-            let done = if ran { "" } else { " (done before)" };
+            time_left.ended(recipe, i, end);
+            // What is left, after each training that ran here (not after those done before).
+            let done = if ran {
+                format!("; {}", time_left.describe())
+            } else {
+                " (done before)".into()
+            };
             match end {
                 BatchEnd::Completed(r) => eprintln!(
-                    "[{recipe} {:>3}/{total}] acc {:.4} {:>6.2}M MAdds {:>6.1} s{done}{}",
+                    "[{recipe} {:>3}/{total}] acc {:.4} {:>6.2}M MAdds {:>6.1} s{}{done}",
                     i + 1,
                     r.outcome.accuracy,
                     r.outcome.madds as f64 / 1e6,
@@ -154,7 +161,7 @@ pub fn run(args: &Args) -> Result<()> {
                         .map_or(String::new(), |e| format!(" FAILED: {e}"))
                 ),
                 BatchEnd::Failed { reason, .. } => {
-                    eprintln!("[{recipe} {:>3}/{total}] FAILED: {reason}", i + 1)
+                    eprintln!("[{recipe} {:>3}/{total}] FAILED: {reason}{done}", i + 1)
                 }
             }
         },

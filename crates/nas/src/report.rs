@@ -193,7 +193,7 @@ fn status_section(html: &mut String, stages: &[Stage], live: bool, stats: &Repor
     }
 }
 
-fn format_seconds(s: f64) -> String {
+pub(crate) fn format_seconds(s: f64) -> String {
     if s >= 3600.0 {
         format!("{:.1} h", s / 3600.0)
     } else if s >= 60.0 {

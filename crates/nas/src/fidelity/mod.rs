@@ -25,6 +25,8 @@
 //! (`eatnas-cli fidelity --reuse DIR`), so several proxies are ranked against one reference that
 //! trained once.
 
+mod time_left;
+
 use std::path::{Path, PathBuf};
 
 use eatnas_nn::Arch;
@@ -43,6 +45,8 @@ use crate::runner::Control;
 use crate::space::Genome;
 use crate::task::TaskConfig;
 use crate::{stats, Error, Result};
+
+pub use time_left::TimeLeft;
 
 pub const PLAN_FILE: &str = "plan.json";
 pub const REPORT_FILE: &str = "fidelity.json";
