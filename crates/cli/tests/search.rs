@@ -846,6 +846,22 @@ fn fidelity_ranks_a_proxy_against_a_reference_and_continues_from_its_folder() {
         "{stderr}"
     );
     assert_eq!(again["kendall_tau"], report["kendall_tau"]);
+    assert!(
+        !out.join("coordinator.lock").exists(),
+        "released at the end"
+    );
+    // A second coordinator on the folder would train every job twice: refused, naming the first.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let holder =
+        serde_json::json!({"host": host.trim(), "pid": std::process::id(), "started_at": 1.0});
+    std::fs::write(out.join("coordinator.lock"), holder.to_string()).unwrap();
+    let e = err(&args);
+    assert!(
+        e.contains("coordinator.lock is held by process")
+            && e.contains(&std::process::id().to_string()),
+        "{e}"
+    );
+    std::fs::remove_file(out.join("coordinator.lock")).unwrap();
 
     // A second reference seed in a new folder reusing the first measurement's trainings: only
     // the second reference run trains, and the report gives the reference's repeatability.

@@ -41,6 +41,7 @@ use crate::evolution::Outcome;
 use crate::evolution::{Candidate, Origin};
 use crate::executor::Executor;
 use crate::job::{clear_attempt, read_result, Job, RESULT_FILE};
+use crate::lock::Lock;
 use crate::runner::Control;
 use crate::space::Genome;
 use crate::task::TaskConfig;
@@ -525,9 +526,10 @@ impl<'p> Measurement<'p> {
                 Err(e) => reused.differing.push((there, e.to_string())),
             }
         }
-        if !taken.is_empty() {
-            self.write_plan()?;
-        }
+        let _lock = match taken.is_empty() {
+            true => None,
+            false => Some(self.hold()?),
+        };
         for (batch_job, there) in taken {
             clear_attempt(&batch_job.dir);
             batch_job.job.write(&batch_job.dir)?;
@@ -539,15 +541,18 @@ impl<'p> Measurement<'p> {
         Ok(reused)
     }
 
-    /// Writes `plan.json`, which marks the folder as this plan's, unless it is there.
-    fn write_plan(&self) -> Result<()> {
-        let path = self.dir.join(PLAN_FILE);
-        if path.exists() {
-            return Ok(());
-        }
+    /// Takes the folder for this process (one coordinator per measurement, as for a search: two
+    /// would train every job twice) and writes `plan.json`, which marks it as this plan's,
+    /// unless it is there.
+    fn hold(&self) -> Result<Lock> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let text = serde_json::to_string_pretty(self.plan).expect("a plan serialises");
-        Ok(write_atomic(&path, text.as_bytes())?)
+        let lock = Lock::acquire(&self.dir)?;
+        let path = self.dir.join(PLAN_FILE);
+        if !path.exists() {
+            let text = serde_json::to_string_pretty(self.plan).expect("a plan serialises");
+            write_atomic(&path, text.as_bytes())?;
+        }
+        Ok(lock)
     }
 
     /// Trains what is not done yet on `executor` (`workers` jobs in flight, `max_retries`
@@ -562,7 +567,7 @@ impl<'p> Measurement<'p> {
         control: &Control,
         on_end: &mut dyn FnMut(&str, usize, &BatchEnd, bool),
     ) -> Result<FidelityReport> {
-        self.write_plan()?;
+        let _lock = self.hold()?;
         let n = self.plan.genomes.len();
         let ends = run_batch(
             executor,
