@@ -36,14 +36,14 @@ pub enum BatchEnd {
 /// for one that ends without a result) and returns how each ended, in order. `on_end` hears of
 /// each as it ends (`true`: it ran in this call; `false`: collected from an earlier run). A set
 /// `control.stop` cancels the jobs in flight (or, with `detach`, leaves them running for the
-/// next run to re-attach) and returns [`Error::Interrupted`] naming `resume_hint`.
+/// next run to re-attach) and returns [`Error::Interrupted`] saying `next`: how to continue.
 pub fn run_batch(
     executor: &mut dyn Executor,
     jobs: &[BatchJob],
     workers: usize,
     max_retries: usize,
     control: &Control,
-    resume_hint: &std::path::Path,
+    next: &str,
     on_end: &mut dyn FnMut(usize, &BatchEnd, bool),
 ) -> Result<Vec<BatchEnd>> {
     let mut ends: Vec<Option<BatchEnd>> = vec![None; jobs.len()];
@@ -102,8 +102,8 @@ pub fn run_batch(
                 format!("{n} job(s) in flight cancelled")
             };
             return Err(Error::Interrupted {
-                dir: resume_hint.to_path_buf(),
                 what,
+                next: next.to_string(),
             });
         }
         while in_flight.len() < workers.max(1) {

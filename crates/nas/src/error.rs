@@ -49,9 +49,9 @@ pub enum Error {
     /// An evaluation could not write its files: nothing of it was recorded.
     #[error("the disk is full: {reason}. Nothing of that evaluation was recorded; free space, then {next}")]
     DiskFull { reason: String, next: String },
-    /// Ctrl-C or SIGTERM: the state is saved.
-    #[error("interrupted; {what}. Continue with `eatnas-cli resume {}`", dir.display())]
-    Interrupted { dir: PathBuf, what: String },
+    /// Ctrl-C or SIGTERM: the state is saved. `next` says how to continue.
+    #[error("interrupted; {what}. {next}")]
+    Interrupted { what: String, next: String },
     #[error("plot {path}: {message}")]
     Plot { path: PathBuf, message: String },
     #[error(transparent)]
@@ -85,6 +85,14 @@ impl Error {
         Error::Corrupt {
             path: path.to_path_buf(),
             message: message.to_string(),
+        }
+    }
+
+    /// The search in `dir` was interrupted: `eatnas-cli resume DIR` continues it.
+    pub(crate) fn search_interrupted(dir: &std::path::Path, what: String) -> Error {
+        Error::Interrupted {
+            what,
+            next: format!("Continue with `eatnas-cli resume {}`", dir.display()),
         }
     }
 

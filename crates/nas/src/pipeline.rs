@@ -782,13 +782,13 @@ fn final_training(
         })
     }) {
         Err(eatnas_train::Error::Stopped { steps, .. }) => {
-            return Err(Error::Interrupted {
-                dir: dir.to_path_buf(),
-                what: format!(
+            return Err(Error::search_interrupted(
+                dir,
+                format!(
                     "the final training stopped after {steps} steps, checkpointed in {}",
                     out.display()
                 ),
-            })
+            ))
         }
         other => other?,
     };

@@ -651,9 +651,9 @@ impl Stage<'_, '_> {
             format!("{n} job(s) in flight cancelled")
         };
         self.saved.save(self.run.dir)?;
-        Err(Error::Interrupted {
-            dir: self.run.dir.parent().unwrap_or(self.run.dir).to_path_buf(),
+        Err(Error::search_interrupted(
+            self.run.dir.parent().unwrap_or(self.run.dir),
             what,
-        })
+        ))
     }
 }

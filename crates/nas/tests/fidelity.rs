@@ -903,6 +903,10 @@ fn a_stopped_measurement_cancels_its_jobs_or_with_detach_leaves_them_running() {
             error.contains(expected) && error.contains("interrupted"),
             "detach {detach}: {error}"
         );
+        assert!(
+            error.contains("Continue with the same command") && !error.contains("resume"),
+            "a measurement continues by its own command, not `resume`: {error}"
+        );
     }
 }
 

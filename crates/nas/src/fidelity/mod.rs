@@ -569,13 +569,17 @@ impl<'p> Measurement<'p> {
     ) -> Result<FidelityReport> {
         let _lock = self.hold()?;
         let n = self.plan.genomes.len();
+        let next = format!(
+            "Continue with the same command: {} keeps every training done, and a stopped one continues from its checkpoint",
+            self.dir.display()
+        );
         let ends = run_batch(
             executor,
             &self.jobs,
             workers,
             max_retries,
             control,
-            &self.dir,
+            &next,
             &mut |i, end, ran| on_end(&self.runs[i / n], i % n, end, ran),
         )?;
         let (proxy, reference) = ends.split_at(self.plan.proxy_seeds * n);
