@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use eatnas_nas::batch::BatchEnd;
 use eatnas_nas::fidelity::{
-    self, FidelityPlan, FidelityReport, Measurement, Reference, Reused, TaskChoice, TimeLeft,
+    self, FidelityPlan, FidelityReport, Measurement, Progress, Reference, Reused, TaskChoice,
 };
 use eatnas_nas::runner::Control;
 use eatnas_nas::ProxyTraining;
@@ -127,7 +127,7 @@ pub fn run(args: &Args) -> Result<()> {
         &dir,
     )?;
     let total = plan.genomes.len();
-    let mut time_left = TimeLeft::new(&plan, config.workers);
+    let mut progress = Progress::new(&plan, config.workers);
     let measurement = Measurement::open(&plan, &dir)?;
     for other in &args.reuse {
         report_reuse(other, &measurement.reuse(other)?)?;
@@ -141,10 +141,11 @@ pub fn run(args: &Args) -> Result<()> {
             detach: session.detach,
         },
         &mut |recipe, i, end, ran| {
-            time_left.ended(recipe, i, end);
-            // What is left, after each training that ran here (not after those done before).
+            progress.ended(recipe, i, end);
+            // Where the measurement stands, after each training that ran here (not after those done
+            // before).
             let done = if ran {
-                format!("; {}", time_left.describe())
+                format!("; {}", progress.describe())
             } else {
                 " (done before)".into()
             };

@@ -25,7 +25,7 @@
 //! (`eatnas-cli fidelity --reuse DIR`), so several proxies are ranked against one reference that
 //! trained once.
 
-mod time_left;
+mod progress;
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +47,7 @@ use crate::space::Genome;
 use crate::task::TaskConfig;
 use crate::{stats, Error, Result};
 
-pub use time_left::TimeLeft;
+pub use progress::Progress;
 
 pub const PLAN_FILE: &str = "plan.json";
 pub const REPORT_FILE: &str = "fidelity.json";
@@ -582,8 +582,7 @@ impl<'p> Measurement<'p> {
             &next,
             &mut |i, end, ran| on_end(&self.runs[i / n], i % n, end, ran),
         )?;
-        let (proxy, reference) = ends.split_at(self.plan.proxy_seeds * n);
-        let report = report(self.plan, proxy, reference);
+        let report = report(self.plan, &ends.iter().map(Some).collect::<Vec<_>>());
         write_atomic(
             &self.dir.join(REPORT_FILE),
             serde_json::to_string_pretty(&report)
@@ -647,15 +646,16 @@ fn differing_fields(there: &Job, here: &Job) -> Vec<String> {
 }
 
 /// The outcome of an end that trained, or why it has none.
-fn outcome(end: &BatchEnd) -> std::result::Result<&Outcome, String> {
+fn outcome(end: Option<&BatchEnd>) -> std::result::Result<&Outcome, String> {
     match end {
-        BatchEnd::Completed(r) => match &r.outcome.error {
+        Some(BatchEnd::Completed(r)) => match &r.outcome.error {
             None => Ok(&r.outcome),
             Some(e) => Err(e.clone()),
         },
-        BatchEnd::Failed { reason, attempts } => {
+        Some(BatchEnd::Failed { reason, attempts }) => {
             Err(format!("no result after {attempts} attempts: {reason}"))
         }
+        None => Err("not trained yet".into()),
     }
 }
 
@@ -668,10 +668,10 @@ struct Runs<'a> {
 }
 
 impl<'a> Runs<'a> {
-    fn of(ends: &'a [BatchEnd], n: usize, i: usize, recipe: &str) -> Runs<'a> {
+    fn of(ends: &[Option<&'a BatchEnd>], n: usize, i: usize, recipe: &str) -> Runs<'a> {
         let count = ends.len() / n;
         let outcomes: Vec<std::result::Result<&Outcome, String>> =
-            ends.chunks(n).map(|run| outcome(&run[i])).collect();
+            ends.chunks(n).map(|run| outcome(run[i])).collect();
         let failure = outcomes.iter().enumerate().find_map(|(run, r)| {
             let e = r.as_ref().err()?;
             Some(match count {
@@ -724,8 +724,12 @@ fn mean_of_learned(runs: &[f64], at_chance: &[usize]) -> Option<f64> {
 
 /// The report of `proxy`'s ends (every proxy run's, one per architecture, in turn) and
 /// `reference`'s (every reference run's in turn).
-fn report(plan: &FidelityPlan, proxy: &[BatchEnd], reference: &[BatchEnd]) -> FidelityReport {
+/// The report of `plan` from its jobs' ends, in the order of the jobs (every proxy run's, then
+/// every reference run's); an architecture with a training not ended (`None`) or failed is left
+/// out of the ranking.
+fn report(plan: &FidelityPlan, ends: &[Option<&BatchEnd>]) -> FidelityReport {
     let n = plan.genomes.len();
+    let (proxy, reference) = ends.split_at(plan.proxy_seeds * n);
     let points: Vec<FidelityPoint> = plan
         .genomes
         .iter()

@@ -1,14 +1,17 @@
-//! How long a measurement has left to train, estimated as it goes. The proxies train first, and
-//! an architecture's proxy seconds are the best measure of what its other trainings cost (a
-//! network's MAdds are not: small networks spend more per MAdd in memory-bound layers): a
-//! reference training of it costs its proxy seconds times the reference's ratio, measured over
-//! the reference trainings that ended (before any did, the ratio of the two recipes' work:
-//! images seen times pixels). The seconds left, over the jobs in flight at once, is the estimate.
+//! A measurement's progress as it goes: how long it has left to train, and the rank
+//! correlation over the architectures whose trainings have all ended.
+//!
+//! The time left: the proxies train first, and an architecture's proxy seconds are the best
+//! measure of what its other trainings cost (a network's MAdds are not: small networks spend more
+//! per MAdd in memory-bound layers). A reference training of it costs its proxy seconds times the
+//! reference's ratio, measured over the reference trainings that ended (before any did, the ratio
+//! of the two recipes' work: images seen times pixels). The seconds left, over the jobs in flight
+//! at once, is the estimate.
 
 use crate::batch::BatchEnd;
 use crate::task::TaskConfig;
 
-use super::FidelityPlan;
+use super::{report, FidelityPlan, FidelityReport, MIN_SAMPLES};
 
 /// The recipe of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,15 +20,14 @@ enum Recipe {
     Reference,
 }
 
-/// The running estimate of one measurement; fed every training's end.
+/// The progress of one measurement; fed every training's end.
 #[derive(Clone, Debug)]
-pub struct TimeLeft {
+pub struct Progress {
+    plan: FidelityPlan,
     /// Each run's folder (`proxy`, `proxy-run2`..., `reference`...), and its recipe.
     runs: Vec<(String, Recipe)>,
-    /// Architectures of each run.
-    n: usize,
-    /// Each job's end, once known: its seconds when it trained to a result (run-major).
-    ended: Vec<Option<Option<f64>>>,
+    /// Each job's end, once known (run-major, as the measurement's jobs).
+    ends: Vec<Option<BatchEnd>>,
     /// A reference training's work over a proxy training's (images seen times pixels): the
     /// ratio of their seconds until a reference training ended.
     reference_work: f64,
@@ -38,9 +40,9 @@ fn work(task: &TaskConfig) -> f64 {
     task.epochs as f64 * task.data_fraction * (1.0 - task.val_fraction) * pixels
 }
 
-impl TimeLeft {
-    /// An estimate for `plan`'s trainings, `workers` of them in flight at once.
-    pub fn new(plan: &FidelityPlan, workers: usize) -> TimeLeft {
+impl Progress {
+    /// The progress of `plan`'s trainings, `workers` of them in flight at once.
+    pub fn new(plan: &FidelityPlan, workers: usize) -> Progress {
         let runs: Vec<(String, Recipe)> = (0..plan.proxy_seeds)
             .map(|run| (FidelityPlan::run_folder("proxy", run), Recipe::Proxy))
             .chain((0..plan.reference_seeds).map(|run| {
@@ -50,57 +52,66 @@ impl TimeLeft {
                 )
             }))
             .collect();
-        let n = plan.genomes.len();
         let proxy_work = work(&plan.proxy);
-        TimeLeft {
-            ended: vec![None; runs.len() * n],
+        Progress {
+            ends: vec![None; runs.len() * plan.genomes.len()],
             runs,
-            n,
             reference_work: if proxy_work > 0.0 {
                 work(&plan.reference) / proxy_work
             } else {
                 1.0
             },
             workers: workers.max(1),
+            plan: plan.clone(),
         }
     }
 
-    /// Training `i` of the run in folder `run` ended as `end`. A failed training adds no
-    /// time, as it says nothing of how long one takes.
+    /// Training `i` of the run in folder `run` ended as `end`.
     pub fn ended(&mut self, run: &str, i: usize, end: &BatchEnd) {
+        let n = self.plan.genomes.len();
         let Some(r) = self.runs.iter().position(|(folder, _)| folder == run) else {
             return;
         };
-        if i >= self.n {
-            return;
+        if i < n {
+            self.ends[r * n + i] = Some(end.clone());
         }
-        let seconds = match end {
-            BatchEnd::Completed(result) if result.outcome.error.is_none() => {
-                Some(result.outcome.seconds)
-            }
-            _ => None,
-        };
-        self.ended[r * self.n + i] = Some(seconds);
     }
 
     /// Trainings whose end is not known yet.
     pub fn trainings_left(&self) -> usize {
-        self.ended.iter().filter(|e| e.is_none()).count()
+        self.ends.iter().filter(|e| e.is_none()).count()
     }
 
-    /// The seconds of each job that trained to a result, with its recipe and architecture.
+    /// The report over the architectures whose trainings have all ended (the others are left out
+    /// of the ranking, as "not trained yet").
+    pub fn so_far(&self) -> FidelityReport {
+        report(
+            &self.plan,
+            &self.ends.iter().map(Option::as_ref).collect::<Vec<_>>(),
+        )
+    }
+
+    /// The seconds of each job that trained to a result, with its recipe and architecture. A
+    /// failed training says nothing of how long one takes.
     fn trained(&self) -> impl Iterator<Item = (Recipe, usize, f64)> + '_ {
-        self.ended.iter().enumerate().filter_map(|(j, end)| {
-            end.flatten()
-                .map(|seconds| (self.runs[j / self.n].1, j % self.n, seconds))
-        })
+        let n = self.plan.genomes.len();
+        self.ends
+            .iter()
+            .enumerate()
+            .filter_map(move |(j, end)| match end {
+                Some(BatchEnd::Completed(r)) if r.outcome.error.is_none() => {
+                    Some((self.runs[j / n].1, j % n, r.outcome.seconds))
+                }
+                _ => None,
+            })
     }
 
     /// Seconds of wall-clock left, or `None` with nothing to estimate from yet (no proxy
     /// training ended, nor a reference one).
-    pub fn seconds(&self) -> Option<f64> {
+    pub fn seconds_left(&self) -> Option<f64> {
+        let n = self.plan.genomes.len();
         // Each architecture's proxy seconds (the mean over its proxy runs), where known.
-        let mut sums = vec![(0.0, 0usize); self.n];
+        let mut sums = vec![(0.0, 0usize); n];
         for (recipe, i, seconds) in self.trained() {
             if recipe == Recipe::Proxy {
                 sums[i].0 += seconds;
@@ -123,6 +134,7 @@ impl TimeLeft {
         } else {
             self.reference_work
         };
+        let left = self.trainings_left();
         let total: f64 = if known.is_empty() {
             // No proxy ended: the reference trainings that did, each as the mean of them.
             let ended: Vec<f64> = self
@@ -130,24 +142,22 @@ impl TimeLeft {
                 .filter(|(recipe, ..)| *recipe == Recipe::Reference)
                 .map(|(.., seconds)| seconds)
                 .collect();
-            let mean = crate::stats::mean(&ended)?;
-            mean * self.trainings_left() as f64
+            crate::stats::mean(&ended)? * left as f64
         } else {
             let typical = known.iter().sum::<f64>() / known.len() as f64;
-            self.ended
+            self.ends
                 .iter()
                 .enumerate()
                 .filter(|(_, end)| end.is_none())
                 .map(|(j, _)| {
-                    let c = cost[j % self.n].unwrap_or(typical);
-                    match self.runs[j / self.n].1 {
+                    let c = cost[j % n].unwrap_or(typical);
+                    match self.runs[j / n].1 {
                         Recipe::Proxy => c,
                         Recipe::Reference => c * ratio,
                     }
                 })
                 .sum()
         };
-        let left = self.trainings_left();
         Some(if left == 0 {
             0.0
         } else {
@@ -155,16 +165,27 @@ impl TimeLeft {
         })
     }
 
-    /// "N training(s) left, about T" (or just the count, with nothing to estimate from yet).
+    /// "N training(s) left, about T; Kendall tau so far X over K architectures" (the time when
+    /// it can be estimated, the tau while some, at least [`MIN_SAMPLES`], but not all
+    /// architectures are ranked).
     pub fn describe(&self) -> String {
         let left = self.trainings_left();
-        match self.seconds() {
+        let mut line = match self.seconds_left() {
             Some(s) if left > 0 => format!(
                 "{left} training(s) left, about {}",
                 crate::report::format_seconds(s)
             ),
             _ => format!("{left} training(s) left"),
+        };
+        let so_far = self.so_far();
+        let partly = (MIN_SAMPLES..so_far.samples).contains(&so_far.ranked);
+        if let (Some(tau), true) = (so_far.kendall_tau, partly) {
+            line += &format!(
+                "; Kendall tau so far {tau:.3} over {} architectures",
+                so_far.ranked
+            );
         }
+        line
     }
 }
 
@@ -177,14 +198,18 @@ mod tests {
     use crate::job::{JobResult, Placement};
 
     fn plan() -> FidelityPlan {
-        // 3 architectures; the reference: 5x the epochs on twice the data (10x the work).
+        plan_of(3)
+    }
+
+    fn plan_of(samples: usize) -> FidelityPlan {
+        // The reference: 5x the epochs on twice the data (10x the work).
         let mut config = SearchConfig::default();
         config.large.data_fraction = 0.5;
         config.large.proxy_resolution = None;
         FidelityPlan::new(
             &config,
             TaskChoice::Large,
-            3,
+            samples,
             None,
             &Reference::default(),
             1,
@@ -193,11 +218,15 @@ mod tests {
     }
 
     fn completed(madds: u64, seconds: f64) -> BatchEnd {
+        trained(madds, seconds, 0.5)
+    }
+
+    fn trained(madds: u64, seconds: f64, accuracy: f64) -> BatchEnd {
         BatchEnd::Completed(Box::new(JobResult {
             candidate: 0,
             genome: String::new(),
             outcome: Outcome {
-                accuracy: 0.5,
+                accuracy,
                 madds,
                 params: 1,
                 seconds,
@@ -218,9 +247,9 @@ mod tests {
 
     #[test]
     fn the_reference_is_estimated_from_each_architectures_proxy_seconds() {
-        let mut left = TimeLeft::new(&plan(), 2);
+        let mut left = Progress::new(&plan(), 2);
         assert_eq!(
-            left.seconds(),
+            left.seconds_left(),
             None,
             "nothing ended: nothing to estimate from"
         );
@@ -230,20 +259,20 @@ mod tests {
         left.ended("proxy", 0, &completed(3_000_000, 10.0));
         // Two proxies left, each estimated as the one that ended; the reference's three at 10x
         // the work; two in flight at once.
-        let seconds = left.seconds().unwrap();
+        let seconds = left.seconds_left().unwrap();
         assert!(
             (seconds - (2.0 * 10.0 + 3.0 * 100.0) / 2.0).abs() < 1e-6,
             "{seconds}"
         );
         left.ended("proxy", 1, &completed(1_000_000, 20.0));
         left.ended("proxy", 2, &completed(2_000_000, 30.0));
-        let seconds = left.seconds().unwrap();
+        let seconds = left.seconds_left().unwrap();
         assert!((seconds - 600.0 / 2.0).abs() < 1e-6, "{seconds}");
         assert_eq!(left.describe(), "3 training(s) left, about 5.0 min");
         // The first reference training of architecture 1 took 5x its proxy: the reference's
         // ratio now.
         left.ended("reference", 1, &completed(1_000_000, 100.0));
-        let seconds = left.seconds().unwrap();
+        let seconds = left.seconds_left().unwrap();
         assert!(
             (seconds - (10.0 + 30.0) * 5.0 / 2.0).abs() < 1e-6,
             "{seconds}"
@@ -257,18 +286,18 @@ mod tests {
                 attempts: 3,
             },
         );
-        let seconds = left.seconds().unwrap();
+        let seconds = left.seconds_left().unwrap();
         assert!(
             (seconds - 30.0 * 5.0).abs() < 1e-6,
             "one left, one in flight: {seconds}"
         );
         left.ended("reference", 2, &completed(3_000_000, 150.0));
-        assert_eq!((left.trainings_left(), left.seconds()), (0, Some(0.0)));
+        assert_eq!((left.trainings_left(), left.seconds_left()), (0, Some(0.0)));
     }
 
     #[test]
     fn without_proxies_the_references_that_ended_estimate_the_rest() {
-        let mut left = TimeLeft::new(&plan(), 1);
+        let mut left = Progress::new(&plan(), 1);
         for i in 0..3 {
             left.ended(
                 "proxy",
@@ -279,19 +308,46 @@ mod tests {
                 },
             );
         }
-        assert_eq!(left.seconds(), None);
+        assert_eq!(left.seconds_left(), None);
         left.ended("reference", 0, &completed(1, 40.0));
         assert_eq!(
-            left.seconds(),
+            left.seconds_left(),
             Some(80.0),
             "two left at 40 s, one at a time"
         );
-        assert_eq!(left.ended.len(), 6);
+        assert_eq!(left.ends.len(), 6);
         left.ended("elsewhere", 0, &completed(1, 1.0));
         assert_eq!(
             left.trainings_left(),
             2,
             "a run folder of no plan is ignored"
         );
+    }
+
+    #[test]
+    fn the_tau_so_far_ranks_the_architectures_whose_trainings_all_ended() {
+        let mut progress = Progress::new(&plan_of(4), 2);
+        // The proxy orders the four as the reference will.
+        for i in 0..4 {
+            progress.ended("proxy", i, &trained(1, 10.0, 0.1 * (i + 1) as f64));
+        }
+        assert_eq!(progress.so_far().ranked, 0);
+        progress.ended("reference", 0, &trained(1, 100.0, 0.5));
+        progress.ended("reference", 1, &trained(1, 100.0, 0.6));
+        assert!(
+            !progress.describe().contains("tau"),
+            "two ranked: no tau yet: {}",
+            progress.describe()
+        );
+        progress.ended("reference", 3, &trained(1, 100.0, 0.9));
+        let so_far = progress.so_far();
+        assert_eq!((so_far.ranked, so_far.kendall_tau), (3, Some(1.0)));
+        assert_eq!(
+            progress.describe(),
+            "1 training(s) left, about 1.7 min; Kendall tau so far 1.000 over 3 architectures"
+        );
+        // Once all are ranked the report itself says it: the line does not.
+        progress.ended("reference", 2, &trained(1, 100.0, 0.4));
+        assert_eq!(progress.describe(), "0 training(s) left");
     }
 }
