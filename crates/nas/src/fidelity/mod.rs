@@ -259,14 +259,61 @@ impl FidelityPlan {
             .wrapping_add((run as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
-    /// The folder of run `run`'s jobs of a recipe (`proxy` or `reference`): the recipe's name for
-    /// the first, then `proxy-run2`, `reference-run3`...
-    pub fn run_folder(recipe: &str, run: usize) -> String {
-        match run {
-            0 => recipe.into(),
-            _ => format!("{recipe}-run{}", run + 1),
+    /// Every run of the measurement, in the order of its jobs: each proxy run, then each
+    /// reference run. A proxy run draws its images from its own seed, as a search from that
+    /// seed would; the reference's runs differ in their weights and batch order only, each
+    /// training and validating on the images the first one does.
+    pub fn runs(&self) -> Vec<Run> {
+        let proxy = (0..self.proxy_seeds).map(|run| Run {
+            folder: runs_folder("proxy", run),
+            recipe: RecipeKind::Proxy,
+            seed: self.proxy_seed(run),
+            data_seed: self.proxy_seed(run),
+        });
+        let reference = (0..self.reference_seeds).map(|run| Run {
+            folder: runs_folder("reference", run),
+            recipe: RecipeKind::Reference,
+            seed: self.reference_seed(run),
+            data_seed: self.seed,
+        });
+        proxy.chain(reference).collect()
+    }
+
+    /// The task a recipe trains with.
+    pub fn task_of(&self, recipe: RecipeKind) -> &TaskConfig {
+        match recipe {
+            RecipeKind::Proxy => &self.proxy,
+            RecipeKind::Reference => &self.reference,
         }
     }
+}
+
+/// The folder of run `run`'s jobs of a recipe (`proxy` or `reference`): the recipe's name for
+/// the first, then `proxy-run2`, `reference-run3`...
+fn runs_folder(recipe: &str, run: usize) -> String {
+    match run {
+        0 => recipe.into(),
+        _ => format!("{recipe}-run{}", run + 1),
+    }
+}
+
+/// The two recipes a measurement compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecipeKind {
+    Proxy,
+    Reference,
+}
+
+/// One run of a recipe over the plan's architectures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// Its jobs' folder in the measurement's (`proxy`, `reference-run2`...).
+    pub folder: String,
+    pub recipe: RecipeKind,
+    /// The training seed (weights and batch order) of each of its trainings.
+    pub seed: u64,
+    /// The seed that draws its images (data fraction and validation split).
+    pub data_seed: u64,
 }
 
 /// A recipe as the report shows it.
@@ -420,61 +467,48 @@ impl<'p> Measurement<'p> {
             ));
         }
         let search = crate::pipeline::search_name(dir);
-        // A proxy run draws its images from its own seed, as a search from that seed would; the
-        // reference's runs differ in their weights and batch order only, each training and
-        // validating on the images the first one does.
-        let runs: Vec<(String, &TaskConfig, u64, u64)> = (0..plan.proxy_seeds)
-            .map(|run| {
-                let seed = plan.proxy_seed(run);
-                (
-                    FidelityPlan::run_folder("proxy", run),
-                    &plan.proxy,
-                    seed,
-                    seed,
-                )
-            })
-            .chain((0..plan.reference_seeds).map(|run| {
-                (
-                    FidelityPlan::run_folder("reference", run),
-                    &plan.reference,
-                    plan.reference_seed(run),
-                    plan.seed,
-                )
-            }))
-            .collect();
+        let runs = plan.runs();
         let jobs = runs
             .iter()
-            .flat_map(|(folder, task, seed, data_seed)| {
-                let search = search.clone();
-                plan.genomes
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, genome)| BatchJob {
-                        job: Job {
-                            version: crate::VERSION.into(),
-                            search: search.clone(),
-                            stage: format!("fidelity-{folder}"),
-                            candidate: Candidate {
-                                id: i,
-                                genome: genome.clone(),
-                                origin: Origin::Random,
-                            },
-                            task: (*task).clone(),
-                            seed: *seed,
-                            data_seed: None,
-                            parent: None,
-                            save_weights: false,
-                        }
-                        .with_data_seed(*data_seed),
-                        dir: dir.join(folder).join(format!("{i:05}")),
-                        name: format!("eatnas-{search}-fidelity-{folder}-{i}"),
-                    })
-            })
+            .flat_map(
+                |Run {
+                     folder,
+                     recipe,
+                     seed,
+                     data_seed,
+                 }| {
+                    let search = search.clone();
+                    let task = plan.task_of(*recipe);
+                    plan.genomes
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, genome)| BatchJob {
+                            job: Job {
+                                version: crate::VERSION.into(),
+                                search: search.clone(),
+                                stage: format!("fidelity-{folder}"),
+                                candidate: Candidate {
+                                    id: i,
+                                    genome: genome.clone(),
+                                    origin: Origin::Random,
+                                },
+                                task: task.clone(),
+                                seed: *seed,
+                                data_seed: None,
+                                parent: None,
+                                save_weights: false,
+                            }
+                            .with_data_seed(*data_seed),
+                            dir: dir.join(folder).join(format!("{i:05}")),
+                            name: format!("eatnas-{search}-fidelity-{folder}-{i}"),
+                        })
+                },
+            )
             .collect();
         Ok(Measurement {
             plan,
             dir: dir.to_path_buf(),
-            runs: runs.into_iter().map(|(folder, ..)| folder).collect(),
+            runs: runs.into_iter().map(|run| run.folder).collect(),
             jobs,
         })
     }

@@ -11,21 +11,13 @@
 use crate::batch::BatchEnd;
 use crate::task::TaskConfig;
 
-use super::{report, FidelityPlan, FidelityReport, MIN_SAMPLES};
-
-/// The recipe of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Recipe {
-    Proxy,
-    Reference,
-}
+use super::{report, FidelityPlan, FidelityReport, RecipeKind, Run, MIN_SAMPLES};
 
 /// The progress of one measurement; fed every training's end.
 #[derive(Clone, Debug)]
 pub struct Progress {
     plan: FidelityPlan,
-    /// Each run's folder (`proxy`, `proxy-run2`..., `reference`...), and its recipe.
-    runs: Vec<(String, Recipe)>,
+    runs: Vec<Run>,
     /// Each job's end, once known (run-major, as the measurement's jobs).
     ends: Vec<Option<BatchEnd>>,
     /// A reference training's work over a proxy training's (images seen times pixels): the
@@ -43,15 +35,7 @@ fn work(task: &TaskConfig) -> f64 {
 impl Progress {
     /// The progress of `plan`'s trainings, `workers` of them in flight at once.
     pub fn new(plan: &FidelityPlan, workers: usize) -> Progress {
-        let runs: Vec<(String, Recipe)> = (0..plan.proxy_seeds)
-            .map(|run| (FidelityPlan::run_folder("proxy", run), Recipe::Proxy))
-            .chain((0..plan.reference_seeds).map(|run| {
-                (
-                    FidelityPlan::run_folder("reference", run),
-                    Recipe::Reference,
-                )
-            }))
-            .collect();
+        let runs = plan.runs();
         let proxy_work = work(&plan.proxy);
         Progress {
             ends: vec![None; runs.len() * plan.genomes.len()],
@@ -69,7 +53,7 @@ impl Progress {
     /// Training `i` of the run in folder `run` ended as `end`.
     pub fn ended(&mut self, run: &str, i: usize, end: &BatchEnd) {
         let n = self.plan.genomes.len();
-        let Some(r) = self.runs.iter().position(|(folder, _)| folder == run) else {
+        let Some(r) = self.runs.iter().position(|r| r.folder == run) else {
             return;
         };
         if i < n {
@@ -93,14 +77,14 @@ impl Progress {
 
     /// The seconds of each job that trained to a result, with its recipe and architecture. A
     /// failed training says nothing of how long one takes.
-    fn trained(&self) -> impl Iterator<Item = (Recipe, usize, f64)> + '_ {
+    fn trained(&self) -> impl Iterator<Item = (RecipeKind, usize, f64)> + '_ {
         let n = self.plan.genomes.len();
         self.ends
             .iter()
             .enumerate()
             .filter_map(move |(j, end)| match end {
                 Some(BatchEnd::Completed(r)) if r.outcome.error.is_none() => {
-                    Some((self.runs[j / n].1, j % n, r.outcome.seconds))
+                    Some((self.runs[j / n].recipe, j % n, r.outcome.seconds))
                 }
                 _ => None,
             })
@@ -113,7 +97,7 @@ impl Progress {
         // Each architecture's proxy seconds (the mean over its proxy runs), where known.
         let mut sums = vec![(0.0, 0usize); n];
         for (recipe, i, seconds) in self.trained() {
-            if recipe == Recipe::Proxy {
+            if recipe == RecipeKind::Proxy {
                 sums[i].0 += seconds;
                 sums[i].1 += 1;
             }
@@ -126,7 +110,7 @@ impl Progress {
         // The reference's seconds over its architectures' proxy seconds.
         let (reference, proxy) = self
             .trained()
-            .filter(|(recipe, ..)| *recipe == Recipe::Reference)
+            .filter(|(recipe, ..)| *recipe == RecipeKind::Reference)
             .filter_map(|(_, i, seconds)| cost[i].map(|c| (seconds, c)))
             .fold((0.0, 0.0), |(r, p), (seconds, c)| (r + seconds, p + c));
         let ratio = if proxy > 0.0 {
@@ -139,7 +123,7 @@ impl Progress {
             // No proxy ended: the reference trainings that did, each as the mean of them.
             let ended: Vec<f64> = self
                 .trained()
-                .filter(|(recipe, ..)| *recipe == Recipe::Reference)
+                .filter(|(recipe, ..)| *recipe == RecipeKind::Reference)
                 .map(|(.., seconds)| seconds)
                 .collect();
             crate::stats::mean(&ended)? * left as f64
@@ -151,9 +135,9 @@ impl Progress {
                 .filter(|(_, end)| end.is_none())
                 .map(|(j, _)| {
                     let c = cost[j % n].unwrap_or(typical);
-                    match self.runs[j / n].1 {
-                        Recipe::Proxy => c,
-                        Recipe::Reference => c * ratio,
+                    match self.runs[j / n].recipe {
+                        RecipeKind::Proxy => c,
+                        RecipeKind::Reference => c * ratio,
                     }
                 })
                 .sum()
