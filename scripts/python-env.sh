@@ -8,10 +8,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 requirements="$root/scripts/python-requirements.txt"
-modules="import torch, numpy, safetensors, onnx, onnxruntime"
+modules="import torch, numpy, safetensors, onnx, onnxruntime, PIL"
 if [ -n "${EATNAS_PYTHON:-}" ]; then
   "$EATNAS_PYTHON" -c "$modules" 2>/dev/null || {
-    echo "python-env: EATNAS_PYTHON=$EATNAS_PYTHON cannot import torch, numpy, safetensors, onnx and onnxruntime" >&2
+    echo "python-env: EATNAS_PYTHON=$EATNAS_PYTHON cannot import torch, numpy, safetensors, onnx, onnxruntime and PIL (pillow)" >&2
     exit 1
   }
   echo "$EATNAS_PYTHON"

@@ -1,5 +1,6 @@
 //! `cargo xtask bench cpu`: the criterion rows of `benches/ops.rs` beside PyTorch on the same
-//! shapes, threads and machine, in one run, as one table.
+//! shapes, threads and machine, in one run, as one table. `cargo xtask bench data`: the input
+//! pipeline's rows of `benches/data.rs` (JPEG folders at 224) beside PyTorch's `DataLoader`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,6 +13,8 @@ use serde_json::{json, Value};
 pub enum Target {
     /// The CPU backend's ops and training steps.
     Cpu,
+    /// The input pipeline: JPEG images decoded, resized and batched at 224, as ImageNet is read.
+    Data,
 }
 
 #[derive(clap::Args)]
@@ -55,13 +58,13 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Builds the bench binary and returns its path.
-fn bench_binary(root: &Path) -> Result<PathBuf> {
+/// Builds the bench binary `name` (`benches/NAME.rs`) and returns its path.
+fn bench_binary(root: &Path, name: &str) -> Result<PathBuf> {
     let text = output(
         Command::new(env!("CARGO")).current_dir(root).args([
             "bench",
             "--bench",
-            "ops",
+            name,
             "--no-run",
             "--message-format=json",
         ]),
@@ -69,9 +72,9 @@ fn bench_binary(root: &Path) -> Result<PathBuf> {
     )?;
     json_lines(&text)
         .iter()
-        .filter(|m| m["target"]["name"] == "ops")
+        .filter(|m| m["target"]["name"] == name)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| anyhow!("cargo built no `ops` bench executable"))
+        .ok_or_else(|| anyhow!("cargo built no `{name}` bench executable"))
 }
 
 /// A Python that imports torch: what `scripts/python-env.sh` prints (`$EATNAS_PYTHON`, else the
@@ -112,7 +115,13 @@ fn number(value: &Value, key: &str, what: &str) -> Result<f64> {
 }
 
 pub fn run(options: &Args) -> Result<()> {
-    let Target::Cpu = options.target;
+    match options.target {
+        Target::Cpu => run_ops(options),
+        Target::Data => run_data(options),
+    }
+}
+
+fn run_ops(options: &Args) -> Result<()> {
     let threads = options.threads.map_or_else(crate::cores, |n| n as usize);
     let root = root();
     let shared = root.join("../shared");
@@ -124,7 +133,7 @@ pub fn run(options: &Args) -> Result<()> {
     }
     let threads = threads.to_string();
     let python = python(&root)?;
-    let binary = bench_binary(&root)?;
+    let binary = bench_binary(&root, "ops")?;
     let bench = || {
         let mut command = Command::new(&binary);
         command
@@ -241,6 +250,130 @@ pub fn run(options: &Args) -> Result<()> {
     }
 
     print_table(&table, peak_gflops, peak_gbps, &threads);
+    if options.json {
+        println!("{}", Value::Array(table));
+    }
+    Ok(())
+}
+
+/// The rows of `benches/data.rs` and the images each run reads.
+const DATA_ROWS: [(&str, f64); 3] = [
+    ("data_decode", 1.0),
+    ("data_read_224", 1.0),
+    ("data_batch64_224", 64.0),
+];
+
+/// `cargo xtask bench data`: each row's median ms on both sides and the images per second they
+/// make, in all and per thread (the read row runs on one).
+fn run_data(options: &Args) -> Result<()> {
+    if options.rows.is_some() {
+        bail!("--rows selects rows of `bench cpu`; `bench data` has three, always run");
+    }
+    let threads = options
+        .threads
+        .map_or_else(crate::cores, |n| n as usize)
+        .to_string();
+    let root = root();
+    let python = python(&root)?;
+    let binary = bench_binary(&root, "data")?;
+    let bench = || {
+        let mut command = Command::new(&binary);
+        command
+            .current_dir(&root)
+            .env("RAYON_NUM_THREADS", &threads);
+        command
+    };
+    let folder = output(
+        bench().env("EATNAS_BENCH_DATA_DIR", "1"),
+        "the data bench binary (writing its images)",
+    )?;
+    let folder = folder.trim();
+    eprintln!("eatnas: criterion on {threads} threads, images in {folder}");
+    let criterion_home = root.join("target/criterion");
+    let status = bench()
+        .env("CRITERION_HOME", &criterion_home)
+        .args(["--bench", "--noplot"])
+        .stdout(std::io::stderr())
+        .status()
+        .context("could not start the data bench binary")?;
+    if !status.success() {
+        bail!("the data benches failed ({status})");
+    }
+    eprintln!(
+        "PyTorch: {} on {threads} worker processes",
+        python.display()
+    );
+    let torch = json_lines(&output(
+        Command::new(&python)
+            .arg(root.join("benches/baselines/pytorch_data.py"))
+            .args(["--folder", folder, "--threads", &threads]),
+        "the PyTorch data baseline",
+    )?);
+    let workers: f64 = threads.parse().unwrap_or(1.0);
+    // The decode is the floor of a read: an image's thread-milliseconds over its decode's.
+    let decode = |side: &str| -> Result<f64> {
+        match side {
+            "eatnas" => criterion_median_ms(&criterion_home, "data_decode"),
+            _ => torch
+                .iter()
+                .find(|t| t["name"] == "data_decode")
+                .map(|t| number(t, "ms", "data_decode"))
+                .transpose()?
+                .ok_or_else(|| anyhow!("the PyTorch data baseline has no row data_decode")),
+        }
+    };
+    let (eatnas_decode, pytorch_decode) = (decode("eatnas")?, decode("pytorch")?);
+    let mut table = Vec::new();
+    for (name, images) in DATA_ROWS {
+        let eatnas_ms = criterion_median_ms(&criterion_home, name)?;
+        let pytorch_ms = torch
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| number(t, "ms", name))
+            .transpose()?
+            .ok_or_else(|| anyhow!("the PyTorch data baseline has no row {name}"))?;
+        let threads_used = if images > 1.0 { workers } else { 1.0 };
+        table.push(json!({
+            "name": name,
+            "eatnas_ms": eatnas_ms,
+            "pytorch_ms": pytorch_ms,
+            "ratio": eatnas_ms / pytorch_ms,
+            "eatnas_images_per_s": images / eatnas_ms * 1e3,
+            "pytorch_images_per_s": images / pytorch_ms * 1e3,
+            "threads": threads_used,
+            "eatnas_x_decode": eatnas_ms * threads_used / images / eatnas_decode,
+            "pytorch_x_decode": pytorch_ms * threads_used / images / pytorch_decode,
+        }));
+    }
+    println!("input pipeline on this machine, {threads} threads (PyTorch: as many DataLoader worker processes)");
+    println!(
+        "{:<20} {:>10} {:>10} {:>6} {:>13} {:>13} {:>17} {:>15}",
+        "row",
+        "eatnas ms",
+        "torch ms",
+        "ratio",
+        "eatnas img/s",
+        "torch img/s",
+        "img/s/thread e/t",
+        "x decode e/t"
+    );
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    for r in &table {
+        println!(
+            "{:<20} {:>10.2} {:>10.2} {:>6.2} {:>13.0} {:>13.0} {:>8.0} / {:<8.0} {:>6.2} / {:<6.2}",
+            r["name"].as_str().unwrap_or_default(),
+            f(r, "eatnas_ms"),
+            f(r, "pytorch_ms"),
+            f(r, "ratio"),
+            f(r, "eatnas_images_per_s"),
+            f(r, "pytorch_images_per_s"),
+            f(r, "eatnas_images_per_s") / f(r, "threads"),
+            f(r, "pytorch_images_per_s") / f(r, "threads"),
+            f(r, "eatnas_x_decode"),
+            f(r, "pytorch_x_decode"),
+        );
+    }
+    println!("x decode: an image's thread-milliseconds over its side's JPEG decode alone (data_decode), the floor of a read");
     if options.json {
         println!("{}", Value::Array(table));
     }

@@ -27,8 +27,9 @@ struct Xtask {
 enum Command {
     /// The speed table: criterion benches beside PyTorch on the same shapes, in one run.
     ///
-    /// benches/ops.rs beside benches/baselines/pytorch_ops.py: median ms of each side, the ratio, GFLOP/s, GB/s, the ratio to
-    /// the flop-or-byte floor and, for the rows that train, peak memory. PyTorch comes from
+    /// `cpu`: benches/ops.rs beside benches/baselines/pytorch_ops.py: median ms of each side, the ratio, GFLOP/s, GB/s, the ratio to
+    /// the flop-or-byte floor and, for the rows that train, peak memory. `data`: benches/data.rs (JPEG images read and
+    /// batched at 224) beside benches/baselines/pytorch_data.py (PIL in a DataLoader): ms and images per second. PyTorch comes from
     /// $EATNAS_PYTHON, else from a virtual environment under target/ that this command creates.
     Bench(bench::Args),
     /// Compiles kernels/*.cu to the committed PTX in kernels/ptx/ (compute_80).

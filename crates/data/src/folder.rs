@@ -207,10 +207,14 @@ impl Dataset for ImageFolder {
         let (width, height) = (image.width() as usize, image.height() as usize);
         let planar: Vec<u8> = if self.shape.channels == 3 {
             let rgb = image.into_rgb8();
-            let raw = rgb.as_raw();
-            (0..3)
-                .flat_map(|c| raw.iter().skip(c).step_by(3).copied())
-                .collect()
+            let pixels = width * height;
+            let mut planar = vec![0u8; 3 * pixels];
+            let (r, gb) = planar.split_at_mut(pixels);
+            let (g, b) = gb.split_at_mut(pixels);
+            for (i, p) in rgb.as_raw().chunks_exact(3).enumerate() {
+                (r[i], g[i], b[i]) = (p[0], p[1], p[2]);
+            }
+            planar
         } else {
             image.into_luma8().into_raw()
         };

@@ -14,6 +14,7 @@ mod folder;
 mod idx;
 mod loader;
 mod memory;
+mod resize;
 mod spec;
 mod split;
 
@@ -21,6 +22,7 @@ pub use error::{Error, Result};
 pub use folder::ImageFolder;
 pub use loader::{Augment, Batch, Batches, Loader, Normalize};
 pub use memory::InMemory;
+pub(crate) use resize::resize_center_crop;
 pub use spec::{DataSpec, Splits};
 pub use split::{split_validation, Subset};
 
@@ -91,53 +93,4 @@ impl ChanceLevel {
         let p = self.majority_top1;
         accuracy <= p + 3.0 * (p * (1.0 - p) / self.images as f64).sqrt()
     }
-}
-
-/// Resizes one `channels x height x width` image to `size x size`: the shorter side to `size`
-/// (triangle filter), then the centre crop. Returns the bytes as `channels x size x size`.
-pub(crate) fn resize_center_crop(
-    pixels: &[u8],
-    channels: usize,
-    height: usize,
-    width: usize,
-    size: usize,
-) -> Vec<u8> {
-    if height == size && width == size {
-        return pixels.to_vec();
-    }
-    let (new_h, new_w) = if height <= width {
-        (
-            size,
-            ((width * size) as f64 / height as f64)
-                .round()
-                .max(size as f64) as usize,
-        )
-    } else {
-        (
-            ((height * size) as f64 / width as f64)
-                .round()
-                .max(size as f64) as usize,
-            size,
-        )
-    };
-    let (top, left) = ((new_h - size) / 2, (new_w - size) / 2);
-    let mut out = vec![0u8; channels * size * size];
-    for c in 0..channels {
-        let plane = &pixels[c * height * width..][..height * width];
-        let image = image::GrayImage::from_raw(width as u32, height as u32, plane.to_vec())
-            .expect("plane length matches");
-        let resized = image::imageops::resize(
-            &image,
-            new_w as u32,
-            new_h as u32,
-            image::imageops::FilterType::Triangle,
-        );
-        for y in 0..size {
-            for x in 0..size {
-                out[(c * size + y) * size + x] =
-                    resized.get_pixel((left + x) as u32, (top + y) as u32)[0];
-            }
-        }
-    }
-    out
 }
