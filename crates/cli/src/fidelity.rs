@@ -123,7 +123,11 @@ pub fn run(args: &Args) -> Result<()> {
         &config.executor,
         config.workers,
         &config.devices,
-        Arc::new(ProxyTraining::new().checkpoint_by_time(config.executor.checkpoint_interval())),
+        Arc::new(
+            ProxyTraining::new()
+                .checkpoint_by_time(config.executor.checkpoint_interval())
+                .jobs_at_once(config.workers),
+        ),
         &dir,
     )?;
     let total = plan.genomes.len();

@@ -616,8 +616,11 @@ fn a_killed_job_continues_from_its_checkpoint_to_the_uninterrupted_result() {
         "a job trained in less than --checkpoint-minutes wrote a checkpoint, or kept one"
     );
 
+    // Killed on one core (its loader on one thread), continued on every core (on two here): the
+    // loader's threads are no part of what a job trains.
     let killed = folder("killed", &job);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eatnas-cli"))
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_eatnas-cli")])
         .args(["evaluate", &path(&killed), "--checkpoint-minutes", "0"])
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -367,6 +367,9 @@ pub struct ProxyTraining {
     opened: Mutex<BTreeMap<String, Arc<OpenedData>>>,
     /// How often a job's training checkpoints into its folder's `training/`.
     checkpoint_interval: Duration,
+    /// Jobs this process trains at once: each job's loader reads and augments images on its
+    /// share of the cores.
+    jobs_at_once: usize,
 }
 
 impl Default for ProxyTraining {
@@ -375,6 +378,7 @@ impl Default for ProxyTraining {
             opened: Mutex::default(),
             checkpoint_interval: checkpoint_interval(DEFAULT_CHECKPOINT_MINUTES)
                 .expect("the default is valid"),
+            jobs_at_once: 1,
         }
     }
 }
@@ -392,6 +396,23 @@ impl ProxyTraining {
     pub fn checkpoint_by_time(mut self, interval: Duration) -> ProxyTraining {
         self.checkpoint_interval = interval;
         self
+    }
+
+    /// `jobs` train at once in this process (the local executor's workers; 1, the default, for
+    /// a Slurm job's worker, which has its allocation to itself).
+    pub fn jobs_at_once(mut self, jobs: usize) -> ProxyTraining {
+        self.jobs_at_once = jobs.max(1);
+        self
+    }
+
+    /// The loader threads of each job: this process's cores (its affinity: a Slurm job's
+    /// `--cpus-per-task`) over the jobs it trains at once. A job's recipe keeps 1, which is
+    /// not part of what it trains (`TrainConfig::same_training`); from JPEG folders each thread
+    /// reads some 400 images a second at 224 (`docs/results/speed-cpu.md`), so a GPU's job
+    /// would starve on one.
+    fn loader_workers(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.jobs_at_once).max(1)
     }
 
     /// The task's prepared data, its images drawn by `data_seed` (opened on first use).
@@ -537,7 +558,11 @@ fn continued_trainer(
             name: arch.name.clone(),
             ..trainer.network().arch().clone()
         };
-        if trainer.config() != &job_train_config(job, inherits) || saved_arch != arch {
+        if !trainer
+            .config()
+            .same_training(&job_train_config(job, inherits))
+            || saved_arch != arch
+        {
             return Err(Error::invalid(
                 "training state",
                 "it is of another training than this job's",
@@ -589,6 +614,7 @@ impl JobRunner for ProxyTraining {
             }
         };
         trainer.checkpoint_by_time(self.checkpoint_interval);
+        trainer.set_workers(self.loader_workers());
         trainer.stop_on(stop.clone());
         let seconds_before = trainer.seconds_before_resume();
         let outcome = |accuracy, error: Option<String>| Outcome {

@@ -289,7 +289,9 @@ impl<'a> Pipeline<'a> {
             session,
             search: search_name(dir),
             training: Arc::new(
-                ProxyTraining::new().checkpoint_by_time(config.executor.checkpoint_interval()),
+                ProxyTraining::new()
+                    .checkpoint_by_time(config.executor.checkpoint_interval())
+                    .jobs_at_once(config.workers),
             ),
             executor: None,
         }

@@ -78,6 +78,17 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether `other` is the same training: every field equal but `workers`, the loader's
+    /// threads, which change how fast batches come and never what they hold (each random draw
+    /// depends on the seed, the epoch and the position only). A training checkpointed on one
+    /// machine continues on another with its own number of cores.
+    pub fn same_training(&self, other: &TrainConfig) -> bool {
+        TrainConfig {
+            workers: other.workers,
+            ..self.clone()
+        } == *other
+    }
+
     /// The seed that draws the data fraction and the validation split.
     pub fn data_seed(&self) -> u64 {
         self.data_seed.unwrap_or(self.seed)

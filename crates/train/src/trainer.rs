@@ -403,6 +403,12 @@ impl Trainer {
         self.checkpoint_interval = Some(interval);
     }
 
+    /// The threads that read and augment images from now on ([`TrainConfig::workers`]; at least
+    /// 1): a continued training takes the cores of the machine it continues on.
+    pub fn set_workers(&mut self, workers: usize) {
+        self.config.workers = workers.max(1);
+    }
+
     /// Stops training once `flag` is set (a signal handler sets it): after the step in progress,
     /// the run checkpoints (when it has an output folder) and [`Trainer::train`] returns
     /// [`Error::Stopped`]; resuming from that checkpoint ends as the run would have.
