@@ -92,7 +92,7 @@ impl ExecutorKind {
         if detach && self == ExecutorKind::Local {
             return Err(crate::Error::invalid(
                 "--detach",
-                "leaves Slurm jobs running when the coordinator stops, but the local executor's jobs are threads of the coordinator and stop with it (a stopped training checkpoints, and `eatnas-cli resume` continues it). Leave out --detach, or run on Slurm (--executor slurm)",
+                "leaves Slurm jobs running when the coordinator stops, but the local executor's jobs are threads of the coordinator and stop with it (a stopped training checkpoints, and continues when the search is resumed or the measurement run again). Leave out --detach, or run on Slurm (--executor slurm)",
             ));
         }
         Ok(())
