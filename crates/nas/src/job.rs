@@ -383,6 +383,19 @@ impl Default for ProxyTraining {
     }
 }
 
+/// The cores this process may use: those it may run on (`available`: its affinity, which Slurm
+/// sets to the job's CPUs under its affinity or cgroup plugins), and no more than a Slurm job's
+/// `SLURM_CPUS_PER_TASK` where that is set, for clusters that bind nothing (a job would
+/// otherwise take the whole node it shares).
+fn process_cores(available: usize, slurm_cpus_per_task: Option<&str>) -> usize {
+    let granted = slurm_cpus_per_task.and_then(|s| s.trim().parse::<usize>().ok());
+    match granted {
+        Some(cpus) if cpus > 0 => cpus.min(available),
+        _ => available,
+    }
+    .max(1)
+}
+
 /// A task's data, or why it could not be opened.
 type OpenedData = OnceLock<std::result::Result<PreparedData, String>>;
 
@@ -405,14 +418,14 @@ impl ProxyTraining {
         self
     }
 
-    /// The loader threads of each job: this process's cores (its affinity: a Slurm job's
-    /// `--cpus-per-task`) over the jobs it trains at once. A job's recipe keeps 1, which is
-    /// not part of what it trains (`TrainConfig::same_training`); from JPEG folders each thread
-    /// reads some 400 images a second at 224 (`docs/results/speed-cpu.md`), so a GPU's job
-    /// would starve on one.
+    /// The loader threads of each job: this process's cores over the jobs it trains at once. A
+    /// job's recipe keeps 1, which is not part of what it trains (`TrainConfig::same_training`);
+    /// from JPEG folders each thread reads some 400 images a second at 224
+    /// (`docs/results/speed-cpu.md`), so a GPU's job would starve on one.
     fn loader_workers(&self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / self.jobs_at_once).max(1)
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let slurm = std::env::var("SLURM_CPUS_PER_TASK").ok();
+        (process_cores(available, slurm.as_deref()) / self.jobs_at_once).max(1)
     }
 
     /// The task's prepared data, its images drawn by `data_seed` (opened on first use).
@@ -687,4 +700,28 @@ fn host_copy(weights: Weights) -> Result<Weights> {
         .into_iter()
         .map(|(name, t)| Ok((name, t.to_device(Device::Cpu)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_cores;
+
+    #[test]
+    fn a_slurm_jobs_cpus_bound_the_cores_its_loader_takes() {
+        assert_eq!(
+            process_cores(64, Some("8")),
+            8,
+            "an unbound job on a 64-core node"
+        );
+        assert_eq!(process_cores(8, Some("8")), 8, "a bound job");
+        assert_eq!(process_cores(4, Some("8")), 4, "the affinity is narrower");
+        assert_eq!(process_cores(16, None), 16, "outside Slurm");
+        assert_eq!(
+            process_cores(16, Some("x")),
+            16,
+            "an unreadable value is ignored"
+        );
+        assert_eq!(process_cores(16, Some("0")), 16);
+        assert_eq!(process_cores(0, None), 1);
+    }
 }
