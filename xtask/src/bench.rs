@@ -108,10 +108,35 @@ fn criterion_median_ms(criterion_home: &Path, name: &str) -> Result<f64> {
         .ok_or_else(|| anyhow!("{}: no median.point_estimate", path.display()))
 }
 
+/// The PyTorch baseline's median ms of row `name` (one JSON line per row).
+fn baseline_ms(rows: &[Value], name: &str) -> Result<f64> {
+    let row = rows
+        .iter()
+        .find(|r| r["name"] == name)
+        .ok_or_else(|| anyhow!("the PyTorch baseline has no row {name}"))?;
+    number(row, "ms", name)
+}
+
+/// The bench binary, run from the workspace root on `threads` threads.
+fn bench_command(binary: &Path, root: &Path, threads: &str) -> Command {
+    let mut command = Command::new(binary);
+    command.current_dir(root).env("RAYON_NUM_THREADS", threads);
+    command
+}
+
 fn number(value: &Value, key: &str, what: &str) -> Result<f64> {
     value[key]
         .as_f64()
         .ok_or_else(|| anyhow!("{what}: no number {key:?} in {value}"))
+}
+
+impl Args {
+    /// Threads for both sides: `--threads`, else one per core.
+    fn threads(&self) -> String {
+        self.threads
+            .map_or_else(crate::cores, |n| n as usize)
+            .to_string()
+    }
 }
 
 pub fn run(options: &Args) -> Result<()> {
@@ -122,7 +147,7 @@ pub fn run(options: &Args) -> Result<()> {
 }
 
 fn run_ops(options: &Args) -> Result<()> {
-    let threads = options.threads.map_or_else(crate::cores, |n| n as usize);
+    let threads = options.threads();
     let root = root();
     let shared = root.join("../shared");
     if !shared.join("fixtures/torch/counts.json").is_file() {
@@ -131,16 +156,9 @@ fn run_ops(options: &Args) -> Result<()> {
             shared.display()
         );
     }
-    let threads = threads.to_string();
     let python = python(&root)?;
     let binary = bench_binary(&root, "ops")?;
-    let bench = || {
-        let mut command = Command::new(&binary);
-        command
-            .current_dir(&root)
-            .env("RAYON_NUM_THREADS", &threads);
-        command
-    };
+    let bench = || bench_command(&binary, &root, &threads);
 
     let mut rows = json_lines(&output(
         bench().env("EATNAS_BENCH_LIST", "1"),
@@ -204,12 +222,7 @@ fn run_ops(options: &Args) -> Result<()> {
     for row in &rows {
         let name = row["name"].as_str().unwrap_or_default();
         let eatnas_ms = criterion_median_ms(&criterion_home, name)?;
-        let pytorch_ms = torch
-            .iter()
-            .find(|t| t["name"] == name)
-            .map(|t| number(t, "ms", name))
-            .transpose()?
-            .ok_or_else(|| anyhow!("the PyTorch baseline has no row {name}"))?;
+        let pytorch_ms = baseline_ms(&torch, name)?;
         let (flops, bytes) = (number(row, "flops", name)?, number(row, "bytes", name)?);
         let floor_ms = (flops / (peak_gflops * 1e9)).max(bytes / (peak_gbps * 1e9)) * 1e3;
         let mut entry = json!({
@@ -269,20 +282,11 @@ fn run_data(options: &Args) -> Result<()> {
     if options.rows.is_some() {
         bail!("--rows selects rows of `bench cpu`; `bench data` has three, always run");
     }
-    let threads = options
-        .threads
-        .map_or_else(crate::cores, |n| n as usize)
-        .to_string();
+    let threads = options.threads();
     let root = root();
     let python = python(&root)?;
     let binary = bench_binary(&root, "data")?;
-    let bench = || {
-        let mut command = Command::new(&binary);
-        command
-            .current_dir(&root)
-            .env("RAYON_NUM_THREADS", &threads);
-        command
-    };
+    let bench = || bench_command(&binary, &root, &threads);
     let folder = output(
         bench().env("EATNAS_BENCH_DATA_DIR", "1"),
         "the data bench binary (writing its images)",
@@ -311,27 +315,12 @@ fn run_data(options: &Args) -> Result<()> {
     )?);
     let workers: f64 = threads.parse().unwrap_or(1.0);
     // The decode is the floor of a read: an image's thread-milliseconds over its decode's.
-    let decode = |side: &str| -> Result<f64> {
-        match side {
-            "eatnas" => criterion_median_ms(&criterion_home, "data_decode"),
-            _ => torch
-                .iter()
-                .find(|t| t["name"] == "data_decode")
-                .map(|t| number(t, "ms", "data_decode"))
-                .transpose()?
-                .ok_or_else(|| anyhow!("the PyTorch data baseline has no row data_decode")),
-        }
-    };
-    let (eatnas_decode, pytorch_decode) = (decode("eatnas")?, decode("pytorch")?);
+    let eatnas_decode = criterion_median_ms(&criterion_home, "data_decode")?;
+    let pytorch_decode = baseline_ms(&torch, "data_decode")?;
     let mut table = Vec::new();
     for (name, images) in DATA_ROWS {
         let eatnas_ms = criterion_median_ms(&criterion_home, name)?;
-        let pytorch_ms = torch
-            .iter()
-            .find(|t| t["name"] == name)
-            .map(|t| number(t, "ms", name))
-            .transpose()?
-            .ok_or_else(|| anyhow!("the PyTorch data baseline has no row {name}"))?;
+        let pytorch_ms = baseline_ms(&torch, name)?;
         let threads_used = if images > 1.0 { workers } else { 1.0 };
         table.push(json!({
             "name": name,

@@ -51,6 +51,21 @@ impl Taps {
     }
 }
 
+/// The height and width of a `height x width` image with its shorter side resized to `size`
+/// (the other in proportion, rounded, at least `size`).
+fn resized_shape(height: usize, width: usize, size: usize) -> (usize, usize) {
+    let longer = |long: usize, short: usize| {
+        ((long * size) as f64 / short as f64)
+            .round()
+            .max(size as f64) as usize
+    };
+    if height <= width {
+        (size, longer(width, height))
+    } else {
+        (longer(height, width), size)
+    }
+}
+
 /// Resizes one `channels x height x width` image (planar bytes) to `size x size`: the shorter
 /// side to `size`, then the centre crop. Returns `channels x size x size` bytes.
 pub(crate) fn resize_center_crop(
@@ -67,21 +82,7 @@ pub(crate) fn resize_center_crop(
     if height == 0 || width == 0 {
         return out;
     }
-    let (new_h, new_w) = if height <= width {
-        (
-            size,
-            ((width * size) as f64 / height as f64)
-                .round()
-                .max(size as f64) as usize,
-        )
-    } else {
-        (
-            ((height * size) as f64 / width as f64)
-                .round()
-                .max(size as f64) as usize,
-            size,
-        )
-    };
+    let (new_h, new_w) = resized_shape(height, width, size);
     let (top, left) = ((new_h - size) / 2, (new_w - size) / 2);
     if (new_h, new_w) == (height, width) {
         // Nothing to filter (as `image` copies): the crop alone.
@@ -139,21 +140,7 @@ mod tests {
         width: usize,
         size: usize,
     ) -> Vec<u8> {
-        let (new_h, new_w) = if height <= width {
-            (
-                size,
-                ((width * size) as f64 / height as f64)
-                    .round()
-                    .max(size as f64) as usize,
-            )
-        } else {
-            (
-                ((height * size) as f64 / width as f64)
-                    .round()
-                    .max(size as f64) as usize,
-                size,
-            )
-        };
+        let (new_h, new_w) = resized_shape(height, width, size);
         let (top, left) = ((new_h - size) / 2, (new_w - size) / 2);
         let mut out = vec![0u8; channels * size * size];
         for c in 0..channels {
