@@ -383,15 +383,41 @@ impl Default for ProxyTraining {
     }
 }
 
-/// The cores this process may use: those it may run on (`available`: its affinity, which Slurm
-/// sets to the job's CPUs under its affinity or cgroup plugins), and no more than a Slurm job's
-/// `SLURM_CPUS_PER_TASK` where that is set, for clusters that bind nothing (a job would
-/// otherwise take the whole node it shares).
-fn process_cores(available: usize, slurm_cpus_per_task: Option<&str>) -> usize {
-    let granted = slurm_cpus_per_task.and_then(|s| s.trim().parse::<usize>().ok());
-    match granted {
-        Some(cpus) if cpus > 0 => cpus.min(available),
-        _ => available,
+/// The cores each of `jobs` trainings that run at once in this process may use, at least one:
+/// the process's cores ([`process_cores`]) shared evenly. A local worker's threads and a job's
+/// loader threads are each this many.
+pub fn cores_per_job(jobs: usize) -> usize {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let env = |name| std::env::var(name).ok();
+    let cores = process_cores(
+        available,
+        env("RAYON_NUM_THREADS").as_deref(),
+        env("SLURM_CPUS_PER_TASK").as_deref(),
+    );
+    (cores / jobs.max(1)).max(1)
+}
+
+/// The cores this process may use: `RAYON_NUM_THREADS` where it is set (the user's word, as for
+/// any rayon program; a Slurm job script sets it to the allocation), else those it may run on
+/// (`available`: its affinity, which Slurm sets to the job's CPUs under its affinity or cgroup
+/// plugins), no more than a Slurm job's `SLURM_CPUS_PER_TASK` where that is set, for clusters
+/// that bind nothing (a job would otherwise take the whole node it shares).
+fn process_cores(
+    available: usize,
+    rayon_num_threads: Option<&str>,
+    slurm_cpus_per_task: Option<&str>,
+) -> usize {
+    let positive = |value: Option<&str>| {
+        value
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
+    if let Some(threads) = positive(rayon_num_threads) {
+        return threads;
+    }
+    match positive(slurm_cpus_per_task) {
+        Some(cpus) => cpus.min(available),
+        None => available,
     }
     .max(1)
 }
@@ -418,14 +444,12 @@ impl ProxyTraining {
         self
     }
 
-    /// The loader threads of each job: this process's cores over the jobs it trains at once. A
+    /// The loader threads of each job: its share of this process's cores ([`cores_per_job`]). A
     /// job's recipe keeps 1, which is not part of what it trains (`TrainConfig::same_training`);
     /// from JPEG folders each thread reads some 400 images a second at 224
     /// (`docs/results/speed-cpu.md`), so a GPU's job would starve on one.
     fn loader_workers(&self) -> usize {
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let slurm = std::env::var("SLURM_CPUS_PER_TASK").ok();
-        (process_cores(available, slurm.as_deref()) / self.jobs_at_once).max(1)
+        cores_per_job(self.jobs_at_once)
     }
 
     /// The task's prepared data, its images drawn by `data_seed` (opened on first use).
@@ -707,21 +731,46 @@ mod tests {
     use super::process_cores;
 
     #[test]
-    fn a_slurm_jobs_cpus_bound_the_cores_its_loader_takes() {
+    fn a_slurm_jobs_cpus_bound_the_cores_it_takes() {
         assert_eq!(
-            process_cores(64, Some("8")),
+            process_cores(64, None, Some("8")),
             8,
             "an unbound job on a 64-core node"
         );
-        assert_eq!(process_cores(8, Some("8")), 8, "a bound job");
-        assert_eq!(process_cores(4, Some("8")), 4, "the affinity is narrower");
-        assert_eq!(process_cores(16, None), 16, "outside Slurm");
+        assert_eq!(process_cores(8, None, Some("8")), 8, "a bound job");
         assert_eq!(
-            process_cores(16, Some("x")),
+            process_cores(4, None, Some("8")),
+            4,
+            "the affinity is narrower"
+        );
+        assert_eq!(process_cores(16, None, None), 16, "outside Slurm");
+        assert_eq!(
+            process_cores(16, None, Some("x")),
             16,
             "an unreadable value is ignored"
         );
-        assert_eq!(process_cores(16, Some("0")), 16);
-        assert_eq!(process_cores(0, None), 1);
+        assert_eq!(process_cores(16, None, Some("0")), 16);
+        assert_eq!(process_cores(0, None, None), 1);
+    }
+
+    #[test]
+    fn rayon_num_threads_is_the_processs_cores_where_set() {
+        assert_eq!(
+            process_cores(16, Some("3"), None),
+            3,
+            "fewer than the cores"
+        );
+        assert_eq!(
+            process_cores(2, Some("4"), None),
+            4,
+            "more than the cores, as rayon itself would take"
+        );
+        assert_eq!(
+            process_cores(64, Some("6"), Some("8")),
+            6,
+            "the job script's value over the allocation"
+        );
+        assert_eq!(process_cores(16, Some("0"), None), 16, "0: rayon's default");
+        assert_eq!(process_cores(16, Some("many"), Some("4")), 4);
     }
 }

@@ -327,6 +327,102 @@ fn several_workers_finish_the_budget_and_resume_their_work_in_flight() {
     );
 }
 
+/// [`Synthetic`], recording on which thread pool each job ran and how many jobs ran at once.
+struct PoolRecorder {
+    scores: Synthetic,
+    /// Each job's thread name and the size of the rayon pool it ran on.
+    seen: std::sync::Mutex<Vec<(String, usize)>>,
+    running: AtomicUsize,
+    most_at_once: AtomicUsize,
+}
+
+impl JobRunner for PoolRecorder {
+    fn run(
+        &self,
+        job: &Job,
+        dir: &Path,
+        device: Device,
+        stop: &eatnas_nas::job::StopFlag,
+    ) -> eatnas_nas::Result<(Outcome, Option<Weights>)> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        self.seen
+            .lock()
+            .unwrap()
+            .push((thread, rayon::current_num_threads()));
+        // Long enough that the coordinator's second job finds the first still running.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.scores.run(job, dir, device, stop)
+    }
+}
+
+#[test]
+fn each_local_worker_trains_on_a_thread_pool_of_its_own() {
+    let dir = temp_dir("pools");
+    let runner = Arc::new(PoolRecorder {
+        scores: Synthetic::new(),
+        seen: Default::default(),
+        running: AtomicUsize::new(0),
+        most_at_once: AtomicUsize::new(0),
+    });
+    let task = TaskConfig::default();
+    let run = StageRun {
+        dir: &dir,
+        search: "test",
+        stage: "stage",
+        task: &task,
+        seed: 0,
+        workers: 2,
+        max_retries: 0,
+        transfer_weights: None,
+        keep_best_weights: false,
+        latency: None,
+    };
+    // Three threads each: not what rayon's global pool would have on any test machine's cores
+    // over two, so a job on the global pool is seen.
+    let mut executor = LocalExecutor::with_threads(runner.clone(), 2, 3, &[]);
+    let mut saved = SavedStage::new(state(Initializer::Random, 4), "test");
+    let stop = AtomicBool::new(false);
+    let control = Control {
+        stop: &stop,
+        detach: false,
+    };
+    run_stage(&mut saved, &mut executor, &run, &control, &mut |_| {}).unwrap();
+    assert_eq!(
+        runner.most_at_once.load(Ordering::SeqCst),
+        2,
+        "two jobs at once"
+    );
+    let seen = runner.seen.lock().unwrap();
+    assert_eq!(seen.len(), 30);
+    let mut pools: Vec<&str> = Vec::new();
+    for (thread, threads) in seen.iter() {
+        assert_eq!(
+            *threads, 3,
+            "{thread} ran a job on a pool of {threads} thread(s)"
+        );
+        let pool = thread
+            .rsplit_once('-')
+            .map(|(pool, _)| pool)
+            .filter(|pool| pool.starts_with("eatnas-worker"))
+            .unwrap_or_else(|| panic!("a job ran on {thread}, not a worker's pool"));
+        if !pools.contains(&pool) {
+            pools.push(pool);
+        }
+    }
+    pools.sort();
+    assert_eq!(
+        pools,
+        ["eatnas-worker0", "eatnas-worker1"],
+        "one pool per worker"
+    );
+}
+
 #[test]
 fn transfer_seeds_the_population_with_the_basic_architecture_and_its_perturbations() {
     let space = SpaceConfig::default();

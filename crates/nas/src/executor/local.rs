@@ -1,6 +1,9 @@
 //! The local executor: `workers` threads of this process, worker slot i training on
 //! `devices[i % len]`. Each thread runs a job folder exactly as `eatnas-cli evaluate` does
-//! ([`crate::job::run_folder`]), so its results are on disk like a Slurm job's.
+//! ([`crate::job::run_folder`]), so its results are on disk like a Slurm job's, and each runs
+//! its jobs' operations on a thread pool of its own, its share of the process's cores: sharing
+//! rayon's one global pool, the jobs' operations would queue behind each other (with
+//! `RAYON_NUM_THREADS=1`, every worker's training on one core).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 use eatnas_tensor::Device;
 
 use super::{Ended, Executor, JobRef};
-use crate::job::{run_folder, JobRunner};
+use crate::job::{cores_per_job, run_folder, JobRunner};
 use crate::Result;
 
 type Message = (String, Ended);
@@ -31,9 +34,20 @@ pub struct LocalExecutor {
 }
 
 impl LocalExecutor {
-    /// Starts `workers` threads that run jobs with `runner`; slot i trains on
-    /// `devices[i % len]` (the CPU when `devices` is empty).
+    /// Starts `workers` threads that run jobs with `runner`, each with its share of this
+    /// process's cores ([`cores_per_job`]); slot i trains on `devices[i % len]` (the CPU when
+    /// `devices` is empty).
     pub fn new(runner: Arc<dyn JobRunner>, workers: usize, devices: &[Device]) -> LocalExecutor {
+        LocalExecutor::with_threads(runner, workers, cores_per_job(workers), devices)
+    }
+
+    /// [`LocalExecutor::new`] with `threads` threads for each worker's operations.
+    pub fn with_threads(
+        runner: Arc<dyn JobRunner>,
+        workers: usize,
+        threads: usize,
+        devices: &[Device],
+    ) -> LocalExecutor {
         let devices: Vec<Device> = if devices.is_empty() {
             vec![Device::Cpu]
         } else {
@@ -44,7 +58,7 @@ impl LocalExecutor {
         let (ended_sender, ended) = channel::<Message>();
         let cancelled = Arc::new(AtomicBool::new(false));
         let running = Arc::new(AtomicUsize::new(0));
-        for _ in 0..workers.max(1) {
+        for worker in 0..workers.max(1) {
             let (jobs, ended, runner, devices, cancelled, running) = (
                 job_receiver.clone(),
                 ended_sender.clone(),
@@ -55,24 +69,32 @@ impl LocalExecutor {
             );
             // Detached: a coordinator that ends (an error, kill -9) does not wait for a training
             // in progress; one that cancels waits for its trainings to checkpoint and stop.
-            std::thread::spawn(move || loop {
-                let next = jobs.lock().map(|queue| queue.recv());
-                let Ok(Ok((ticket, job))) = next else { return };
-                // Counted before the check, so that `cancel_all` waits for a job it raced with.
-                running.fetch_add(1, Ordering::SeqCst);
-                if cancelled.load(Ordering::SeqCst) {
+            std::thread::spawn(move || {
+                let pool = worker_pool(worker, threads);
+                loop {
+                    let next = jobs.lock().map(|queue| queue.recv());
+                    let Ok(Ok((ticket, job))) = next else { return };
+                    // Counted before the check, so that `cancel_all` waits for a job it raced with.
+                    running.fetch_add(1, Ordering::SeqCst);
+                    if cancelled.load(Ordering::SeqCst) {
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    let device = devices[job.slot % devices.len()];
+                    let run = || run_folder(&job.dir, runner.as_ref(), device, &cancelled);
+                    let ran = match &pool {
+                        Some(pool) => pool.install(run),
+                        None => run(),
+                    };
+                    let outcome = match ran {
+                        Ok(result) => Ended::Completed(result),
+                        Err(failure) if failure.disk_full => Ended::DiskFull(failure.reason),
+                        Err(failure) => Ended::Failed(failure.reason),
+                    };
                     running.fetch_sub(1, Ordering::SeqCst);
-                    continue;
-                }
-                let device = devices[job.slot % devices.len()];
-                let outcome = match run_folder(&job.dir, runner.as_ref(), device, &cancelled) {
-                    Ok(result) => Ended::Completed(result),
-                    Err(failure) if failure.disk_full => Ended::DiskFull(failure.reason),
-                    Err(failure) => Ended::Failed(failure.reason),
-                };
-                running.fetch_sub(1, Ordering::SeqCst);
-                if ended.send((ticket, outcome)).is_err() {
-                    return;
+                    if ended.send((ticket, outcome)).is_err() {
+                        return;
+                    }
                 }
             });
         }
@@ -82,6 +104,25 @@ impl LocalExecutor {
             submitted: 0,
             cancelled,
             running,
+        }
+    }
+}
+
+/// Worker `worker`'s pool of `threads` threads (named `eatnas-worker{worker}-{i}`), or none
+/// where the system refuses the threads: its jobs then run on rayon's global pool, slower where
+/// several workers share it but the same results (the CPU backend's do not depend on threads).
+fn worker_pool(worker: usize, threads: usize) -> Option<rayon::ThreadPool> {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(move |i| format!("eatnas-worker{worker}-{i}"))
+        .build()
+    {
+        Ok(pool) => Some(pool),
+        Err(e) => {
+            eprintln!(
+                "warning: local worker {worker}: no pool of {threads} thread(s) ({e}); its jobs share rayon's global pool"
+            );
+            None
         }
     }
 }
