@@ -3,12 +3,18 @@
 //! piece), and a Pareto tournament (non-dominated ranks and crowding of the whole population)
 //! at the demo's population and at a cluster-sized one. Both run once per evaluation, against
 //! seconds (demo) to hours (ImageNet) of training.
+//!
+//! And what local workers buy (`cargo bench --bench search -- local_workers`): the demo's stage 1
+//! cut to its 8 random candidates, the same 8 trainings whatever the workers, through the local
+//! executor with one worker and with two (each on its share of the cores), on this machine's
+//! cores. About 10-20 s an iteration, 10 iterations a row.
 
 use std::path::Path;
 
 use criterion::Criterion;
 use eatnas_nas::latency::StageLatency;
 use eatnas_nas::pareto::select;
+use eatnas_nas::pipeline::{self, Command, Session};
 use eatnas_nas::{Genome, LatencyObjective, LatencyPass, SearchConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,5 +57,39 @@ fn main() {
         });
     }
     let _ = std::fs::remove_dir_all(&stage);
+    local_workers(&mut criterion);
     criterion.final_summary();
+}
+
+/// Stage 1 of the demo with only its random initial population (8 candidates, so every row
+/// trains the same 8 networks), with 1 and 2 local workers.
+fn local_workers(criterion: &mut Criterion) {
+    let mut group = criterion.benchmark_group("local_workers");
+    group.sample_size(10);
+    for workers in [1, 2] {
+        let mut config = SearchConfig::default();
+        config.stage1.population = 8;
+        config.stage1.budget = 8;
+        config.workers = workers;
+        let name = format!("demo_stage1_8_candidates_workers_{workers}");
+        let mut run = 0;
+        group.bench_function(&name, |b| {
+            b.iter(|| {
+                run += 1;
+                let dir = std::env::temp_dir()
+                    .join(format!("eatnas-bench-{name}-{}-{run}", std::process::id()));
+                let summary = pipeline::start(
+                    config.clone(),
+                    Command::Search,
+                    &dir,
+                    &Session::default(),
+                    &mut |_| {},
+                )
+                .expect("the demo's stage 1 runs");
+                let _ = std::fs::remove_dir_all(&dir);
+                summary
+            })
+        });
+    }
+    group.finish();
 }
