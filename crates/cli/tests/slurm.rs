@@ -265,8 +265,19 @@ fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
         return;
     }
     let dir = temp_dir("cancel");
-    // Long enough jobs to act on while they run.
-    let config = config(&dir, 1, 5, "setup = [\"sleep 2\"]");
+    // Long enough jobs to act on while they run. A job is acted on once its script runs (its
+    // marker is there): Slurm may show a job RUNNING before it starts the script, and a scancel
+    // then can miss the script, which evaluates and leaves a result to collect (seen once).
+    let started = |id: &str| dir.join(format!("started-{id}"));
+    let config = config(
+        &dir,
+        1,
+        5,
+        &format!(
+            "setup = [\"touch {}/started-$SLURM_JOB_ID\", \"sleep 2\"]",
+            dir.display()
+        ),
+    );
     // Long enough a grace for Slurm to show the requeued job pending again on a busy host.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
@@ -279,7 +290,7 @@ fn jobs_cancelled_or_requeued_by_hand_are_retried_and_the_search_completes() {
     let mut acted: BTreeMap<String, &str> = BTreeMap::new();
     wait_for("two running jobs to act on", &mut child, || {
         for (id, _, state) in jobs_of(&out) {
-            if state == "RUNNING" && !acted.contains_key(&id) {
+            if state == "RUNNING" && !acted.contains_key(&id) && started(&id).exists() {
                 let (program, args, what): (&str, Vec<&str>, &str) = if acted.is_empty() {
                     ("scancel", vec![id.as_str()], "cancelled")
                 } else {
