@@ -165,6 +165,19 @@ fn run_task(
     stop: &AtomicBool,
     task: &TaskConfig,
 ) -> eatnas_nas::Result<()> {
+    let mut executor = LocalExecutor::new(runner, workers, &[]);
+    run_on(dir, saved, &mut executor, workers, stop, task)
+}
+
+/// Runs the stage saved in `saved` in `dir` with `workers` jobs in flight on `executor`.
+fn run_on(
+    dir: &Path,
+    saved: &mut SavedStage,
+    executor: &mut LocalExecutor,
+    workers: usize,
+    stop: &AtomicBool,
+    task: &TaskConfig,
+) -> eatnas_nas::Result<()> {
     let run = StageRun {
         dir,
         search: "test",
@@ -177,12 +190,11 @@ fn run_task(
         keep_best_weights: false,
         latency: None,
     };
-    let mut executor = LocalExecutor::new(runner, workers, &[]);
     let control = Control {
         stop,
         detach: false,
     };
-    run_stage(saved, &mut executor, &run, &control, &mut |_| {})
+    run_stage(saved, executor, &run, &control, &mut |_| {})
 }
 
 fn run(
@@ -370,29 +382,20 @@ fn each_local_worker_trains_on_a_thread_pool_of_its_own() {
         running: AtomicUsize::new(0),
         most_at_once: AtomicUsize::new(0),
     });
-    let task = TaskConfig::default();
-    let run = StageRun {
-        dir: &dir,
-        search: "test",
-        stage: "stage",
-        task: &task,
-        seed: 0,
-        workers: 2,
-        max_retries: 0,
-        transfer_weights: None,
-        keep_best_weights: false,
-        latency: None,
-    };
-    // Three threads each: not what rayon's global pool would have on any test machine's cores
-    // over two, so a job on the global pool is seen.
+    // Three threads a worker: a job that ran on rayon's global pool instead shows a thread of
+    // another name, and (on a machine of other than three cores) another pool size.
     let mut executor = LocalExecutor::with_threads(runner.clone(), 2, 3, &[]);
     let mut saved = SavedStage::new(state(Initializer::Random, 4), "test");
     let stop = AtomicBool::new(false);
-    let control = Control {
-        stop: &stop,
-        detach: false,
-    };
-    run_stage(&mut saved, &mut executor, &run, &control, &mut |_| {}).unwrap();
+    run_on(
+        &dir,
+        &mut saved,
+        &mut executor,
+        2,
+        &stop,
+        &TaskConfig::default(),
+    )
+    .unwrap();
     assert_eq!(
         runner.most_at_once.load(Ordering::SeqCst),
         2,
